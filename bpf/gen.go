@@ -1,0 +1,7 @@
+// Package bpf holds PacketScope's eBPF programs, their bpf2go-generated Go
+// bindings (committed, so `go build` needs no clang) and typed loaders.
+package bpf
+
+// Regenerate with `make generate` (needs clang-16 and libbpf-dev).
+//go:generate go tool bpf2go -cc clang-16 -target bpfel -cflags "-O2 -g -Wall -Werror -I./include" stack stack.bpf.c
+//go:generate go tool bpf2go -cc clang-16 -target bpfel -cflags "-O2 -g -Wall -Werror -I./include" guard guard.bpf.c
