@@ -27,11 +27,15 @@ func (k FragKind) String() string {
 //
 //   - Ethernet with up to two 802.1Q/802.1ad tags, then IPv4 or IPv6; anything
 //     else, or an IP header that does not fit in the frame (IPv4: version 4,
-//     IHL >= 5, IHL*4 bytes present), is not IP: Family 0, and no rule matches it.
+//     IHL >= 5, IHL*4 bytes present; IPv6: version 6, 40 bytes present), is
+//     not IP: Family 0, and no rule matches it.
 //   - Protocol is IPv4's protocol field, or for IPv6 the next header after
 //     skipping up to MaxIPv6ExtHeaders extension headers (hop-by-hop, routing,
 //     fragment, destination options, AH). A chain that is longer or truncated
-//     leaves Protocol at the last next-header read and HasL4 false.
+//     leaves Protocol at the last next-header read and HasL4 false. An
+//     extension header counts only when all of it is in the frame. A
+//     fragment header with offset > 0 ends the walk (what follows is data):
+//     Protocol is its next header.
 //   - TTL is IPv4's TTL or IPv6's hop limit; Length is IPv4's total length or
 //     IPv6's payload length + 40, both as written in the header.
 //   - HasL4 is true when the packet is not a later fragment and the L4 header
