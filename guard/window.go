@@ -1,0 +1,405 @@
+package guard
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Sample is one sampled packet header as the XDP guard's sampler hands it to
+// the agent: when it was seen, on which interface, and its parsed header.
+type Sample struct {
+	Time      time.Time `json:"time"`
+	Interface string    `json:"interface"`
+	Packet    Packet    `json:"packet"`
+}
+
+// TrafficReport is what GET /api/v1/traffic returns: the evidence an analyst
+// (or a person) needs to write a fingerprint rule for recent traffic.
+type TrafficReport struct {
+	From        time.Time `json:"from"`
+	To          time.Time `json:"to"`
+	SampleEvery uint32    `json:"sample_every"` // 1-in-N sampling rate in force
+	Totals      Totals    `json:"totals"`
+	// Top holds, per match field (TopFields), the most frequent values among
+	// the sampled packets in [From, To], highest count first. Values are
+	// written in the rule JSON's syntax so they can be pasted into a rule.
+	Top map[string][]ValueCount `json:"top"`
+	// Samples are the newest sampled headers in [From, To], oldest first.
+	Samples []Sample `json:"samples"`
+	// Protected are the node's own addresses and default gateways (CIDRs):
+	// a rule must never block them.
+	Protected []string `json:"protected"`
+}
+
+// Totals counts the sampled packets in a report's window and estimates the
+// real traffic from the sampling rate.
+type Totals struct {
+	SampledPackets   uint64 `json:"sampled_packets"`
+	SampledBytes     uint64 `json:"sampled_bytes"` // sum of IP lengths
+	EstimatedPackets uint64 `json:"estimated_packets"`
+	EstimatedBytes   uint64 `json:"estimated_bytes"`
+}
+
+// ValueCount is one value of a match field and how many sampled packets had it.
+type ValueCount struct {
+	Value string `json:"value"`
+	Count uint64 `json:"count"`
+}
+
+// TopFields are the keys of TrafficReport.Top: the rule's match fields, plus
+// src_prefix (sources aggregated to /24 for IPv4 and /48 for IPv6, which is
+// how a spread-out source shows up).
+var TopFields = []string{
+	"src", "src_prefix", "dst", "protocol", "src_port", "dst_port",
+	"tcp_flags", "ttl", "length", "tcp_window", "icmp_type", "fragment",
+}
+
+// Window defaults and limits.
+const (
+	DefaultWindowMaxSamples = 100_000
+	DefaultWindowMaxAge     = 10 * time.Minute
+	DefaultTopK             = 10
+	MaxTopK                 = 100
+)
+
+// WindowConfig bounds a TrafficWindow.
+type WindowConfig struct {
+	MaxSamples  int           // ring capacity; the oldest sample is overwritten beyond it
+	MaxAge      time.Duration // samples older than this are dropped
+	TopK        int           // values kept per field in a report
+	SampleEvery uint32        // the sampler's 1-in-N rate, reported and used for estimates
+	// Protected returns the node's never-block CIDRs for each report (for
+	// example from NodeAddresses). Nil means none are known.
+	Protected func() []netip.Prefix
+	// Now is the clock; nil means time.Now. Tests set it.
+	Now func() time.Time
+}
+
+// WindowStats describes what the window holds and has thrown away.
+type WindowStats struct {
+	Samples      int    // held now
+	Added        uint64 // ever added
+	EvictedCount uint64 // overwritten because the ring was full
+	EvictedAge   uint64 // dropped because they were older than MaxAge
+}
+
+// TrafficWindow keeps the most recent sampled packet headers in bounded
+// memory: at most MaxSamples of them, none older than MaxAge. Add is O(1) and
+// allocation-free once the ring has grown, so a flood's sampler can feed it
+// directly; the per-field counts are computed only when a report is asked for.
+type TrafficWindow struct {
+	mu    sync.Mutex
+	cfg   WindowConfig
+	ring  []Sample // grows up to cfg.MaxSamples, then wraps
+	head  int      // index of the oldest sample
+	n     int      // samples held
+	every uint32
+	stats WindowStats
+}
+
+// NewTrafficWindow returns an empty window; zero config fields take defaults.
+func NewTrafficWindow(cfg WindowConfig) *TrafficWindow {
+	if cfg.MaxSamples <= 0 {
+		cfg.MaxSamples = DefaultWindowMaxSamples
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = DefaultWindowMaxAge
+	}
+	if cfg.TopK <= 0 {
+		cfg.TopK = DefaultTopK
+	}
+	cfg.TopK = min(cfg.TopK, MaxTopK)
+	if cfg.SampleEvery == 0 {
+		cfg.SampleEvery = 1
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	// The ring grows on demand (to at most MaxSamples) rather than being
+	// allocated up front, so a large bound costs nothing on a quiet node.
+	return &TrafficWindow{cfg: cfg, ring: make([]Sample, 0, min(cfg.MaxSamples, 1024)), every: cfg.SampleEvery}
+}
+
+// SetSampleEvery records the sampler's current 1-in-N rate.
+func (w *TrafficWindow) SetSampleEvery(n uint32) {
+	w.mu.Lock()
+	w.every = max(n, 1)
+	w.mu.Unlock()
+}
+
+// Add appends one sample, evicting the oldest if the window is full or old.
+func (w *TrafficWindow) Add(s Sample) {
+	w.mu.Lock()
+	w.evictOld(w.cfg.Now().Add(-w.cfg.MaxAge))
+	w.add(s)
+	w.mu.Unlock()
+}
+
+// AddBatch appends samples in order under one lock: the cheap path for a
+// reader that drains many samples at a time.
+func (w *TrafficWindow) AddBatch(ss []Sample) {
+	if len(ss) == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.evictOld(w.cfg.Now().Add(-w.cfg.MaxAge))
+	for i := range ss {
+		w.add(ss[i])
+	}
+	w.mu.Unlock()
+}
+
+func (w *TrafficWindow) add(s Sample) {
+	w.stats.Added++
+	if w.n < w.cfg.MaxSamples {
+		// Not full: the ring is contiguous from head (head is 0 until it wraps,
+		// or it has wrapped and then shrunk by age eviction).
+		idx := (w.head + w.n) % w.cfg.MaxSamples
+		if idx == len(w.ring) {
+			w.ring = append(w.ring, s)
+		} else {
+			w.ring[idx] = s
+		}
+		w.n++
+		return
+	}
+	w.ring[w.head] = s
+	w.head = (w.head + 1) % w.cfg.MaxSamples
+	w.stats.EvictedCount++
+}
+
+// evictOld drops samples from the oldest end while they are older than
+// cutoff. Samples arrive nearly in time order (per-CPU ring buffers may
+// interleave by microseconds), so stopping at the first young one is enough;
+// Report filters by time anyway.
+func (w *TrafficWindow) evictOld(cutoff time.Time) {
+	for w.n > 0 && w.ring[w.head].Time.Before(cutoff) {
+		w.ring[w.head] = Sample{} // release the interface string
+		w.head = (w.head + 1) % w.cfg.MaxSamples
+		w.n--
+		w.stats.EvictedAge++
+	}
+	if w.n == 0 {
+		w.head = 0
+		w.ring = w.ring[:0]
+	}
+}
+
+// Stats returns counters about the window's contents.
+func (w *TrafficWindow) Stats() WindowStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.stats
+	s.Samples = w.n
+	return s
+}
+
+// Report summarizes the samples seen in [from, to]: totals, the top values of
+// every match field, and the newest maxSamples headers (oldest first).
+func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport {
+	var protected []string
+	if w.cfg.Protected != nil {
+		for _, p := range w.cfg.Protected() {
+			protected = append(protected, p.String())
+		}
+	}
+	c := newFieldCounts()
+
+	w.mu.Lock()
+	w.evictOld(w.cfg.Now().Add(-w.cfg.MaxAge))
+	every := w.every
+	var tot Totals
+	// Walk newest to oldest so the newest matching samples are the ones kept.
+	var samples []Sample
+	if maxSamples > 0 {
+		samples = make([]Sample, 0, min(maxSamples, w.n))
+	}
+	for i := w.n - 1; i >= 0; i-- {
+		s := &w.ring[(w.head+i)%w.cfg.MaxSamples]
+		if s.Time.Before(from) || s.Time.After(to) {
+			continue
+		}
+		tot.SampledPackets++
+		tot.SampledBytes += uint64(s.Packet.Length)
+		c.add(&s.Packet)
+		if len(samples) < maxSamples {
+			samples = append(samples, *s)
+		}
+	}
+	w.mu.Unlock()
+
+	slices.Reverse(samples)
+	tot.EstimatedPackets = tot.SampledPackets * uint64(every)
+	tot.EstimatedBytes = tot.SampledBytes * uint64(every)
+	if samples == nil {
+		samples = []Sample{}
+	}
+	if protected == nil {
+		protected = []string{}
+	}
+	return TrafficReport{
+		From: from, To: to, SampleEvery: every, Totals: tot,
+		Top: c.top(w.cfg.TopK), Samples: samples, Protected: protected,
+	}
+}
+
+// fieldCounts tallies each match field's values with typed keys, so counting
+// a sample allocates nothing; values become strings only for the top K.
+type fieldCounts struct {
+	src, dst  map[netip.Addr]uint64
+	srcPrefix map[netip.Prefix]uint64
+	num       [numFields]map[uint32]uint64
+}
+
+// Numeric fields, indexes into fieldCounts.num.
+const (
+	fProtocol = iota
+	fSrcPort
+	fDstPort
+	fTCPFlags
+	fTTL
+	fLength
+	fTCPWindow
+	fICMPType
+	fFragment
+	numFields
+)
+
+var numFieldNames = [numFields]string{
+	fProtocol: "protocol", fSrcPort: "src_port", fDstPort: "dst_port", fTCPFlags: "tcp_flags",
+	fTTL: "ttl", fLength: "length", fTCPWindow: "tcp_window", fICMPType: "icmp_type", fFragment: "fragment",
+}
+
+func newFieldCounts() *fieldCounts {
+	c := &fieldCounts{
+		src: map[netip.Addr]uint64{}, dst: map[netip.Addr]uint64{}, srcPrefix: map[netip.Prefix]uint64{},
+	}
+	for i := range c.num {
+		c.num[i] = map[uint32]uint64{}
+	}
+	return c
+}
+
+// add counts one packet. A field is counted only where a rule could match
+// it: non-IP frames count nowhere, ports only with a TCP/UDP header, flags and
+// window only with a TCP header, the ICMP type only with an ICMP header.
+func (c *fieldCounts) add(p *Packet) {
+	if p.Family == 0 {
+		return
+	}
+	c.src[p.Src]++
+	c.dst[p.Dst]++
+	bits := 24
+	if p.Family == 6 {
+		bits = 48
+	}
+	if pfx, err := p.Src.Prefix(bits); err == nil {
+		c.srcPrefix[pfx]++
+	}
+	c.num[fProtocol][uint32(p.Protocol)]++
+	c.num[fTTL][uint32(p.TTL)]++
+	c.num[fLength][uint32(p.Length)]++
+	c.num[fFragment][uint32(p.Fragment)]++
+	if p.HasPorts() {
+		c.num[fSrcPort][uint32(p.SrcPort)]++
+		c.num[fDstPort][uint32(p.DstPort)]++
+	}
+	if p.HasL4 && p.Protocol == ProtoTCP {
+		c.num[fTCPFlags][uint32(p.TCPFlags)]++
+		c.num[fTCPWindow][uint32(p.TCPWindow)]++
+	}
+	if p.IsICMP() {
+		c.num[fICMPType][uint32(p.ICMPType)]++
+	}
+}
+
+func (c *fieldCounts) top(k int) map[string][]ValueCount {
+	out := make(map[string][]ValueCount, len(TopFields))
+	out["src"] = topK(c.src, k, netip.Addr.Compare, netip.Addr.String)
+	out["dst"] = topK(c.dst, k, netip.Addr.Compare, netip.Addr.String)
+	out["src_prefix"] = topK(c.srcPrefix, k, comparePrefix, netip.Prefix.String)
+	for i, name := range numFieldNames {
+		out[name] = topK(c.num[i], k, cmp.Compare[uint32], formatterFor(i))
+	}
+	return out
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// formatterFor writes a numeric field's value in the rule JSON's syntax.
+func formatterFor(field int) func(uint32) string {
+	switch field {
+	case fProtocol:
+		return FormatProtocol
+	case fTCPFlags:
+		// The exact set seen: "syn" means SYN alone. A packet with no flag at
+		// all is written as every flag unset, which is also a valid rule value.
+		return func(v uint32) string {
+			if v == 0 {
+				return FormatTCPFlags(0, 0xff)
+			}
+			return FormatTCPFlags(uint8(v), 0)
+		}
+	case fFragment:
+		return func(v uint32) string { return FragKind(v).String() }
+	}
+	return func(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
+}
+
+// FormatProtocol writes an IP protocol number as the rule JSON's protocol value.
+func FormatProtocol(v uint32) string {
+	switch v {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoICMP:
+		return "icmp"
+	case ProtoICMPv6:
+		return "icmpv6"
+	}
+	return strconv.FormatUint(uint64(v), 10)
+}
+
+// topK returns the k most frequent keys, highest count first and ties by key,
+// so a report is deterministic. It keeps a sorted slice of at most k entries:
+// with k small, that beats sorting every distinct value of a spoofed flood.
+func topK[K comparable](counts map[K]uint64, k int, compare func(a, b K) int, format func(K) string) []ValueCount {
+	type kc struct {
+		key K
+		n   uint64
+	}
+	better := func(a, b kc) bool { return a.n > b.n || a.n == b.n && compare(a.key, b.key) < 0 }
+	best := make([]kc, 0, k)
+	for key, n := range counts {
+		e := kc{key, n}
+		if len(best) == k && !better(e, best[k-1]) {
+			continue
+		}
+		i := len(best)
+		if i == k {
+			i--
+		} else {
+			best = append(best, e)
+		}
+		for i > 0 && better(e, best[i-1]) {
+			best[i] = best[i-1]
+			i--
+		}
+		best[i] = e
+	}
+	out := make([]ValueCount, len(best))
+	for i, e := range best {
+		out[i] = ValueCount{Value: format(e.key), Count: e.n}
+	}
+	return out
+}
