@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building, testing and benchmarking PacketScope need.
+# Idempotent: installs only what is missing. Runs as root (Debian 12 / Ubuntu).
+set -euo pipefail
+
+packages=(
+  clang-16 llvm-16 libbpf-dev bpftool   # make generate (bpf2go)
+  iproute2 iptables iputils-ping        # test hosts in network namespaces, drops on purpose
+  iperf3 hping3 tcpreplay tcpdump       # traffic, floods, capture replay
+  prometheus                            # promtool: check metrics, check/test rules
+  prometheus-alertmanager               # end-to-end defense loop
+  xdp-tools                             # xdp-filter, the benchmark's point of comparison
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing Debian packages (${missing[*]}); run as root: sudo $0" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
