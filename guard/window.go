@@ -159,7 +159,21 @@ func (w *TrafficWindow) add(s Sample) {
 		// Not full: the ring is contiguous from head (head is 0 until it wraps,
 		// or it has wrapped and then shrunk by age eviction).
 		idx := (w.head + w.n) % w.cfg.MaxSamples
+		if idx == len(w.ring) && len(w.ring) == cap(w.ring) && w.head >= len(w.ring)/2 {
+			// Age eviction has freed the front half of a ring that has not
+			// wrapped yet: slide the live samples down instead of growing, so
+			// the ring stays within a small factor of what it holds.
+			copy(w.ring, w.ring[w.head:])
+			clear(w.ring[w.n:])
+			w.ring, w.head, idx = w.ring[:w.n], 0, w.n
+		}
 		if idx == len(w.ring) {
+			if len(w.ring) == cap(w.ring) {
+				// Grow by doubling, but never past MaxSamples: the bound is the point.
+				grown := make([]Sample, len(w.ring), min(max(2*cap(w.ring), 1024), w.cfg.MaxSamples))
+				copy(grown, w.ring)
+				w.ring = grown
+			}
 			w.ring = append(w.ring, s)
 		} else {
 			w.ring[idx] = s
@@ -186,6 +200,9 @@ func (w *TrafficWindow) evictOld(cutoff time.Time) {
 	if w.n == 0 {
 		w.head = 0
 		w.ring = w.ring[:0]
+		if cap(w.ring) > 4096 { // idle after a flood: give the memory back
+			w.ring = make([]Sample, 0, 1024)
+		}
 	}
 }
 
