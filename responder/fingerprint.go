@@ -1,0 +1,544 @@
+package responder
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/packetscope/packetscope/guard"
+)
+
+// Candidate is a rule the fingerprint miner proposes, with what it would
+// have done to the recent traffic.
+type Candidate struct {
+	Rule       guard.Rule `json:"rule"`
+	Coverage   float64    `json:"coverage"`   // share of the attack window it matches
+	Collateral float64    `json:"collateral"` // share of the baseline it matches
+}
+
+// MinerConfig tunes the fingerprint miner. Zero values take the defaults.
+type MinerConfig struct {
+	MaxRules       int     // rules per decision (default 6)
+	MaxSources     int     // per-source rules when this few sources carry the attack (default 8)
+	SourceShare    float64 // ...and together carry at least this share of it (default 0.9)
+	MinGroupExcess float64 // ignore traffic classes whose share grew less than this (default 0.003)
+	Target         float64 // stop once the rules cover this share of the excess (default 0.995)
+	Trim           float64 // outliers cut from each end of a range (default 0.001)
+	MinBaseline    int     // prune predicates only with at least this many baseline samples (default 100)
+	MaxPrefixV4    int     // never emit a source prefix shorter than this (default 16)
+	MaxPrefixV6    int     // (default 32)
+}
+
+func (c MinerConfig) withDefaults() MinerConfig {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	deff := func(v *float64, d float64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxRules, 6)
+	def(&c.MaxSources, 8)
+	deff(&c.SourceShare, 0.9)
+	deff(&c.MinGroupExcess, 0.003)
+	deff(&c.Target, 0.995)
+	deff(&c.Trim, 0.001)
+	def(&c.MinBaseline, 100)
+	def(&c.MaxPrefixV4, 16)
+	def(&c.MaxPrefixV6, 32)
+	return c
+}
+
+// Mine finds rules for the attack window: per-source rules when a few sources
+// carry the excess traffic, otherwise fingerprints (field-value conjunctions
+// that cover a traffic class which grew in the attack window and are rare in
+// the baseline). Protected sources never get a per-source rule.
+func Mine(cfg MinerConfig, attack, baseline []guard.Packet, protected []netip.Prefix) []Candidate {
+	cfg = cfg.withDefaults()
+	attack = ipOnly(attack)
+	baseline = ipOnly(baseline)
+	if len(attack) == 0 {
+		return nil
+	}
+	if c := mineSources(cfg, attack, baseline, protected); c != nil {
+		return c
+	}
+	return mineFingerprints(cfg, attack, baseline)
+}
+
+func ipOnly(pkts []guard.Packet) []guard.Packet {
+	out := make([]guard.Packet, 0, len(pkts))
+	for _, p := range pkts {
+		if p.Family != 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// mineSources returns per-source rules when at most MaxSources addresses,
+// each grown over the baseline, carry SourceShare of the attack window.
+func mineSources(cfg MinerConfig, attack, baseline []guard.Packet, protected []netip.Prefix) []Candidate {
+	ac := map[netip.Addr]int{}
+	for _, p := range attack {
+		ac[p.Src]++
+	}
+	bc := map[netip.Addr]int{}
+	for _, p := range baseline {
+		bc[p.Src]++
+	}
+	type srcShare struct {
+		addr   netip.Addr
+		excess float64
+		n      int
+	}
+	var heavy []srcShare
+	for a, n := range ac {
+		if ex, ok := grown(n, len(attack), bc[a], len(baseline), 0.02); ok && !isProtected(a, protected) {
+			heavy = append(heavy, srcShare{a, ex, n})
+		}
+	}
+	slices.SortFunc(heavy, func(x, y srcShare) int {
+		return cmp.Or(cmp.Compare(y.n, x.n), x.addr.Compare(y.addr))
+	})
+	if len(heavy) == 0 || len(heavy) > cfg.MaxSources {
+		return nil
+	}
+	// The sources must explain the attack: their excess against the total
+	// excess of the traffic classes that grew.
+	srcExcess := 0.0
+	for _, g := range heavy {
+		srcExcess += g.excess
+	}
+	if srcExcess < cfg.SourceShare*classExcess(cfg, attack, baseline) {
+		return nil
+	}
+	var out []Candidate
+	for _, g := range heavy {
+		if len(out) == cfg.MaxRules {
+			break
+		}
+		m := guard.Match{Src: netip.PrefixFrom(g.addr, g.addr.BitLen()).String()}
+		// Narrow to the source's protocol when it sends only one: a flooding
+		// host may still be a client whose other traffic should pass.
+		protos := map[uint8]int{}
+		for _, p := range attack {
+			if p.Src == g.addr {
+				protos[p.Protocol]++
+			}
+		}
+		if len(protos) == 1 {
+			for pr := range protos {
+				m.Protocol = guard.FormatProtocol(uint32(pr))
+			}
+		}
+		reason := fmt.Sprintf("source %s carries %.0f%% of the attack window", g.addr, 100*ratio(g.n, len(attack)))
+		out = append(out, candidateFor(m, reason, attack, baseline))
+	}
+	return out
+}
+
+// classExcess is the total share of the attack window by which grown
+// traffic classes exceed the baseline: the attack's share of the window.
+func classExcess(cfg MinerConfig, attack, baseline []guard.Packet) float64 {
+	ac, bc := map[classKey]int{}, map[classKey]int{}
+	for i := range attack {
+		ac[keyOf(&attack[i])]++
+	}
+	for i := range baseline {
+		bc[keyOf(&baseline[i])]++
+	}
+	total := 0.0
+	for k, n := range ac {
+		if ex, ok := grown(n, len(attack), bc[k], len(baseline), cfg.MinGroupExcess); ok {
+			total += ex
+		}
+	}
+	return total
+}
+
+func isProtected(a netip.Addr, protected []netip.Prefix) bool {
+	for _, p := range protected {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// classKey is a traffic class: packets a fingerprint's fixed fields can tell
+// apart exactly (the kernel matches these fields exactly too).
+type classKey struct {
+	protocol uint8
+	hasL4    bool
+	frag     guard.FragKind
+	flags    uint8 // TCP only
+	icmpType uint8 // ICMP only
+	icmp     bool
+}
+
+func keyOf(p *guard.Packet) classKey {
+	k := classKey{protocol: p.Protocol, hasL4: p.HasL4, frag: p.Fragment}
+	if p.HasL4 && p.Protocol == guard.ProtoTCP {
+		k.flags = p.TCPFlags
+	}
+	if p.IsICMP() {
+		k.icmp, k.icmpType = true, p.ICMPType
+	}
+	return k
+}
+
+func mineFingerprints(cfg MinerConfig, attack, baseline []guard.Packet) []Candidate {
+	ac := map[classKey][]int{}
+	for i := range attack {
+		k := keyOf(&attack[i])
+		ac[k] = append(ac[k], i)
+	}
+	bc := map[classKey][]int{}
+	for i := range baseline {
+		k := keyOf(&baseline[i])
+		bc[k] = append(bc[k], i)
+	}
+	type class struct {
+		key    classKey
+		excess float64
+	}
+	var classes []class
+	totalExcess := 0.0
+	for k, idx := range ac {
+		if ex, ok := grown(len(idx), len(attack), len(bc[k]), len(baseline), cfg.MinGroupExcess); ok {
+			classes = append(classes, class{k, ex})
+			totalExcess += ex
+		}
+	}
+	slices.SortFunc(classes, func(a, b class) int {
+		return cmp.Or(cmp.Compare(b.excess, a.excess), cmp.Compare(len(ac[b.key]), len(ac[a.key])), cmp.Compare(a.key.protocol, b.key.protocol),
+			cmp.Compare(a.key.flags, b.key.flags), cmp.Compare(a.key.icmpType, b.key.icmpType))
+	})
+	var out []Candidate
+	done := 0.0
+	for _, c := range classes {
+		if len(out) == cfg.MaxRules || done >= cfg.Target*totalExcess {
+			break
+		}
+		pk := pick(attack, ac[c.key])
+		bk := pick(baseline, bc[c.key])
+		m, reason := fingerprint(cfg, c.key, pk, bk, len(baseline), ratio(len(attack), len(baseline)))
+		cand := candidateFor(m, reason, attack, baseline)
+		out = append(out, cand)
+		done += c.excess
+	}
+	return out
+}
+
+func pick(pkts []guard.Packet, idx []int) []guard.Packet {
+	out := make([]guard.Packet, len(idx))
+	for i, j := range idx {
+		out[i] = pkts[j]
+	}
+	return out
+}
+
+// predicate is one field constraint of a fingerprint.
+type predicate struct {
+	field    string
+	apply    func(*guard.Match)
+	prunable bool
+}
+
+// fingerprint builds the conjunction for one class: its fixed fields plus
+// whatever other fields the class's packets share (dominant ports, TTL,
+// length and window ranges, a source prefix), then drops the constraints the
+// baseline shows are not needed, so the rule is as general as the evidence
+// allows (a longer attack varies more than a sample does).
+func fingerprint(cfg MinerConfig, k classKey, pk, bk []guard.Packet, baselineTotal int, scale float64) (guard.Match, string) {
+	hist := func(get func(*guard.Packet) uint32) map[uint32]float64 { return excessHist(pk, bk, get, scale) }
+	// The attack's size within the class: what the constraints must keep.
+	// Excess beyond it is ordinary traffic with values the baseline sample
+	// happened not to hold (random ephemeral ports, say).
+	keep := float64(len(pk)) - scale*float64(len(bk))
+	if keep <= 0 {
+		keep = float64(len(pk))
+	}
+	keep *= 1 - 2*cfg.Trim
+	var preds []predicate
+	proto := guard.FormatProtocol(uint32(k.protocol))
+	preds = append(preds, predicate{"protocol", func(m *guard.Match) { m.Protocol = proto }, false})
+	frag := guard.Fragment(k.frag.String())
+	preds = append(preds, predicate{"fragment", func(m *guard.Match) { m.Fragment = frag }, true})
+	if k.hasL4 && k.protocol == guard.ProtoTCP {
+		flags := guard.FormatTCPFlags(k.flags, ^k.flags)
+		preds = append(preds, predicate{"tcp_flags", func(m *guard.Match) { m.TCPFlags = flags }, false})
+	}
+	if k.icmp {
+		t := int(k.icmpType)
+		preds = append(preds, predicate{"icmp_type", func(m *guard.Match) { m.ICMPType = &t }, false})
+	}
+	if k.hasL4 && (k.protocol == guard.ProtoTCP || k.protocol == guard.ProtoUDP) {
+		if ports := portSet(keep, hist(func(p *guard.Packet) uint32 { return uint32(p.DstPort) })); ports != nil {
+			preds = append(preds, predicate{"dst_ports", func(m *guard.Match) { m.DstPorts = ports }, true})
+		}
+		if ports := portSet(keep, hist(func(p *guard.Packet) uint32 { return uint32(p.SrcPort) })); ports != nil {
+			preds = append(preds, predicate{"src_ports", func(m *guard.Match) { m.SrcPorts = ports }, true})
+		}
+	}
+	if k.hasL4 && k.protocol == guard.ProtoTCP {
+		if r, ok := valueRange(keep, hist(func(p *guard.Packet) uint32 { return uint32(p.TCPWindow) }), 65535, 8192); ok {
+			preds = append(preds, predicate{"tcp_window", func(m *guard.Match) { m.TCPWindow = r }, true})
+		}
+	}
+	if r, ok := valueRange(keep, hist(func(p *guard.Packet) uint32 { return uint32(p.TTL) }), 255, 128); ok {
+		preds = append(preds, predicate{"ttl", func(m *guard.Match) { m.TTL = r }, true})
+	}
+	if r, ok := valueRange(keep, hist(func(p *guard.Packet) uint32 { return uint32(p.Length) }), 65535, 1024); ok {
+		preds = append(preds, predicate{"length", func(m *guard.Match) { m.Length = r }, true})
+	}
+	if pfx, ok := commonSourcePrefix(cfg, pk, bk, scale); ok {
+		s := pfx.String()
+		preds = append(preds, predicate{"src", func(m *guard.Match) { m.Src = s }, true})
+	}
+
+	build := func(ps []predicate) guard.Match {
+		var m guard.Match
+		for _, p := range ps {
+			p.apply(&m)
+		}
+		return m
+	}
+	if baselineTotal >= cfg.MinBaseline {
+		// TTL and source prefix describe the path and the senders, which vary
+		// more over an attack than a sample shows: drop them when the baseline
+		// says they add nothing. Header fields (ports, length, window, flags)
+		// stay: they are the tool's signature, and ordinary traffic to the
+		// attacked service may simply be missing from the baseline sample.
+		base := matchedCount(build(preds), bk)
+		for _, field := range []string{"ttl", "src"} {
+			i := slices.IndexFunc(preds, func(p predicate) bool { return p.field == field })
+			if i < 0 {
+				continue
+			}
+			trial := slices.Delete(slices.Clone(preds), i, i+1)
+			if hasSignature(trial) && matchedCount(build(trial), bk) <= base {
+				preds = trial
+			}
+		}
+	}
+	m := build(preds)
+	var fields []string
+	for _, p := range preds {
+		fields = append(fields, p.field)
+	}
+	reason := fmt.Sprintf("fingerprint of %s traffic that grew in the attack window (%s)", describeClass(k), strings.Join(fields, ", "))
+	return m, reason
+}
+
+// hasSignature reports whether a fingerprint still pins a header field
+// beyond the traffic class itself.
+func hasSignature(ps []predicate) bool {
+	return slices.ContainsFunc(ps, func(p predicate) bool {
+		switch p.field {
+		case "dst_ports", "src_ports", "length", "tcp_window":
+			return true
+		}
+		return false
+	})
+}
+
+func describeClass(k classKey) string {
+	s := guard.FormatProtocol(uint32(k.protocol))
+	switch {
+	case k.hasL4 && k.protocol == guard.ProtoTCP:
+		s += " " + guard.FormatTCPFlags(k.flags, 0)
+	case k.icmp:
+		s += " type " + strconv.Itoa(int(k.icmpType))
+	}
+	if k.frag != guard.FragNone {
+		s += " " + k.frag.String() + "-fragment"
+	}
+	return s
+}
+
+func matchedCount(m guard.Match, pkts []guard.Packet) int {
+	c, err := m.Compile()
+	if err != nil {
+		return len(pkts)
+	}
+	return countMatched([]*guard.Matcher{c}, pkts)
+}
+
+// excessHist is, per value of a field, how many more class packets the
+// attack window holds than the baseline predicts (baseline counts scaled by
+// the windows' size ratio). The ordinary traffic that shares the class is
+// subtracted out, so the fingerprint describes the attack alone.
+func excessHist(pk, bk []guard.Packet, get func(*guard.Packet) uint32, scale float64) map[uint32]float64 {
+	h := map[uint32]float64{}
+	for i := range pk {
+		h[get(&pk[i])]++
+	}
+	for i := range bk {
+		v := get(&bk[i])
+		if _, ok := h[v]; ok {
+			h[v] -= scale
+		}
+	}
+	for v, n := range h {
+		if n <= 0 {
+			delete(h, v)
+		}
+	}
+	return h
+}
+
+type valueWeight struct {
+	v uint32
+	w float64
+}
+
+func sortedByValue(h map[uint32]float64) ([]valueWeight, float64) {
+	out := make([]valueWeight, 0, len(h))
+	total := 0.0
+	for v, w := range h {
+		out = append(out, valueWeight{v, w})
+		total += w
+	}
+	slices.SortFunc(out, func(a, b valueWeight) int { return cmp.Compare(a.v, b.v) })
+	return out, total
+}
+
+// portSet returns the few ports that carry the excess (as a list), a narrow
+// range holding them, or nil when ports are spread (spoofed random ports).
+func portSet(keep float64, h map[uint32]float64) []string {
+	all, total := sortedByValue(h)
+	if total == 0 {
+		return nil
+	}
+	slices.SortStableFunc(all, func(a, b valueWeight) int { return cmp.Compare(b.w, a.w) })
+	need := min(keep, total)
+	sum := 0.0
+	var ports []uint32
+	for _, x := range all {
+		if len(ports) == 8 {
+			break
+		}
+		ports = append(ports, x.v)
+		sum += x.w
+		if sum >= need {
+			slices.Sort(ports)
+			out := make([]string, len(ports))
+			for i, p := range ports {
+				out[i] = strconv.Itoa(int(p))
+			}
+			return out
+		}
+	}
+	if r, ok := valueRange(keep, h, 65535, 4096); ok {
+		return []string{r}
+	}
+	return nil
+}
+
+// valueRange returns "lo-hi" spanning at least keep of the excess, shrunk
+// from whichever end is lighter, or false when the span is at least maxWidth
+// (no fingerprint in this field).
+func valueRange(keep float64, h map[uint32]float64, max, maxWidth uint32) (string, bool) {
+	vals, total := sortedByValue(h)
+	if total == 0 {
+		return "", false
+	}
+	budget := total - min(keep, total)
+	i, j := 0, len(vals)-1
+	for i < j {
+		if vals[i].w <= vals[j].w {
+			if vals[i].w > budget {
+				break
+			}
+			budget -= vals[i].w
+			i++
+		} else {
+			if vals[j].w > budget {
+				break
+			}
+			budget -= vals[j].w
+			j--
+		}
+	}
+	lo, hi := vals[i].v, vals[j].v
+	if hi-lo >= maxWidth || lo == 0 && hi == max {
+		return "", false
+	}
+	if lo == hi {
+		return strconv.FormatUint(uint64(lo), 10), true
+	}
+	return fmt.Sprintf("%d-%d", lo, hi), true
+}
+
+// commonSourcePrefix returns the /24 (v4) or /48 (v6), if allowed by the
+// breadth limit, that holds all but Trim of the class's excess sources.
+func commonSourcePrefix(cfg MinerConfig, pk, bk []guard.Packet, scale float64) (netip.Prefix, bool) {
+	counts := map[netip.Prefix]float64{}
+	pfxOf := func(p *guard.Packet) (netip.Prefix, bool) {
+		bits := 24
+		if p.Family == 6 {
+			bits = 48
+		}
+		pfx, err := p.Src.Prefix(bits)
+		return pfx, err == nil
+	}
+	for i := range pk {
+		if pfx, ok := pfxOf(&pk[i]); ok {
+			counts[pfx]++
+		}
+	}
+	for i := range bk {
+		if pfx, ok := pfxOf(&bk[i]); ok {
+			if _, seen := counts[pfx]; seen {
+				counts[pfx] -= scale
+			}
+		}
+	}
+	total := 0.0
+	for _, n := range counts {
+		total += max(n, 0)
+	}
+	for pfx, n := range counts {
+		lim := cfg.MaxPrefixV4
+		if pfx.Addr().Is6() {
+			lim = cfg.MaxPrefixV6
+		}
+		if total > 0 && pfx.Bits() >= lim && n >= total*(1-2*cfg.Trim) {
+			return pfx, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// grown reports whether a class (or source) carries a larger share of the
+// attack window than of the baseline, by at least minExcess and by more
+// than sampling noise explains (two-proportion z-test, z > 4), and by how
+// much.
+func grown(na, totalA, nb, totalB int, minExcess float64) (float64, bool) {
+	pa, pb := ratio(na, totalA), ratio(nb, totalB)
+	ex := pa - pb
+	if ex < minExcess {
+		return ex, false
+	}
+	if totalB == 0 {
+		return ex, true
+	}
+	p := float64(na+nb) / float64(totalA+totalB)
+	se := math.Sqrt(p * (1 - p) * (1/float64(totalA) + 1/float64(totalB)))
+	return ex, se == 0 || ex/se > 4
+}
+
+func candidateFor(m guard.Match, reason string, attack, baseline []guard.Packet) Candidate {
+	r := guard.Rule{Action: guard.ActionDrop, Match: m, Reason: reason, Origin: "builtin"}
+	rp := ReplayRules([]guard.Rule{r}, attack, baseline)
+	return Candidate{Rule: r, Coverage: rp.Coverage, Collateral: rp.Collateral}
+}

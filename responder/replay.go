@@ -1,0 +1,59 @@
+package responder
+
+import (
+	"github.com/packetscope/packetscope/guard"
+)
+
+// Replay is what one rule (or a set) would have done to the recent traffic:
+// how much of the attack window it matches and how much of the baseline.
+type Replay struct {
+	AttackMatched   int     `json:"attack_matched"`
+	AttackTotal     int     `json:"attack_total"`
+	BaselineMatched int     `json:"baseline_matched"`
+	BaselineTotal   int     `json:"baseline_total"`
+	Coverage        float64 `json:"coverage"`   // AttackMatched / AttackTotal
+	Collateral      float64 `json:"collateral"` // BaselineMatched / BaselineTotal
+}
+
+// replayMatchers runs the reference matcher (the kernel's semantics) over both
+// windows; a packet counts once even if several matchers match it.
+func replayMatchers(ms []*guard.Matcher, attack, baseline []guard.Packet) Replay {
+	r := Replay{AttackTotal: len(attack), BaselineTotal: len(baseline)}
+	r.AttackMatched = countMatched(ms, attack)
+	r.BaselineMatched = countMatched(ms, baseline)
+	r.Coverage = ratio(r.AttackMatched, r.AttackTotal)
+	r.Collateral = ratio(r.BaselineMatched, r.BaselineTotal)
+	return r
+}
+
+func countMatched(ms []*guard.Matcher, pkts []guard.Packet) int {
+	n := 0
+	for i := range pkts {
+		for _, m := range ms {
+			if m.Matches(&pkts[i]) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// ReplayRules compiles rules and replays them as a set. Rules that do not
+// compile are skipped (the guardrails reject them separately).
+func ReplayRules(rules []guard.Rule, attack, baseline []guard.Packet) Replay {
+	var ms []*guard.Matcher
+	for _, r := range rules {
+		if m, err := r.Match.Compile(); err == nil {
+			ms = append(ms, m)
+		}
+	}
+	return replayMatchers(ms, attack, baseline)
+}
