@@ -1,0 +1,617 @@
+//go:build ignore
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+
+// Stack observation: per-interface traffic, kernel drops by reason, sampled
+// per-stage latency through the IP stack, and TCP state/RTT/retransmit/reset
+// events, all for one network namespace.
+//
+// Tracepoints are global, so every program that sees other namespaces' traffic
+// first compares the namespace inode with target_netns. Netfilter programs are
+// attached per namespace and need no such check.
+//
+// Latency is sampled: one skb in sample_every starts a sample at the first
+// boundary of its direction. A sample lives in a direct-mapped slot table keyed
+// by the skb's address, so a boundary that sees an unsampled skb costs one
+// array load and one compare, no hash lookup.
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define NF_ACCEPT 1
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_ARP 0x0806
+#define NET_HEADER_UNSET 0xffff
+#define IPPROTO_ICMPV6 58 // a uapi #define, absent from BTF
+
+// Namespace inode to observe; 0 observes every namespace. Set from Go.
+volatile const __u32 target_netns = 0;
+// Start a latency sample on one skb in sample_every (per CPU). Set from Go.
+volatile const __u32 sample_every = 64;
+
+enum direction {
+	DIRECTION_RX = 0,
+	DIRECTION_TX = 1,
+};
+
+enum protocol {
+	PROTOCOL_OTHER = 0,
+	PROTOCOL_TCP = 1,
+	PROTOCOL_UDP = 2,
+	PROTOCOL_ICMP = 3,
+	PROTOCOL_ICMPV6 = 4,
+	PROTOCOL_ARP = 5,
+};
+
+// Points where a sampled skb is timestamped, in path order per direction; a
+// stage is the time between two consecutive boundaries.
+enum boundary {
+	BOUNDARY_RX_NETIF_RECEIVE = 0, // net:netif_receive_skb
+	BOUNDARY_RX_PRE_ROUTING = 1,   // netfilter PRE_ROUTING (first priority)
+	BOUNDARY_RX_LOCAL_IN = 2,      // netfilter LOCAL_IN (last priority)
+	BOUNDARY_RX_COPY = 3,          // skb:skb_copy_datagram_iovec (final)
+	BOUNDARY_TX_LOCAL_OUT = 4,     // netfilter LOCAL_OUT (first priority)
+	BOUNDARY_TX_POST_ROUTING = 5,  // netfilter POST_ROUTING (last priority)
+	BOUNDARY_TX_QUEUE = 6,         // net:net_dev_queue
+	BOUNDARY_TX_START_XMIT = 7,    // net:net_dev_start_xmit
+	BOUNDARY_TX_XMIT = 8,          // net:net_dev_xmit (final)
+};
+
+// Histogram index of each stage (the stage ending at a boundary).
+enum stage {
+	STAGE_RX_CORE = 0,     // netif_receive_skb -> PRE_ROUTING
+	STAGE_RX_IP = 1,       // PRE_ROUTING -> LOCAL_IN
+	STAGE_RX_SOCKET = 2,   // LOCAL_IN -> skb_copy_datagram_iovec
+	STAGE_TX_IP = 3,       // LOCAL_OUT -> POST_ROUTING
+	STAGE_TX_NEIGH = 4,    // POST_ROUTING -> net_dev_queue
+	STAGE_TX_QDISC = 5,    // net_dev_queue -> net_dev_start_xmit
+	STAGE_TX_DRIVER = 6,   // net_dev_start_xmit -> net_dev_xmit
+	STAGE_COUNT = 7,
+};
+
+// Indexes into tcp_events.
+enum tcp_event {
+	TCP_EVENT_RETRANSMIT = 0,
+	TCP_EVENT_RESET_TX = 1,
+	TCP_EVENT_RESET_RX = 2,
+	TCP_EVENT_COUNT = 3,
+};
+
+// Indexes into lost_events.
+enum lost_cause {
+	LOST_MAP_FULL = 0,
+	LOST_COUNT = 1,
+};
+
+// log2 nanosecond buckets: bucket i counts values v with 2^(i-1) < v <= 2^i
+// (bucket 0 holds v <= 1); the last bucket also holds everything larger.
+#define HIST_BUCKETS 32
+#define SAMPLE_SLOTS 4096 // power of two
+
+struct traffic_key {
+	__u32 ifindex;
+	__u8 direction; // enum direction
+	__u8 protocol;  // enum protocol
+	__u16 pad;
+};
+
+struct traffic_value {
+	__u64 packets; // wire packets: GSO/GRO aggregates count their segments
+	__u64 bytes;   // skb length plus the device's link-layer header
+};
+
+struct drop_key {
+	__u32 reason;  // enum skb_drop_reason value of the running kernel
+	__u8 protocol; // enum protocol
+	__u8 pad[3];
+};
+
+// An in-flight latency sample.
+struct latency_sample {
+	__u64 skb;      // skb_id() of the sampled skb; 0 = free slot
+	__u64 ts;       // bpf_ktime_get_ns() at the last boundary
+	__u32 boundary; // enum boundary last passed
+	__u32 pad;
+};
+
+// Packets and bytes per interface, direction and protocol.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct traffic_key);
+	__type(value, struct traffic_value);
+} traffic SEC(".maps");
+
+// Dropped skbs per drop reason and protocol.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 2048);
+	__type(key, struct drop_key);
+	__type(value, __u64); // drops
+} drops SEC(".maps");
+
+// In-flight latency samples, direct-mapped by skb address. Shared across
+// CPUs because an skb's stages may run on different CPUs (the copy to user
+// runs on the reader's CPU).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SAMPLE_SLOTS);
+	__type(key, __u32); // slot: hash of the skb address
+	__type(value, struct latency_sample);
+} samples SEC(".maps");
+
+// Per-CPU countdown deciding which skb starts a sample.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);   // always 0
+	__type(value, __u32); // skbs seen since the last sample
+} sample_tick SEC(".maps");
+
+// Stage latency histogram counts.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAGE_COUNT * HIST_BUCKETS);
+	__type(key, __u32);   // stage * HIST_BUCKETS + bucket
+	__type(value, __u64); // observations
+} latency_buckets SEC(".maps");
+
+// Stage latency sums.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAGE_COUNT);
+	__type(key, __u32);   // enum stage
+	__type(value, __u64); // nanoseconds
+} latency_sums SEC(".maps");
+
+// Smoothed RTT histogram counts, one observation per tcp:tcp_probe.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HIST_BUCKETS);
+	__type(key, __u32);   // bucket
+	__type(value, __u64); // observations
+} rtt_buckets SEC(".maps");
+
+// Smoothed RTT sum.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);   // always 0
+	__type(value, __u64); // nanoseconds
+} rtt_sum SEC(".maps");
+
+// Net change of TCP sockets per state since load (summed over CPUs; a CPU's
+// share may be negative). Added to a snapshot of the sockets taken at start.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 16);
+	__type(key, __u32);   // TCP state (TCP_ESTABLISHED = 1 ...)
+	__type(value, __s64); // entries minus exits
+} tcp_state_delta SEC(".maps");
+
+// TCP retransmits and resets.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TCP_EVENT_COUNT);
+	__type(key, __u32);   // enum tcp_event
+	__type(value, __u64); // events
+} tcp_events SEC(".maps");
+
+// Events the programs could not record.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LOST_COUNT);
+	__type(key, __u32);   // enum lost_cause
+	__type(value, __u64); // events
+} lost_events SEC(".maps");
+
+static __always_inline bool netns_match(const struct net *net)
+{
+	if (!target_netns)
+		return true;
+	if (!net)
+		return false;
+	return net->ns.inum == target_netns;
+}
+
+static __always_inline bool dev_in_scope(const struct net_device *dev)
+{
+	if (!target_netns)
+		return true;
+	if (!dev)
+		return false;
+	return netns_match(dev->nd_net.net);
+}
+
+static __always_inline bool sk_in_scope(const struct sock *sk)
+{
+	if (!target_netns)
+		return true;
+	if (!sk)
+		return false;
+	return netns_match(sk->__sk_common.skc_net.net);
+}
+
+static __always_inline void count_lost(__u32 cause)
+{
+	__u64 *v = bpf_map_lookup_elem(&lost_events, &cause);
+	if (v)
+		*v += 1;
+}
+
+// l4 classifies the packet whose L3 header starts at l3.
+static __always_inline __u8 classify(__u16 eth_proto_be, const unsigned char *l3)
+{
+	__u16 eth_proto = bpf_ntohs(eth_proto_be);
+	__u8 l4 = 0;
+
+	if (eth_proto == ETH_P_ARP)
+		return PROTOCOL_ARP;
+	if (eth_proto == ETH_P_IP) {
+		if (!l3 || bpf_probe_read_kernel(&l4, 1, l3 + offsetof(struct iphdr, protocol)))
+			return PROTOCOL_OTHER;
+	} else if (eth_proto == ETH_P_IPV6) {
+		if (!l3 || bpf_probe_read_kernel(&l4, 1, l3 + offsetof(struct ipv6hdr, nexthdr)))
+			return PROTOCOL_OTHER;
+	} else {
+		return PROTOCOL_OTHER;
+	}
+	switch (l4) {
+	case IPPROTO_TCP:
+		return PROTOCOL_TCP;
+	case IPPROTO_UDP:
+		return PROTOCOL_UDP;
+	case IPPROTO_ICMP:
+		return PROTOCOL_ICMP;
+	case IPPROTO_ICMPV6:
+		return PROTOCOL_ICMPV6;
+	}
+	return PROTOCOL_OTHER;
+}
+
+// network_header returns the skb's L3 header, or NULL when it is not set.
+static __always_inline const unsigned char *network_header(const struct sk_buff *skb)
+{
+	__u64 off = skb->network_header;
+	if (off == NET_HEADER_UNSET)
+		return NULL;
+	return skb->head + off;
+}
+
+// wire_packets counts a GSO/GRO aggregate as the segments it stands for.
+static __always_inline __u64 wire_packets(const struct sk_buff *skb)
+{
+	__u64 end = skb->end;
+	const struct skb_shared_info *shinfo = (const void *)(skb->head + end);
+	__u16 segs = 0;
+
+	if (bpf_probe_read_kernel(&segs, sizeof(segs), &shinfo->gso_segs) || segs == 0)
+		return 1;
+	return segs;
+}
+
+static __always_inline void count_traffic(__u32 ifindex, __u8 direction, __u8 protocol,
+					  __u64 packets, __u64 bytes)
+{
+	struct traffic_key key = {
+		.ifindex = ifindex,
+		.direction = direction,
+		.protocol = protocol,
+	};
+	struct traffic_value *v = bpf_map_lookup_elem(&traffic, &key);
+	if (v) {
+		v->packets += packets;
+		v->bytes += bytes;
+		return;
+	}
+	struct traffic_value init = { .packets = packets, .bytes = bytes };
+	if (bpf_map_update_elem(&traffic, &key, &init, BPF_NOEXIST) && bpf_map_update_elem(&traffic, &key, &init, BPF_ANY))
+		count_lost(LOST_MAP_FULL);
+}
+
+// log2_bucket returns ceil(log2(v)) clamped to the histogram, without loops
+// or ctz (clang-16's BPF backend cannot lower __builtin_ctzll).
+static __always_inline __u32 log2_bucket(__u64 v)
+{
+	__u32 r = 0;
+	__u64 x;
+
+	if (v <= 1)
+		return 0;
+	x = v - 1; // so exact powers of two land in their own bucket (le = 2^i)
+	if (x >> 32) { x >>= 32; r += 32; }
+	if (x >> 16) { x >>= 16; r += 16; }
+	if (x >> 8) { x >>= 8; r += 8; }
+	if (x >> 4) { x >>= 4; r += 4; }
+	if (x >> 2) { x >>= 2; r += 2; }
+	if (x >> 1) { r += 1; }
+	r += 1;
+	if (r >= HIST_BUCKETS)
+		r = HIST_BUCKETS - 1;
+	return r;
+}
+
+static __always_inline void observe_stage(__u32 stage, __u64 ns)
+{
+	__u32 key = stage * HIST_BUCKETS + log2_bucket(ns);
+	__u64 *c = bpf_map_lookup_elem(&latency_buckets, &key);
+	if (c)
+		*c += 1;
+	__u64 *s = bpf_map_lookup_elem(&latency_sums, &stage);
+	if (s)
+		*s += ns;
+}
+
+// skb_id identifies an skb along its path by the low 32 bits of its address.
+// The verifier forbids arithmetic on the pointer, but a privileged program
+// may copy its low half into a 32-bit register, which yields a plain scalar
+// (hence -mcpu=v3). Two live skbs 4 GiB apart could share an id; a sample
+// also has to pass its boundaries in order, so that costs at most a sample.
+static __always_inline __u64 skb_id(const struct sk_buff *skb)
+{
+	__u32 low;
+	asm volatile("%0 = %1" : "=w"(low) : "w"((__u32)(unsigned long)skb));
+	return (__u64)low + 1; // never 0, which marks a free slot
+}
+
+static __always_inline __u32 slot_of(__u64 id)
+{
+	// Fibonacci hashing; skbs are cache-line aligned, so drop the low bits.
+	return (__u32)(((id >> 6) * 0x9E3779B97F4A7C15ULL) >> 52) & (SAMPLE_SLOTS - 1);
+}
+
+static __always_inline bool take_sample(void)
+{
+	__u32 zero = 0;
+	__u32 *tick = bpf_map_lookup_elem(&sample_tick, &zero);
+	if (!tick)
+		return false;
+	*tick += 1;
+	if (*tick < sample_every)
+		return false;
+	*tick = 0;
+	return true;
+}
+
+// sample_start begins a sample at a direction's first boundary, or frees a
+// stale slot left by a freed skb whose address is being reused.
+static __always_inline void sample_start(const struct sk_buff *skb, __u32 boundary)
+{
+	__u64 id = skb_id(skb);
+	__u32 slot = slot_of(id);
+	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
+	if (!s)
+		return;
+	if (take_sample()) {
+		s->ts = bpf_ktime_get_ns();
+		s->boundary = boundary;
+		s->skb = id;
+	} else if (s->skb == id) {
+		s->skb = 0;
+	}
+}
+
+// sample_pass records the stage that ends at boundary when the skb is
+// sampled and came straight from the previous boundary.
+static __always_inline void sample_pass(const struct sk_buff *skb, __u32 boundary, __u32 stage, bool final)
+{
+	__u64 id = skb_id(skb);
+	__u32 slot = slot_of(id);
+	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
+	if (!s || s->skb != id)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (s->boundary + 1 == boundary && now > s->ts)
+		observe_stage(stage, now - s->ts);
+	if (final) {
+		s->skb = 0;
+		return;
+	}
+	s->ts = now;
+	s->boundary = boundary;
+}
+
+// sample_drop frees the slot of an skb the kernel is freeing.
+static __always_inline void sample_drop(const struct sk_buff *skb)
+{
+	__u64 id = skb_id(skb);
+	__u32 slot = slot_of(id);
+	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
+	if (s && s->skb == id)
+		s->skb = 0;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(netif_receive_skb, struct sk_buff *skb)
+{
+	const struct net_device *dev = skb->dev;
+	if (!dev_in_scope(dev))
+		return 0;
+
+	// eth_type_trans has pulled the link-layer header: data is L3, and the
+	// header the device added is hard_header_len long.
+	count_traffic(dev->ifindex, DIRECTION_RX, classify(skb->protocol, skb->data), wire_packets(skb),
+		      (__u64)skb->len + dev->hard_header_len);
+	sample_start(skb, BOUNDARY_RX_NETIF_RECEIVE);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(net_dev_queue, struct sk_buff *skb)
+{
+	sample_pass(skb, BOUNDARY_TX_QUEUE, STAGE_TX_NEIGH, false);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(net_dev_start_xmit, const struct sk_buff *skb, const struct net_device *dev)
+{
+	sample_pass(skb, BOUNDARY_TX_START_XMIT, STAGE_TX_QDISC, false);
+	if (!dev_in_scope(dev))
+		return 0;
+	count_traffic(dev->ifindex, DIRECTION_TX, classify(skb->protocol, network_header(skb)),
+		      wire_packets(skb), skb->len);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_xmit")
+int BPF_PROG(net_dev_xmit, struct sk_buff *skb, int rc, struct net_device *dev, unsigned int len)
+{
+	// The skb may already belong to the receiver: only its address is used.
+	sample_pass(skb, BOUNDARY_TX_XMIT, STAGE_TX_DRIVER, true);
+	return 0;
+}
+
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
+{
+	sample_pass(skb, BOUNDARY_RX_COPY, STAGE_RX_SOCKET, true);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+{
+	sample_drop(skb);
+
+	// The namespace: the device's when the skb still has one, else the
+	// socket's (the owner, or the receiving socket the drop happened at).
+	const struct net_device *dev = skb->dev;
+	bool in_scope;
+	if (dev)
+		in_scope = dev_in_scope(dev);
+	else if (skb->sk)
+		in_scope = sk_in_scope(skb->sk);
+	else
+		in_scope = sk_in_scope(rx_sk);
+	if (!in_scope)
+		return 0;
+
+	struct drop_key key = {
+		.reason = (__u32)reason,
+		.protocol = classify(skb->protocol, network_header(skb)),
+	};
+	__u64 *v = bpf_map_lookup_elem(&drops, &key);
+	if (v) {
+		*v += 1;
+		return 0;
+	}
+	__u64 one = 1;
+	if (bpf_map_update_elem(&drops, &key, &one, BPF_NOEXIST) && bpf_map_update_elem(&drops, &key, &one, BPF_ANY))
+		count_lost(LOST_MAP_FULL);
+	return 0;
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(tcp_probe, struct sock *sk, const struct sk_buff *skb)
+{
+	if (!sk_in_scope(sk))
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	__u64 srtt_us = tp->srtt_us >> 3; // srtt_us holds 8 * smoothed RTT
+	if (!srtt_us)
+		return 0;
+	__u64 ns = srtt_us * 1000;
+	__u32 key = log2_bucket(ns);
+	__u64 *c = bpf_map_lookup_elem(&rtt_buckets, &key);
+	if (c)
+		*c += 1;
+	__u32 zero = 0;
+	__u64 *s = bpf_map_lookup_elem(&rtt_sum, &zero);
+	if (s)
+		*s += ns;
+	return 0;
+}
+
+static __always_inline void count_tcp_event(__u32 event)
+{
+	__u64 *v = bpf_map_lookup_elem(&tcp_events, &event);
+	if (v)
+		*v += 1;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
+{
+	if (sk_in_scope(sk))
+		count_tcp_event(TCP_EVENT_RETRANSMIT);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	// No socket when answering a segment nobody listens for: the namespace
+	// is then the one the offending segment arrived in.
+	bool in_scope;
+	if (sk)
+		in_scope = sk_in_scope(sk);
+	else if (skb)
+		in_scope = dev_in_scope(skb->dev);
+	else
+		in_scope = false;
+	if (in_scope)
+		count_tcp_event(TCP_EVENT_RESET_TX);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tcp_receive_reset, struct sock *sk)
+{
+	if (sk_in_scope(sk))
+		count_tcp_event(TCP_EVENT_RESET_RX);
+	return 0;
+}
+
+static __always_inline void add_state(int state, __s64 d)
+{
+	__u32 key = (__u32)state;
+	__s64 *v = bpf_map_lookup_elem(&tcp_state_delta, &key);
+	if (v)
+		*v += d;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	if (sk->sk_protocol != IPPROTO_TCP || !sk_in_scope(sk))
+		return 0;
+	// A passive open's child socket is cloned from the listener and reports
+	// LISTEN -> SYN_RECV although the listener itself stays in LISTEN.
+	if (!(oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV))
+		add_state(oldstate, -1);
+	add_state(newstate, 1);
+	return 0;
+}
+
+// Attached in the observed namespace only, to PRE_ROUTING and LOCAL_OUT at the
+// first priority and to LOCAL_IN and POST_ROUTING at the last, for IPv4 and
+// IPv6: the IP layer's stage boundaries. It never changes a verdict.
+SEC("netfilter")
+int nf_boundary(struct bpf_nf_ctx *ctx)
+{
+	const struct sk_buff *skb = ctx->skb;
+
+	switch (ctx->state->hook) {
+	case NF_INET_PRE_ROUTING:
+		sample_pass(skb, BOUNDARY_RX_PRE_ROUTING, STAGE_RX_CORE, false);
+		break;
+	case NF_INET_LOCAL_IN:
+		sample_pass(skb, BOUNDARY_RX_LOCAL_IN, STAGE_RX_IP, false);
+		break;
+	case NF_INET_LOCAL_OUT:
+		sample_start(skb, BOUNDARY_TX_LOCAL_OUT);
+		break;
+	case NF_INET_POST_ROUTING:
+		sample_pass(skb, BOUNDARY_TX_POST_ROUTING, STAGE_TX_IP, false);
+		break;
+	}
+	return NF_ACCEPT;
+}

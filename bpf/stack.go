@@ -1,0 +1,234 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Directions, protocols, stages and event indexes as stack.bpf.c numbers
+// them (its enums are not in the object's BTF, so they are mirrored here).
+const (
+	DirectionRX = 0
+	DirectionTX = 1
+
+	ProtocolOther  = 0
+	ProtocolTCP    = 1
+	ProtocolUDP    = 2
+	ProtocolICMP   = 3
+	ProtocolICMPv6 = 4
+	ProtocolARP    = 5
+
+	StageRXCore   = 0
+	StageRXIP     = 1
+	StageRXSocket = 2
+	StageTXIP     = 3
+	StageTXNeigh  = 4
+	StageTXQdisc  = 5
+	StageTXDriver = 6
+	StageCount    = 7
+
+	tcpEventRetransmit = 0
+	tcpEventResetTX    = 1
+	tcpEventResetRX    = 2
+
+	lostMapFull = 0
+
+	// HistBuckets is the number of log2 buckets: bucket i counts values
+	// (in nanoseconds) in (2^(i-1), 2^i]; bucket 0 holds values <= 1 and the
+	// last bucket everything above 2^(HistBuckets-2).
+	HistBuckets = 32
+)
+
+// StackConfig selects what the stack programs observe.
+type StackConfig struct {
+	// NetnsPath is the network namespace to observe (a path such as
+	// /var/run/netns/NAME or /proc/PID/ns/net); empty means the calling
+	// thread's namespace.
+	NetnsPath string
+	// SampleEvery starts a latency sample on one skb in SampleEvery (per CPU);
+	// 1 samples every skb.
+	SampleEvery uint32
+}
+
+// Stack holds the loaded stack observation programs and their links.
+type Stack struct {
+	objs       stackObjects
+	links      []link.Link
+	NetnsInode uint64
+}
+
+// LoadStack loads stack.bpf.c's programs scoped to one network namespace
+// and attaches them: tracepoints globally, netfilter boundaries in that
+// namespace. On failure nothing stays attached or loaded.
+func LoadStack(cfg StackConfig) (_ *Stack, err error) {
+	if cfg.SampleEvery == 0 {
+		return nil, errors.New("latency sample rate must be at least 1 (one skb in N)")
+	}
+	ns, err := openNetns(cfg.NetnsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ns), &st); err != nil {
+		return nil, fmt.Errorf("stat network namespace: %w", err)
+	}
+	if st.Ino > math.MaxUint32 {
+		return nil, fmt.Errorf("network namespace inode %d does not fit 32 bits", st.Ino)
+	}
+
+	spec, err := loadStack()
+	if err != nil {
+		return nil, fmt.Errorf("parse stack programs: %w", err)
+	}
+	if err := spec.Variables["target_netns"].Set(uint32(st.Ino)); err != nil {
+		return nil, fmt.Errorf("set target_netns: %w", err)
+	}
+	if err := spec.Variables["sample_every"].Set(cfg.SampleEvery); err != nil {
+		return nil, fmt.Errorf("set sample_every: %w", err)
+	}
+
+	s := &Stack{NetnsInode: st.Ino}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load stack programs: the kernel verifier rejected them: %+v", ve)
+		}
+		return nil, fmt.Errorf("load stack programs: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	for _, p := range []*ebpf.Program{
+		s.objs.NetifReceiveSkb, s.objs.NetDevQueue, s.objs.NetDevStartXmit, s.objs.NetDevXmit,
+		s.objs.SkbCopyDatagramIovec, s.objs.KfreeSkb, s.objs.TcpProbe, s.objs.TcpRetransmitSkb,
+		s.objs.TcpSendReset, s.objs.TcpReceiveReset, s.objs.InetSockSetState,
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return nil, fmt.Errorf("attach tracepoint program %s: %w", p.String(), err)
+		}
+		s.links = append(s.links, l)
+	}
+	if err := s.attachNetfilter(ns); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Netfilter priorities of the boundaries: the first hook to see a packet in
+// PRE_ROUTING/LOCAL_OUT and the last in LOCAL_IN/POST_ROUTING, so that the
+// IP stages include conntrack, NAT and filtering. INT_MIN and INT_MAX are
+// reserved by the kernel.
+const (
+	nfFirst = math.MinInt32 + 1
+	nfLast  = math.MaxInt32 - 1
+)
+
+// attachNetfilter links nf_boundary to the IPv4 and IPv6 hooks of the
+// observed namespace. A netfilter link belongs to the namespace of the
+// thread that creates it.
+func (s *Stack) attachNetfilter(target netns.NsHandle) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("get current network namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		return fmt.Errorf("enter network namespace: %w", err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			// A thread stuck in another namespace must not be reused.
+			panic(fmt.Sprintf("return to original network namespace: %v", err))
+		}
+	}()
+	hooks := []struct {
+		hook link.NetfilterInetHook
+		prio int32
+	}{
+		{link.NetfilterInetPreRouting, nfFirst},
+		{link.NetfilterInetLocalIn, nfLast},
+		{link.NetfilterInetLocalOut, nfFirst},
+		{link.NetfilterInetPostRouting, nfLast},
+	}
+	for _, pf := range []link.NetfilterProtocolFamily{link.NetfilterProtoIPv4, link.NetfilterProtoIPv6} {
+		for _, h := range hooks {
+			l, err := link.AttachNetfilter(link.NetfilterOptions{
+				Program:        s.objs.NfBoundary,
+				ProtocolFamily: pf,
+				Hook:           h.hook,
+				Priority:       h.prio,
+			})
+			if err != nil {
+				return fmt.Errorf("attach netfilter boundary (family %d, hook %d): %w", pf, h.hook, err)
+			}
+			s.links = append(s.links, l)
+		}
+	}
+	return nil
+}
+
+func openNetns(path string) (netns.NsHandle, error) {
+	if path == "" {
+		h, err := netns.Get()
+		if err != nil {
+			return 0, fmt.Errorf("open current network namespace: %w", err)
+		}
+		return h, nil
+	}
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		return 0, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	return h, nil
+}
+
+// Close detaches every program and frees the maps. It may be called more
+// than once.
+func (s *Stack) Close() error {
+	var errs []error
+	for _, l := range s.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
+		}
+	}
+	s.links = nil
+	if err := s.objs.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close stack objects: %w", err))
+	}
+	s.objs = stackObjects{}
+	return errors.Join(errs...)
+}
+
+// Programs returns the loaded programs by name (the C function name), for
+// run-time statistics.
+func (s *Stack) Programs() map[string]*ebpf.Program {
+	p := s.objs.stackPrograms
+	return map[string]*ebpf.Program{
+		"netif_receive_skb":       p.NetifReceiveSkb,
+		"net_dev_queue":           p.NetDevQueue,
+		"net_dev_start_xmit":      p.NetDevStartXmit,
+		"net_dev_xmit":            p.NetDevXmit,
+		"skb_copy_datagram_iovec": p.SkbCopyDatagramIovec,
+		"kfree_skb":               p.KfreeSkb,
+		"tcp_probe":               p.TcpProbe,
+		"tcp_retransmit_skb":      p.TcpRetransmitSkb,
+		"tcp_send_reset":          p.TcpSendReset,
+		"tcp_receive_reset":       p.TcpReceiveReset,
+		"inet_sock_set_state":     p.InetSockSetState,
+		"nf_boundary":             p.NfBoundary,
+	}
+}

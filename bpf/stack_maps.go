@@ -1,0 +1,170 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// TrafficCount is one traffic map entry summed over CPUs.
+type TrafficCount struct {
+	Ifindex   uint32
+	Direction uint8
+	Protocol  uint8
+	Packets   uint64
+	Bytes     uint64
+}
+
+// DropCount is one drops map entry summed over CPUs. Reason is a value of
+// the running kernel's enum skb_drop_reason.
+type DropCount struct {
+	Reason   uint32
+	Protocol uint8
+	Drops    uint64
+}
+
+// Histogram is a log2-bucketed histogram of nanoseconds (see HistBuckets).
+type Histogram struct {
+	Buckets [HistBuckets]uint64 // per bucket, not cumulative
+	SumNs   uint64
+}
+
+// TCPEvents are TCP event totals since load.
+type TCPEvents struct {
+	Retransmits uint64
+	ResetsTX    uint64
+	ResetsRX    uint64
+}
+
+// Traffic reads the packets and bytes per interface, direction and protocol.
+func (s *Stack) Traffic() ([]TrafficCount, error) {
+	var (
+		out  []TrafficCount
+		key  stackTrafficKey
+		vals []stackTrafficValue
+	)
+	it := s.objs.Traffic.Iterate()
+	for it.Next(&key, &vals) {
+		c := TrafficCount{Ifindex: key.Ifindex, Direction: key.Direction, Protocol: key.Protocol}
+		for _, v := range vals {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out = append(out, c)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read traffic map: %w", err)
+	}
+	return out, nil
+}
+
+// Drops reads the dropped skbs per drop reason and protocol.
+func (s *Stack) Drops() ([]DropCount, error) {
+	var (
+		out  []DropCount
+		key  stackDropKey
+		vals []uint64
+	)
+	it := s.objs.Drops.Iterate()
+	for it.Next(&key, &vals) {
+		c := DropCount{Reason: key.Reason, Protocol: key.Protocol}
+		for _, v := range vals {
+			c.Drops += v
+		}
+		out = append(out, c)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read drops map: %w", err)
+	}
+	return out, nil
+}
+
+// sumU64 reads a per-CPU array slot and sums it over CPUs.
+func sumU64(m *ebpf.Map, key uint32) (uint64, error) {
+	var vals []uint64
+	if err := m.Lookup(key, &vals); err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, v := range vals {
+		sum += v
+	}
+	return sum, nil
+}
+
+// Latency reads the stage latency histograms, indexed by stage.
+func (s *Stack) Latency() ([StageCount]Histogram, error) {
+	var out [StageCount]Histogram
+	for st := range uint32(StageCount) {
+		for b := range uint32(HistBuckets) {
+			v, err := sumU64(s.objs.LatencyBuckets, st*HistBuckets+b)
+			if err != nil {
+				return out, fmt.Errorf("read latency_buckets: %w", err)
+			}
+			out[st].Buckets[b] = v
+		}
+		sum, err := sumU64(s.objs.LatencySums, st)
+		if err != nil {
+			return out, fmt.Errorf("read latency_sums: %w", err)
+		}
+		out[st].SumNs = sum
+	}
+	return out, nil
+}
+
+// RTT reads the smoothed-RTT histogram.
+func (s *Stack) RTT() (Histogram, error) {
+	var h Histogram
+	for b := range uint32(HistBuckets) {
+		v, err := sumU64(s.objs.RttBuckets, b)
+		if err != nil {
+			return h, fmt.Errorf("read rtt_buckets: %w", err)
+		}
+		h.Buckets[b] = v
+	}
+	sum, err := sumU64(s.objs.RttSum, 0)
+	if err != nil {
+		return h, fmt.Errorf("read rtt_sum: %w", err)
+	}
+	h.SumNs = sum
+	return h, nil
+}
+
+// TCPStateDelta reads the net number of TCP sockets that entered each state
+// (indexed by the kernel's TCP state number) since load.
+func (s *Stack) TCPStateDelta() ([16]int64, error) {
+	var out [16]int64
+	for st := range uint32(16) {
+		var vals []int64
+		if err := s.objs.TcpStateDelta.Lookup(st, &vals); err != nil {
+			return out, fmt.Errorf("read tcp_state_delta: %w", err)
+		}
+		for _, v := range vals {
+			out[st] += v
+		}
+	}
+	return out, nil
+}
+
+// TCPEvents reads the retransmit and reset totals.
+func (s *Stack) TCPEvents() (TCPEvents, error) {
+	var e TCPEvents
+	var errs [3]error
+	e.Retransmits, errs[0] = sumU64(s.objs.TcpEvents, tcpEventRetransmit)
+	e.ResetsTX, errs[1] = sumU64(s.objs.TcpEvents, tcpEventResetTX)
+	e.ResetsRX, errs[2] = sumU64(s.objs.TcpEvents, tcpEventResetRX)
+	if err := errors.Join(errs[:]...); err != nil {
+		return e, fmt.Errorf("read tcp_events: %w", err)
+	}
+	return e, nil
+}
+
+// LostMapFull reads how many events found a counter map full.
+func (s *Stack) LostMapFull() (uint64, error) {
+	v, err := sumU64(s.objs.LostEvents, lostMapFull)
+	if err != nil {
+		return 0, fmt.Errorf("read lost_events: %w", err)
+	}
+	return v, nil
+}

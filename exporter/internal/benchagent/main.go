@@ -1,0 +1,57 @@
+// Command benchagent runs the stack exporter alone and serves /metrics, for
+// scripts/bench-overhead.sh and manual checks before cmd/packetscope wires
+// the exporter. It is not the product: `packetscope agent` is.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/packetscope/packetscope/bpf"
+	"github.com/packetscope/packetscope/exporter"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func main() {
+	netnsPath := flag.String("netns", "", "network namespace to observe (path); empty: this process's")
+	listen := flag.String("web.listen-address", "127.0.0.1:9435", "where to serve /metrics")
+	sample := flag.Uint("latency.sample-every", exporter.DefaultLatencySampleEvery, "timestamp one skb in N")
+	flag.Parse()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(logger, *netnsPath, *listen, uint32(*sample)); err != nil {
+		logger.Error("run failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(logger *slog.Logger, netnsPath, listen string, sample uint32) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bpf.Preflight(); err != nil {
+		return err
+	}
+	exp, err := exporter.New(logger, exporter.Config{Netns: netnsPath, LatencySampleEvery: sample})
+	if err != nil {
+		return err
+	}
+	defer exp.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(exp)
+	srv := &http.Server{Addr: listen, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	logger.Info("serving metrics", "address", listen)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
