@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/packetscope/packetscope/guard"
+)
+
+const defaultAgentURL = "http://127.0.0.1:9436"
+
+// rulesConfig holds the flags of `packetscope rules list|add|delete`.
+type rulesConfig struct {
+	agentURL  string
+	tokenFile string
+	timeout   time.Duration
+	output    string // table | json
+
+	listCmd, addCmd, deleteCmd string // kingpin full command names
+
+	// rules add
+	file, id, action, reason, origin string
+	stdin                            bool
+	ratePPS                          uint32
+	lifetime                         time.Duration
+	match                            guard.Match
+	icmpType                         string
+
+	// rules delete
+	ids []string
+
+	// Where the command reads a rule from (--stdin) and writes its output;
+	// nil means os.Stdin and os.Stdout. Tests set them.
+	in  io.Reader
+	out io.Writer
+}
+
+func (c *rulesConfig) addFlags(cmd *kingpin.CmdClause) {
+	cmd.Flag("agent.url", "Agent API base URL.").Default(defaultAgentURL).StringVar(&c.agentURL)
+	cmd.Flag("api.token-file", "File holding the agent's bearer token (needed by add and delete).").StringVar(&c.tokenFile)
+	cmd.Flag("timeout", "Timeout of each call to the agent.").Default("10s").DurationVar(&c.timeout)
+	cmd.Flag("output", "Output format: table or json.").Short('o').Default("table").EnumVar(&c.output, "table", "json")
+
+	list := cmd.Command("list", "List the agent's active rules with hit counters and expiry.").Default()
+	c.listCmd = list.FullCommand()
+
+	add := cmd.Command("add", "Add a rule, from a JSON file (--file, or --stdin) or from match flags.")
+	c.addCmd = add.FullCommand()
+	add.Flag("file", "Rule JSON file (the contract's rule object); '-' reads standard input.").Short('f').StringVar(&c.file)
+	add.Flag("stdin", "Read the rule JSON from standard input.").BoolVar(&c.stdin)
+	add.Flag("id", "Rule id; default: the agent assigns one.").StringVar(&c.id)
+	add.Flag("action", "drop, rate_limit or monitor.").Default("drop").EnumVar(&c.action, "drop", "rate_limit", "monitor")
+	add.Flag("rate-pps", "Packets per second allowed through with --action rate_limit.").Uint32Var(&c.ratePPS)
+	add.Flag("ttl", "How long the rule lives (rule ttl_seconds), e.g. 10m or 2h.").Default("10m").DurationVar(&c.lifetime)
+	add.Flag("reason", "Why, in a sentence (kept with the rule).").StringVar(&c.reason)
+	add.Flag("origin", "manual, builtin or llm.").Default("manual").EnumVar(&c.origin, "manual", "builtin", "llm")
+	add.Flag("src", "Match source CIDR or address (IPv4 or IPv6).").StringVar(&c.match.Src)
+	add.Flag("dst", "Match destination CIDR or address.").StringVar(&c.match.Dst)
+	add.Flag("protocol", "Match protocol: tcp, udp, icmp, icmpv6 or 0-255.").StringVar(&c.match.Protocol)
+	add.Flag("src-port", "Match source port or range A-B; repeat or comma-separate for a list.").StringsVar(&c.match.SrcPorts)
+	add.Flag("dst-port", "Match destination port or range A-B; repeat or comma-separate for a list.").StringsVar(&c.match.DstPorts)
+	add.Flag("tcp-flags", "Match TCP flags, e.g. syn,!ack.").StringVar(&c.match.TCPFlags)
+	add.Flag("icmp-type", "Match ICMP/ICMPv6 type 0-255.").StringVar(&c.icmpType)
+	add.Flag("ip-ttl", "Match IP TTL / hop limit N or A-B (the rule's match.ttl).").StringVar(&c.match.TTL)
+	add.Flag("length", "Match IP packet length N or A-B.").StringVar(&c.match.Length)
+	add.Flag("tcp-window", "Match TCP window N or A-B.").StringVar(&c.match.TCPWindow)
+	add.Flag("fragment", "Match fragments: any, none, first or later.").EnumVar((*string)(&c.match.Fragment), "any", "none", "first", "later")
+
+	del := cmd.Command("delete", "Delete rules by id.")
+	c.deleteCmd = del.FullCommand()
+	del.Arg("id", "Rule ids.").Required().StringsVar(&c.ids)
+}
+
+// handles reports whether cmd (a kingpin full command name) is a rules subcommand.
+func (c *rulesConfig) handles(cmd string) bool {
+	return cmd != "" && (cmd == c.listCmd || cmd == c.addCmd || cmd == c.deleteCmd)
+}
+
+// runRules runs one `packetscope rules` subcommand against the agent API.
+func runRules(ctx context.Context, cfg rulesConfig, cmd string) error {
+	if cfg.out == nil {
+		cfg.out = os.Stdout
+	}
+	if cfg.in == nil {
+		cfg.in = os.Stdin
+	}
+	token, err := loadAPIToken(cfg.tokenFile)
+	if err != nil {
+		return err
+	}
+	client := guard.NewClient(cfg.agentURL, token, &http.Client{Timeout: cfg.timeout})
+	switch cmd {
+	case cfg.listCmd:
+		return rulesList(ctx, cfg, client)
+	case cfg.addCmd:
+		if token == "" {
+			return errors.New("rules add needs the agent's token: pass --api.token-file")
+		}
+		return rulesAdd(ctx, cfg, client)
+	case cfg.deleteCmd:
+		if token == "" {
+			return errors.New("rules delete needs the agent's token: pass --api.token-file")
+		}
+		for _, id := range cfg.ids {
+			if err := client.DeleteRule(ctx, id); err != nil {
+				return explainAPIError(err, cfg.agentURL)
+			}
+			fmt.Fprintf(cfg.out, "deleted %s\n", id)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown rules command %q", cmd)
+}
+
+func rulesList(ctx context.Context, cfg rulesConfig, client *guard.Client) error {
+	rules, err := client.ListRules(ctx)
+	if err != nil {
+		return explainAPIError(err, cfg.agentURL)
+	}
+	if cfg.output == "json" {
+		return writeRulesJSON(cfg.out, rules)
+	}
+	return writeRulesTable(cfg.out, rules, time.Now())
+}
+
+func rulesAdd(ctx context.Context, cfg rulesConfig, client *guard.Client) error {
+	rule, err := ruleFromConfig(cfg)
+	if err != nil {
+		return err
+	}
+	added, err := client.AddRule(ctx, rule)
+	if err != nil {
+		return explainAPIError(err, cfg.agentURL)
+	}
+	if cfg.output == "json" {
+		return writeRulesJSON(cfg.out, added)
+	}
+	return writeRulesTable(cfg.out, []guard.Rule{added}, time.Now())
+}
+
+// ruleFromConfig builds the rule from --file/--stdin, or from the match flags;
+// it is validated here so a typo is reported without a round trip.
+func ruleFromConfig(cfg rulesConfig) (guard.Rule, error) {
+	fromFlags := cfg.match.Src != "" || cfg.match.Dst != "" || cfg.match.Protocol != "" ||
+		len(cfg.match.SrcPorts) > 0 || len(cfg.match.DstPorts) > 0 || cfg.match.TCPFlags != "" ||
+		cfg.icmpType != "" || cfg.match.TTL != "" || cfg.match.Length != "" || cfg.match.TCPWindow != "" ||
+		cfg.match.Fragment != ""
+	if cfg.file != "" || cfg.stdin {
+		if fromFlags {
+			return guard.Rule{}, errors.New("give the rule as JSON (--file/--stdin) or as match flags, not both")
+		}
+		var data []byte
+		var err error
+		if cfg.stdin || cfg.file == "-" {
+			data, err = io.ReadAll(io.LimitReader(cfg.in, guard.MaxRuleBodyBytes+1))
+		} else {
+			data, err = os.ReadFile(cfg.file)
+		}
+		if err != nil {
+			return guard.Rule{}, fmt.Errorf("read rule: %w", err)
+		}
+		r, err := guard.ParseRule(data)
+		if err != nil {
+			return guard.Rule{}, fmt.Errorf("invalid rule: %w", err)
+		}
+		return r, nil
+	}
+	if !fromFlags {
+		// A rule with no match field would match every packet: refuse to
+		// build one by accident from a forgotten flag.
+		return guard.Rule{}, errors.New("no match given: pass match flags (--src, --protocol, --dst-port, ...) or --file")
+	}
+	m := cfg.match
+	m.SrcPorts, m.DstPorts = splitList(m.SrcPorts), splitList(m.DstPorts)
+	if cfg.icmpType != "" {
+		n, err := strconv.Atoi(cfg.icmpType)
+		if err != nil {
+			return guard.Rule{}, fmt.Errorf("--icmp-type: %q is not a number 0-255", cfg.icmpType)
+		}
+		m.ICMPType = &n
+	}
+	if cfg.lifetime%time.Second != 0 || cfg.lifetime <= 0 {
+		return guard.Rule{}, fmt.Errorf("--ttl: %s is not a positive whole number of seconds", cfg.lifetime)
+	}
+	r := guard.Rule{
+		ID: cfg.id, Action: guard.Action(cfg.action), RatePPS: cfg.ratePPS, Match: m,
+		TTLSeconds: int64(cfg.lifetime / time.Second), Reason: cfg.reason, Origin: cfg.origin,
+	}
+	if err := r.Validate(); err != nil {
+		return guard.Rule{}, fmt.Errorf("invalid rule: %w", err)
+	}
+	return r, nil
+}
+
+// splitList accepts both repeated flags and comma-separated values.
+func splitList(items []string) []string {
+	var out []string
+	for _, it := range items {
+		for _, p := range strings.Split(it, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func loadAPIToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read --api.token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("--api.token-file %s is empty", path)
+	}
+	return tok, nil
+}
+
+// explainAPIError adds what an operator should do about common failures.
+func explainAPIError(err error, agentURL string) error {
+	if ae, ok := guard.AsAPIError(err); ok {
+		switch ae.Status {
+		case http.StatusUnauthorized:
+			return fmt.Errorf("%w (check --api.token-file against the agent's)", err)
+		}
+		return err
+	}
+	return fmt.Errorf("%w (is the agent running at %s? set --agent.url)", err, agentURL)
+}
+
+func writeRulesJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func writeRulesTable(w io.Writer, rules []guard.Rule, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tACTION\tMATCH\tEXPIRES IN\tPACKETS\tBYTES\tORIGIN\tREASON")
+	for _, r := range rules {
+		action := string(r.Action)
+		if r.Action == guard.ActionRateLimit {
+			action += fmt.Sprintf("(%d pps)", r.RatePPS)
+		}
+		expires := "-"
+		if !r.ExpiresAt.IsZero() {
+			expires = max(r.ExpiresAt.Sub(now), 0).Truncate(time.Second).String()
+		}
+		origin := r.Origin
+		if origin == "" {
+			origin = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
+			r.ID, action, describeMatch(r.Match), expires, r.Packets, r.Bytes, origin, oneLine(r.Reason))
+	}
+	return tw.Flush()
+}
+
+// describeMatch writes a match compactly, in the rule JSON's field names.
+func describeMatch(m guard.Match) string {
+	var parts []string
+	add := func(k, v string) {
+		if v != "" {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	add("src", m.Src)
+	add("dst", m.Dst)
+	add("protocol", m.Protocol)
+	add("src_ports", strings.Join(m.SrcPorts, ","))
+	add("dst_ports", strings.Join(m.DstPorts, ","))
+	add("tcp_flags", m.TCPFlags)
+	if m.ICMPType != nil {
+		add("icmp_type", strconv.Itoa(*m.ICMPType))
+	}
+	add("ttl", m.TTL)
+	add("length", m.Length)
+	add("tcp_window", m.TCPWindow)
+	add("fragment", string(m.Fragment))
+	if len(parts) == 0 {
+		return "any"
+	}
+	return strings.Join(parts, " ")
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > 60 {
+		s = string(r[:57]) + "..."
+	}
+	if s == "" {
+		return "-"
+	}
+	return s
+}
