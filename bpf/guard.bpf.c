@@ -1,0 +1,726 @@
+//go:build ignore
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* The XDP guard: parses every packet exactly as guard.ParseFrame does,
+ * counts it, classifies it against the rules with bit-vector classification
+ * (one lookup per header field yields the set of rules that field allows;
+ * the sets are ANDed and the first set bit wins) and applies the winner. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "guard.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define NO_SLOT 0xffffffff
+#define IPPROTO_ICMPV6 58
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86dd
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88a8
+#define MAX_OFF 16384 /* larger than any XDP frame; keeps offsets bounded for the verifier */
+
+/* Runtime configuration (one entry). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_config);
+} guard_config SEC(".maps");
+
+/* Rules allowed by (family, fragment kind, has_l4, protocol). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_META_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct guard_bitmap);
+} fp_meta SEC(".maps");
+
+/* Rules allowed by the TCP flags byte (0 when not TCP). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct guard_bitmap);
+} fp_tcp_flags SEC(".maps");
+
+/* Rules allowed by the ICMP type (0 when not ICMP). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct guard_bitmap);
+} fp_icmp_type SEC(".maps");
+
+/* Rules allowed by the TTL / hop limit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct guard_bitmap);
+} fp_ttl SEC(".maps");
+
+/* 16-bit fields: rules that name the value; the rules that leave the field
+ * open are in fp_wild, so adding an open rule writes one entry, not 65536. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct guard_bitmap);
+} fp_sport SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct guard_bitmap);
+} fp_dport SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct guard_bitmap);
+} fp_length SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct guard_bitmap);
+} fp_window SEC(".maps");
+
+/* Rules that leave a field open, indexed by enum guard_wild; WILD_ACTIVE is
+ * the set of rules in force. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WILD_COUNT);
+	__type(key, __u32);
+	__type(value, struct guard_bitmap);
+} fp_wild SEC(".maps");
+
+/* Address fields: one exact-match entry per (prefix length, prefix) named by
+ * a rule; its bitmap already holds the open rules and the rules of every
+ * shorter prefix containing it, so the longest hit is the answer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GUARD_FP_RULES);
+	__type(key, struct guard_key4);
+	__type(value, struct guard_bitmap);
+} fp_src4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GUARD_FP_RULES);
+	__type(key, struct guard_key6);
+	__type(value, struct guard_bitmap);
+} fp_src6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GUARD_FP_RULES);
+	__type(key, struct guard_key4);
+	__type(value, struct guard_bitmap);
+} fp_dst4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GUARD_FP_RULES);
+	__type(key, struct guard_key6);
+	__type(value, struct guard_bitmap);
+} fp_dst6 SEC(".maps");
+
+/* Source-CIDR-only rules: (prefix length, prefix) -> winning slot, the lowest
+ * slot among the CIDR rules whose prefix contains this one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GUARD_CIDR_RULES);
+	__type(key, struct guard_key4);
+	__type(value, __u32);
+} cidr_src4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GUARD_CIDR_RULES);
+	__type(key, struct guard_key6);
+	__type(value, __u32);
+} cidr_src6 SEC(".maps");
+
+/* Verdict parameters by slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_SLOTS);
+	__type(key, __u32);
+	__type(value, struct guard_rule_meta);
+} rule_meta SEC(".maps");
+
+/* Token buckets of rate_limit rules by slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_SLOTS);
+	__type(key, __u32);
+	__type(value, struct guard_bucket);
+} rule_buckets SEC(".maps");
+
+/* Hit counters by slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GUARD_SLOTS);
+	__type(key, __u32);
+	__type(value, struct guard_rule_stats);
+} rule_stats SEC(".maps");
+
+/* Counters by ingress ifindex. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct guard_iface_stats);
+} iface_stats SEC(".maps");
+
+/* Per-CPU packet counter for 1-in-N sampling. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sample_tick SEC(".maps");
+
+/* Sampled headers for the traffic window. 1 MiB: ~16k records. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} samples SEC(".maps");
+
+/* Rule definitions (the rule JSON, in 248-byte chunks keyed by slot and
+ * chunk index), so the whole rule table lives in bpffs and a restarted agent
+ * adopts it. Only the agent reads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 2 * GUARD_SLOTS);
+	__type(key, struct guard_def_key);
+	__type(value, struct guard_def_chunk);
+} rule_defs SEC(".maps");
+
+/* Types only Go reads: referenced here so they reach BTF for bpf2go. */
+struct guard_sample *unused_sample __attribute__((unused));
+enum guard_verdict unused_verdict __attribute__((unused));
+enum guard_wild unused_wild __attribute__((unused));
+
+struct pkt {
+	__u8 family, protocol, ttl, frag, has_l4, tcp_flags, icmp_type;
+	__u16 length, sport, dport, window;
+	__u32 src[4], dst[4]; /* network byte order */
+};
+
+
+static __always_inline void *ptr_at(void *data, void *data_end, __u32 off, __u32 len)
+{
+	if (off > MAX_OFF)
+		return NULL;
+	void *p = data + off;
+	if (p + len > data_end)
+		return NULL;
+	return p;
+}
+
+/* parse_l4 fills the L4 fields when the protocol's header is in the frame. */
+static __always_inline void parse_l4(void *data, void *data_end, __u32 off, struct pkt *p)
+{
+	__u8 *b;
+	switch (p->protocol) {
+	case IPPROTO_TCP:
+		b = ptr_at(data, data_end, off, 20);
+		if (!b)
+			return;
+		p->sport = (__u16)b[0] << 8 | b[1];
+		p->dport = (__u16)b[2] << 8 | b[3];
+		p->tcp_flags = b[13];
+		p->window = (__u16)b[14] << 8 | b[15];
+		break;
+	case IPPROTO_UDP:
+		b = ptr_at(data, data_end, off, 8);
+		if (!b)
+			return;
+		p->sport = (__u16)b[0] << 8 | b[1];
+		p->dport = (__u16)b[2] << 8 | b[3];
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		b = ptr_at(data, data_end, off, 4);
+		if (!b)
+			return;
+		p->icmp_type = b[0];
+		break;
+	default:
+		return;
+	}
+	p->has_l4 = 1;
+}
+
+static __always_inline int is_ext(__u8 n)
+{
+	return n == 0 || n == 43 || n == 44 || n == 51 || n == 60;
+}
+
+/* parse mirrors guard.ParseFrame; see guard/packet.go for the rules. A
+ * global function: the verifier checks it once, not once per caller path. */
+__noinline int guard_parse(struct xdp_md *ctx, struct pkt *p)
+{
+	if (!p)
+		return 0;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *b = ptr_at(data, data_end, 0, 14);
+	if (!b)
+		return 0;
+	__u32 off = 14;
+	__u16 et = (__u16)b[12] << 8 | b[13];
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (et != ETH_P_8021Q && et != ETH_P_8021AD)
+			break;
+		b = ptr_at(data, data_end, off, 4);
+		if (!b)
+			return 0;
+		et = (__u16)b[2] << 8 | b[3];
+		off += 4;
+	}
+	if (et == ETH_P_IP) {
+		b = ptr_at(data, data_end, off, 20);
+		if (!b)
+			return 0;
+		__u32 ihl = (b[0] & 0x0f) * 4;
+		if ((b[0] >> 4) != 4 || ihl < 20 || off + ihl > (__u32)(data_end - data))
+			return 0;
+		p->family = 4;
+		p->length = (__u16)b[2] << 8 | b[3];
+		__u16 ff = (__u16)b[6] << 8 | b[7];
+		if (ff & 0x1fff)
+			p->frag = 2;
+		else if (ff & 0x2000)
+			p->frag = 1;
+		p->ttl = b[8];
+		p->protocol = b[9];
+		p->src[0] = *(__u32 *)(b + 12);
+		p->dst[0] = *(__u32 *)(b + 16);
+		if (p->frag != 2)
+			parse_l4(data, data_end, off + ihl, p);
+		return 0;
+	}
+	if (et != ETH_P_IPV6)
+		return 0;
+	b = ptr_at(data, data_end, off, 40);
+	if (!b || (b[0] >> 4) != 6)
+		return 0;
+	p->family = 6;
+	p->length = ((__u16)b[4] << 8 | b[5]) + 40;
+	p->ttl = b[7];
+	__builtin_memcpy(p->src, b + 8, 16);
+	__builtin_memcpy(p->dst, b + 24, 16);
+	__u8 next = b[6];
+	off += 40;
+#pragma unroll
+	for (int i = 0; i < GUARD_MAX_IPV6_EXT; i++) {
+		__u32 hlen = 8;
+		if (!is_ext(next))
+			goto l4;
+		b = ptr_at(data, data_end, off, 2);
+		if (!b)
+			goto truncated;
+		if (next == 51)
+			hlen = ((__u32)b[1] + 2) * 4;
+		else if (next != 44)
+			hlen = ((__u32)b[1] + 1) * 8;
+		/* An extension header counts only when all of it is in the frame. */
+		if (off + hlen > (__u32)(data_end - data))
+			goto truncated;
+		if (next == 44) {
+			b = ptr_at(data, data_end, off, 8);
+			if (!b)
+				goto truncated;
+			if ((((__u16)b[2] << 8 | b[3]) & 0xfff8) != 0) {
+				/* A later fragment's payload is data, not headers. */
+				p->frag = 2;
+				p->protocol = b[0];
+				return 0;
+			}
+			p->frag = 1;
+		}
+		next = b[0];
+		off += hlen;
+	}
+	if (is_ext(next)) {
+		p->protocol = next;
+		return 0;
+	}
+l4:
+	p->protocol = next;
+	parse_l4(data, data_end, off, p);
+	return 0;
+truncated:
+	p->protocol = next;
+	return 0;
+}
+
+static __always_inline __u32 mask32(__s32 bits)
+{
+	if (bits <= 0)
+		return 0;
+	if (bits >= 32)
+		return 0xffffffff;
+	return bpf_htonl(~((1U << (32 - bits)) - 1));
+}
+
+/* lookup_src/dst walk the prefix lengths in use, longest first. */
+static __noinline struct guard_bitmap *lookup_addr4(void *map, __u32 addr, const __u8 *plens, __u8 n,
+							  struct guard_bitmap *wild)
+{
+	struct guard_key4 k;
+	for (int i = 0; i < GUARD_FP_PLENS; i++) {
+		if (i >= n)
+			break;
+		k.plen = plens[i];
+		k.addr = addr & mask32(k.plen);
+		struct guard_bitmap *b = bpf_map_lookup_elem(map, &k);
+		if (b)
+			return b;
+	}
+	return wild;
+}
+
+static __noinline struct guard_bitmap *lookup_addr6(void *map, const __u32 *addr, const __u8 *plens, __u8 n,
+							  struct guard_bitmap *wild)
+{
+	struct guard_key6 k;
+	for (int i = 0; i < GUARD_FP_PLENS; i++) {
+		if (i >= n)
+			break;
+		__s32 pl = plens[i];
+		k.plen = pl;
+		k.addr[0] = addr[0] & mask32(pl);
+		k.addr[1] = addr[1] & mask32(pl - 32);
+		k.addr[2] = addr[2] & mask32(pl - 64);
+		k.addr[3] = addr[3] & mask32(pl - 96);
+		struct guard_bitmap *b = bpf_map_lookup_elem(map, &k);
+		if (b)
+			return b;
+	}
+	return wild;
+}
+
+static __noinline __u32 lookup_cidr(struct pkt *p, struct guard_config *cfg)
+{
+	__u32 *slot;
+	if (p->family == 4) {
+		struct guard_key4 k;
+		for (int i = 0; i < GUARD_CIDR_PLENS; i++) {
+			if (i >= cfg->cidr4_plens_n)
+				break;
+			k.plen = cfg->cidr4_plens[i];
+			k.addr = p->src[0] & mask32(k.plen);
+			slot = bpf_map_lookup_elem(&cidr_src4, &k);
+			if (slot)
+				return *slot;
+		}
+		return NO_SLOT;
+	}
+	struct guard_key6 k;
+	for (int i = 0; i < GUARD_CIDR_PLENS; i++) {
+		if (i >= cfg->cidr6_plens_n)
+			break;
+		__s32 pl = cfg->cidr6_plens[i];
+		k.plen = pl;
+		k.addr[0] = p->src[0] & mask32(pl);
+		k.addr[1] = p->src[1] & mask32(pl - 32);
+		k.addr[2] = p->src[2] & mask32(pl - 64);
+		k.addr[3] = p->src[3] & mask32(pl - 96);
+		slot = bpf_map_lookup_elem(&cidr_src6, &k);
+		if (slot)
+			return *slot;
+	}
+	return NO_SLOT;
+}
+
+/* De Bruijn table for first_bit. */
+static const __u8 debruijn64[64] = {
+	0, 1, 56, 2, 57, 49, 28, 3, 61, 58, 42, 50, 38, 29, 17, 4,
+	62, 47, 59, 36, 45, 43, 51, 22, 53, 39, 33, 30, 24, 18, 12, 5,
+	63, 55, 48, 27, 60, 41, 37, 16, 46, 35, 44, 21, 52, 32, 23, 11,
+	54, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9, 13, 8, 7, 6,
+};
+
+/* first_bit returns the index of the lowest set bit of v != 0: a de Bruijn
+ * multiply, because clang-16's BPF backend crashes on __builtin_ctzll and a
+ * branchy search multiplies the verifier's states. */
+static __always_inline __u32 first_bit(__u64 v)
+{
+	__u64 i = ((v & -v) * 0x03f79d71b4ca8b09ULL) >> 58;
+	return debruijn64[i & 63];
+}
+
+static __always_inline int expired(__u32 slot, __u64 now)
+{
+	struct guard_rule_meta *m = bpf_map_lookup_elem(&rule_meta, &slot);
+	return !m || m->expires_ns == 0 || now >= m->expires_ns;
+}
+
+static __always_inline struct guard_bitmap *wild_at(__u32 i)
+{
+	return bpf_map_lookup_elem(&fp_wild, &i);
+}
+
+/* How many expired rules a packet may skip in one classification. Expired
+ * rules are deleted by the agent within a second; until then, a packet whose
+ * first matching rules (more than this many, or all in its 64-slot word) have
+ * expired is matched by no fingerprint rule. It never matches an expired one. */
+#define MAX_EXPIRED_SKIPS 4
+
+/* guard_classify_fp returns the slot of the first live fingerprint rule
+ * matching p. A global function, verified once. */
+__noinline __u32 guard_classify_fp(struct pkt *p, __u64 now)
+{
+	__u32 zero = 0;
+	struct guard_config *cfg = bpf_map_lookup_elem(&guard_config, &zero);
+	if (!p || !cfg)
+		return NO_SLOT;
+	__u32 k = ((((__u32)(p->family == 6) * 3 + p->frag) * 2 + p->has_l4) << 8) | p->protocol;
+	struct guard_bitmap *meta = bpf_map_lookup_elem(&fp_meta, &k);
+	if (!meta || !meta->sum)
+		return NO_SLOT;
+	struct guard_bitmap *active = wild_at(WILD_ACTIVE);
+	if (!active)
+		return NO_SLOT;
+	__u64 sum = meta->sum & active->sum;
+	if (!sum)
+		return NO_SLOT;
+	k = p->tcp_flags;
+	struct guard_bitmap *flags = bpf_map_lookup_elem(&fp_tcp_flags, &k);
+	k = p->icmp_type;
+	struct guard_bitmap *icmp = bpf_map_lookup_elem(&fp_icmp_type, &k);
+	k = p->ttl;
+	struct guard_bitmap *ttl = bpf_map_lookup_elem(&fp_ttl, &k);
+	k = p->sport;
+	struct guard_bitmap *sport = bpf_map_lookup_elem(&fp_sport, &k);
+	k = p->dport;
+	struct guard_bitmap *dport = bpf_map_lookup_elem(&fp_dport, &k);
+	k = p->length;
+	struct guard_bitmap *length = bpf_map_lookup_elem(&fp_length, &k);
+	k = p->window;
+	struct guard_bitmap *window = bpf_map_lookup_elem(&fp_window, &k);
+	struct guard_bitmap *wsport = wild_at(WILD_SPORT), *wdport = wild_at(WILD_DPORT);
+	struct guard_bitmap *wlength = wild_at(WILD_LENGTH), *wwindow = wild_at(WILD_WINDOW);
+	if (!flags || !icmp || !ttl || !sport || !dport || !length || !window || !wsport || !wdport || !wlength ||
+	    !wwindow)
+		return NO_SLOT;
+	sum &= flags->sum & icmp->sum & ttl->sum & (sport->sum | wsport->sum) & (dport->sum | wdport->sum) &
+	       (length->sum | wlength->sum) & (window->sum | wwindow->sum);
+	if (!sum)
+		return NO_SLOT;
+
+	/* Address fields last: they cost hash lookups. */
+	struct guard_bitmap *src, *dst;
+	if (p->family == 4) {
+		src = lookup_addr4(&fp_src4, p->src[0], cfg->src4_plens, cfg->src4_plens_n, wild_at(WILD_SRC4));
+		dst = lookup_addr4(&fp_dst4, p->dst[0], cfg->dst4_plens, cfg->dst4_plens_n, wild_at(WILD_DST4));
+	} else {
+		src = lookup_addr6(&fp_src6, p->src, cfg->src6_plens, cfg->src6_plens_n, wild_at(WILD_SRC6));
+		dst = lookup_addr6(&fp_dst6, p->dst, cfg->dst6_plens, cfg->dst6_plens_n, wild_at(WILD_DST6));
+	}
+	if (!src || !dst)
+		return NO_SLOT;
+	sum &= src->sum & dst->sum;
+
+	/* First the lowest word holding a candidate, then its lowest live rule.
+	 * Two flat loops rather than one nested loop keep the verifier's states
+	 * few. */
+	__u64 v = 0;
+	__u32 w = 0;
+	for (int i = 0; i < GUARD_FP_WORDS; i++) {
+		if (!sum)
+			break;
+		w = first_bit(sum) & (GUARD_FP_WORDS - 1);
+		sum &= sum - 1;
+		v = meta->words[w] & active->words[w] & flags->words[w] & icmp->words[w] & ttl->words[w] &
+		    (sport->words[w] | wsport->words[w]) & (dport->words[w] | wdport->words[w]) &
+		    (length->words[w] | wlength->words[w]) & (window->words[w] | wwindow->words[w]) &
+		    src->words[w] & dst->words[w];
+		if (v)
+			break;
+	}
+	for (int i = 0; i < MAX_EXPIRED_SKIPS + 1; i++) {
+		if (!v)
+			break;
+		__u32 slot = w * 64 + first_bit(v);
+		if (!expired(slot, now))
+			return slot;
+		v &= v - 1;
+	}
+	return NO_SLOT;
+}
+
+/* rate_ok takes one token from the slot's bucket; capacity is one second of rate. */
+static __always_inline int rate_ok(__u32 slot, __u32 rate, __u64 now)
+{
+	struct guard_bucket *b = bpf_map_lookup_elem(&rule_buckets, &slot);
+	if (!b)
+		return 1;
+	__u64 cap = (__u64)rate * 1000000000ULL;
+	int ok = 0;
+	bpf_spin_lock(&b->lock);
+	__u64 elapsed = now - b->last_ns;
+	if (b->last_ns == 0 || elapsed > 1000000000ULL)
+		elapsed = 1000000000ULL;
+	b->last_ns = now;
+	__u64 t = b->tokens + elapsed * rate;
+	if (t > cap)
+		t = cap;
+	if (t >= 1000000000ULL) {
+		t -= 1000000000ULL;
+		ok = 1;
+	}
+	b->tokens = t;
+	bpf_spin_unlock(&b->lock);
+	return ok;
+}
+
+static __always_inline void count_iface(struct xdp_md *ctx, struct pkt *p, __u32 verdict)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct guard_iface_stats *s = bpf_map_lookup_elem(&iface_stats, &ifindex);
+	if (!s) {
+		struct guard_iface_stats zero = {};
+		bpf_map_update_elem(&iface_stats, &ifindex, &zero, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&iface_stats, &ifindex);
+		if (!s)
+			return;
+	}
+	if (verdict < VERDICT_COUNT)
+		s->actions[verdict]++;
+	__u32 pc;
+	if (p->family == 0)
+		pc = PCLASS_NON_IP;
+	else if (p->frag == 2)
+		pc = PCLASS_FRAGMENT;
+	else if (p->protocol == IPPROTO_TCP)
+		pc = PCLASS_TCP;
+	else if (p->protocol == IPPROTO_UDP)
+		pc = PCLASS_UDP;
+	else if (p->protocol == IPPROTO_ICMP && p->family == 4)
+		pc = PCLASS_ICMP;
+	else if (p->protocol == IPPROTO_ICMPV6 && p->family == 6)
+		pc = PCLASS_ICMPV6;
+	else
+		pc = PCLASS_OTHER_IP;
+	if (pc < PCLASS_COUNT)
+		s->protocols[pc]++;
+	if (p->has_l4 && p->protocol == IPPROTO_TCP) {
+		__u8 f = p->tcp_flags & 0x17; /* FIN SYN RST ACK */
+		__u32 fc;
+		if (f == 0x02)
+			fc = FCLASS_SYN;
+		else if (f == 0x12)
+			fc = FCLASS_SYNACK;
+		else if (f == 0x10)
+			fc = FCLASS_ACK;
+		else if (f & 0x04)
+			fc = FCLASS_RST;
+		else if (f & 0x01)
+			fc = FCLASS_FIN;
+		else
+			fc = FCLASS_OTHER;
+		if (fc < FCLASS_COUNT)
+			s->tcp_flags[fc]++;
+	}
+}
+
+static __always_inline void sample(struct xdp_md *ctx, struct pkt *p, struct guard_config *cfg, __u32 slot,
+				   __u32 verdict, __u64 now)
+{
+	__u32 zero = 0;
+	__u64 *tick = bpf_map_lookup_elem(&sample_tick, &zero);
+	if (!tick)
+		return;
+	if (++*tick < cfg->sample_every)
+		return;
+	*tick = 0;
+	struct guard_sample *s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
+	if (!s) {
+		__u32 ifindex = ctx->ingress_ifindex;
+		struct guard_iface_stats *st = bpf_map_lookup_elem(&iface_stats, &ifindex);
+		if (st)
+			st->samples_lost++;
+		return;
+	}
+	s->time_ns = now;
+	s->ifindex = ctx->ingress_ifindex;
+	s->slot = slot;
+	s->family = p->family;
+	s->protocol = p->protocol;
+	s->ttl = p->ttl;
+	s->fragment = p->frag;
+	s->has_l4 = p->has_l4;
+	s->tcp_flags = p->tcp_flags;
+	s->icmp_type = p->icmp_type;
+	s->verdict = verdict;
+	s->length = p->length;
+	s->sport = p->sport;
+	s->dport = p->dport;
+	s->window = p->window;
+	__builtin_memcpy(s->src, p->src, 16);
+	__builtin_memcpy(s->dst, p->dst, 16);
+	bpf_ringbuf_submit(s, 0);
+}
+
+SEC("xdp")
+int guard_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt p = {};
+	__u32 verdict = VERDICT_PASS, slot = NO_SLOT, zero = 0;
+	__u64 now = 0;
+
+	struct guard_config *cfg = bpf_map_lookup_elem(&guard_config, &zero);
+	if (!cfg)
+		return XDP_PASS;
+	guard_parse(ctx, &p);
+	if (p.family == 0)
+		goto out;
+	now = bpf_ktime_get_boot_ns();
+	slot = guard_classify_fp(&p, now);
+	if (slot == NO_SLOT && (p.family == 4 ? cfg->cidr4_plens_n : cfg->cidr6_plens_n)) {
+		slot = lookup_cidr(&p, cfg);
+		if (slot != NO_SLOT && expired(slot, now))
+			slot = NO_SLOT;
+	}
+	if (slot == NO_SLOT)
+		goto out;
+	struct guard_rule_meta *m = bpf_map_lookup_elem(&rule_meta, &slot);
+	if (!m)
+		goto out;
+	struct guard_rule_stats *rs = bpf_map_lookup_elem(&rule_stats, &slot);
+	if (rs) {
+		rs->packets++;
+		rs->bytes += data_end - data;
+	}
+	switch (m->action) {
+	case ACTION_DROP:
+		verdict = VERDICT_DROP;
+		break;
+	case ACTION_RATE_LIMIT:
+		verdict = rate_ok(slot, m->rate_pps, now) ? VERDICT_PASS : VERDICT_RATE_LIMITED;
+		break;
+	case ACTION_MONITOR:
+		verdict = VERDICT_MONITOR;
+		break;
+	}
+out:
+	count_iface(ctx, &p, verdict);
+	if (cfg->sample_every) {
+		if (!now)
+			now = bpf_ktime_get_boot_ns();
+		sample(ctx, &p, cfg, slot, verdict, now);
+	}
+	return verdict == VERDICT_DROP || verdict == VERDICT_RATE_LIMITED ? XDP_DROP : XDP_PASS;
+}

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Types the XDP guard shares with Go (bpf2go -type). */
+#pragma once
+
+#define GUARD_FP_RULES 1024 /* fingerprint rules: width of the rule bitmaps */
+#define GUARD_FP_WORDS (GUARD_FP_RULES / 64)
+#define GUARD_CIDR_RULES 131072 /* source-CIDR-only rules, slots after the fingerprint ones */
+#define GUARD_SLOTS (GUARD_FP_RULES + GUARD_CIDR_RULES)
+#define GUARD_FP_PLENS 8    /* distinct prefix lengths per fingerprint address field */
+#define GUARD_CIDR_PLENS 16 /* distinct prefix lengths per family for CIDR rules */
+#define GUARD_META_ENTRIES (2 * 3 * 2 * 256) /* family x fragment kind x has_l4 x protocol */
+#define GUARD_MAX_IPV6_EXT 6
+
+/* Indexes into fp_wild: bitmaps of rules that do not constrain a field. */
+enum guard_wild {
+	WILD_SPORT = 0,
+	WILD_DPORT,
+	WILD_LENGTH,
+	WILD_WINDOW,
+	WILD_SRC4,
+	WILD_SRC6,
+	WILD_DST4,
+	WILD_DST6,
+	WILD_ACTIVE, /* rules in force: an update sets field bits first, this bit last */
+	WILD_COUNT,
+};
+
+/* Verdict a packet got; indexes guard_iface_stats.actions. */
+enum guard_verdict {
+	VERDICT_PASS = 0,    /* no rule, or a rate_limit rule under its rate */
+	VERDICT_DROP,        /* drop rule */
+	VERDICT_RATE_LIMITED, /* rate_limit rule over its rate: dropped */
+	VERDICT_MONITOR,     /* monitor rule: would drop, passed */
+	VERDICT_COUNT,
+};
+
+enum guard_action {
+	ACTION_DROP = 1,
+	ACTION_RATE_LIMIT = 2,
+	ACTION_MONITOR = 3,
+};
+
+/* Protocol classes counted per interface. */
+enum guard_proto_class {
+	PCLASS_TCP = 0,
+	PCLASS_UDP,
+	PCLASS_ICMP,
+	PCLASS_ICMPV6,
+	PCLASS_OTHER_IP,
+	PCLASS_NON_IP,
+	PCLASS_FRAGMENT, /* later fragments, any protocol */
+	PCLASS_COUNT,
+};
+
+/* TCP flag combinations counted per interface. */
+enum guard_flag_class {
+	FCLASS_SYN = 0, /* SYN without ACK */
+	FCLASS_SYNACK,
+	FCLASS_ACK, /* ACK without SYN, RST, FIN */
+	FCLASS_RST,
+	FCLASS_FIN,
+	FCLASS_OTHER, /* none of the above (e.g. no flags, XMAS) */
+	FCLASS_COUNT,
+};
+
+/* A set of rules: bit i of words is fingerprint slot i. sum has bit w set
+ * when words[w] != 0, so a classification ANDs one word per field first. */
+struct guard_bitmap {
+	__u64 sum;
+	__u64 words[GUARD_FP_WORDS];
+};
+
+/* Key of the per-prefix-length address hash maps (IPv4). */
+struct guard_key4 {
+	__u32 plen;
+	__u32 addr; /* network byte order, masked to plen */
+};
+
+/* Key of the per-prefix-length address hash maps (IPv6). */
+struct guard_key6 {
+	__u32 plen;
+	__u32 addr[4]; /* network byte order, masked to plen */
+};
+
+/* Runtime configuration, written by the agent (single-entry array). */
+struct guard_config {
+	__u32 sample_every; /* 1-in-N packets go to the ring buffer; 0 = off */
+	__u8 src4_plens_n, src6_plens_n, dst4_plens_n, dst6_plens_n;
+	__u8 cidr4_plens_n, cidr6_plens_n;
+	__u8 _pad[2];
+	/* Prefix lengths in use, longest first: the first hit is the longest match. */
+	__u8 src4_plens[GUARD_FP_PLENS];
+	__u8 src6_plens[GUARD_FP_PLENS];
+	__u8 dst4_plens[GUARD_FP_PLENS];
+	__u8 dst6_plens[GUARD_FP_PLENS];
+	__u8 cidr4_plens[GUARD_CIDR_PLENS];
+	__u8 cidr6_plens[GUARD_CIDR_PLENS];
+};
+
+/* One rule's verdict parameters, by slot. */
+struct guard_rule_meta {
+	__u64 expires_ns; /* CLOCK_BOOTTIME; the rule never matches at or after it; 0 = empty slot */
+	__u32 action;     /* enum guard_action */
+	__u32 rate_pps;
+};
+
+/* Token bucket of a rate_limit rule, by slot. */
+struct guard_bucket {
+	struct bpf_spin_lock lock;
+	__u32 _pad;
+	__u64 tokens; /* in 1e-9 packets */
+	__u64 last_ns;
+};
+
+/* Per-rule hit counters (per CPU), by slot. */
+struct guard_rule_stats {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Per-interface counters (per CPU), keyed by ifindex. */
+struct guard_iface_stats {
+	__u64 actions[VERDICT_COUNT];
+	__u64 protocols[PCLASS_COUNT];
+	__u64 tcp_flags[FCLASS_COUNT];
+	__u64 samples_lost; /* ring buffer full */
+};
+
+/* A sampled packet header (ring buffer record). */
+struct guard_sample {
+	__u64 time_ns; /* CLOCK_BOOTTIME */
+	__u32 ifindex;
+	__u32 slot; /* matching rule's slot, or 0xffffffff */
+	__u8 family, protocol, ttl, fragment;
+	__u8 has_l4, tcp_flags, icmp_type, verdict;
+	__u16 length, sport, dport, window;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+#define GUARD_DEF_CHUNK 248
+
+/* Key of a rule definition chunk. */
+struct guard_def_key {
+	__u32 slot;
+	__u32 chunk;
+};
+
+/* Part of a rule's JSON; the last chunk is zero-padded. */
+struct guard_def_chunk {
+	__u8 data[GUARD_DEF_CHUNK];
+};
