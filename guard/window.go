@@ -264,12 +264,14 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 	}
 }
 
-// fieldCounts tallies each match field's values with typed keys, so counting
-// a sample allocates nothing; values become strings only for the top K.
+// fieldCounts tallies each match field's values: addresses in maps with
+// typed keys, header fields of at most 16 bits in dense arrays, so counting a
+// sample allocates nothing and costs few map operations; values become
+// strings only for the top K.
 type fieldCounts struct {
 	src, dst  map[netip.Addr]uint64
 	srcPrefix map[netip.Prefix]uint64
-	num       [numFields]map[uint32]uint64
+	num       [numFields][]uint64 // indexed by the field's value
 }
 
 // Numeric fields, indexes into fieldCounts.num.
@@ -296,7 +298,12 @@ func newFieldCounts() *fieldCounts {
 		src: map[netip.Addr]uint64{}, dst: map[netip.Addr]uint64{}, srcPrefix: map[netip.Prefix]uint64{},
 	}
 	for i := range c.num {
-		c.num[i] = map[uint32]uint64{}
+		switch i {
+		case fSrcPort, fDstPort, fLength, fTCPWindow:
+			c.num[i] = make([]uint64, 1<<16)
+		default:
+			c.num[i] = make([]uint64, 1<<8)
+		}
 	}
 	return c
 }
@@ -317,30 +324,47 @@ func (c *fieldCounts) add(p *Packet) {
 	if pfx, err := p.Src.Prefix(bits); err == nil {
 		c.srcPrefix[pfx]++
 	}
-	c.num[fProtocol][uint32(p.Protocol)]++
-	c.num[fTTL][uint32(p.TTL)]++
-	c.num[fLength][uint32(p.Length)]++
-	c.num[fFragment][uint32(p.Fragment)]++
+	c.num[fProtocol][p.Protocol]++
+	c.num[fTTL][p.TTL]++
+	c.num[fLength][p.Length]++
+	c.num[fFragment][uint8(p.Fragment)]++
 	if p.HasPorts() {
-		c.num[fSrcPort][uint32(p.SrcPort)]++
-		c.num[fDstPort][uint32(p.DstPort)]++
+		c.num[fSrcPort][p.SrcPort]++
+		c.num[fDstPort][p.DstPort]++
 	}
 	if p.HasL4 && p.Protocol == ProtoTCP {
-		c.num[fTCPFlags][uint32(p.TCPFlags)]++
-		c.num[fTCPWindow][uint32(p.TCPWindow)]++
+		c.num[fTCPFlags][p.TCPFlags]++
+		c.num[fTCPWindow][p.TCPWindow]++
 	}
 	if p.IsICMP() {
-		c.num[fICMPType][uint32(p.ICMPType)]++
+		c.num[fICMPType][p.ICMPType]++
 	}
 }
 
 func (c *fieldCounts) top(k int) map[string][]ValueCount {
 	out := make(map[string][]ValueCount, len(TopFields))
-	out["src"] = topK(c.src, k, netip.Addr.Compare, netip.Addr.String)
-	out["dst"] = topK(c.dst, k, netip.Addr.Compare, netip.Addr.String)
-	out["src_prefix"] = topK(c.srcPrefix, k, comparePrefix, netip.Prefix.String)
+	addrs := func(m map[netip.Addr]uint64) []ValueCount {
+		t := newTopK(k, netip.Addr.Compare)
+		for a, n := range m {
+			t.offer(a, n)
+		}
+		return t.values(netip.Addr.String)
+	}
+	out["src"] = addrs(c.src)
+	out["dst"] = addrs(c.dst)
+	tp := newTopK(k, comparePrefix)
+	for p, n := range c.srcPrefix {
+		tp.offer(p, n)
+	}
+	out["src_prefix"] = tp.values(netip.Prefix.String)
 	for i, name := range numFieldNames {
-		out[name] = topK(c.num[i], k, cmp.Compare[uint32], formatterFor(i))
+		t := newTopK(k, cmp.Compare[uint32])
+		for v, n := range c.num[i] {
+			if n > 0 {
+				t.offer(uint32(v), n)
+			}
+		}
+		out[name] = t.values(formatterFor(i))
 	}
 	return out
 }
@@ -387,35 +411,50 @@ func FormatProtocol(v uint32) string {
 	return strconv.FormatUint(uint64(v), 10)
 }
 
-// topK returns the k most frequent keys, highest count first and ties by key,
-// so a report is deterministic. It keeps a sorted slice of at most k entries:
-// with k small, that beats sorting every distinct value of a spoofed flood.
-func topK[K comparable](counts map[K]uint64, k int, compare func(a, b K) int, format func(K) string) []ValueCount {
-	type kc struct {
-		key K
-		n   uint64
+// topK keeps the k most frequent keys offered, highest count first and ties
+// by key, so a report is deterministic. It is a sorted slice of at most k
+// entries: with k small, that beats sorting every distinct value of a
+// spoofed flood.
+type topK[K any] struct {
+	k       int
+	compare func(a, b K) int
+	best    []keyCount[K]
+}
+
+type keyCount[K any] struct {
+	key K
+	n   uint64
+}
+
+func newTopK[K any](k int, compare func(a, b K) int) *topK[K] {
+	return &topK[K]{k: k, compare: compare, best: make([]keyCount[K], 0, k)}
+}
+
+func (t *topK[K]) better(a, b keyCount[K]) bool {
+	return a.n > b.n || a.n == b.n && t.compare(a.key, b.key) < 0
+}
+
+func (t *topK[K]) offer(key K, n uint64) {
+	e := keyCount[K]{key, n}
+	if len(t.best) == t.k && !t.better(e, t.best[t.k-1]) {
+		return
 	}
-	better := func(a, b kc) bool { return a.n > b.n || a.n == b.n && compare(a.key, b.key) < 0 }
-	best := make([]kc, 0, k)
-	for key, n := range counts {
-		e := kc{key, n}
-		if len(best) == k && !better(e, best[k-1]) {
-			continue
-		}
-		i := len(best)
-		if i == k {
-			i--
-		} else {
-			best = append(best, e)
-		}
-		for i > 0 && better(e, best[i-1]) {
-			best[i] = best[i-1]
-			i--
-		}
-		best[i] = e
+	i := len(t.best)
+	if i == t.k {
+		i--
+	} else {
+		t.best = append(t.best, e)
 	}
-	out := make([]ValueCount, len(best))
-	for i, e := range best {
+	for i > 0 && t.better(e, t.best[i-1]) {
+		t.best[i] = t.best[i-1]
+		i--
+	}
+	t.best[i] = e
+}
+
+func (t *topK[K]) values(format func(K) string) []ValueCount {
+	out := make([]ValueCount, len(t.best))
+	for i, e := range t.best {
 		out[i] = ValueCount{Value: format(e.key), Count: e.n}
 	}
 	return out
