@@ -374,4 +374,3 @@ func TestAPIConcurrentWriters(t *testing.T) {
 	}
 	t.Logf("%d rules left, %d adds refused with 507", added, full)
 }
-
