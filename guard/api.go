@@ -185,6 +185,10 @@ func (a *api) writeStoreError(w http.ResponseWriter, err error) {
 }
 
 func (a *api) traffic(w http.ResponseWriter, r *http.Request) {
+	if a.window == nil {
+		writeError(w, http.StatusServiceUnavailable, "traffic sampling is not running on this agent")
+		return
+	}
 	from, to, samples, err := a.trafficParams(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())

@@ -374,3 +374,12 @@ func TestAPIConcurrentWriters(t *testing.T) {
 	}
 	t.Logf("%d rules left, %d adds refused with 507", added, full)
 }
+
+func TestAPITrafficWithoutWindow(t *testing.T) {
+	h := NewAPI(quietLogger, newMemStore(1), nil, testToken)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/traffic", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "not running") {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+}
