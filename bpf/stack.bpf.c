@@ -54,7 +54,7 @@ enum boundary {
 	BOUNDARY_RX_NETIF_RECEIVE = 0, // net:netif_receive_skb
 	BOUNDARY_RX_PRE_ROUTING = 1,   // netfilter PRE_ROUTING (first priority)
 	BOUNDARY_RX_LOCAL_IN = 2,      // netfilter LOCAL_IN (last priority)
-	BOUNDARY_RX_COPY = 3,          // skb:skb_copy_datagram_iovec (final)
+	BOUNDARY_RX_DELIVERED = 3,     // skb:skb_copy_datagram_iovec or skb:consume_skb (final)
 	BOUNDARY_TX_LOCAL_OUT = 4,     // netfilter LOCAL_OUT (first priority)
 	BOUNDARY_TX_POST_ROUTING = 5,  // netfilter POST_ROUTING (last priority)
 	BOUNDARY_TX_QUEUE = 6,         // net:net_dev_queue
@@ -66,7 +66,7 @@ enum boundary {
 enum stage {
 	STAGE_RX_CORE = 0,     // netif_receive_skb -> PRE_ROUTING
 	STAGE_RX_IP = 1,       // PRE_ROUTING -> LOCAL_IN
-	STAGE_RX_SOCKET = 2,   // LOCAL_IN -> skb_copy_datagram_iovec
+	STAGE_RX_SOCKET = 2,   // LOCAL_IN -> skb_copy_datagram_iovec | consume_skb
 	STAGE_TX_IP = 3,       // LOCAL_OUT -> POST_ROUTING
 	STAGE_TX_NEIGH = 4,    // POST_ROUTING -> net_dev_queue
 	STAGE_TX_QDISC = 5,    // net_dev_queue -> net_dev_start_xmit
@@ -397,7 +397,7 @@ static __always_inline void sample_start(const struct sk_buff *skb, __u32 bounda
 }
 
 // sample_pass records the stage that ends at boundary when the skb is
-// sampled and came straight from the previous boundary.
+// sampled and comes straight from the previous boundary.
 static __always_inline void sample_pass(const struct sk_buff *skb, __u32 boundary, __u32 stage, bool final)
 {
 	__u64 id = skb_id(skb);
@@ -405,8 +405,14 @@ static __always_inline void sample_pass(const struct sk_buff *skb, __u32 boundar
 	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
 	if (!s || s->skb != id)
 		return;
+	// Out of order: the skb left the path this sample was following (or
+	// its address was reused); the sample ends without an observation.
+	if (s->boundary + 1 != boundary) {
+		s->skb = 0;
+		return;
+	}
 	__u64 now = bpf_ktime_get_ns();
-	if (s->boundary + 1 == boundary && now > s->ts)
+	if (now > s->ts)
 		observe_stage(stage, now - s->ts);
 	if (final) {
 		s->skb = 0;
@@ -467,10 +473,21 @@ int BPF_PROG(net_dev_xmit, struct sk_buff *skb, int rc, struct net_device *dev, 
 	return 0;
 }
 
+// The socket stage ends when the transport is done with the skb: TCP
+// copies it to the reader through skb_copy_datagram_iter (and may free it
+// without a tracepoint), UDP copies linear skbs without one and then frees
+// them through consume_skb. Whichever comes first ends the sample.
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 {
-	sample_pass(skb, BOUNDARY_RX_COPY, STAGE_RX_SOCKET, true);
+	sample_pass(skb, BOUNDARY_RX_DELIVERED, STAGE_RX_SOCKET, true);
+	return 0;
+}
+
+SEC("tp_btf/consume_skb")
+int BPF_PROG(consume_skb, struct sk_buff *skb, void *location)
+{
+	sample_pass(skb, BOUNDARY_RX_DELIVERED, STAGE_RX_SOCKET, true);
 	return 0;
 }
 

@@ -111,7 +111,7 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 
 	for _, p := range []*ebpf.Program{
 		s.objs.NetifReceiveSkb, s.objs.NetDevQueue, s.objs.NetDevStartXmit, s.objs.NetDevXmit,
-		s.objs.SkbCopyDatagramIovec, s.objs.KfreeSkb, s.objs.TcpProbe, s.objs.TcpRetransmitSkb,
+		s.objs.SkbCopyDatagramIovec, s.objs.ConsumeSkb, s.objs.KfreeSkb, s.objs.TcpProbe, s.objs.TcpRetransmitSkb,
 		s.objs.TcpSendReset, s.objs.TcpReceiveReset, s.objs.InetSockSetState,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
@@ -223,6 +223,7 @@ func (s *Stack) Programs() map[string]*ebpf.Program {
 		"net_dev_start_xmit":      p.NetDevStartXmit,
 		"net_dev_xmit":            p.NetDevXmit,
 		"skb_copy_datagram_iovec": p.SkbCopyDatagramIovec,
+		"consume_skb":             p.ConsumeSkb,
 		"kfree_skb":               p.KfreeSkb,
 		"tcp_probe":               p.TcpProbe,
 		"tcp_retransmit_skb":      p.TcpRetransmitSkb,

@@ -57,6 +57,7 @@ const (
 	stackMapTcpEvents             = "tcp_events"
 	stackMapTcpStateDelta         = "tcp_state_delta"
 	stackMapTraffic               = "traffic"
+	stackProgConsumeSkb           = "consume_skb"
 	stackProgInetSockSetState     = "inet_sock_set_state"
 	stackProgKfreeSkb             = "kfree_skb"
 	stackProgNetDevQueue          = "net_dev_queue"
@@ -115,6 +116,7 @@ type stackSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stackProgramSpecs struct {
+	ConsumeSkb           *ebpf.ProgramSpec `ebpf:"consume_skb"`
 	InetSockSetState     *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
 	KfreeSkb             *ebpf.ProgramSpec `ebpf:"kfree_skb"`
 	NetDevQueue          *ebpf.ProgramSpec `ebpf:"net_dev_queue"`
@@ -215,6 +217,7 @@ type stackVariables struct {
 //
 // It can be passed to loadStackObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stackPrograms struct {
+	ConsumeSkb           *ebpf.Program `ebpf:"consume_skb"`
 	InetSockSetState     *ebpf.Program `ebpf:"inet_sock_set_state"`
 	KfreeSkb             *ebpf.Program `ebpf:"kfree_skb"`
 	NetDevQueue          *ebpf.Program `ebpf:"net_dev_queue"`
@@ -231,6 +234,7 @@ type stackPrograms struct {
 
 func (p *stackPrograms) Close() error {
 	return _StackClose(
+		p.ConsumeSkb,
 		p.InetSockSetState,
 		p.KfreeSkb,
 		p.NetDevQueue,
