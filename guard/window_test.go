@@ -277,3 +277,35 @@ func BenchmarkWindowReport100k(b *testing.B) {
 		w.Report(now.Add(-time.Minute), now.Add(time.Minute), 100)
 	}
 }
+
+// BenchmarkWindowAddWhileReporting is the feeder's cost per sample while
+// reports over a full 100k window run back to back: the worst case for the
+// lock the sampler shares with the API.
+func BenchmarkWindowAddWhileReporting(b *testing.B) {
+	w := NewTrafficWindow(WindowConfig{MaxSamples: 100_000, MaxAge: time.Hour})
+	now := time.Now()
+	for i := range 100_000 {
+		w.Add(tcpSample(now, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), uint16(i%1000), FlagSYN))
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			w.Report(now.Add(-time.Minute), now.Add(time.Minute), 100)
+		}
+	}()
+	s := tcpSample(now, "198.51.100.1", 80, FlagSYN)
+	b.ReportAllocs()
+	for b.Loop() {
+		w.Add(s)
+	}
+	b.StopTimer()
+	close(stop)
+	<-done
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "adds/s")
+}
