@@ -1,0 +1,61 @@
+package responder
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/packetscope/packetscope/guard"
+)
+
+// Evidence is everything an analyst may look at for one alert.
+type Evidence struct {
+	Alert       AlertInfo
+	AttackFrom  time.Time
+	AttackTo    time.Time
+	Attack      []guard.Packet // sampled headers in the attack window
+	Baseline    []guard.Packet // sampled headers in the window before it
+	AttackTop   map[string][]guard.ValueCount
+	SampleEvery uint32
+	Estimated   uint64         // packets in the attack window, estimated from sampling
+	Protected   []netip.Prefix // never-block: node addresses, gateways, configured CIDRs
+	ActiveRules []guard.Rule   // what the agent enforces now
+	Candidates  []Candidate    // the fingerprint miner's proposals with their replay
+}
+
+// AlertInfo is the part of an Alertmanager alert the responder uses.
+type AlertInfo struct {
+	Name        string            `json:"name"`
+	Fingerprint string            `json:"fingerprint"`
+	Status      string            `json:"status"`
+	StartsAt    time.Time         `json:"starts_at"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Answer is an analyst's proposal.
+type Answer struct {
+	Rules     []guard.Rule `json:"rules"`
+	Rationale string       `json:"rationale,omitempty"`
+}
+
+// Analyst turns evidence into proposed rules. Proposals are untrusted: the
+// guardrails judge every rule whoever proposed it.
+type Analyst interface {
+	Name() string
+	Propose(ctx context.Context, ev *Evidence) (Answer, error)
+}
+
+// Builtin is the fingerprint-mining analyst; it needs no network.
+type Builtin struct{}
+
+func (Builtin) Name() string { return "builtin" }
+
+// Propose returns the miner's candidates (already in ev.Candidates).
+func (Builtin) Propose(_ context.Context, ev *Evidence) (Answer, error) {
+	a := Answer{Rationale: "fingerprint mining: traffic classes that grew in the attack window against the baseline"}
+	for _, c := range ev.Candidates {
+		a.Rules = append(a.Rules, c.Rule)
+	}
+	return a, nil
+}

@@ -1,0 +1,245 @@
+package responder
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/packetscope/packetscope/guard"
+)
+
+// Guardrails are the checks every proposed rule passes before it reaches an
+// agent, whoever proposed it. They are policy on top of guard.Rule.Validate
+// (the schema).
+type Guardrails struct {
+	NeverBlock    []netip.Prefix // configured CIDRs; loopback and link-local are always added
+	MaxPrefixV4   int            // shortest source/destination prefix allowed (breadth)
+	MaxPrefixV6   int
+	MinTTL        time.Duration
+	MaxTTL        time.Duration
+	MaxRules      int     // responder rules active on one agent
+	MinCoverage   float64 // share of the attack window a rule must match
+	MaxCollateral float64 // share of the baseline a rule may match
+}
+
+// DefaultGuardrails are the limits used where Config leaves a field zero.
+var DefaultGuardrails = Guardrails{
+	MaxPrefixV4:   16,
+	MaxPrefixV6:   32,
+	MinTTL:        30 * time.Second,
+	MaxTTL:        24 * time.Hour,
+	MaxRules:      64,
+	MinCoverage:   0.02,
+	MaxCollateral: 0.01,
+}
+
+// alwaysProtected are never blocked whatever the configuration says.
+var alwaysProtected = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("::ffff:127.0.0.0/104"),
+}
+
+// Validation is the verdict on one proposed rule, as the audit trail shows it.
+type Validation struct {
+	Rule       guard.Rule `json:"rule"`
+	Accepted   bool       `json:"accepted"`
+	Reason     string     `json:"reason,omitempty"` // why it was rejected
+	Notes      []string   `json:"notes,omitempty"`  // adjustments made (TTL clamped, action set by mode)
+	Coverage   float64    `json:"coverage"`
+	Collateral float64    `json:"collateral"`
+	Replay     Replay     `json:"replay"`
+}
+
+// CheckInput is what the guardrails judge a proposal against.
+type CheckInput struct {
+	Attack, Baseline []guard.Packet
+	Protected        []netip.Prefix // the node's addresses and gateways (from the agent)
+	ActiveRules      int            // responder rules already active on the agent
+	Mode             string         // enforce or monitor
+	TTL              time.Duration  // the TTL to give a rule that asks for none
+	Origin           string         // builtin or llm: set on every rule, whatever it claims
+}
+
+// Check judges each proposed rule and returns one Validation per rule, in
+// order. A rule is adjusted before it is judged: origin and action are the
+// responder's (monitor mode forces monitor), the reason is sanitized, the TTL
+// clamped to bounds; then schema, never-block, breadth, emptiness, the rule
+// cap and the replay decide.
+func (g Guardrails) Check(in CheckInput, proposed []guard.Rule) []Validation {
+	protected := normalizePrefixes(append(append(append([]netip.Prefix{}, alwaysProtected...), g.NeverBlock...), in.Protected...))
+	accepted := 0
+	out := make([]Validation, 0, len(proposed))
+	for _, r := range proposed {
+		v := Validation{}
+		r, v.Notes = g.adjust(in, r)
+		v.Rule = r
+		if reason := g.judge(in, r, protected); reason != "" {
+			v.Reason = reason
+		} else if m, err := r.Match.Compile(); err != nil {
+			v.Reason = "schema: " + err.Error()
+		} else {
+			v.Replay = replayMatchers([]*guard.Matcher{m}, in.Attack, in.Baseline)
+			v.Coverage, v.Collateral = v.Replay.Coverage, v.Replay.Collateral
+			switch {
+			case hitsProtected(m, in.Attack, in.Baseline, protected):
+				v.Reason = "matches sampled packets from a protected address"
+			case v.Coverage < g.MinCoverage:
+				v.Reason = fmt.Sprintf("coverage %.4f of the attack window is below %.4f", v.Coverage, g.MinCoverage)
+			case v.Replay.BaselineTotal > 0 && v.Collateral > g.MaxCollateral:
+				v.Reason = fmt.Sprintf("collateral %.4f of the baseline is above %.4f", v.Collateral, g.MaxCollateral)
+			case in.ActiveRules+accepted >= g.MaxRules:
+				v.Reason = fmt.Sprintf("rule cap reached: %d responder rules active", in.ActiveRules+accepted)
+			default:
+				v.Accepted = true
+				accepted++
+				if v.Replay.BaselineTotal == 0 {
+					v.Notes = append(v.Notes, "baseline window empty: collateral not measurable")
+				}
+			}
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func (g Guardrails) adjust(in CheckInput, r guard.Rule) (guard.Rule, []string) {
+	var notes []string
+	r.Origin = in.Origin
+	r.Reason = SanitizeText(r.Reason, guard.MaxReasonLen)
+	r.CreatedAt, r.ExpiresAt, r.Packets, r.Bytes = time.Time{}, time.Time{}, 0, 0
+	if in.Mode == "monitor" {
+		if r.Action != guard.ActionMonitor {
+			notes = append(notes, fmt.Sprintf("mode monitor: action %q installed as monitor", r.Action))
+		}
+		r.Action, r.RatePPS = guard.ActionMonitor, 0
+	}
+	if r.Action == "" {
+		r.Action = guard.ActionDrop
+	}
+	ttl := time.Duration(r.TTLSeconds) * time.Second
+	if ttl <= 0 {
+		ttl = in.TTL
+	}
+	if ttl < g.MinTTL {
+		notes = append(notes, fmt.Sprintf("ttl raised to %s", g.MinTTL))
+		ttl = g.MinTTL
+	}
+	if ttl > g.MaxTTL {
+		notes = append(notes, fmt.Sprintf("ttl lowered to %s", g.MaxTTL))
+		ttl = g.MaxTTL
+	}
+	r.TTLSeconds = int64(ttl / time.Second)
+	return r, notes
+}
+
+// judge returns why r must not be installed, or "" for the replay to decide.
+func (g Guardrails) judge(in CheckInput, r guard.Rule, protected []netip.Prefix) string {
+	if err := r.Validate(); err != nil {
+		return "schema: " + err.Error()
+	}
+	if matchIsEmpty(r.Match) {
+		return "match is empty: it would match every packet"
+	}
+	for _, f := range []struct{ name, val string }{{"src", r.Match.Src}, {"dst", r.Match.Dst}} {
+		if f.val == "" {
+			continue
+		}
+		p, err := parsePrefixLoose(f.val)
+		if err != nil {
+			return fmt.Sprintf("%s: %v", f.name, err)
+		}
+		if p.Bits() == 0 {
+			return fmt.Sprintf("%s %s matches every address", f.name, p)
+		}
+		lim := g.MaxPrefixV4
+		if p.Addr().Is6() {
+			lim = g.MaxPrefixV6
+		}
+		if p.Bits() < lim {
+			return fmt.Sprintf("%s %s is broader than /%d", f.name, p, lim)
+		}
+		for _, q := range protected {
+			if p.Overlaps(q) {
+				return fmt.Sprintf("%s %s covers protected %s", f.name, p, q)
+			}
+		}
+	}
+	if r.Action == guard.ActionRateLimit && r.RatePPS == 0 {
+		return "rate_limit needs rate_pps"
+	}
+	return ""
+}
+
+func matchIsEmpty(m guard.Match) bool {
+	return m.Src == "" && m.Dst == "" && m.Protocol == "" && len(m.SrcPorts) == 0 && len(m.DstPorts) == 0 &&
+		m.TCPFlags == "" && m.ICMPType == nil && m.TTL == "" && m.Length == "" && m.TCPWindow == "" && m.Fragment == ""
+}
+
+// normalizePrefixes writes IPv4-mapped IPv6 prefixes as IPv4, so overlap
+// tests see them in the family packets and rules use.
+func normalizePrefixes(ps []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ps))
+	for _, p := range ps {
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}
+
+// hitsProtected reports whether m matches any sampled packet sent by a
+// protected address: the node itself, its gateway, loopback.
+func hitsProtected(m *guard.Matcher, attack, baseline []guard.Packet, protected []netip.Prefix) bool {
+	for _, pkts := range [][]guard.Packet{attack, baseline} {
+		for i := range pkts {
+			if isProtected(pkts[i].Src, protected) && m.Matches(&pkts[i]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func parsePrefixLoose(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return p.Masked(), nil
+}
+
+// SanitizeText makes untrusted text (a model's answer, alert annotations,
+// anything that reaches the agent or the audit trail) one bounded line of
+// printable characters.
+func SanitizeText(s string, maxLen int) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\r' || r == '\t':
+			b.WriteByte(' ')
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		}
+		if b.Len() >= 4*maxLen {
+			break
+		}
+	}
+	out := strings.Join(strings.Fields(b.String()), " ")
+	if len(out) > maxLen {
+		out = strings.ToValidUTF8(out[:maxLen], "")
+	}
+	return out
+}

@@ -1,0 +1,783 @@
+// Package responder closes the defense loop: it receives Alertmanager
+// webhooks, pulls the alerting agent's traffic window, asks an analyst
+// (builtin fingerprint mining or an LLM) for rules, judges them with
+// guardrails no analyst can bypass, pushes the accepted ones to the agent and
+// records every step in an audit trail.
+package responder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/packetscope/packetscope/guard"
+)
+
+// Config configures a Responder. Zero values take the defaults noted.
+type Config struct {
+	AgentURL     string // the agent for every alert; "" derives it from the alert's instance label
+	AgentToken   string // bearer token for the agent's mutating API
+	WebhookToken string // bearer token Alertmanager must send; "" refuses every webhook
+	Analyst      string // builtin (default) or llm
+	LLM          LLMConfig
+	Mode         string // enforce (default) or monitor
+	AuditFile    string // JSON-lines audit trail; "" keeps it in memory only
+
+	RemoveOnResolve bool          // delete an alert's rules when it resolves
+	RuleTTL         time.Duration // TTL of installed rules (default 10m)
+	Reanalyze       time.Duration // a firing alert that got no rules is analyzed again after this (default 2m)
+
+	Guardrails Guardrails  // zero fields take DefaultGuardrails
+	Miner      MinerConfig // fingerprint miner tuning
+
+	AttackWindowMin time.Duration // the attack window is at least this long (default 30s)
+	AttackWindowMax time.Duration // ...and at most this (default 2m)
+	BaselineWindow  time.Duration // the baseline window before the attack (default 5m)
+	MaxSamples      int           // sampled headers pulled per window (default 5000)
+
+	QueueSize    int // alerts waiting for a worker (default 256); full → 503
+	Workers      int // concurrent decisions (default 2)
+	MaxAlerts    int // alerts tracked at once (default 10000); beyond → 503
+	MaxDecisions int // decisions kept in memory for GET /api/v1/decisions (default 1000)
+
+	// NewAgent returns the client for an agent URL; nil means guard.NewClient.
+	NewAgent func(baseURL, token string) Agent
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() error {
+	switch c.Analyst {
+	case "":
+		c.Analyst = "builtin"
+	case "builtin", "llm":
+	default:
+		return fmt.Errorf("analyst %q is not builtin or llm", c.Analyst)
+	}
+	switch c.Mode {
+	case "":
+		c.Mode = "enforce"
+	case "enforce", "monitor":
+	default:
+		return fmt.Errorf("mode %q is not enforce or monitor", c.Mode)
+	}
+	dur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	num := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	dur(&c.RuleTTL, 10*time.Minute)
+	dur(&c.Reanalyze, 2*time.Minute)
+	dur(&c.AttackWindowMin, 30*time.Second)
+	dur(&c.AttackWindowMax, 2*time.Minute)
+	dur(&c.BaselineWindow, 5*time.Minute)
+	num(&c.MaxSamples, 5000)
+	num(&c.QueueSize, 256)
+	num(&c.Workers, 2)
+	num(&c.MaxAlerts, 10000)
+	num(&c.MaxDecisions, 1000)
+	g, d := &c.Guardrails, DefaultGuardrails
+	num(&g.MaxPrefixV4, d.MaxPrefixV4)
+	num(&g.MaxPrefixV6, d.MaxPrefixV6)
+	dur(&g.MinTTL, d.MinTTL)
+	dur(&g.MaxTTL, d.MaxTTL)
+	num(&g.MaxRules, d.MaxRules)
+	if g.MinCoverage <= 0 {
+		g.MinCoverage = d.MinCoverage
+	}
+	if g.MaxCollateral <= 0 {
+		g.MaxCollateral = d.MaxCollateral
+	}
+	if c.Miner.MaxPrefixV4 == 0 {
+		c.Miner.MaxPrefixV4 = g.MaxPrefixV4
+	}
+	if c.Miner.MaxPrefixV6 == 0 {
+		c.Miner.MaxPrefixV6 = g.MaxPrefixV6
+	}
+	if c.NewAgent == nil {
+		c.NewAgent = func(baseURL, token string) Agent { return guard.NewClient(baseURL, token, nil) }
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Responder receives alerts and acts on them; see the package comment.
+type Responder struct {
+	logger  *slog.Logger
+	cfg     Config
+	metrics *metrics
+	audit   *AuditLog
+	builtin Builtin
+	llm     *LLM
+
+	queue chan job
+
+	mu      sync.Mutex
+	alerts  map[string]*alertState // by fingerprint
+	agents  map[string]Agent       // by URL
+	healthy map[string]time.Time   // agent URL → last successful probe
+	closed  bool
+	seq     uint64
+	handler http.Handler
+}
+
+type jobKind int
+
+const (
+	jobAnalyze jobKind = iota // a new firing alert
+	jobRefresh                // a repeat: extend the rules' TTL
+	jobResolve                // the alert resolved
+)
+
+type job struct {
+	kind     jobKind
+	alert    AlertInfo
+	agentURL string
+	received time.Time
+}
+
+type alertStatus int
+
+const (
+	statusPending alertStatus = iota // queued or being decided
+	statusDone                       // decided (rules may be empty)
+	statusFailed                     // the agent failed: the next notification retries
+)
+
+type alertState struct {
+	status     alertStatus
+	agentURL   string
+	analyst    string
+	rules      []AppliedRule
+	decidedAt  time.Time
+	lastSeen   time.Time
+	refreshing bool
+	alert      AlertInfo
+}
+
+// New builds a responder and reloads its audit trail.
+func New(logger *slog.Logger, reg prometheus.Registerer, cfg Config) (*Responder, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	audit, err := OpenAuditLog(cfg.AuditFile, cfg.MaxDecisions)
+	if err != nil {
+		return nil, err
+	}
+	r := &Responder{
+		logger:  logger,
+		cfg:     cfg,
+		metrics: newMetrics(reg),
+		audit:   audit,
+		queue:   make(chan job, cfg.QueueSize),
+		alerts:  map[string]*alertState{},
+		agents:  map[string]Agent{},
+		healthy: map[string]time.Time{},
+	}
+	if cfg.Analyst == "llm" {
+		r.llm = newLLM(cfg.LLM, r.metrics)
+	}
+	r.handler = r.newHandler()
+	r.restore()
+	return r, nil
+}
+
+// restore rebuilds which alerts have live rules from the audit trail, so a
+// restarted responder extends them on a repeat instead of adding duplicates.
+func (r *Responder) restore() {
+	now := r.cfg.Now()
+	for _, d := range r.audit.All() {
+		fp := d.Alert.Fingerprint
+		switch d.Kind {
+		case "alert", "repeat":
+			var live []AppliedRule
+			for _, a := range d.Applied {
+				if a.Error == "" && a.ExpiresAt.After(now) {
+					live = append(live, a)
+				}
+			}
+			if len(live) > 0 {
+				r.alerts[fp] = &alertState{status: statusDone, agentURL: d.Agent, analyst: d.Analyst, rules: live, decidedAt: d.Time, lastSeen: d.Time, alert: d.Alert}
+			}
+		case "resolved", "expired":
+			delete(r.alerts, fp)
+		}
+	}
+	if n := len(r.alerts); n > 0 {
+		r.logger.Info("restored alerts with live rules from the audit trail", "alerts", n)
+	}
+}
+
+func (r *Responder) agentFor(url string) Agent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.agents[url]
+	if !ok {
+		a = r.cfg.NewAgent(url, r.cfg.AgentToken)
+		if len(r.agents) < 1024 { // bound the cache: URLs come from alert labels
+			r.agents[url] = a
+		}
+	}
+	return a
+}
+
+// Run processes queued alerts and expires records until ctx is done, then
+// finishes the alerts already queued and returns.
+func (r *Responder) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range r.cfg.Workers {
+		wg.Go(func() {
+			for {
+				select {
+				case j := <-r.queue:
+					r.metrics.queueDepth.Set(float64(len(r.queue)))
+					r.process(ctx, j)
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-tick.C:
+			r.sweep(ctx)
+		case <-ctx.Done():
+			done = true
+		}
+	}
+	wg.Wait()
+	// Drain: alerts Alertmanager was told were accepted are still decided.
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	for {
+		select {
+		case j := <-r.queue:
+			r.process(dctx, j)
+		default:
+			return r.audit.Close()
+		}
+	}
+}
+
+func (r *Responder) process(ctx context.Context, j job) {
+	switch j.kind {
+	case jobAnalyze:
+		r.decide(ctx, j)
+	case jobRefresh:
+		r.refresh(ctx, j)
+	case jobResolve:
+		r.resolve(ctx, j)
+	}
+}
+
+func (r *Responder) nextID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	return fmt.Sprintf("%d-%d", r.cfg.Now().UnixMilli(), r.seq)
+}
+
+func (r *Responder) record(d Decision) {
+	if d.ID == "" {
+		d.ID = r.nextID()
+	}
+	if d.Time.IsZero() {
+		d.Time = r.cfg.Now()
+	}
+	analyst := d.Analyst
+	if analyst == "" {
+		analyst = r.cfg.Analyst
+	}
+	r.metrics.decisions.WithLabelValues(analyst, d.Outcome).Inc()
+	if err := r.audit.Record(d); err != nil {
+		r.logger.Error("record decision", "err", err)
+	}
+	r.logger.Info("decision", "alert", d.Alert.Name, "fingerprint", d.Alert.Fingerprint, "kind", d.Kind,
+		"outcome", d.Outcome, "analyst", d.Analyst, "rules", len(d.Applied), "err", d.Error)
+}
+
+// ruleIDPrefix makes a decision's rule IDs a function of the alert, so a
+// rule can never be added twice for one alert: the agent refuses a second
+// rule with the same id.
+func ruleIDPrefix(fingerprint string) string {
+	b := make([]byte, 0, 16)
+	for i := 0; i < len(fingerprint) && len(b) < 16; i++ {
+		c := fingerprint[i]
+		if c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
+			b = append(b, c)
+		}
+	}
+	return "ps-" + string(b) + "-"
+}
+
+// decide runs one alert through evidence → analyst → guardrails → agent.
+func (r *Responder) decide(ctx context.Context, j job) {
+	d := Decision{Kind: "alert", Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received, Analyst: r.cfg.Analyst}
+	agent := r.agentFor(j.agentURL)
+	ev, summary, err := r.gather(ctx, agent, j)
+	if err != nil {
+		d.Outcome, d.Error = OutcomeAgentError, err.Error()
+		r.finish(j, &d, statusFailed)
+		r.record(d)
+		return
+	}
+	d.Evidence = summary
+	validations, analyst := r.analyze(ctx, ev, &d)
+	d.Analyst, d.Validations = analyst, validations
+	var accepted []guard.Rule
+	for _, v := range validations {
+		res := "rejected"
+		if v.Accepted {
+			res = "accepted"
+			accepted = append(accepted, v.Rule)
+		}
+		r.metrics.validations.WithLabelValues(analyst, res).Inc()
+	}
+	switch {
+	case len(validations) == 0 && d.Answer != nil && d.Answer.Error != "":
+		d.Outcome = OutcomeAnalystErr
+	case len(validations) == 0:
+		d.Outcome = OutcomeNoAction
+	case len(accepted) == 0:
+		d.Outcome = OutcomeRejected
+	default:
+		rp := ReplayRules(accepted, ev.Attack, ev.Baseline)
+		d.Coverage, d.Collateral = rp.Coverage, rp.Collateral
+		prefix := ruleIDPrefix(j.alert.Fingerprint)
+		// Rules left by an earlier decision for this alert (a restart lost
+		// the state, say) are replaced, never duplicated.
+		for _, old := range ev.ActiveRules {
+			if len(old.ID) > len(prefix) && old.ID[:len(prefix)] == prefix {
+				_ = agent.DeleteRule(ctx, old.ID)
+			}
+		}
+		failed := 0
+		for i, rule := range accepted {
+			rule.ID = fmt.Sprintf("%s%d", prefix, i)
+			if rule.Origin == "llm" {
+				// The model's own words stay in the audit trail; the agent
+				// gets a reason the responder wrote.
+				rule.Reason = fmt.Sprintf("llm rule for alert %s (coverage %.3f, collateral %.3f)",
+					SanitizeIdent(j.alert.Name), validations[indexOf(validations, i)].Coverage, validations[indexOf(validations, i)].Collateral)
+			}
+			ar := AppliedRule{ID: rule.ID, Action: string(rule.Action)}
+			got, err := agent.AddRule(ctx, rule)
+			if err != nil {
+				ar.Error = err.Error()
+				failed++
+			} else {
+				ar.ExpiresAt = got.ExpiresAt
+				if ar.ExpiresAt.IsZero() {
+					ar.ExpiresAt = r.cfg.Now().Add(time.Duration(rule.TTLSeconds) * time.Second)
+				}
+			}
+			d.Applied = append(d.Applied, ar)
+		}
+		d.LatencySecs = r.cfg.Now().Sub(j.received).Seconds()
+		switch {
+		case failed == len(accepted):
+			d.Outcome, d.Error = OutcomeAgentError, "no rule could be pushed"
+			r.finish(j, &d, statusFailed)
+			r.record(d)
+			return
+		case r.cfg.Mode == "monitor":
+			d.Outcome = OutcomeMonitor
+		default:
+			d.Outcome = OutcomeApplied
+		}
+		r.metrics.latency.WithLabelValues(analyst).Observe(d.LatencySecs)
+	}
+	r.finish(j, &d, statusDone)
+	r.record(d)
+}
+
+// indexOf maps the i-th accepted rule back to its validation.
+func indexOf(vs []Validation, i int) int {
+	n := -1
+	for k, v := range vs {
+		if v.Accepted {
+			n++
+			if n == i {
+				return k
+			}
+		}
+	}
+	return 0
+}
+
+// SanitizeIdent keeps an identifier (alert name) to letters, digits, '_',
+// ':', '-' and '.', at most 64 of them.
+func SanitizeIdent(s string) string {
+	b := make([]byte, 0, min(len(s), 64))
+	for i := 0; i < len(s) && len(b) < 64; i++ {
+		c := s[i]
+		if c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == ':' || c == '-' || c == '.' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+func (r *Responder) finish(j job, d *Decision, st alertStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.alerts[j.alert.Fingerprint]
+	if !ok {
+		s = &alertState{}
+		r.alerts[j.alert.Fingerprint] = s
+	}
+	s.status, s.agentURL, s.analyst, s.decidedAt, s.alert = st, j.agentURL, d.Analyst, r.cfg.Now(), j.alert
+	s.rules = nil
+	for _, a := range d.Applied {
+		if a.Error == "" {
+			s.rules = append(s.rules, a)
+		}
+	}
+}
+
+// gather pulls the attack and baseline windows and the active rules.
+func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, *EvidenceSummary, error) {
+	now := r.cfg.Now()
+	from := j.alert.StartsAt
+	if from.IsZero() || from.After(now.Add(-r.cfg.AttackWindowMin)) {
+		from = now.Add(-r.cfg.AttackWindowMin)
+	}
+	if from.Before(now.Add(-r.cfg.AttackWindowMax)) {
+		from = now.Add(-r.cfg.AttackWindowMax)
+	}
+	attack, err := agent.Traffic(ctx, from, now, r.cfg.MaxSamples)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pull attack window: %w", err)
+	}
+	baseline, err := agent.Traffic(ctx, from.Add(-r.cfg.BaselineWindow), from, r.cfg.MaxSamples)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pull baseline window: %w", err)
+	}
+	active, err := agent.ListRules(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list rules: %w", err)
+	}
+	ev := &Evidence{
+		Alert: j.alert, AttackFrom: from, AttackTo: now,
+		Attack: packetsOf(attack.Samples), Baseline: packetsOf(baseline.Samples),
+		AttackTop: attack.Top, SampleEvery: attack.SampleEvery, Estimated: attack.Totals.EstimatedPackets,
+		ActiveRules: active,
+	}
+	ev.Protected = append(ev.Protected, r.cfg.Guardrails.NeverBlock...)
+	for _, s := range append(attack.Protected, baseline.Protected...) {
+		if p, err := parsePrefixLoose(s); err == nil {
+			ev.Protected = append(ev.Protected, p)
+		} else {
+			r.logger.Warn("agent reported an unreadable protected address", "value", SanitizeText(s, 64))
+		}
+	}
+	ev.Candidates = Mine(r.cfg.Miner, ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
+	sum := &EvidenceSummary{
+		AttackFrom: from, AttackTo: now, BaselineFrom: from.Add(-r.cfg.BaselineWindow),
+		AttackSamples: len(ev.Attack), BaselineSamples: len(ev.Baseline), SampleEvery: ev.SampleEvery,
+		Estimated: ev.Estimated, Candidates: ev.Candidates, ActiveRules: len(active), Top: map[string][]guard.ValueCount{},
+	}
+	for k, vs := range attack.Top {
+		sum.Top[k] = vs[:min(3, len(vs))]
+	}
+	for _, p := range ev.Protected {
+		sum.Protected = append(sum.Protected, p.String())
+	}
+	return ev, sum, nil
+}
+
+func packetsOf(ss []guard.Sample) []guard.Packet {
+	out := make([]guard.Packet, len(ss))
+	for i := range ss {
+		out[i] = ss[i].Packet
+	}
+	return out
+}
+
+// analyze asks the configured analyst, judges its answer, and falls back to
+// the builtin analyst when the LLM fails or every rule it proposed is
+// rejected (if configured). It returns the validations that count and the
+// analyst they came from.
+func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]Validation, string) {
+	check := func(origin string, rules []guard.Rule) []Validation {
+		return r.cfg.Guardrails.Check(CheckInput{
+			Attack: ev.Attack, Baseline: ev.Baseline, Protected: ev.Protected,
+			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, TTL: r.cfg.RuleTTL, Origin: origin,
+		}, rules)
+	}
+	builtin := func() []Validation {
+		start := time.Now()
+		a, _ := r.builtin.Propose(ctx, ev)
+		for i := range a.Rules {
+			a.Rules[i].TTLSeconds = int64(r.cfg.RuleTTL / time.Second)
+		}
+		rec := &AnswerRecord{Analyst: "builtin", Rationale: a.Rationale, Rules: a.Rules, DurationSec: time.Since(start).Seconds()}
+		if d.Answer == nil {
+			d.Answer = rec
+		} else {
+			d.Fallback = rec
+		}
+		return check("builtin", a.Rules)
+	}
+	if r.llm == nil {
+		return builtin(), "builtin"
+	}
+	start := time.Now()
+	a, err := r.llm.Propose(ctx, ev)
+	rec := &AnswerRecord{Analyst: "llm", DurationSec: time.Since(start).Seconds()}
+	d.Answer = rec
+	var cause string
+	var vs []Validation
+	if err != nil {
+		var le *LLMError
+		cause = "error"
+		if errors.As(err, &le) {
+			cause = le.Cause
+		}
+		rec.Error = SanitizeText(err.Error(), 512)
+	} else {
+		rec.Rationale, rec.Rules = a.Rationale, a.Rules
+		vs = check("llm", a.Rules)
+		if len(a.Rules) > 0 && !anyAccepted(vs) {
+			cause = "all_rules_rejected"
+		}
+	}
+	if cause == "" {
+		return vs, "llm"
+	}
+	rec.Cause = cause
+	if !r.cfg.LLM.FallbackToBuiltin {
+		return vs, "llm"
+	}
+	r.metrics.llmFallback.WithLabelValues(cause).Inc()
+	// The rejected LLM validations stay on the record; the builtin's decide.
+	return append(rejectedOnly(vs), builtin()...), "builtin"
+}
+
+func anyAccepted(vs []Validation) bool {
+	for _, v := range vs {
+		if v.Accepted {
+			return true
+		}
+	}
+	return false
+}
+
+func rejectedOnly(vs []Validation) []Validation {
+	var out []Validation
+	for _, v := range vs {
+		if !v.Accepted {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func countResponderRules(rules []guard.Rule) int {
+	n := 0
+	for _, r := range rules {
+		if r.Origin == "builtin" || r.Origin == "llm" {
+			n++
+		}
+	}
+	return n
+}
+
+// refresh extends a repeat alert's rules by adding each again under the same
+// id (delete, then add) with a fresh TTL. No analyst is asked.
+func (r *Responder) refresh(ctx context.Context, j job) {
+	r.mu.Lock()
+	s, ok := r.alerts[j.alert.Fingerprint]
+	var rules []AppliedRule
+	var analyst string
+	if ok {
+		rules, analyst = append([]AppliedRule(nil), s.rules...), s.analyst
+	}
+	r.mu.Unlock()
+	if !ok || len(rules) == 0 {
+		r.clearRefreshing(j.alert.Fingerprint, nil)
+		return
+	}
+	agent := r.agentFor(j.agentURL)
+	active, err := agent.ListRules(ctx)
+	d := Decision{Kind: "repeat", Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received, Analyst: analyst}
+	if err != nil {
+		d.Outcome, d.Error = OutcomeAgentError, err.Error()
+		r.clearRefreshing(j.alert.Fingerprint, nil)
+		r.record(d)
+		return
+	}
+	byID := map[string]guard.Rule{}
+	for _, a := range active {
+		byID[a.ID] = a
+	}
+	var updated []AppliedRule
+	for _, ar := range rules {
+		cur, ok := byID[ar.ID]
+		if !ok {
+			continue // expired meanwhile; a new decision will come on the next repeat
+		}
+		cur.TTLSeconds = int64(r.cfg.RuleTTL / time.Second)
+		cur.CreatedAt, cur.ExpiresAt, cur.Packets, cur.Bytes = time.Time{}, time.Time{}, 0, 0
+		out := AppliedRule{ID: ar.ID, Action: ar.Action, Packets: byID[ar.ID].Packets}
+		if err := agent.DeleteRule(ctx, ar.ID); err != nil {
+			out.Error = err.Error()
+		} else if got, err := agent.AddRule(ctx, cur); err != nil {
+			out.Error = err.Error()
+		} else {
+			out.ExpiresAt = got.ExpiresAt
+		}
+		updated = append(updated, out)
+	}
+	d.Applied, d.Outcome = updated, OutcomeRepeat
+	d.LatencySecs = r.cfg.Now().Sub(j.received).Seconds()
+	r.clearRefreshing(j.alert.Fingerprint, updated)
+	r.record(d)
+}
+
+func (r *Responder) clearRefreshing(fp string, updated []AppliedRule) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.alerts[fp]
+	if !ok {
+		return
+	}
+	s.refreshing = false
+	if updated != nil {
+		s.rules = nil
+		for _, a := range updated {
+			if a.Error == "" {
+				s.rules = append(s.rules, a)
+			}
+		}
+	}
+}
+
+// resolve records a resolved alert and, if configured, removes its rules.
+func (r *Responder) resolve(ctx context.Context, j job) {
+	r.mu.Lock()
+	s, ok := r.alerts[j.alert.Fingerprint]
+	var rules []AppliedRule
+	d := Decision{Kind: "resolved", Outcome: OutcomeResolved, Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received}
+	if ok {
+		rules, d.Analyst = s.rules, s.analyst
+		if s.agentURL != "" {
+			d.Agent = s.agentURL
+		}
+		delete(r.alerts, j.alert.Fingerprint)
+	}
+	r.mu.Unlock()
+	if r.cfg.RemoveOnResolve && len(rules) > 0 && d.Agent != "" {
+		agent := r.agentFor(d.Agent)
+		for _, ar := range rules {
+			out := AppliedRule{ID: ar.ID, Action: ar.Action}
+			if err := agent.DeleteRule(ctx, ar.ID); err != nil {
+				out.Error = err.Error()
+			}
+			d.Applied = append(d.Applied, out)
+		}
+	} else {
+		d.Applied = rules
+	}
+	r.record(d)
+}
+
+// sweep records rules that expired (with their last hit counts) and forgets
+// alerts that have been quiet for long.
+func (r *Responder) sweep(ctx context.Context) {
+	now := r.cfg.Now()
+	type item struct {
+		fp    string
+		agent string
+		rules []AppliedRule
+	}
+	var live []item
+	r.mu.Lock()
+	for fp, s := range r.alerts {
+		if s.status != statusPending && len(s.rules) == 0 && now.Sub(s.lastSeen) > time.Hour {
+			delete(r.alerts, fp)
+			continue
+		}
+		if s.status == statusDone && len(s.rules) > 0 {
+			live = append(live, item{fp, s.agentURL, append([]AppliedRule(nil), s.rules...)})
+		}
+	}
+	r.mu.Unlock()
+	for _, it := range live {
+		agent := r.agentFor(it.agent)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		active, err := agent.ListRules(cctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		byID := map[string]guard.Rule{}
+		for _, a := range active {
+			byID[a.ID] = a
+		}
+		var gone, kept []AppliedRule
+		for _, ar := range it.rules {
+			if cur, ok := byID[ar.ID]; ok {
+				ar.Packets = cur.Packets
+				kept = append(kept, ar)
+			} else if !now.Before(ar.ExpiresAt) {
+				gone = append(gone, ar)
+			} else {
+				kept = append(kept, ar) // deleted by hand or not yet visible: keep until expiry
+			}
+		}
+		r.mu.Lock()
+		s, ok := r.alerts[it.fp]
+		if ok {
+			s.rules = kept
+		}
+		alert := AlertInfo{Fingerprint: it.fp}
+		var analyst string
+		if ok {
+			analyst, alert = s.analyst, s.alert
+		}
+		r.mu.Unlock()
+		if len(gone) > 0 {
+			r.record(Decision{Kind: "expired", Outcome: OutcomeExpired, Alert: alert, Agent: it.agent, Analyst: analyst, Applied: gone, ReceivedAt: now})
+		}
+	}
+}
+
+// ParseNeverBlock parses configured never-block CIDRs.
+func ParseNeverBlock(items []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range items {
+		p, err := parsePrefixLoose(s)
+		if err != nil {
+			return nil, fmt.Errorf("parse never-block %q: %w", s, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Decisions returns up to limit decisions, newest first.
+func (r *Responder) Decisions(limit int) []Decision { return r.audit.List(limit) }

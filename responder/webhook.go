@@ -1,0 +1,319 @@
+package responder
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/alertmanager/notify/webhook"
+)
+
+// MaxWebhookBody bounds an Alertmanager notification.
+const MaxWebhookBody = 1 << 20
+
+// maxAlertsPerMessage bounds the alerts one notification may carry.
+const maxAlertsPerMessage = 1000
+
+// DecodeMessage decodes and checks an Alertmanager webhook body (version 4).
+// The error says what is wrong, for a 400.
+func DecodeMessage(body []byte) (*webhook.Message, error) {
+	var msg webhook.Message
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&msg); err != nil {
+		return nil, fmt.Errorf("invalid JSON: %v", err)
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the JSON object")
+	}
+	if msg.Data == nil {
+		return nil, errors.New("not an Alertmanager notification: no alerts")
+	}
+	if msg.Version != "4" {
+		return nil, fmt.Errorf("version %q: only Alertmanager webhook version 4 is understood", msg.Version)
+	}
+	if len(msg.Alerts) == 0 {
+		return nil, errors.New("no alerts in the notification")
+	}
+	if len(msg.Alerts) > maxAlertsPerMessage {
+		return nil, fmt.Errorf("%d alerts: at most %d per notification", len(msg.Alerts), maxAlertsPerMessage)
+	}
+	for i := range msg.Alerts {
+		a := &msg.Alerts[i]
+		if a.Status != "firing" && a.Status != "resolved" {
+			return nil, fmt.Errorf("alerts[%d].status %q is not firing or resolved", i, a.Status)
+		}
+		if len(a.Labels) == 0 {
+			return nil, fmt.Errorf("alerts[%d] has no labels", i)
+		}
+		if a.Fingerprint == "" {
+			a.Fingerprint = labelsFingerprint(a.Labels)
+		}
+	}
+	return &msg, nil
+}
+
+// labelsFingerprint stands in for Alertmanager's fingerprint when a sender
+// omits it: a hash of the sorted label set, so it is stable per alert.
+func labelsFingerprint(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+		h.Write([]byte(labels[k]))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Handler serves POST /api/v1/alerts and GET /api/v1/decisions.
+func (r *Responder) Handler() http.Handler { return r.handler }
+
+func (r *Responder) newHandler() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.Use(gin.Recovery())
+	e.POST("/api/v1/alerts", r.postAlerts)
+	e.GET("/api/v1/decisions", r.getDecisions)
+	return e
+}
+
+func (r *Responder) fail(c *gin.Context, code int, msg string) {
+	r.metrics.webhook.WithLabelValues(strconv.Itoa(code)).Inc()
+	c.AbortWithStatusJSON(code, gin.H{"error": msg})
+}
+
+func (r *Responder) authorized(c *gin.Context) bool {
+	if r.cfg.WebhookToken == "" {
+		r.fail(c, http.StatusUnauthorized, "no webhook token is configured: set --webhook.token-file")
+		return false
+	}
+	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(r.cfg.WebhookToken)) != 1 {
+		c.Header("WWW-Authenticate", `Bearer realm="packetscope"`)
+		r.fail(c, http.StatusUnauthorized, "missing or wrong bearer token")
+		return false
+	}
+	return true
+}
+
+func (r *Responder) postAlerts(c *gin.Context) {
+	received := r.cfg.Now()
+	if !r.authorized(c) {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, MaxWebhookBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			r.fail(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxWebhookBody))
+			return
+		}
+		r.fail(c, http.StatusBadRequest, "read body: "+err.Error())
+		return
+	}
+	msg, err := DecodeMessage(body)
+	if err != nil {
+		r.fail(c, http.StatusBadRequest, err.Error())
+		return
+	}
+	code, text := r.accept(c.Request.Context(), msg, received)
+	if code != http.StatusOK {
+		r.fail(c, code, text)
+		return
+	}
+	r.metrics.webhook.WithLabelValues("200").Inc()
+	c.JSON(http.StatusOK, gin.H{"status": text})
+}
+
+// accept turns a notification into queued work. Each alert is either queued,
+// coalesced with work already queued or done for it (a repeat), or refused
+// with 503 so Alertmanager sends the notification again; what was queued
+// before a refusal is remembered, so the retry duplicates nothing.
+func (r *Responder) accept(ctx context.Context, msg *webhook.Message, received time.Time) (int, string) {
+	var jobs []job
+	var probes []string
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return http.StatusServiceUnavailable, "responder is shutting down"
+	}
+	r.mu.Unlock()
+	for _, a := range msg.Alerts {
+		info := AlertInfo{Name: a.Labels["alertname"], Fingerprint: a.Fingerprint, Status: a.Status, StartsAt: a.StartsAt,
+			Labels: a.Labels, Annotations: a.Annotations}
+		url, err := agentURLFor(r.cfg.AgentURL, a.Labels)
+		if a.Status == "resolved" {
+			jobs = append(jobs, job{kind: jobResolve, alert: info, agentURL: url, received: received})
+			continue
+		}
+		if err != nil {
+			// Retrying will not make an instance label appear: record, accept.
+			r.record(Decision{Kind: "alert", Outcome: OutcomeNoAgent, Alert: info, Error: err.Error(), ReceivedAt: received})
+			continue
+		}
+		jobs = append(jobs, job{kind: jobAnalyze, alert: info, agentURL: url, received: received})
+		if !slices.Contains(probes, url) {
+			probes = append(probes, url)
+		}
+	}
+	// An unreachable agent is a temporary failure Alertmanager should retry,
+	// so it is found out now, before the alert is accepted.
+	for _, url := range probes {
+		if err := r.probe(ctx, url); err != nil {
+			return http.StatusServiceUnavailable, fmt.Sprintf("agent %s unreachable: %v", url, err)
+		}
+	}
+	queued, repeats := 0, 0
+	for _, j := range jobs {
+		switch r.admit(&j) {
+		case admitQueue:
+			select {
+			case r.queue <- j:
+				queued++
+				r.metrics.queueDepth.Set(float64(len(r.queue)))
+			default:
+				r.unadmit(j)
+				return http.StatusServiceUnavailable, "queue full: retry later"
+			}
+		case admitRepeat:
+			repeats++
+		case admitFull:
+			return http.StatusServiceUnavailable, "too many alerts tracked: retry later"
+		}
+	}
+	return http.StatusOK, fmt.Sprintf("accepted: %d queued, %d repeats", queued, repeats)
+}
+
+type admission int
+
+const (
+	admitQueue  admission = iota // queue the job
+	admitRepeat                  // already handled or in hand: nothing to queue
+	admitFull                    // cannot track another alert now
+)
+
+// admit decides, under the lock, what a job means given the alert's state,
+// and marks the state so concurrent notifications do not queue it twice.
+func (r *Responder) admit(j *job) admission {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.cfg.Now()
+	fp := j.alert.Fingerprint
+	s, ok := r.alerts[fp]
+	if j.kind == jobResolve {
+		return admitQueue
+	}
+	if !ok {
+		if len(r.alerts) >= r.cfg.MaxAlerts {
+			return admitFull
+		}
+		r.alerts[fp] = &alertState{status: statusPending, agentURL: j.agentURL, lastSeen: now, alert: j.alert}
+		return admitQueue
+	}
+	s.lastSeen = now
+	switch s.status {
+	case statusPending:
+		r.metrics.decisions.WithLabelValues(r.cfg.Analyst, OutcomeRepeat).Inc()
+		return admitRepeat
+	case statusFailed:
+		s.status = statusPending
+		return admitQueue
+	}
+	// Done. Rules still live: extend them once they are past half their TTL.
+	if len(s.rules) > 0 {
+		r.metrics.decisions.WithLabelValues(s.analyst, OutcomeRepeat).Inc()
+		soonest := s.rules[0].ExpiresAt
+		for _, a := range s.rules[1:] {
+			if a.ExpiresAt.Before(soonest) {
+				soonest = a.ExpiresAt
+			}
+		}
+		if !s.refreshing && soonest.Sub(now) < r.cfg.RuleTTL/2 {
+			s.refreshing = true
+			j.kind = jobRefresh
+			return admitQueue
+		}
+		return admitRepeat
+	}
+	// Decided without rules: look again only after a while, so a repeat
+	// never means another LLM call.
+	if now.Sub(s.decidedAt) >= r.cfg.Reanalyze {
+		s.status = statusPending
+		return admitQueue
+	}
+	r.metrics.decisions.WithLabelValues(s.analyst, OutcomeRepeat).Inc()
+	return admitRepeat
+}
+
+// unadmit undoes admit for a job the queue had no room for.
+func (r *Responder) unadmit(j job) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.alerts[j.alert.Fingerprint]
+	if !ok {
+		return
+	}
+	switch j.kind {
+	case jobAnalyze:
+		if s.decidedAt.IsZero() {
+			delete(r.alerts, j.alert.Fingerprint)
+		} else {
+			s.status = statusFailed
+		}
+	case jobRefresh:
+		s.refreshing = false
+	}
+}
+
+// probe checks that the agent answers, remembering success for a while so a
+// burst of notifications costs one request.
+func (r *Responder) probe(ctx context.Context, url string) error {
+	r.mu.Lock()
+	last, ok := r.healthy[url]
+	r.mu.Unlock()
+	if ok && r.cfg.Now().Sub(last) < 10*time.Second {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := r.agentFor(url).ListRules(ctx); err != nil && !isPermanent(err) {
+		return err
+	}
+	r.mu.Lock()
+	if len(r.healthy) >= 1024 {
+		clear(r.healthy)
+	}
+	r.healthy[url] = r.cfg.Now()
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Responder) getDecisions(c *gin.Context) {
+	limit := 100
+	if s := c.Query("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			c.AbortWithStatusJSON(http.StatusBadRequest, gin.H{"error": "limit must be a positive integer"})
+			return
+		}
+		limit = min(n, r.cfg.MaxDecisions)
+	}
+	c.JSON(http.StatusOK, gin.H{"decisions": r.Decisions(limit)})
+}
