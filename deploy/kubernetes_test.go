@@ -1,0 +1,288 @@
+package deploy
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+)
+
+// manifests holds every Kubernetes object of deploy/kubernetes, decoded
+// strictly into the API's Go types: an unknown or misspelled field, or a value
+// of the wrong type, fails the decode, as the API server's strict field
+// validation would.
+type manifests struct {
+	namespaces  []corev1.Namespace
+	daemonSets  []appsv1.DaemonSet
+	deployments []appsv1.Deployment
+	services    []corev1.Service
+	pvcs        []corev1.PersistentVolumeClaim
+}
+
+func loadManifests(t *testing.T) manifests {
+	t.Helper()
+	var kust struct {
+		APIVersion string   `json:"apiVersion"`
+		Kind       string   `json:"kind"`
+		Resources  []string `json:"resources"`
+	}
+	data, err := os.ReadFile("kubernetes/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(data, &kust); err != nil {
+		t.Fatalf("decode kustomization.yaml: %v", err)
+	}
+	if len(kust.Resources) == 0 {
+		t.Fatal("kustomization.yaml lists no resources")
+	}
+	var m manifests
+	for _, name := range kust.Resources {
+		data, err := os.ReadFile(filepath.Join("kubernetes", name))
+		if err != nil {
+			t.Fatalf("kustomization.yaml resource: %v", err)
+		}
+		for i, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(data), -1) {
+			if strings.TrimSpace(stripComments(doc)) == "" {
+				continue
+			}
+			if err := m.add([]byte(doc)); err != nil {
+				t.Errorf("%s, document %d: %v", name, i+1, err)
+			}
+		}
+	}
+	return m
+}
+
+func (m *manifests) add(doc []byte) error {
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		return err
+	}
+	var obj any
+	switch tm.APIVersion + "/" + tm.Kind {
+	case "v1/Namespace":
+		m.namespaces = append(m.namespaces, corev1.Namespace{})
+		obj = &m.namespaces[len(m.namespaces)-1]
+	case "apps/v1/DaemonSet":
+		m.daemonSets = append(m.daemonSets, appsv1.DaemonSet{})
+		obj = &m.daemonSets[len(m.daemonSets)-1]
+	case "apps/v1/Deployment":
+		m.deployments = append(m.deployments, appsv1.Deployment{})
+		obj = &m.deployments[len(m.deployments)-1]
+	case "v1/Service":
+		m.services = append(m.services, corev1.Service{})
+		obj = &m.services[len(m.services)-1]
+	case "v1/PersistentVolumeClaim":
+		m.pvcs = append(m.pvcs, corev1.PersistentVolumeClaim{})
+		obj = &m.pvcs[len(m.pvcs)-1]
+	default:
+		return fmt.Errorf("unexpected kind %s %s", tm.APIVersion, tm.Kind)
+	}
+	if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+		return fmt.Errorf("strict decode %s: %w", tm.Kind, err)
+	}
+	return nil
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	m := loadManifests(t)
+	if len(m.namespaces) != 1 || len(m.daemonSets) != 1 || len(m.deployments) != 1 || len(m.services) != 2 {
+		t.Fatalf("want 1 Namespace, 1 DaemonSet, 1 Deployment, 2 Services; got %d, %d, %d, %d",
+			len(m.namespaces), len(m.daemonSets), len(m.deployments), len(m.services))
+	}
+	ns := m.namespaces[0].Name
+	var objects []metav1.ObjectMeta
+	for _, d := range m.daemonSets {
+		objects = append(objects, d.ObjectMeta)
+		checkPodSpec(t, "DaemonSet "+d.Name, d.Spec.Selector, d.Spec.Template)
+	}
+	for _, d := range m.deployments {
+		objects = append(objects, d.ObjectMeta)
+		checkPodSpec(t, "Deployment "+d.Name, d.Spec.Selector, d.Spec.Template)
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if pvc := v.PersistentVolumeClaim; pvc != nil && !slices.ContainsFunc(m.pvcs, func(p corev1.PersistentVolumeClaim) bool { return p.Name == pvc.ClaimName }) {
+				t.Errorf("Deployment %s: claim %s is not among the manifests", d.Name, pvc.ClaimName)
+			}
+		}
+	}
+	for _, s := range m.services {
+		objects = append(objects, s.ObjectMeta)
+		checkService(t, s, m)
+	}
+	for _, p := range m.pvcs {
+		objects = append(objects, p.ObjectMeta)
+	}
+	for _, o := range objects {
+		if o.Namespace != ns {
+			t.Errorf("%s: namespace %q, want %q", o.Name, o.Namespace, ns)
+		}
+		if errs := validation.IsDNS1123Label(o.Name); len(errs) > 0 {
+			t.Errorf("%s: %v", o.Name, errs)
+		}
+	}
+}
+
+// TestAgentDaemonSet checks what the agent cannot run without.
+func TestAgentDaemonSet(t *testing.T) {
+	m := loadManifests(t)
+	if len(m.daemonSets) != 1 {
+		t.Fatalf("want one DaemonSet")
+	}
+	spec := m.daemonSets[0].Spec.Template.Spec
+	if !spec.HostNetwork {
+		t.Errorf("hostNetwork is off: the guard must sit on the node's interfaces")
+	}
+	if spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("dnsPolicy %q, want ClusterFirstWithHostNet with hostNetwork", spec.DNSPolicy)
+	}
+	if len(spec.Containers) != 1 {
+		t.Fatalf("want one container")
+	}
+	c := spec.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "agent" {
+		t.Errorf("args %v, want the agent subcommand first", c.Args)
+	}
+	sc := c.SecurityContext
+	if sc == nil {
+		t.Fatal("no securityContext")
+	}
+	if sc.Privileged == nil || !*sc.Privileged {
+		var caps []string
+		if sc.Capabilities != nil {
+			for _, c := range sc.Capabilities.Add {
+				caps = append(caps, string(c))
+			}
+		}
+		for _, want := range []string{"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"} {
+			if !slices.Contains(caps, want) {
+				t.Errorf("capability %s missing (have %v) and the container is not privileged", want, caps)
+			}
+		}
+	}
+	mounts := map[string]corev1.VolumeMount{}
+	for _, vm := range c.VolumeMounts {
+		mounts[vm.MountPath] = vm
+	}
+	volumes := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		volumes[v.Name] = v
+	}
+	for _, path := range []string{"/sys/fs/bpf", "/sys/kernel/tracing"} {
+		vm, ok := mounts[path]
+		if !ok {
+			t.Errorf("%s is not mounted", path)
+			continue
+		}
+		if hp := volumes[vm.Name].HostPath; hp == nil || hp.Path != path {
+			t.Errorf("%s is not the host's %s", path, path)
+		}
+	}
+	if !slices.Contains(c.Args, "--bpf.pin-path=/sys/fs/bpf/packetscope") {
+		t.Errorf("args %v: pin under the mounted host bpffs so rules survive the pod", c.Args)
+	}
+	var port int32
+	for _, p := range c.Ports {
+		if p.Name == "metrics" {
+			port = p.ContainerPort
+		}
+	}
+	if port != 9436 || !slices.Contains(c.Args, "--web.listen-address=:9436") {
+		t.Errorf("metrics port %d, args %v: want the agent listening on :9436, port named metrics", port, c.Args)
+	}
+}
+
+func checkPodSpec(t *testing.T, what string, sel *metav1.LabelSelector, tpl corev1.PodTemplateSpec) {
+	t.Helper()
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil || s.Empty() {
+		t.Errorf("%s: selector %v: %v", what, sel, err)
+	} else if !s.Matches(labels.Set(tpl.Labels)) {
+		t.Errorf("%s: selector %s does not match the pod template's labels %v", what, s, tpl.Labels)
+	}
+	volumes := map[string]bool{}
+	for _, v := range tpl.Spec.Volumes {
+		volumes[v.Name] = true
+	}
+	for _, c := range tpl.Spec.Containers {
+		if c.Image == "" {
+			t.Errorf("%s/%s: no image", what, c.Name)
+		}
+		ports := map[string]bool{}
+		for _, p := range c.Ports {
+			ports[p.Name] = true
+		}
+		for _, probe := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+			if probe == nil || probe.HTTPGet == nil {
+				t.Errorf("%s/%s: want HTTP readiness and liveness probes (/readyz, /healthz)", what, c.Name)
+				continue
+			}
+			if !ports[probe.HTTPGet.Port.StrVal] {
+				t.Errorf("%s/%s: probe port %q is not a named container port", what, c.Name, probe.HTTPGet.Port.String())
+			}
+		}
+		for _, vm := range c.VolumeMounts {
+			if !volumes[vm.Name] {
+				t.Errorf("%s/%s: mount of undeclared volume %q", what, c.Name, vm.Name)
+			}
+		}
+		if c.Resources.Limits.Memory().IsZero() {
+			t.Errorf("%s/%s: no memory limit", what, c.Name)
+		}
+	}
+}
+
+func checkService(t *testing.T, s corev1.Service, m manifests) {
+	t.Helper()
+	var templates []corev1.PodTemplateSpec
+	for _, d := range m.daemonSets {
+		templates = append(templates, d.Spec.Template)
+	}
+	for _, d := range m.deployments {
+		templates = append(templates, d.Spec.Template)
+	}
+	var matched []corev1.PodTemplateSpec
+	for _, tpl := range templates {
+		if len(s.Spec.Selector) > 0 && labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(tpl.Labels)) {
+			matched = append(matched, tpl)
+		}
+	}
+	if len(matched) != 1 {
+		t.Errorf("Service %s selects %d workloads, want 1", s.Name, len(matched))
+		return
+	}
+	for _, p := range s.Spec.Ports {
+		found := false
+		for _, c := range matched[0].Spec.Containers {
+			for _, cp := range c.Ports {
+				if cp.Name == p.TargetPort.StrVal && cp.ContainerPort == p.Port {
+					found = true
+				}
+			}
+		}
+		if !found {
+			t.Errorf("Service %s port %s: target %q is not a container port numbered %d", s.Name, p.Name, p.TargetPort.String(), p.Port)
+		}
+	}
+}
+
+func stripComments(doc string) string {
+	var b bytes.Buffer
+	for _, line := range strings.Split(doc, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
