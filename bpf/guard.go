@@ -52,3 +52,6 @@ const (
 
 // LoadGuardSpec returns the XDP guard's collection spec.
 func LoadGuardSpec() (*ebpf.CollectionSpec, error) { return loadGuard() }
+
+// Maps returns the guard's maps.
+func (o *guardObjects) Maps() *GuardMaps { return &o.guardMaps }

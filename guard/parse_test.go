@@ -54,7 +54,7 @@ var parseCases = []struct {
 	{"vlan tag truncated", frame{tags: []uint16{etherTypeVLAN}, src: v4a, dst: v4b, truncate: 16}, Packet{}},
 	{"arp", frame{etherType: 0x0806}, Packet{}},
 	{"runt", frame{src: v4a, dst: v4b, truncate: 13}, Packet{}},
-	{"ipv6 tcp", frame{src: v6a, dst: v6b, proto: ProtoTCP, ttl: 64, l4: tcpHdr(443, 5555, FlagSYN | FlagACK, 65535)},
+	{"ipv6 tcp", frame{src: v6a, dst: v6b, proto: ProtoTCP, ttl: 64, l4: tcpHdr(443, 5555, FlagSYN|FlagACK, 65535)},
 		Packet{Family: 6, Src: v6a, Dst: v6b, Protocol: ProtoTCP, TTL: 64, Length: 60, HasL4: true, SrcPort: 443, DstPort: 5555, TCPFlags: FlagSYN | FlagACK, TCPWindow: 65535}},
 	{"ipv6 icmpv6", frame{src: v6a, dst: v6b, proto: ProtoICMPv6, ttl: 255, l4: icmpHdr(128)},
 		Packet{Family: 6, Src: v6a, Dst: v6b, Protocol: ProtoICMPv6, TTL: 255, Length: 48, HasL4: true, ICMPType: 128}},

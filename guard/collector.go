@@ -1,0 +1,118 @@
+package guard
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/packetscope/packetscope/bpf"
+)
+
+// Label values of the guard's counters, by kernel index (guard.h).
+var (
+	verdictNames  = []string{"pass", "drop", "rate_limited", "monitor"}
+	protocolNames = []string{"tcp", "udp", "icmp", "icmpv6", "other_ip", "non_ip", "fragment"}
+	tcpFlagNames_ = []string{"syn", "synack", "ack", "rst", "fin", "other"}
+)
+
+var (
+	descXDPPackets = prometheus.NewDesc("packetscope_xdp_packets_total",
+		"Packets the XDP guard saw, by interface and what it did: pass, drop, rate_limited (dropped over a rate_limit rule's rate), monitor (would drop, passed).",
+		[]string{"interface", "action"}, nil)
+	descXDPProtocol = prometheus.NewDesc("packetscope_xdp_protocol_packets_total",
+		"Packets the XDP guard saw, by interface and protocol (fragment = later fragments, non_ip = not IPv4/IPv6).",
+		[]string{"interface", "protocol"}, nil)
+	descXDPFlags = prometheus.NewDesc("packetscope_xdp_tcp_flags_packets_total",
+		"TCP packets the XDP guard saw, by interface and flags: syn (without ack), synack, ack (alone), rst, fin, other.",
+		[]string{"interface", "flags"}, nil)
+	descSamplesLost = prometheus.NewDesc("packetscope_xdp_samples_lost_total",
+		"Sampled headers the kernel could not queue because the ring buffer was full.",
+		[]string{"interface"}, nil)
+	descSamplesTaken = prometheus.NewDesc("packetscope_guard_samples_total",
+		"Sampled headers the agent read from the ring buffer.", nil, nil)
+	descSamplesDropped = prometheus.NewDesc("packetscope_guard_samples_dropped_total",
+		"Sampled headers the agent dropped because the traffic window did not take them in time.", nil, nil)
+	descRules = prometheus.NewDesc("packetscope_guard_rules",
+		"Rules in the guard's table, by origin and action.", []string{"origin", "action"}, nil)
+	descRulePackets = prometheus.NewDesc("packetscope_guard_rule_packets_total",
+		"Packets that matched a rule (first match), by rule id.", []string{"rule"}, nil)
+	descRuleBytes = prometheus.NewDesc("packetscope_guard_rule_bytes_total",
+		"Bytes of the frames that matched a rule (first match), by rule id.", []string{"rule"}, nil)
+)
+
+// Collector returns the guard's Prometheus collector: it reads the kernel
+// counters once per scrape.
+func (g *Guard) Collector() prometheus.Collector { return guardCollector{g} }
+
+type guardCollector struct{ g *Guard }
+
+func (c guardCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descXDPPackets, descXDPProtocol, descXDPFlags, descSamplesLost,
+		descSamplesTaken, descSamplesDropped, descRules, descRulePackets, descRuleBytes} {
+		ch <- d
+	}
+}
+
+func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.g
+	stats := g.ifaceStats()
+	for ifindex, name := range g.ifaces {
+		s := stats[ifindex] // zero when nothing was seen yet: series exist from the first scrape
+		for i, v := range s.Actions {
+			ch <- prometheus.MustNewConstMetric(descXDPPackets, prometheus.CounterValue, float64(v), name, verdictNames[i])
+		}
+		for i, v := range s.Protocols {
+			ch <- prometheus.MustNewConstMetric(descXDPProtocol, prometheus.CounterValue, float64(v), name, protocolNames[i])
+		}
+		for i, v := range s.TcpFlags {
+			ch <- prometheus.MustNewConstMetric(descXDPFlags, prometheus.CounterValue, float64(v), name, tcpFlagNames_[i])
+		}
+		ch <- prometheus.MustNewConstMetric(descSamplesLost, prometheus.CounterValue, float64(s.SamplesLost), name)
+	}
+	if g.sampler != nil {
+		ch <- prometheus.MustNewConstMetric(descSamplesTaken, prometheus.CounterValue, float64(g.sampler.taken.Load()))
+		ch <- prometheus.MustNewConstMetric(descSamplesDropped, prometheus.CounterValue, float64(g.sampler.dropped.Load()))
+	}
+	rules := g.table.List()
+	type oa struct{ origin, action string }
+	counts := map[oa]int{}
+	for _, o := range []string{"manual", "builtin", "llm"} {
+		for _, a := range []Action{ActionDrop, ActionRateLimit, ActionMonitor} {
+			counts[oa{o, string(a)}] = 0
+		}
+	}
+	for _, r := range rules {
+		counts[oa{r.Origin, string(r.Action)}]++
+		ch <- prometheus.MustNewConstMetric(descRulePackets, prometheus.CounterValue, float64(r.Packets), r.ID)
+		ch <- prometheus.MustNewConstMetric(descRuleBytes, prometheus.CounterValue, float64(r.Bytes), r.ID)
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descRules, prometheus.GaugeValue, float64(n), k.origin, k.action)
+	}
+}
+
+// IfaceStats are the kernel's counters for one interface, summed over CPUs.
+type IfaceStats = bpf.GuardIfaceStats
+
+// ifaceStats sums the per-CPU interface counters, by ifindex.
+func (g *Guard) ifaceStats() map[uint32]IfaceStats {
+	return readIfaceStats(g.objs.Maps().IfaceStats)
+}
+
+// InterfaceStats returns the kernel counters of one guarded interface.
+func (g *Guard) InterfaceStats(name string) IfaceStats {
+	stats := g.ifaceStats()
+	for ifindex, n := range g.ifaces {
+		if n == name {
+			return stats[ifindex]
+		}
+	}
+	return IfaceStats{}
+}
+
+func ifaceLabel(names map[uint32]string, ifindex uint32) string {
+	if n, ok := names[ifindex]; ok {
+		return n
+	}
+	return "ifindex_" + strconv.Itoa(int(ifindex))
+}

@@ -1,0 +1,584 @@
+package guard
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/packetscope/packetscope/bpf"
+)
+
+// Slot classes. Priority is the slot, lowest first (guard.Classify): a rule
+// whose match names only a source CIDR gets a slot in the CIDR class
+// (FPSlots and up), which the kernel looks up in per-prefix-length hash maps
+// that scale to ~100k rules; every other rule is a fingerprint rule with a
+// slot below FPSlots. So fingerprint rules take precedence over CIDR-only
+// rules, and within a class the earlier free slot wins.
+const (
+	FPSlots   = bpf.GuardFPRules
+	CIDRSlots = bpf.GuardCIDRRules
+)
+
+// Kernel action codes (enum guard_action).
+const (
+	kernelDrop      = 1
+	kernelRateLimit = 2
+	kernelMonitor   = 3
+)
+
+// RuleTable is the guard's rule table: it compiles rules into the XDP
+// program's maps and keeps each rule's definition in a pinned map, so the
+// kernel state is the whole truth and a restarted agent adopts it.
+// Safe for concurrent use.
+type RuleTable struct {
+	mu        sync.Mutex
+	logger    *slog.Logger
+	maps      *bpf.GuardMaps
+	maxRules  int
+	byID      map[string]*tableRule
+	fpSlots   []*tableRule
+	cidrSlots []*tableRule
+	fp        *fpFields
+	cidr4     *cidrField
+	cidr6     *cidrField
+	cfg       bpf.GuardConfig
+	now       func() time.Time
+}
+
+type tableRule struct {
+	rule Rule
+	m    *Matcher
+	slot uint32
+}
+
+func newRuleTable(logger *slog.Logger, maps *bpf.GuardMaps, maxRules int, sampleEvery uint32) *RuleTable {
+	return &RuleTable{
+		logger:    logger,
+		maps:      maps,
+		maxRules:  maxRules,
+		byID:      make(map[string]*tableRule),
+		fpSlots:   make([]*tableRule, FPSlots),
+		cidrSlots: make([]*tableRule, CIDRSlots),
+		fp:        newFPFields(maps),
+		cidr4:     newCIDRField(maps.CidrSrc4),
+		cidr6:     newCIDRField(maps.CidrSrc6),
+		cfg:       bpf.GuardConfig{SampleEvery: sampleEvery},
+		now:       time.Now,
+	}
+}
+
+// isCIDROnly reports whether a match names a source prefix and nothing else.
+func isCIDROnly(m *Match) bool {
+	return m.Src != "" && m.Dst == "" && m.Protocol == "" && len(m.SrcPorts) == 0 && len(m.DstPorts) == 0 &&
+		m.TCPFlags == "" && m.ICMPType == nil && m.TTL == "" && m.Length == "" && m.TCPWindow == "" && m.Fragment == ""
+}
+
+// Add validates r, assigns an id when it has none, sets CreatedAt and
+// ExpiresAt, and puts it in force. It returns the rule as stored.
+func (t *RuleTable) Add(r Rule) (Rule, error) {
+	if err := r.Validate(); err != nil {
+		return Rule{}, err
+	}
+	m, err := r.Match.Compile()
+	if err != nil {
+		return Rule{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if r.ID == "" {
+		for r.ID == "" || t.byID[r.ID] != nil {
+			r.ID = newRuleID()
+		}
+	} else if t.byID[r.ID] != nil {
+		return Rule{}, ErrRuleExists
+	}
+	if len(t.byID) >= t.maxRules {
+		return Rule{}, fmt.Errorf("%w (%d rules, the configured maximum)", ErrRuleTableFull, t.maxRules)
+	}
+	if r.Origin == "" {
+		r.Origin = "manual"
+	}
+	now := t.now()
+	r.CreatedAt = now.UTC().Truncate(time.Millisecond)
+	r.ExpiresAt = r.CreatedAt.Add(time.Duration(r.TTLSeconds) * time.Second)
+	r.Packets, r.Bytes = 0, 0
+	tr := &tableRule{rule: r, m: m}
+	cidr := isCIDROnly(&r.Match)
+	var ok bool
+	if cidr {
+		if !t.cidrFor(m).canAdd(m.Src) {
+			return Rule{}, fieldErr("match.src", "the guard already uses %d distinct prefix lengths for source-only rules of this family: reuse one of them", bpf.GuardCIDRPlens)
+		}
+		tr.slot, ok = freeSlot(t.cidrSlots, FPSlots)
+	} else {
+		if err := t.fp.check(m); err != nil {
+			return Rule{}, err
+		}
+		tr.slot, ok = freeSlot(t.fpSlots, 0)
+	}
+	if !ok {
+		return Rule{}, fmt.Errorf("%w (all %d %s slots in use)", ErrRuleTableFull, cap(t.slotsFor(cidr)), map[bool]string{true: "source-CIDR", false: "fingerprint"}[cidr])
+	}
+	if err := t.install(tr); err != nil {
+		// Take back whatever made it into the maps.
+		if rerr := t.uninstall(tr); rerr != nil {
+			t.logger.Error("roll back failed rule", "rule_id", r.ID, "err", rerr)
+		}
+		return Rule{}, fmt.Errorf("install rule %s: %w", r.ID, err)
+	}
+	t.logger.Info("rule added", "rule_id", r.ID, "slot", tr.slot, "action", r.Action, "origin", r.Origin, "expires_at", r.ExpiresAt)
+	return r, nil
+}
+
+// Delete removes the rule with that id from the kernel.
+func (t *RuleTable) Delete(id string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tr := t.byID[id]
+	if tr == nil {
+		return ErrRuleNotFound
+	}
+	if err := t.uninstall(tr); err != nil {
+		return fmt.Errorf("remove rule %s: %w", id, err)
+	}
+	t.logger.Info("rule deleted", "rule_id", id)
+	return nil
+}
+
+// List returns the rules in priority order, with hit counters.
+func (t *RuleTable) List() []Rule {
+	t.mu.Lock()
+	trs := make([]*tableRule, 0, len(t.byID))
+	for _, tr := range t.byID {
+		trs = append(trs, tr)
+	}
+	t.mu.Unlock()
+	slices.SortFunc(trs, func(a, b *tableRule) int { return cmp.Compare(a.slot, b.slot) })
+	out := make([]Rule, 0, len(trs))
+	for _, tr := range trs {
+		r := tr.rule
+		r.Packets, r.Bytes = t.ruleStats(tr.slot)
+		out = append(out, r)
+	}
+	return out
+}
+
+// Len is the number of rules in the table.
+func (t *RuleTable) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byID)
+}
+
+// Slot returns the slot (priority) of the rule with that id.
+func (t *RuleTable) Slot(id string) (int, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if tr := t.byID[id]; tr != nil {
+		return int(tr.slot), true
+	}
+	return 0, false
+}
+
+func (t *RuleTable) ruleStats(slot uint32) (packets, bytes uint64) {
+	var per []bpf.GuardRuleStats
+	if err := t.maps.RuleStats.Lookup(slot, &per); err != nil {
+		return 0, 0
+	}
+	for _, s := range per {
+		packets += s.Packets
+		bytes += s.Bytes
+	}
+	return packets, bytes
+}
+
+// Expire deletes the rules whose expiry is at or before now and returns how
+// many it deleted. The kernel already ignores them; this frees their slots.
+func (t *RuleTable) Expire(now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for id, tr := range t.byID {
+		if now.Before(tr.rule.ExpiresAt) {
+			continue
+		}
+		if err := t.uninstall(tr); err != nil {
+			t.logger.Error("remove expired rule", "rule_id", id, "err", err)
+			continue
+		}
+		t.logger.Info("rule expired", "rule_id", id, "expires_at", tr.rule.ExpiresAt)
+		n++
+	}
+	return n
+}
+
+// ExpireLoop deletes expired rules every interval until ctx is done.
+func (t *RuleTable) ExpireLoop(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			t.Expire(t.now())
+		}
+	}
+}
+
+func (t *RuleTable) slotsFor(cidr bool) []*tableRule {
+	if cidr {
+		return t.cidrSlots
+	}
+	return t.fpSlots
+}
+
+func (t *RuleTable) cidrFor(m *Matcher) *cidrField {
+	if m.Src.Addr().Is4() {
+		return t.cidr4
+	}
+	return t.cidr6
+}
+
+func freeSlot(slots []*tableRule, base uint32) (uint32, bool) {
+	for i, tr := range slots {
+		if tr == nil {
+			return base + uint32(i), true
+		}
+	}
+	return 0, false
+}
+
+func newRuleID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "r-" + hex.EncodeToString(b)
+}
+
+// install writes the rule's definition, verdict parameters and classifier
+// bits, the active bit last, so the kernel never sees half a rule.
+func (t *RuleTable) install(tr *tableRule) error {
+	t.byID[tr.rule.ID] = tr
+	if tr.slot >= FPSlots {
+		t.cidrSlots[tr.slot-FPSlots] = tr
+	} else {
+		t.fpSlots[tr.slot] = tr
+	}
+	if err := t.writeDef(tr); err != nil {
+		return err
+	}
+	if err := t.writeMeta(tr); err != nil {
+		return err
+	}
+	if err := t.resetCounters(tr.slot); err != nil {
+		return err
+	}
+	if tr.slot >= FPSlots {
+		c := t.cidrFor(tr.m)
+		c.add(tr.slot, tr.m.Src)
+		if err := c.flush(); err != nil {
+			return err
+		}
+		return t.writeConfig()
+	}
+	t.fp.apply(tr.slot, tr.m, true)
+	if err := t.fp.flushFields(); err != nil {
+		return err
+	}
+	if err := t.writeConfig(); err != nil {
+		return err
+	}
+	t.fp.wild.set(bpf.GuardWildActive, tr.slot, true)
+	return t.fp.wild.flush()
+}
+
+// uninstall takes the rule out of force first (active bit, or its CIDR
+// entries), then clears the rest.
+func (t *RuleTable) uninstall(tr *tableRule) error {
+	var errs []error
+	if tr.slot >= FPSlots {
+		c := t.cidrFor(tr.m)
+		c.remove(tr.slot, tr.m.Src)
+		errs = append(errs, c.flush(), t.writeConfig(), c.flushGone())
+	} else {
+		t.fp.wild.set(bpf.GuardWildActive, tr.slot, false)
+		errs = append(errs, t.fp.wild.flush())
+		t.fp.apply(tr.slot, tr.m, false)
+		errs = append(errs, t.fp.flushFields(), t.writeConfig())
+		for _, p := range t.fp.prefixes() {
+			errs = append(errs, p.flushGone())
+		}
+	}
+	errs = append(errs, t.maps.RuleMeta.Update(tr.slot, bpf.GuardRuleMeta{}, ebpf.UpdateAny))
+	errs = append(errs, t.deleteDef(tr.slot))
+	delete(t.byID, tr.rule.ID)
+	if tr.slot >= FPSlots {
+		t.cidrSlots[tr.slot-FPSlots] = nil
+	} else {
+		t.fpSlots[tr.slot] = nil
+	}
+	return errors.Join(errs...)
+}
+
+func (t *RuleTable) writeMeta(tr *tableRule) error {
+	meta := bpf.GuardRuleMeta{ExpiresNs: bootNs(tr.rule.ExpiresAt, t.now()), RatePps: tr.rule.RatePPS}
+	switch tr.rule.Action {
+	case ActionDrop:
+		meta.Action = kernelDrop
+	case ActionRateLimit:
+		meta.Action = kernelRateLimit
+	case ActionMonitor:
+		meta.Action = kernelMonitor
+	}
+	if err := t.maps.RuleMeta.Update(tr.slot, meta, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("update rule_meta: %w", err)
+	}
+	return nil
+}
+
+func (t *RuleTable) resetCounters(slot uint32) error {
+	zero := make([]bpf.GuardRuleStats, ebpf.MustPossibleCPU())
+	if err := t.maps.RuleStats.Update(slot, zero, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("reset rule_stats: %w", err)
+	}
+	if err := t.maps.RuleBuckets.Update(slot, bpf.GuardBucket{}, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("reset rule_buckets: %w", err)
+	}
+	return nil
+}
+
+// bootNs converts a wall-clock time to CLOCK_BOOTTIME nanoseconds, the
+// kernel's clock for expiry (it keeps counting across suspend).
+func bootNs(at, now time.Time) uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	ns := ts.Nano() + at.Sub(now).Nanoseconds()
+	if ns <= 0 {
+		return 1 // already expired; 0 would mean an empty slot
+	}
+	return uint64(ns)
+}
+
+func (t *RuleTable) writeConfig() error {
+	c := &t.cfg
+	fill := func(dst []uint8, n *uint8, lens []uint8) {
+		clear(dst)
+		*n = uint8(copy(dst, lens))
+	}
+	fill(c.Src4Plens[:], &c.Src4PlensN, t.fp.src4.plens())
+	fill(c.Src6Plens[:], &c.Src6PlensN, t.fp.src6.plens())
+	fill(c.Dst4Plens[:], &c.Dst4PlensN, t.fp.dst4.plens())
+	fill(c.Dst6Plens[:], &c.Dst6PlensN, t.fp.dst6.plens())
+	fill(c.Cidr4Plens[:], &c.Cidr4PlensN, t.cidr4.plens())
+	fill(c.Cidr6Plens[:], &c.Cidr6PlensN, t.cidr6.plens())
+	if err := t.maps.GuardConfig.Update(uint32(0), c, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("update guard_config: %w", err)
+	}
+	return nil
+}
+
+// SetSampleEvery changes the 1-in-N sampling rate in the kernel (0 = off).
+func (t *RuleTable) SetSampleEvery(n uint32) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cfg.SampleEvery = n
+	return t.writeConfig()
+}
+
+// writeDef stores the rule's JSON in the pinned rule_defs map.
+func (t *RuleTable) writeDef(tr *tableRule) error {
+	r := tr.rule
+	r.Packets, r.Bytes = 0, 0
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode rule: %w", err)
+	}
+	for i := 0; i*bpf.GuardDefChunkLen < len(data); i++ {
+		var c bpf.GuardDefChunk
+		copy(c.Data[:], data[i*bpf.GuardDefChunkLen:])
+		if err := t.maps.RuleDefs.Update(bpf.GuardDefKey{Slot: tr.slot, Chunk: uint32(i)}, c, ebpf.UpdateAny); err != nil {
+			if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
+				return fmt.Errorf("%w (no room for rule definitions)", ErrRuleTableFull)
+			}
+			return fmt.Errorf("update rule_defs: %w", err)
+		}
+	}
+	return nil
+}
+
+func (t *RuleTable) deleteDef(slot uint32) error {
+	for i := uint32(0); ; i++ {
+		err := t.maps.RuleDefs.Delete(bpf.GuardDefKey{Slot: slot, Chunk: i})
+		if isNotExist(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("delete from rule_defs: %w", err)
+		}
+	}
+}
+
+func isNotExist(err error) bool { return errors.Is(err, ebpf.ErrKeyNotExist) }
+
+// readDefs returns the rule definitions stored in rule_defs, by slot.
+func readDefs(m *ebpf.Map) (map[uint32]Rule, error) {
+	chunks := map[uint32]map[uint32][]byte{}
+	var k bpf.GuardDefKey
+	var v bpf.GuardDefChunk
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if chunks[k.Slot] == nil {
+			chunks[k.Slot] = map[uint32][]byte{}
+		}
+		chunks[k.Slot][k.Chunk] = bytes.Clone(v.Data[:])
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read rule_defs: %w", err)
+	}
+	out := make(map[uint32]Rule, len(chunks))
+	for slot, cs := range chunks {
+		var data []byte
+		for i := uint32(0); cs[i] != nil; i++ {
+			data = append(data, cs[i]...)
+		}
+		data = bytes.TrimRight(data, "\x00")
+		var r Rule
+		if err := json.Unmarshal(data, &r); err != nil {
+			continue // a definition cut short by a crash: its rule never went active
+		}
+		out[slot] = r
+	}
+	return out, nil
+}
+
+// adopt loads the rules a previous agent left in the pinned maps and
+// rewrites every classifier map from them, wiping anything half-written.
+func (t *RuleTable) adopt() (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	defs, err := readDefs(t.maps.RuleDefs)
+	if err != nil {
+		return 0, err
+	}
+	slots := make([]uint32, 0, len(defs))
+	for s := range defs {
+		slots = append(slots, s)
+	}
+	slices.Sort(slots)
+	for _, slot := range slots {
+		r := defs[slot]
+		m, err := r.Match.Compile()
+		cidr := isCIDROnly(&r.Match)
+		if err != nil || r.ID == "" || t.byID[r.ID] != nil || cidr != (slot >= FPSlots) || slot >= FPSlots+CIDRSlots {
+			t.logger.Warn("drop unreadable pinned rule", "slot", slot, "rule_id", r.ID)
+			if err := t.deleteDef(slot); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		tr := &tableRule{rule: r, m: m, slot: slot}
+		t.byID[r.ID] = tr
+		if cidr {
+			t.cidrSlots[slot-FPSlots] = tr
+			t.cidrFor(m).add(slot, m.Src)
+		} else {
+			t.fpSlots[slot] = tr
+			t.fp.apply(slot, m, true)
+			t.fp.wild.set(bpf.GuardWildActive, slot, true)
+		}
+		if err := t.writeMeta(tr); err != nil {
+			return 0, err
+		}
+	}
+	for _, a := range append(t.fp.arrays(), t.fp.wild) {
+		if err := a.rewriteAll(); err != nil {
+			return 0, err
+		}
+	}
+	for _, p := range t.fp.prefixes() {
+		if err := syncHash(p.m, p.entries, func(b *bitmap) any { return b }); err != nil {
+			return 0, err
+		}
+		clear(p.dirty)
+		clear(p.gone)
+	}
+	for _, c := range []*cidrField{t.cidr4, t.cidr6} {
+		if err := syncHash(c.m, c.vals, func(v uint32) any { return v }); err != nil {
+			return 0, err
+		}
+		clear(c.dirty)
+		clear(c.gone)
+	}
+	return len(t.byID), t.writeConfig()
+}
+
+// syncHash makes a prefix-keyed hash map hold exactly want.
+func syncHash[V any](m *ebpf.Map, want map[netip.Prefix]V, val func(V) any) error {
+	wantKeys := make(map[any]bool, len(want))
+	for p, v := range want {
+		k := addrKey(p)
+		wantKeys[k] = true
+		if err := m.Update(k, val(v), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("update %s: %w", m, err)
+		}
+	}
+	var stale []any
+	if m.KeySize() == 8 {
+		keys, err := mapKeys[bpf.GuardKey4](m)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if !wantKeys[k] {
+				stale = append(stale, k)
+			}
+		}
+	} else {
+		keys, err := mapKeys[bpf.GuardKey6](m)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if !wantKeys[k] {
+				stale = append(stale, k)
+			}
+		}
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !isNotExist(err) {
+			return fmt.Errorf("delete from %s: %w", m, err)
+		}
+	}
+	return nil
+}
+
+// mapKeys returns every key of a hash map.
+func mapKeys[K any](m *ebpf.Map) ([]K, error) {
+	var out []K
+	var prev any
+	for {
+		var k K
+		err := m.NextKey(prev, &k)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read keys of %s: %w", m, err)
+		}
+		out = append(out, k)
+		prev = k
+	}
+}

@@ -1,0 +1,264 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/packetscope/packetscope/bpf"
+)
+
+// Defaults of Config.
+const (
+	DefaultPinPath     = "/sys/fs/bpf/packetscope"
+	DefaultMaxRules    = 4096
+	DefaultSampleEvery = 100
+	DefaultExpireEvery = time.Second
+)
+
+// Config configures Open.
+type Config struct {
+	Interfaces  []string // interfaces to attach the XDP guard to
+	PinPath     string   // bpffs directory for maps and links; DefaultPinPath when empty
+	MaxRules    int      // rules in the table at most; DefaultMaxRules when 0
+	SampleEvery uint32   // 1-in-N packets sampled for the traffic window; DefaultSampleEvery when 0
+	NoSampling  bool     // sample nothing (SampleEvery ignored)
+	ExpireEvery time.Duration
+	// SampleBuffer is the capacity of the Samples channel; samples that do
+	// not fit are counted and dropped. 8192 when 0.
+	SampleBuffer int
+}
+
+// Guard is the XDP guard attached to the configured interfaces.
+type Guard struct {
+	logger  *slog.Logger
+	cfg     Config
+	objs    bpf.GuardObjects
+	links   []link.Link
+	ifaces  map[uint32]string // ifindex -> name, for counter labels
+	table   *RuleTable
+	sampler *sampler
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closed  bool
+}
+
+// mapsPinned lists the maps kept in bpffs: everything but the program's own
+// .rodata/.bss, which a new program brings along.
+func pinnable(name string) bool { return !strings.HasPrefix(name, ".") && !strings.Contains(name, ".") }
+
+// Open loads the XDP guard, adopts the rules and links pinned under
+// cfg.PinPath by a previous agent (or starts empty), attaches to every
+// interface (native mode where the driver has it, generic otherwise) and
+// starts expiry and sampling.
+func Open(logger *slog.Logger, cfg Config) (*Guard, error) {
+	if cfg.PinPath == "" {
+		cfg.PinPath = DefaultPinPath
+	}
+	if cfg.MaxRules <= 0 {
+		cfg.MaxRules = DefaultMaxRules
+	}
+	if cfg.MaxRules > FPSlots+CIDRSlots {
+		return nil, fmt.Errorf("max rules %d is above the guard's capacity of %d", cfg.MaxRules, FPSlots+CIDRSlots)
+	}
+	if cfg.SampleEvery == 0 {
+		cfg.SampleEvery = DefaultSampleEvery
+	}
+	if cfg.NoSampling {
+		cfg.SampleEvery = 0
+	}
+	if cfg.ExpireEvery <= 0 {
+		cfg.ExpireEvery = DefaultExpireEvery
+	}
+	if cfg.SampleBuffer <= 0 {
+		cfg.SampleBuffer = 8192
+	}
+	ifaces := make(map[uint32]string, len(cfg.Interfaces))
+	var ifindexes []int
+	for _, name := range cfg.Interfaces {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("guard interface %q does not exist in this network namespace: check --interfaces", name)
+		}
+		ifaces[uint32(ifi.Index)] = name
+		ifindexes = append(ifindexes, ifi.Index)
+	}
+	if err := bpf.EnsureFilesystems(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.PinPath, 0o700); err != nil {
+		return nil, fmt.Errorf("create pin path %s: %w", cfg.PinPath, err)
+	}
+	spec, err := bpf.LoadGuardSpec()
+	if err != nil {
+		return nil, fmt.Errorf("load guard spec: %w", err)
+	}
+	for name, m := range spec.Maps {
+		if pinnable(name) {
+			m.Pinning = ebpf.PinByName
+		}
+	}
+	g := &Guard{logger: logger, cfg: cfg, ifaces: ifaces}
+	err = spec.LoadAndAssign(&g.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinPath}})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load xdp guard: %+v", ve)
+		}
+		return nil, fmt.Errorf("load xdp guard (pinned maps under %s from an incompatible version? remove them with `packetscope` guard.Remove): %w", cfg.PinPath, err)
+	}
+	g.table = newRuleTable(logger, g.objs.Maps(), cfg.MaxRules, cfg.SampleEvery)
+	n, err := g.table.adopt()
+	if err != nil {
+		g.objs.Close()
+		return nil, fmt.Errorf("adopt pinned rules: %w", err)
+	}
+	if n > 0 {
+		logger.Info("adopted pinned rules", "rules", n, "pin_path", cfg.PinPath)
+	}
+	for i, name := range cfg.Interfaces {
+		l, err := g.attach(name, ifindexes[i])
+		if err != nil {
+			g.closeAll()
+			return nil, err
+		}
+		g.links = append(g.links, l)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	g.wg.Go(func() { g.table.ExpireLoop(ctx, cfg.ExpireEvery) })
+	if cfg.SampleEvery > 0 {
+		s, err := newSampler(logger, g.objs.Samples, ifaces, cfg.SampleBuffer)
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.sampler = s
+		g.wg.Go(s.run)
+	}
+	return g, nil
+}
+
+func linkPin(pinPath, ifname string) string { return filepath.Join(pinPath, "link_"+ifname) }
+
+// attach puts the program on one interface: it replaces the program of a
+// link a previous agent pinned (no gap in protection), or creates and pins
+// a new link, native mode first.
+func (g *Guard) attach(name string, ifindex int) (link.Link, error) {
+	pin := linkPin(g.cfg.PinPath, name)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		if err := l.Update(g.objs.GuardXdp); err == nil {
+			g.logger.Info("xdp guard adopted pinned link", "ifname", name, "pin", pin)
+			return l, nil
+		} else {
+			g.logger.Warn("pinned xdp link unusable, attaching anew", "ifname", name, "err", err)
+			_ = l.Unpin()
+			_ = l.Close()
+		}
+	}
+	mode := "native"
+	l, err := link.AttachXDP(link.XDPOptions{Program: g.objs.GuardXdp, Interface: ifindex, Flags: link.XDPDriverMode})
+	if err != nil {
+		mode = "generic"
+		var gerr error
+		l, gerr = link.AttachXDP(link.XDPOptions{Program: g.objs.GuardXdp, Interface: ifindex, Flags: link.XDPGenericMode})
+		if gerr != nil {
+			return nil, fmt.Errorf("attach xdp to %q: native: %v; generic: %w", name, err, gerr)
+		}
+	}
+	if err := l.Pin(pin); err != nil {
+		_ = l.Close()
+		return nil, fmt.Errorf("pin xdp link of %q: %w", name, err)
+	}
+	g.logger.Info("xdp guard attached", "ifname", name, "mode", mode, "pin", pin)
+	return l, nil
+}
+
+// Rules returns the rule table.
+func (g *Guard) Rules() *RuleTable { return g.table }
+
+// Samples returns sampled packet headers; nil when sampling is off. The
+// channel is closed by Close.
+func (g *Guard) Samples() <-chan Sample {
+	if g.sampler == nil {
+		return nil
+	}
+	return g.sampler.out
+}
+
+// SampleEvery is the 1-in-N sampling rate in force (0 = off).
+func (g *Guard) SampleEvery() uint32 { return g.cfg.SampleEvery }
+
+// Program is the XDP program (for tests and benchmarks).
+func (g *Guard) Program() *ebpf.Program { return g.objs.GuardXdp }
+
+// Close stops expiry and sampling and releases the agent's handles. The
+// pinned XDP links and maps stay: the guard keeps enforcing the rules until
+// Remove, and the next Open adopts them.
+func (g *Guard) Close() error {
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	if g.cancel != nil {
+		g.cancel()
+	}
+	if g.sampler != nil {
+		g.sampler.close()
+	}
+	g.wg.Wait()
+	g.closeAll()
+	return nil
+}
+
+func (g *Guard) closeAll() {
+	for _, l := range g.links {
+		_ = l.Close()
+	}
+	g.links = nil
+	_ = g.objs.Close()
+}
+
+// Remove detaches the guard from every interface it pinned a link for and
+// deletes everything under pinPath: the documented way to uninstall it
+// (`packetscope` stops enforcing only then). A missing pinPath is not an error.
+func Remove(pinPath string) error {
+	if pinPath == "" {
+		pinPath = DefaultPinPath
+	}
+	entries, err := os.ReadDir(pinPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read pin path %s: %w", pinPath, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		p := filepath.Join(pinPath, e.Name())
+		if strings.HasPrefix(e.Name(), "link_") {
+			if l, err := link.LoadPinnedLink(p, nil); err == nil {
+				// Unpinning drops the last reference but ours; closing detaches.
+				errs = append(errs, l.Unpin(), l.Close())
+				continue
+			}
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
+		}
+	}
+	if err := os.Remove(pinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove %s: %w", pinPath, err))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,218 @@
+package guard
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestXDPParserAgrees checks the kernel parser against ParseFrame on every
+// parse case, through the sampled header the program emits.
+func TestXDPParserAgrees(t *testing.T) {
+	g := openTestGuard(t, Config{SampleEvery: 1})
+	for _, tc := range parseCases {
+		t.Run(tc.name, func(t *testing.T) {
+			frame := tc.f.build()
+			if len(frame) < 14 {
+				return // BPF_PROG_TEST_RUN refuses frames shorter than Ethernet; so do NICs
+			}
+			if ret := run(t, g.Program(), frame); ret != xdpPass {
+				t.Fatalf("verdict %d, want pass", ret)
+			}
+			got := nextSample(t, g).Packet
+			if want := ParseFrame(frame); got != want {
+				t.Errorf("kernel parsed\n %+v\nParseFrame\n %+v", got, want)
+			}
+		})
+	}
+}
+
+func intp(v int) *int { return &v }
+
+func TestXDPVerdicts(t *testing.T) {
+	synV4 := frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 64, l4: tcpHdr(40000, 80, FlagSYN, 1024)}.build()
+	ackV4 := frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 64, l4: tcpHdr(40000, 80, FlagACK, 1024)}.build()
+	echoV4 := frame{src: v4a, dst: v4b, proto: ProtoICMP, ttl: 64, l4: icmpHdr(8)}.build()
+	udpV6 := frame{src: v6a, dst: v6b, proto: ProtoUDP, ttl: 200, l4: udpHdr(161, 5000, 100)}.build()
+	fragV4 := frame{src: v4a, dst: v4b, proto: ProtoUDP, ttl: 64, fragOff: 100, l4: udpHdr(1, 2, 0)}.build()
+	qinqSyn := frame{tags: []uint16{etherTypeQinQ, etherTypeVLAN}, src: v4a, dst: v4b, proto: ProtoTCP, ttl: 64, l4: tcpHdr(1, 80, FlagSYN, 0)}.build()
+	arp := frame{etherType: 0x0806}.build()
+	cases := []struct {
+		name  string
+		rules []Rule
+		frame []byte
+		want  uint32
+		hit   int // index of the rule that must count the packet, -1 none
+	}{
+		{"no rules", nil, synV4, xdpPass, -1},
+		{"syn flood rule", []Rule{{Match: Match{Protocol: "tcp", TCPFlags: "syn,!ack", DstPorts: []string{"80"}}}}, synV4, xdpDrop, 0},
+		{"syn rule spares ack", []Rule{{Match: Match{TCPFlags: "syn,!ack"}}}, ackV4, xdpPass, -1},
+		{"icmp type", []Rule{{Match: Match{Protocol: "icmp", ICMPType: intp(8)}}}, echoV4, xdpDrop, 0},
+		{"icmp type other", []Rule{{Match: Match{Protocol: "icmp", ICMPType: intp(0)}}}, echoV4, xdpPass, -1},
+		{"udp v6 src port and ttl", []Rule{{Match: Match{Protocol: "udp", SrcPorts: []string{"100-200"}, TTL: "128-255", Dst: "fd00:202::/64"}}}, udpV6, xdpDrop, 0},
+		{"v4 rule spares v6", []Rule{{Match: Match{Src: "10.0.0.0/8", Protocol: "udp"}}}, udpV6, xdpPass, -1},
+		{"length range", []Rule{{Match: Match{Length: "148-148"}}}, udpV6, xdpDrop, 0},
+		{"window", []Rule{{Match: Match{TCPWindow: "1024"}}}, synV4, xdpDrop, 0},
+		{"later fragment", []Rule{{Match: Match{Fragment: FragmentLater}}}, fragV4, xdpDrop, 0},
+		{"ports never match a later fragment", []Rule{{Match: Match{DstPorts: []string{"0-65535"}}}}, fragV4, xdpPass, -1},
+		{"qinq", []Rule{{Match: Match{TCPFlags: "syn"}}}, qinqSyn, xdpDrop, 0},
+		{"non-ip never matches", []Rule{{Match: Match{}}}, arp, xdpPass, -1},
+		{"empty match matches all ip", []Rule{{Match: Match{}}}, udpV6, xdpDrop, 0},
+		{"monitor passes and counts", []Rule{{Action: ActionMonitor, Match: Match{Protocol: "tcp"}}}, synV4, xdpPass, 0},
+		{"first match wins", []Rule{{Action: ActionMonitor, Match: Match{Protocol: "tcp"}}, {Match: Match{Protocol: "tcp"}}}, synV4, xdpPass, 0},
+		{"cidr only rule", []Rule{{Match: Match{Src: "10.202.0.0/16"}}}, synV4, xdpDrop, 0},
+		{"cidr v6 host", []Rule{{Match: Match{Src: "fd00:202::1"}}}, udpV6, xdpDrop, 0},
+		{"fingerprint before cidr", []Rule{{Match: Match{Src: "10.202.1.1/32"}}, {Action: ActionMonitor, Match: Match{Protocol: "tcp"}}}, synV4, xdpPass, 1},
+		{"longer cidr inside a lower slot", []Rule{{Match: Match{Src: "10.0.0.0/8"}}, {Action: ActionMonitor, Match: Match{Src: "10.202.1.0/24"}}}, synV4, xdpDrop, 0},
+		{"src and dst prefixes", []Rule{{Match: Match{Src: "10.202.1.0/24", Dst: "10.202.1.2", Protocol: "tcp"}}}, synV4, xdpDrop, 0},
+		{"dst prefix misses", []Rule{{Match: Match{Src: "10.202.1.0/24", Dst: "10.202.1.3", Protocol: "tcp"}}}, synV4, xdpPass, -1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := openTestGuard(t, Config{NoSampling: true})
+			var ids []string
+			for _, r := range tc.rules {
+				ids = append(ids, mustAdd(t, g.Rules(), r).ID)
+			}
+			for range 3 {
+				if got := run(t, g.Program(), tc.frame); got != tc.want {
+					t.Fatalf("verdict %d, want %d", got, tc.want)
+				}
+			}
+			for i, r := range g.Rules().List() {
+				want := uint64(0)
+				if tc.hit >= 0 && r.ID == ids[tc.hit] {
+					want = 3
+				}
+				if r.Packets != want || r.Bytes != want*uint64(len(tc.frame)) {
+					t.Errorf("rule %d (%s): %d packets %d bytes, want %d packets", i, r.ID, r.Packets, r.Bytes, want)
+				}
+			}
+		})
+	}
+}
+
+func TestXDPRateLimit(t *testing.T) {
+	g := openTestGuard(t, Config{NoSampling: true})
+	mustAdd(t, g.Rules(), Rule{Action: ActionRateLimit, RatePPS: 5, Match: Match{Protocol: "udp"}})
+	f := frame{src: v4a, dst: v4b, proto: ProtoUDP, ttl: 1, l4: udpHdr(1, 2, 0)}.build()
+	passed := 0
+	for range 50 {
+		if run(t, g.Program(), f) == xdpPass {
+			passed++
+		}
+	}
+	// The bucket starts full (one second of rate); 50 packets take far less
+	// than a second, so at most one more token can accrue.
+	if passed < 5 || passed > 6 {
+		t.Errorf("%d of 50 packets passed a 5 pps limit, want 5 or 6", passed)
+	}
+	st := g.ifaceStats()
+	var limited uint64
+	for _, s := range st {
+		limited += s.Actions[2]
+	}
+	if limited != uint64(50-passed) {
+		t.Errorf("rate_limited counter %d, want %d", limited, 50-passed)
+	}
+}
+
+func TestXDPCountsProtocolsAndFlags(t *testing.T) {
+	g := openTestGuard(t, Config{NoSampling: true})
+	mustAdd(t, g.Rules(), Rule{Match: Match{TCPFlags: "syn,!ack"}})
+	frames := [][]byte{
+		frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 1, l4: tcpHdr(1, 2, FlagSYN, 0)}.build(),
+		frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 1, l4: tcpHdr(1, 2, FlagSYN|FlagACK, 0)}.build(),
+		frame{src: v6a, dst: v6b, proto: ProtoICMPv6, ttl: 1, l4: icmpHdr(128)}.build(),
+		frame{etherType: 0x0806}.build(),
+	}
+	for _, f := range frames {
+		run(t, g.Program(), f)
+	}
+	var sum IfaceStats
+	for _, s := range g.ifaceStats() {
+		for i := range s.Actions {
+			sum.Actions[i] += s.Actions[i]
+		}
+		for i := range s.Protocols {
+			sum.Protocols[i] += s.Protocols[i]
+		}
+		for i := range s.TcpFlags {
+			sum.TcpFlags[i] += s.TcpFlags[i]
+		}
+	}
+	if sum.Actions != [4]uint64{3, 1, 0, 0} {
+		t.Errorf("actions %v, want pass 3 drop 1", sum.Actions)
+	}
+	if sum.Protocols != [7]uint64{2, 0, 0, 1, 0, 1, 0} {
+		t.Errorf("protocols %v, want tcp 2 icmpv6 1 non_ip 1", sum.Protocols)
+	}
+	if sum.TcpFlags != [6]uint64{1, 1, 0, 0, 0, 0} {
+		t.Errorf("tcp flags %v, want syn 1 synack 1", sum.TcpFlags)
+	}
+}
+
+func TestTableErrors(t *testing.T) {
+	g := openTestGuard(t, Config{NoSampling: true, MaxRules: 3})
+	tb := g.Rules()
+	if _, err := tb.Add(Rule{Action: "explode", TTLSeconds: 5}); !isFieldError(err) {
+		t.Errorf("invalid action: %v, want a FieldError", err)
+	}
+	r := mustAdd(t, tb, Rule{ID: "a", Match: Match{Protocol: "udp"}})
+	if r.ExpiresAt.Sub(r.CreatedAt) != 600*time.Second || r.Origin != "manual" {
+		t.Errorf("stored rule %+v: want expiry 600s after creation and origin manual", r)
+	}
+	if _, err := tb.Add(Rule{ID: "a", Action: ActionDrop, TTLSeconds: 5}); !errors.Is(err, ErrRuleExists) {
+		t.Errorf("duplicate id: %v, want ErrRuleExists", err)
+	}
+	mustAdd(t, tb, Rule{Match: Match{Src: "10.0.0.0/8"}})
+	mustAdd(t, tb, Rule{Match: Match{Protocol: "tcp"}})
+	if _, err := tb.Add(Rule{Action: ActionDrop, TTLSeconds: 5}); !errors.Is(err, ErrRuleTableFull) {
+		t.Errorf("full table: %v, want ErrRuleTableFull", err)
+	}
+	if err := tb.Delete("nope"); !errors.Is(err, ErrRuleNotFound) {
+		t.Errorf("delete unknown: %v, want ErrRuleNotFound", err)
+	}
+	if err := tb.Delete("a"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tb.List()); n != 2 {
+		t.Errorf("%d rules after delete, want 2", n)
+	}
+}
+
+func TestTablePrefixLengthLimit(t *testing.T) {
+	g := openTestGuard(t, Config{NoSampling: true})
+	for l := 9; l < 9+8; l++ {
+		mustAdd(t, g.Rules(), Rule{Match: Match{Src: netip.PrefixFrom(v4a, l).Masked().String(), Protocol: "tcp"}})
+	}
+	_, err := g.Rules().Add(Rule{Action: ActionDrop, TTLSeconds: 5, Match: Match{Src: "10.202.1.0/30", Protocol: "tcp"}})
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "match.src" {
+		t.Errorf("ninth prefix length: %v, want a match.src FieldError", err)
+	}
+}
+
+func TestXDPExpiry(t *testing.T) {
+	g := openTestGuard(t, Config{NoSampling: true, ExpireEvery: time.Hour})
+	mustAdd(t, g.Rules(), Rule{TTLSeconds: 1, Match: Match{Protocol: "udp"}})
+	mustAdd(t, g.Rules(), Rule{TTLSeconds: 1, Match: Match{Src: "10.202.0.0/16"}})
+	udp := frame{src: v4a, dst: v4b, proto: ProtoUDP, ttl: 1, l4: udpHdr(1, 2, 0)}.build()
+	tcp := frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 1, l4: tcpHdr(1, 2, 0, 0)}.build()
+	if run(t, g.Program(), udp) != xdpDrop || run(t, g.Program(), tcp) != xdpDrop {
+		t.Fatal("rules not in force before expiry")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	// The agent has not swept yet (ExpireEvery is an hour): the kernel alone
+	// must ignore the expired rules.
+	if n := g.Rules().Len(); n != 2 {
+		t.Fatalf("%d rules, want both still listed", n)
+	}
+	if run(t, g.Program(), udp) != xdpPass || run(t, g.Program(), tcp) != xdpPass {
+		t.Error("expired rules still match in the kernel")
+	}
+	if n := g.Rules().Expire(time.Now()); n != 2 || g.Rules().Len() != 0 {
+		t.Errorf("Expire removed %d, %d left; want 2 removed, none left", n, g.Rules().Len())
+	}
+}
