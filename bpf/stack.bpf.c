@@ -51,27 +51,29 @@ enum protocol {
 // Points where a sampled skb is timestamped, in path order per direction; a
 // stage is the time between two consecutive boundaries.
 enum boundary {
-	BOUNDARY_RX_NETIF_RECEIVE = 0, // net:netif_receive_skb
-	BOUNDARY_RX_PRE_ROUTING = 1,   // netfilter PRE_ROUTING (first priority)
-	BOUNDARY_RX_LOCAL_IN = 2,      // netfilter LOCAL_IN (last priority)
-	BOUNDARY_RX_DELIVERED = 3,     // skb:skb_copy_datagram_iovec or skb:consume_skb (final)
-	BOUNDARY_TX_LOCAL_OUT = 4,     // netfilter LOCAL_OUT (first priority)
-	BOUNDARY_TX_POST_ROUTING = 5,  // netfilter POST_ROUTING (last priority)
-	BOUNDARY_TX_QUEUE = 6,         // net:net_dev_queue
-	BOUNDARY_TX_START_XMIT = 7,    // net:net_dev_start_xmit
-	BOUNDARY_TX_XMIT = 8,          // net:net_dev_xmit (final)
+	BOUNDARY_RX_ENTRY = 0,         // net:netif_rx, net:napi_gro_receive_entry, ... (the device hands the skb over)
+	BOUNDARY_RX_NETIF_RECEIVE = 1, // net:netif_receive_skb
+	BOUNDARY_RX_PRE_ROUTING = 2,   // netfilter PRE_ROUTING (first priority)
+	BOUNDARY_RX_LOCAL_IN = 3,      // netfilter LOCAL_IN (last priority)
+	BOUNDARY_RX_DELIVERED = 4,     // skb:skb_copy_datagram_iovec or skb:consume_skb (final)
+	BOUNDARY_TX_LOCAL_OUT = 5,     // netfilter LOCAL_OUT (first priority)
+	BOUNDARY_TX_POST_ROUTING = 6,  // netfilter POST_ROUTING (last priority)
+	BOUNDARY_TX_QUEUE = 7,         // net:net_dev_queue
+	BOUNDARY_TX_START_XMIT = 8,    // net:net_dev_start_xmit
+	BOUNDARY_TX_XMIT = 9,          // net:net_dev_xmit (final)
 };
 
 // Histogram index of each stage (the stage ending at a boundary).
 enum stage {
-	STAGE_RX_CORE = 0,     // netif_receive_skb -> PRE_ROUTING
-	STAGE_RX_IP = 1,       // PRE_ROUTING -> LOCAL_IN
-	STAGE_RX_SOCKET = 2,   // LOCAL_IN -> skb_copy_datagram_iovec | consume_skb
-	STAGE_TX_IP = 3,       // LOCAL_OUT -> POST_ROUTING
-	STAGE_TX_NEIGH = 4,    // POST_ROUTING -> net_dev_queue
-	STAGE_TX_QDISC = 5,    // net_dev_queue -> net_dev_start_xmit
-	STAGE_TX_DRIVER = 6,   // net_dev_start_xmit -> net_dev_xmit
-	STAGE_COUNT = 7,
+	STAGE_RX_BACKLOG = 0,  // entry -> netif_receive_skb
+	STAGE_RX_CORE = 1,     // netif_receive_skb -> PRE_ROUTING
+	STAGE_RX_IP = 2,       // PRE_ROUTING -> LOCAL_IN
+	STAGE_RX_SOCKET = 3,   // LOCAL_IN -> skb_copy_datagram_iovec | consume_skb
+	STAGE_TX_IP = 4,       // LOCAL_OUT -> POST_ROUTING
+	STAGE_TX_NEIGH = 5,    // POST_ROUTING -> net_dev_queue
+	STAGE_TX_QDISC = 6,    // net_dev_queue -> net_dev_start_xmit
+	STAGE_TX_DRIVER = 7,   // net_dev_start_xmit -> net_dev_xmit
+	STAGE_COUNT = 8,
 };
 
 // Indexes into tcp_events.
@@ -405,10 +407,14 @@ static __always_inline void sample_pass(const struct sk_buff *skb, __u32 boundar
 	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
 	if (!s || s->skb != id)
 		return;
-	// Out of order: the skb left the path this sample was following (or
-	// its address was reused); the sample ends without an observation.
 	if (s->boundary + 1 != boundary) {
-		s->skb = 0;
+		// Out of order in the same direction: the skb left the path this
+		// sample was following (or its address was reused), so the sample
+		// ends without an observation. The other direction's boundaries
+		// leave it alone: a veth hands the skb to its peer (where an rx
+		// sample starts) before the sender's net_dev_xmit fires.
+		if ((s->boundary >= BOUNDARY_TX_LOCAL_OUT) == (boundary >= BOUNDARY_TX_LOCAL_OUT))
+			s->skb = 0;
 		return;
 	}
 	__u64 now = bpf_ktime_get_ns();
@@ -432,6 +438,49 @@ static __always_inline void sample_drop(const struct sk_buff *skb)
 		s->skb = 0;
 }
 
+// rx_entry starts a sample where a device hands an skb to the stack: the
+// backlog stage then covers GRO, RPS and the per-CPU backlog queue.
+static __always_inline void rx_entry(const struct sk_buff *skb)
+{
+	if (dev_in_scope(skb->dev))
+		sample_start(skb, BOUNDARY_RX_ENTRY);
+}
+
+SEC("tp_btf/netif_rx") // netif_rx and __netif_rx: veth, loopback, tunnels
+int BPF_PROG(netif_rx, struct sk_buff *skb)
+{
+	rx_entry(skb);
+	return 0;
+}
+
+SEC("tp_btf/napi_gro_receive_entry")
+int BPF_PROG(napi_gro_receive_entry, const struct sk_buff *skb)
+{
+	rx_entry(skb);
+	return 0;
+}
+
+SEC("tp_btf/napi_gro_frags_entry")
+int BPF_PROG(napi_gro_frags_entry, const struct sk_buff *skb)
+{
+	rx_entry(skb);
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb_entry")
+int BPF_PROG(netif_receive_skb_entry, const struct sk_buff *skb)
+{
+	rx_entry(skb);
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb_list_entry")
+int BPF_PROG(netif_receive_skb_list_entry, const struct sk_buff *skb)
+{
+	rx_entry(skb);
+	return 0;
+}
+
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(netif_receive_skb, struct sk_buff *skb)
 {
@@ -443,7 +492,7 @@ int BPF_PROG(netif_receive_skb, struct sk_buff *skb)
 	// header the device added is hard_header_len long.
 	count_traffic(dev->ifindex, DIRECTION_RX, classify(skb->protocol, skb->data), wire_packets(skb),
 		      (__u64)skb->len + dev->hard_header_len);
-	sample_start(skb, BOUNDARY_RX_NETIF_RECEIVE);
+	sample_pass(skb, BOUNDARY_RX_NETIF_RECEIVE, STAGE_RX_BACKLOG, false);
 	return 0;
 }
 

@@ -25,14 +25,15 @@ const (
 	ProtocolICMPv6 = 4
 	ProtocolARP    = 5
 
-	StageRXCore   = 0
-	StageRXIP     = 1
-	StageRXSocket = 2
-	StageTXIP     = 3
-	StageTXNeigh  = 4
-	StageTXQdisc  = 5
-	StageTXDriver = 6
-	StageCount    = 7
+	StageRXBacklog = 0
+	StageRXCore    = 1
+	StageRXIP      = 2
+	StageRXSocket  = 3
+	StageTXIP      = 4
+	StageTXNeigh   = 5
+	StageTXQdisc   = 6
+	StageTXDriver  = 7
+	StageCount     = 8
 
 	tcpEventRetransmit = 0
 	tcpEventResetTX    = 1
@@ -110,7 +111,8 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	}()
 
 	for _, p := range []*ebpf.Program{
-		s.objs.NetifReceiveSkb, s.objs.NetDevQueue, s.objs.NetDevStartXmit, s.objs.NetDevXmit,
+		s.objs.NetifRx, s.objs.NapiGroReceiveEntry, s.objs.NapiGroFragsEntry, s.objs.NetifReceiveSkbEntry,
+		s.objs.NetifReceiveSkbListEntry, s.objs.NetifReceiveSkb, s.objs.NetDevQueue, s.objs.NetDevStartXmit, s.objs.NetDevXmit,
 		s.objs.SkbCopyDatagramIovec, s.objs.ConsumeSkb, s.objs.KfreeSkb, s.objs.TcpProbe, s.objs.TcpRetransmitSkb,
 		s.objs.TcpSendReset, s.objs.TcpReceiveReset, s.objs.InetSockSetState,
 	} {
@@ -218,18 +220,23 @@ func (s *Stack) Close() error {
 func (s *Stack) Programs() map[string]*ebpf.Program {
 	p := s.objs.stackPrograms
 	return map[string]*ebpf.Program{
-		"netif_receive_skb":       p.NetifReceiveSkb,
-		"net_dev_queue":           p.NetDevQueue,
-		"net_dev_start_xmit":      p.NetDevStartXmit,
-		"net_dev_xmit":            p.NetDevXmit,
-		"skb_copy_datagram_iovec": p.SkbCopyDatagramIovec,
-		"consume_skb":             p.ConsumeSkb,
-		"kfree_skb":               p.KfreeSkb,
-		"tcp_probe":               p.TcpProbe,
-		"tcp_retransmit_skb":      p.TcpRetransmitSkb,
-		"tcp_send_reset":          p.TcpSendReset,
-		"tcp_receive_reset":       p.TcpReceiveReset,
-		"inet_sock_set_state":     p.InetSockSetState,
-		"nf_boundary":             p.NfBoundary,
+		"netif_rx":                     p.NetifRx,
+		"napi_gro_receive_entry":       p.NapiGroReceiveEntry,
+		"napi_gro_frags_entry":         p.NapiGroFragsEntry,
+		"netif_receive_skb_entry":      p.NetifReceiveSkbEntry,
+		"netif_receive_skb_list_entry": p.NetifReceiveSkbListEntry,
+		"netif_receive_skb":            p.NetifReceiveSkb,
+		"net_dev_queue":                p.NetDevQueue,
+		"net_dev_start_xmit":           p.NetDevStartXmit,
+		"net_dev_xmit":                 p.NetDevXmit,
+		"skb_copy_datagram_iovec":      p.SkbCopyDatagramIovec,
+		"consume_skb":                  p.ConsumeSkb,
+		"kfree_skb":                    p.KfreeSkb,
+		"tcp_probe":                    p.TcpProbe,
+		"tcp_retransmit_skb":           p.TcpRetransmitSkb,
+		"tcp_send_reset":               p.TcpSendReset,
+		"tcp_receive_reset":            p.TcpReceiveReset,
+		"inet_sock_set_state":          p.InetSockSetState,
+		"nf_boundary":                  p.NfBoundary,
 	}
 }

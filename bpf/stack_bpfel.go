@@ -46,32 +46,37 @@ type stackTrafficValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	stackMapDrops                 = "drops"
-	stackMapLatencyBuckets        = "latency_buckets"
-	stackMapLatencySums           = "latency_sums"
-	stackMapLostEvents            = "lost_events"
-	stackMapRttBuckets            = "rtt_buckets"
-	stackMapRttSum                = "rtt_sum"
-	stackMapSampleTick            = "sample_tick"
-	stackMapSamples               = "samples"
-	stackMapTcpEvents             = "tcp_events"
-	stackMapTcpStateDelta         = "tcp_state_delta"
-	stackMapTraffic               = "traffic"
-	stackProgConsumeSkb           = "consume_skb"
-	stackProgInetSockSetState     = "inet_sock_set_state"
-	stackProgKfreeSkb             = "kfree_skb"
-	stackProgNetDevQueue          = "net_dev_queue"
-	stackProgNetDevStartXmit      = "net_dev_start_xmit"
-	stackProgNetDevXmit           = "net_dev_xmit"
-	stackProgNetifReceiveSkb      = "netif_receive_skb"
-	stackProgNfBoundary           = "nf_boundary"
-	stackProgSkbCopyDatagramIovec = "skb_copy_datagram_iovec"
-	stackProgTcpProbe             = "tcp_probe"
-	stackProgTcpReceiveReset      = "tcp_receive_reset"
-	stackProgTcpRetransmitSkb     = "tcp_retransmit_skb"
-	stackProgTcpSendReset         = "tcp_send_reset"
-	stackVarSampleEvery           = "sample_every"
-	stackVarTargetNetns           = "target_netns"
+	stackMapDrops                     = "drops"
+	stackMapLatencyBuckets            = "latency_buckets"
+	stackMapLatencySums               = "latency_sums"
+	stackMapLostEvents                = "lost_events"
+	stackMapRttBuckets                = "rtt_buckets"
+	stackMapRttSum                    = "rtt_sum"
+	stackMapSampleTick                = "sample_tick"
+	stackMapSamples                   = "samples"
+	stackMapTcpEvents                 = "tcp_events"
+	stackMapTcpStateDelta             = "tcp_state_delta"
+	stackMapTraffic                   = "traffic"
+	stackProgConsumeSkb               = "consume_skb"
+	stackProgInetSockSetState         = "inet_sock_set_state"
+	stackProgKfreeSkb                 = "kfree_skb"
+	stackProgNapiGroFragsEntry        = "napi_gro_frags_entry"
+	stackProgNapiGroReceiveEntry      = "napi_gro_receive_entry"
+	stackProgNetDevQueue              = "net_dev_queue"
+	stackProgNetDevStartXmit          = "net_dev_start_xmit"
+	stackProgNetDevXmit               = "net_dev_xmit"
+	stackProgNetifReceiveSkb          = "netif_receive_skb"
+	stackProgNetifReceiveSkbEntry     = "netif_receive_skb_entry"
+	stackProgNetifReceiveSkbListEntry = "netif_receive_skb_list_entry"
+	stackProgNetifRx                  = "netif_rx"
+	stackProgNfBoundary               = "nf_boundary"
+	stackProgSkbCopyDatagramIovec     = "skb_copy_datagram_iovec"
+	stackProgTcpProbe                 = "tcp_probe"
+	stackProgTcpReceiveReset          = "tcp_receive_reset"
+	stackProgTcpRetransmitSkb         = "tcp_retransmit_skb"
+	stackProgTcpSendReset             = "tcp_send_reset"
+	stackVarSampleEvery               = "sample_every"
+	stackVarTargetNetns               = "target_netns"
 )
 
 // loadStack returns the embedded CollectionSpec for stack.
@@ -116,19 +121,24 @@ type stackSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stackProgramSpecs struct {
-	ConsumeSkb           *ebpf.ProgramSpec `ebpf:"consume_skb"`
-	InetSockSetState     *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
-	KfreeSkb             *ebpf.ProgramSpec `ebpf:"kfree_skb"`
-	NetDevQueue          *ebpf.ProgramSpec `ebpf:"net_dev_queue"`
-	NetDevStartXmit      *ebpf.ProgramSpec `ebpf:"net_dev_start_xmit"`
-	NetDevXmit           *ebpf.ProgramSpec `ebpf:"net_dev_xmit"`
-	NetifReceiveSkb      *ebpf.ProgramSpec `ebpf:"netif_receive_skb"`
-	NfBoundary           *ebpf.ProgramSpec `ebpf:"nf_boundary"`
-	SkbCopyDatagramIovec *ebpf.ProgramSpec `ebpf:"skb_copy_datagram_iovec"`
-	TcpProbe             *ebpf.ProgramSpec `ebpf:"tcp_probe"`
-	TcpReceiveReset      *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
-	TcpRetransmitSkb     *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb"`
-	TcpSendReset         *ebpf.ProgramSpec `ebpf:"tcp_send_reset"`
+	ConsumeSkb               *ebpf.ProgramSpec `ebpf:"consume_skb"`
+	InetSockSetState         *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
+	KfreeSkb                 *ebpf.ProgramSpec `ebpf:"kfree_skb"`
+	NapiGroFragsEntry        *ebpf.ProgramSpec `ebpf:"napi_gro_frags_entry"`
+	NapiGroReceiveEntry      *ebpf.ProgramSpec `ebpf:"napi_gro_receive_entry"`
+	NetDevQueue              *ebpf.ProgramSpec `ebpf:"net_dev_queue"`
+	NetDevStartXmit          *ebpf.ProgramSpec `ebpf:"net_dev_start_xmit"`
+	NetDevXmit               *ebpf.ProgramSpec `ebpf:"net_dev_xmit"`
+	NetifReceiveSkb          *ebpf.ProgramSpec `ebpf:"netif_receive_skb"`
+	NetifReceiveSkbEntry     *ebpf.ProgramSpec `ebpf:"netif_receive_skb_entry"`
+	NetifReceiveSkbListEntry *ebpf.ProgramSpec `ebpf:"netif_receive_skb_list_entry"`
+	NetifRx                  *ebpf.ProgramSpec `ebpf:"netif_rx"`
+	NfBoundary               *ebpf.ProgramSpec `ebpf:"nf_boundary"`
+	SkbCopyDatagramIovec     *ebpf.ProgramSpec `ebpf:"skb_copy_datagram_iovec"`
+	TcpProbe                 *ebpf.ProgramSpec `ebpf:"tcp_probe"`
+	TcpReceiveReset          *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
+	TcpRetransmitSkb         *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb"`
+	TcpSendReset             *ebpf.ProgramSpec `ebpf:"tcp_send_reset"`
 }
 
 // stackMapSpecs contains maps before they are loaded into the kernel.
@@ -217,19 +227,24 @@ type stackVariables struct {
 //
 // It can be passed to loadStackObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stackPrograms struct {
-	ConsumeSkb           *ebpf.Program `ebpf:"consume_skb"`
-	InetSockSetState     *ebpf.Program `ebpf:"inet_sock_set_state"`
-	KfreeSkb             *ebpf.Program `ebpf:"kfree_skb"`
-	NetDevQueue          *ebpf.Program `ebpf:"net_dev_queue"`
-	NetDevStartXmit      *ebpf.Program `ebpf:"net_dev_start_xmit"`
-	NetDevXmit           *ebpf.Program `ebpf:"net_dev_xmit"`
-	NetifReceiveSkb      *ebpf.Program `ebpf:"netif_receive_skb"`
-	NfBoundary           *ebpf.Program `ebpf:"nf_boundary"`
-	SkbCopyDatagramIovec *ebpf.Program `ebpf:"skb_copy_datagram_iovec"`
-	TcpProbe             *ebpf.Program `ebpf:"tcp_probe"`
-	TcpReceiveReset      *ebpf.Program `ebpf:"tcp_receive_reset"`
-	TcpRetransmitSkb     *ebpf.Program `ebpf:"tcp_retransmit_skb"`
-	TcpSendReset         *ebpf.Program `ebpf:"tcp_send_reset"`
+	ConsumeSkb               *ebpf.Program `ebpf:"consume_skb"`
+	InetSockSetState         *ebpf.Program `ebpf:"inet_sock_set_state"`
+	KfreeSkb                 *ebpf.Program `ebpf:"kfree_skb"`
+	NapiGroFragsEntry        *ebpf.Program `ebpf:"napi_gro_frags_entry"`
+	NapiGroReceiveEntry      *ebpf.Program `ebpf:"napi_gro_receive_entry"`
+	NetDevQueue              *ebpf.Program `ebpf:"net_dev_queue"`
+	NetDevStartXmit          *ebpf.Program `ebpf:"net_dev_start_xmit"`
+	NetDevXmit               *ebpf.Program `ebpf:"net_dev_xmit"`
+	NetifReceiveSkb          *ebpf.Program `ebpf:"netif_receive_skb"`
+	NetifReceiveSkbEntry     *ebpf.Program `ebpf:"netif_receive_skb_entry"`
+	NetifReceiveSkbListEntry *ebpf.Program `ebpf:"netif_receive_skb_list_entry"`
+	NetifRx                  *ebpf.Program `ebpf:"netif_rx"`
+	NfBoundary               *ebpf.Program `ebpf:"nf_boundary"`
+	SkbCopyDatagramIovec     *ebpf.Program `ebpf:"skb_copy_datagram_iovec"`
+	TcpProbe                 *ebpf.Program `ebpf:"tcp_probe"`
+	TcpReceiveReset          *ebpf.Program `ebpf:"tcp_receive_reset"`
+	TcpRetransmitSkb         *ebpf.Program `ebpf:"tcp_retransmit_skb"`
+	TcpSendReset             *ebpf.Program `ebpf:"tcp_send_reset"`
 }
 
 func (p *stackPrograms) Close() error {
@@ -237,10 +252,15 @@ func (p *stackPrograms) Close() error {
 		p.ConsumeSkb,
 		p.InetSockSetState,
 		p.KfreeSkb,
+		p.NapiGroFragsEntry,
+		p.NapiGroReceiveEntry,
 		p.NetDevQueue,
 		p.NetDevStartXmit,
 		p.NetDevXmit,
 		p.NetifReceiveSkb,
+		p.NetifReceiveSkbEntry,
+		p.NetifReceiveSkbListEntry,
+		p.NetifRx,
 		p.NfBoundary,
 		p.SkbCopyDatagramIovec,
 		p.TcpProbe,

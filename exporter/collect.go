@@ -67,13 +67,14 @@ var protocolLabels = map[uint8]string{
 
 // stageLabels gives each kernel stage index its direction and stage labels.
 var stageLabels = [bpf.StageCount][2]string{
-	bpf.StageRXCore:   {"rx", "core"},
-	bpf.StageRXIP:     {"rx", "ip"},
-	bpf.StageRXSocket: {"rx", "socket"},
-	bpf.StageTXIP:     {"tx", "ip"},
-	bpf.StageTXNeigh:  {"tx", "neigh"},
-	bpf.StageTXQdisc:  {"tx", "qdisc"},
-	bpf.StageTXDriver: {"tx", "driver"},
+	bpf.StageRXBacklog: {"rx", "backlog"},
+	bpf.StageRXCore:    {"rx", "core"},
+	bpf.StageRXIP:      {"rx", "ip"},
+	bpf.StageRXSocket:  {"rx", "socket"},
+	bpf.StageTXIP:      {"tx", "ip"},
+	bpf.StageTXNeigh:   {"tx", "neigh"},
+	bpf.StageTXQdisc:   {"tx", "qdisc"},
+	bpf.StageTXDriver:  {"tx", "driver"},
 }
 
 // Histogram bucket ranges exposed, as log2 bucket indexes (upper bound 2^i ns).

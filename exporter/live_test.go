@@ -125,6 +125,7 @@ func TestTrafficTCPAndConnections(t *testing.T) {
 	tb.atLeast(t, "packetscope_packets_total", tx, txBefore, rounds)
 	tb.atLeast(t, "packetscope_tcp_rtt_seconds", nil, rttBefore, rounds)
 	tb.latencyGrew(t, "rx", rxLat)
+	tb.atLeast(t, "packetscope_stack_latency_seconds", labels("direction", "rx", "stage", "socket"), rxLat["socket"], 1)
 	tb.latencyGrew(t, "tx", txLat)
 
 	c.Close()
