@@ -306,7 +306,11 @@ func buildPrompt(ev *Evidence, maxBytes int) string {
 		Candidates:  ev.Candidates,
 	}
 	for k, vs := range ev.AttackTop {
-		pe.Top[k] = vs[:min(len(vs), 5)]
+		var top []guard.ValueCount
+		for _, v := range vs[:min(len(vs), 5)] {
+			top = append(top, guard.ValueCount{Value: SanitizeText(v.Value, 48), Count: v.Count})
+		}
+		pe.Top[SanitizeText(k, 32)] = top
 	}
 	for _, p := range ev.Protected {
 		pe.Protected = append(pe.Protected, p.String())
