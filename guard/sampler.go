@@ -29,6 +29,7 @@ type sampler struct {
 	bootWall time.Time // wall-clock time of CLOCK_BOOTTIME zero
 	taken    atomic.Uint64
 	dropped  atomic.Uint64
+	lastSlot atomic.Uint32 // matching rule slot of the newest sample (tests)
 }
 
 func newSampler(logger *slog.Logger, m *ebpf.Map, ifaces map[uint32]string, buffer int) (*sampler, error) {
@@ -80,6 +81,7 @@ func (s *sampler) decode(raw []byte) (Sample, bool) {
 	if _, err := binary.Decode(raw, binary.NativeEndian, &k); err != nil {
 		return Sample{}, false
 	}
+	s.lastSlot.Store(k.Slot)
 	name, ok := s.ifaces[k.Ifindex]
 	if !ok {
 		name = "ifindex_" + strconv.Itoa(int(k.Ifindex))

@@ -101,3 +101,7 @@ func isFieldError(err error) bool {
 	var fe *FieldError
 	return errors.As(err, &fe)
 }
+
+// lastSampleSlot is the kernel's matching slot for the newest sample
+// (0xffffffff: no rule).
+func (g *Guard) lastSampleSlot() uint32 { return g.sampler.lastSlot.Load() }
