@@ -147,6 +147,20 @@ struct {
 	__type(value, struct latency_sample);
 } samples SEC(".maps");
 
+// One bit per samples slot, set while the slot holds a sample. It is 512
+// bytes, so it stays in cache: an unsampled skb at a boundary costs a load
+// from here instead of a miss in the 96 KiB slot table.
+struct slot_bitmap {
+	__u64 words[SAMPLE_SLOTS / 64];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32); // always 0
+	__type(value, struct slot_bitmap);
+} sample_slots_used SEC(".maps");
+
 // Per-CPU countdown deciding which skb starts a sample.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -286,8 +300,12 @@ static __always_inline const unsigned char *network_header(const struct sk_buff 
 }
 
 // wire_packets counts a GSO/GRO aggregate as the segments it stands for.
-static __always_inline __u64 wire_packets(const struct sk_buff *skb)
+// Only an aggregate can be longer than the device's MTU plus link header, so
+// other skbs skip reading the shared info.
+static __always_inline __u64 wire_packets(const struct sk_buff *skb, const struct net_device *dev, __u32 len)
 {
+	if (len <= dev->mtu + dev->hard_header_len)
+		return 1;
 	__u64 end = skb->end;
 	const struct skb_shared_info *shinfo = (const void *)(skb->head + end);
 	__u16 segs = 0;
@@ -380,21 +398,45 @@ static __always_inline bool take_sample(void)
 	return true;
 }
 
+static __always_inline struct slot_bitmap *slots_used(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&sample_slots_used, &zero);
+}
+
+static __always_inline bool slot_busy(struct slot_bitmap *bm, __u32 slot)
+{
+	return bm->words[(slot >> 6) & (SAMPLE_SLOTS / 64 - 1)] & (1ULL << (slot & 63));
+}
+
+static __always_inline void slot_release(struct slot_bitmap *bm, struct latency_sample *s, __u32 slot)
+{
+	s->skb = 0;
+	__sync_fetch_and_and(&bm->words[(slot >> 6) & (SAMPLE_SLOTS / 64 - 1)], ~(1ULL << (slot & 63)));
+}
+
 // sample_start begins a sample at a direction's first boundary, or frees a
 // stale slot left by a freed skb whose address is being reused.
 static __always_inline void sample_start(const struct sk_buff *skb, __u32 boundary)
 {
+	struct slot_bitmap *bm = slots_used();
+	if (!bm)
+		return;
 	__u64 id = skb_id(skb);
 	__u32 slot = slot_of(id);
+	bool sample = take_sample();
+	if (!sample && !slot_busy(bm, slot))
+		return;
 	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
 	if (!s)
 		return;
-	if (take_sample()) {
+	if (sample) {
 		s->ts = bpf_ktime_get_ns();
 		s->boundary = boundary;
 		s->skb = id;
+		__sync_fetch_and_or(&bm->words[(slot >> 6) & (SAMPLE_SLOTS / 64 - 1)], 1ULL << (slot & 63));
 	} else if (s->skb == id) {
-		s->skb = 0;
+		slot_release(bm, s, slot);
 	}
 }
 
@@ -402,8 +444,13 @@ static __always_inline void sample_start(const struct sk_buff *skb, __u32 bounda
 // sampled and comes straight from the previous boundary.
 static __always_inline void sample_pass(const struct sk_buff *skb, __u32 boundary, __u32 stage, bool final)
 {
+	struct slot_bitmap *bm = slots_used();
+	if (!bm)
+		return;
 	__u64 id = skb_id(skb);
 	__u32 slot = slot_of(id);
+	if (!slot_busy(bm, slot))
+		return;
 	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
 	if (!s || s->skb != id)
 		return;
@@ -414,14 +461,14 @@ static __always_inline void sample_pass(const struct sk_buff *skb, __u32 boundar
 		// leave it alone: a veth hands the skb to its peer (where an rx
 		// sample starts) before the sender's net_dev_xmit fires.
 		if ((s->boundary >= BOUNDARY_TX_LOCAL_OUT) == (boundary >= BOUNDARY_TX_LOCAL_OUT))
-			s->skb = 0;
+			slot_release(bm, s, slot);
 		return;
 	}
 	__u64 now = bpf_ktime_get_ns();
 	if (now > s->ts)
 		observe_stage(stage, now - s->ts);
 	if (final) {
-		s->skb = 0;
+		slot_release(bm, s, slot);
 		return;
 	}
 	s->ts = now;
@@ -431,11 +478,16 @@ static __always_inline void sample_pass(const struct sk_buff *skb, __u32 boundar
 // sample_drop frees the slot of an skb the kernel is freeing.
 static __always_inline void sample_drop(const struct sk_buff *skb)
 {
+	struct slot_bitmap *bm = slots_used();
+	if (!bm)
+		return;
 	__u64 id = skb_id(skb);
 	__u32 slot = slot_of(id);
+	if (!slot_busy(bm, slot))
+		return;
 	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
 	if (s && s->skb == id)
-		s->skb = 0;
+		slot_release(bm, s, slot);
 }
 
 // rx_entry starts a sample where a device hands an skb to the stack: the
@@ -490,8 +542,8 @@ int BPF_PROG(netif_receive_skb, struct sk_buff *skb)
 
 	// eth_type_trans has pulled the link-layer header: data is L3, and the
 	// header the device added is hard_header_len long.
-	count_traffic(dev->ifindex, DIRECTION_RX, classify(skb->protocol, skb->data), wire_packets(skb),
-		      (__u64)skb->len + dev->hard_header_len);
+	__u32 len = skb->len + dev->hard_header_len;
+	count_traffic(dev->ifindex, DIRECTION_RX, classify(skb->protocol, skb->data), wire_packets(skb, dev, len), len);
 	sample_pass(skb, BOUNDARY_RX_NETIF_RECEIVE, STAGE_RX_BACKLOG, false);
 	return 0;
 }
@@ -510,7 +562,7 @@ int BPF_PROG(net_dev_start_xmit, const struct sk_buff *skb, const struct net_dev
 	if (!dev_in_scope(dev))
 		return 0;
 	count_traffic(dev->ifindex, DIRECTION_TX, classify(skb->protocol, network_header(skb)),
-		      wire_packets(skb), skb->len);
+		      wire_packets(skb, dev, skb->len), skb->len);
 	return 0;
 }
 

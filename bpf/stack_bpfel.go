@@ -28,6 +28,11 @@ type stackLatencySample struct {
 	Pad      uint32
 }
 
+type stackSlotBitmap struct {
+	_     structs.HostLayout
+	Words [64]uint64
+}
+
 type stackTrafficKey struct {
 	_         structs.HostLayout
 	Ifindex   uint32
@@ -52,6 +57,7 @@ const (
 	stackMapLostEvents                = "lost_events"
 	stackMapRttBuckets                = "rtt_buckets"
 	stackMapRttSum                    = "rtt_sum"
+	stackMapSampleSlotsUsed           = "sample_slots_used"
 	stackMapSampleTick                = "sample_tick"
 	stackMapSamples                   = "samples"
 	stackMapTcpEvents                 = "tcp_events"
@@ -145,17 +151,18 @@ type stackProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stackMapSpecs struct {
-	Drops          *ebpf.MapSpec `ebpf:"drops"`
-	LatencyBuckets *ebpf.MapSpec `ebpf:"latency_buckets"`
-	LatencySums    *ebpf.MapSpec `ebpf:"latency_sums"`
-	LostEvents     *ebpf.MapSpec `ebpf:"lost_events"`
-	RttBuckets     *ebpf.MapSpec `ebpf:"rtt_buckets"`
-	RttSum         *ebpf.MapSpec `ebpf:"rtt_sum"`
-	SampleTick     *ebpf.MapSpec `ebpf:"sample_tick"`
-	Samples        *ebpf.MapSpec `ebpf:"samples"`
-	TcpEvents      *ebpf.MapSpec `ebpf:"tcp_events"`
-	TcpStateDelta  *ebpf.MapSpec `ebpf:"tcp_state_delta"`
-	Traffic        *ebpf.MapSpec `ebpf:"traffic"`
+	Drops           *ebpf.MapSpec `ebpf:"drops"`
+	LatencyBuckets  *ebpf.MapSpec `ebpf:"latency_buckets"`
+	LatencySums     *ebpf.MapSpec `ebpf:"latency_sums"`
+	LostEvents      *ebpf.MapSpec `ebpf:"lost_events"`
+	RttBuckets      *ebpf.MapSpec `ebpf:"rtt_buckets"`
+	RttSum          *ebpf.MapSpec `ebpf:"rtt_sum"`
+	SampleSlotsUsed *ebpf.MapSpec `ebpf:"sample_slots_used"`
+	SampleTick      *ebpf.MapSpec `ebpf:"sample_tick"`
+	Samples         *ebpf.MapSpec `ebpf:"samples"`
+	TcpEvents       *ebpf.MapSpec `ebpf:"tcp_events"`
+	TcpStateDelta   *ebpf.MapSpec `ebpf:"tcp_state_delta"`
+	Traffic         *ebpf.MapSpec `ebpf:"traffic"`
 }
 
 // stackVariableSpecs contains global variables before they are loaded into the kernel.
@@ -186,17 +193,18 @@ func (o *stackObjects) Close() error {
 //
 // It can be passed to loadStackObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stackMaps struct {
-	Drops          *ebpf.Map `ebpf:"drops"`
-	LatencyBuckets *ebpf.Map `ebpf:"latency_buckets"`
-	LatencySums    *ebpf.Map `ebpf:"latency_sums"`
-	LostEvents     *ebpf.Map `ebpf:"lost_events"`
-	RttBuckets     *ebpf.Map `ebpf:"rtt_buckets"`
-	RttSum         *ebpf.Map `ebpf:"rtt_sum"`
-	SampleTick     *ebpf.Map `ebpf:"sample_tick"`
-	Samples        *ebpf.Map `ebpf:"samples"`
-	TcpEvents      *ebpf.Map `ebpf:"tcp_events"`
-	TcpStateDelta  *ebpf.Map `ebpf:"tcp_state_delta"`
-	Traffic        *ebpf.Map `ebpf:"traffic"`
+	Drops           *ebpf.Map `ebpf:"drops"`
+	LatencyBuckets  *ebpf.Map `ebpf:"latency_buckets"`
+	LatencySums     *ebpf.Map `ebpf:"latency_sums"`
+	LostEvents      *ebpf.Map `ebpf:"lost_events"`
+	RttBuckets      *ebpf.Map `ebpf:"rtt_buckets"`
+	RttSum          *ebpf.Map `ebpf:"rtt_sum"`
+	SampleSlotsUsed *ebpf.Map `ebpf:"sample_slots_used"`
+	SampleTick      *ebpf.Map `ebpf:"sample_tick"`
+	Samples         *ebpf.Map `ebpf:"samples"`
+	TcpEvents       *ebpf.Map `ebpf:"tcp_events"`
+	TcpStateDelta   *ebpf.Map `ebpf:"tcp_state_delta"`
+	Traffic         *ebpf.Map `ebpf:"traffic"`
 }
 
 func (m *stackMaps) Close() error {
@@ -207,6 +215,7 @@ func (m *stackMaps) Close() error {
 		m.LostEvents,
 		m.RttBuckets,
 		m.RttSum,
+		m.SampleSlotsUsed,
 		m.SampleTick,
 		m.Samples,
 		m.TcpEvents,

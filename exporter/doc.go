@@ -1,0 +1,77 @@
+// Package exporter observes one network namespace's kernel network stack
+// with the eBPF programs of bpf/stack.bpf.c and exposes what they count as
+// Prometheus metrics. An Exporter is a prometheus.Collector that reads the
+// kernel maps once per scrape.
+//
+// # Scope
+//
+// Tracepoints are global; every program compares the network namespace of
+// the device or socket it sees with the observed one (Config.Netns, by
+// default the agent's own) and ignores the rest. The IP-layer boundaries
+// are BPF netfilter hooks attached in the observed namespace only.
+// Interface names are resolved in that namespace.
+//
+// # Stack latency stages
+//
+// packetscope_stack_latency_seconds{direction,stage} times one skb in
+// Config.LatencySampleEvery (per CPU, default 64) between consecutive
+// boundaries. A stage is observed only when the skb passes both of its
+// boundaries in order; an skb that leaves the path (dropped, forwarded,
+// reallocated) ends its sample without an observation.
+//
+//	direction stage    from (boundary)                        to (boundary)
+//	rx        backlog  net:netif_rx, net:napi_gro_receive_entry, net:netif_receive_skb
+//	                   net:napi_gro_frags_entry,
+//	                   net:netif_receive_skb_entry,
+//	                   net:netif_receive_skb_list_entry
+//	                   (the device hands the skb to the stack)
+//	rx        core     net:netif_receive_skb                   netfilter PRE_ROUTING, first priority
+//	rx        ip       netfilter PRE_ROUTING, first priority   netfilter LOCAL_IN, last priority
+//	rx        socket   netfilter LOCAL_IN, last priority       skb:skb_copy_datagram_iovec or
+//	                                                           skb:consume_skb, whichever comes first
+//	tx        ip       netfilter LOCAL_OUT, first priority     netfilter POST_ROUTING, last priority
+//	tx        neigh    netfilter POST_ROUTING, last priority   net:net_dev_queue
+//	tx        qdisc    net:net_dev_queue                       net:net_dev_start_xmit
+//	tx        driver   net:net_dev_start_xmit                  net:net_dev_xmit
+//
+// backlog covers GRO, RPS and the per-CPU backlog queue; core the receive
+// handlers, taps and tc ingress; ip the IP receive path with conntrack,
+// routing and the netfilter chains; socket the transport, the socket receive
+// queue and the wait for the reader. On transmit, ip is the IP output path
+// with its netfilter chains, neigh the neighbour (ARP/NDP) output, qdisc the
+// queueing discipline, and driver the device's transmit function (for a veth
+// that includes handing the skb to its peer). Every TCP and UDP packet
+// passes all four tx stages and the rx stages backlog, core and ip. The rx
+// socket stage is always observed for TCP, whose reads copy through
+// skb_copy_datagram_iter; UDP copies linear skbs without a tracepoint and
+// frees most of them without one too, so UDP contributes to it only when
+// the skb is freed through consume_skb (e.g. on another CPU).
+//
+// # Other metrics
+//
+//   - packetscope_packets_total, packetscope_bytes_total{interface,direction,protocol}:
+//     rx at net:netif_receive_skb, tx at net:net_dev_start_xmit; GSO/GRO
+//     aggregates count as their segments; bytes include the link-layer header.
+//     protocol is tcp, udp, icmp, icmpv6, arp or other.
+//   - packetscope_drops_total{reason,protocol}: skb:kfree_skb; reason is the
+//     running kernel's enum skb_drop_reason name without its
+//     SKB_DROP_REASON_ prefix (NO_SOCKET, NETFILTER_DROP, SOCKET_RCVBUFF, ...),
+//     read from the kernel's BTF at start.
+//   - packetscope_tcp_connections{state}: sockets per state, counted from
+//     /proc/net/tcp{,6} of the namespace at start and then followed through
+//     sock:inet_sock_set_state. TIME_WAIT, CLOSE and NEW_SYN_RECV are not
+//     reported: time-wait and request sockets never pass that tracepoint.
+//   - packetscope_tcp_rtt_seconds: smoothed RTT at each tcp:tcp_probe
+//     (every segment received on an established socket).
+//   - packetscope_tcp_retransmits_total (tcp:tcp_retransmit_skb),
+//     packetscope_tcp_resets_total{direction} (tcp:tcp_send_reset = tx,
+//     tcp:tcp_receive_reset = rx).
+//   - packetscope_ebpf_events_lost_total{cause}: map_full (a counter map had
+//     no room for a new key) and recursion (programs the kernel skipped).
+//   - packetscope_ebpf_program_run_seconds_total,
+//     packetscope_ebpf_program_runs_total{program}: from the programs' info;
+//     they move only while sysctl kernel.bpf_stats_enabled=1.
+//   - packetscope_scrape_collector_duration_seconds,
+//     packetscope_scrape_collector_success{collector}: per part of a scrape
+//     (traffic, drops, latency, tcp, programs).
+package exporter

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Tracing overhead of the stack exporter: TCP bulk throughput and 64-byte UDP
+# packet rate between two network namespaces over a veth pair, with the agent
+# off and on in alternating runs, then each program's ns per event from
+# bpf_stats. Needs root, iperf3, jq and Go (or AGENT_BIN, see below).
+#
+#   ROUNDS=5 SECONDS_PER_RUN=5 SAMPLE_EVERY=64 bash scripts/bench-overhead.sh
+#
+# The agent is exporter/internal/benchagent (the exporter alone, observing the
+# receiver's namespace); set AGENT_BIN to a binary taking the same flags.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+SECS=${SECONDS_PER_RUN:-5}
+SAMPLE_EVERY=${SAMPLE_EVERY:-64}
+PORT=${PORT:-19436}
+
+[ "$(id -u)" = 0 ] || { echo "bench-overhead: needs root (network namespaces, eBPF): run it with sudo" >&2; exit 1; }
+for t in iperf3 jq ip curl; do
+	command -v "$t" >/dev/null || { echo "bench-overhead: $t is missing: apt-get install -y $t" >&2; exit 1; }
+done
+
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+if [ -z "${AGENT_BIN:-}" ]; then
+	go build -o "$work/benchagent" ./exporter/internal/benchagent
+	AGENT_BIN=$work/benchagent
+fi
+
+suffix=$$
+SRV=ps-exp-bsrv-$suffix
+CLI=ps-exp-bcli-$suffix
+agent_pid=
+stats_before=$(cat /proc/sys/kernel/bpf_stats_enabled)
+
+cleanup() {
+	[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+	for ns in "$SRV" "$CLI"; do
+		for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+		ip netns del "$ns" 2>/dev/null || true
+	done
+	echo "$stats_before" >/proc/sys/kernel/bpf_stats_enabled
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+ip netns add "$SRV"
+ip netns add "$CLI"
+ip link add "vb$suffix" type veth peer name "vbp$suffix"
+ip link set "vb$suffix" netns "$SRV" name eth0
+ip link set "vbp$suffix" netns "$CLI" name eth0
+ip -n "$SRV" addr add 10.201.200.1/24 dev eth0
+ip -n "$CLI" addr add 10.201.200.2/24 dev eth0
+for ns in "$SRV" "$CLI"; do
+	ip -n "$ns" link set lo up
+	ip -n "$ns" link set eth0 up
+done
+
+start_agent() {
+	"$AGENT_BIN" --netns "/var/run/netns/$SRV" --web.listen-address "127.0.0.1:$PORT" \
+		--latency.sample-every "$SAMPLE_EVERY" >"$work/agent.log" 2>&1 &
+	agent_pid=$!
+	for _ in $(seq 50); do
+		curl -sf "http://127.0.0.1:$PORT/metrics" >/dev/null && return
+		sleep 0.1
+	done
+	echo "bench-overhead: the agent did not start:" >&2
+	cat "$work/agent.log" >&2
+	exit 1
+}
+
+stop_agent() {
+	kill "$agent_pid"
+	wait "$agent_pid" 2>/dev/null || true
+	agent_pid=
+}
+
+# iperf3 <client args...>: runs one test against a fresh server, prints JSON.
+run_iperf() {
+	ip netns exec "$SRV" iperf3 -s -1 -B 10.201.200.1 >/dev/null 2>&1 &
+	local srv=$!
+	sleep 0.3
+	ip netns exec "$CLI" iperf3 -c 10.201.200.1 -t "$SECS" -J "$@"
+	wait "$srv" 2>/dev/null || true
+}
+
+tcp_gbps() { run_iperf | jq '.end.sum_received.bits_per_second / 1e9'; }
+# Packets the receiver got per second.
+udp_pps() { run_iperf -u -l 64 -b 0 | jq '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.seconds'; }
+
+echo 0 >/proc/sys/kernel/bpf_stats_enabled
+declare -A res
+for r in $(seq "$ROUNDS"); do
+	# Alternate which mode goes first, so drift does not favour one.
+	if [ $((r % 2)) = 1 ]; then order="off on"; else order="on off"; fi
+	for mode in $order; do
+		[ "$mode" = on ] && start_agent
+		t=$(tcp_gbps)
+		u=$(udp_pps)
+		[ "$mode" = on ] && stop_agent
+		res[$mode]+="$t $u"$'\n'
+		printf 'round %d agent %-3s  tcp %6.2f Gbit/s  udp64 %9.0f pps\n' "$r" "$mode" "$t" "$u"
+	done
+done
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+tcp_off=$(printf '%s' "${res[off]}" | awk 'NF{print $1}' | median)
+tcp_on=$(printf '%s' "${res[on]}" | awk 'NF{print $1}' | median)
+udp_off=$(printf '%s' "${res[off]}" | awk 'NF{print $2}' | median)
+udp_on=$(printf '%s' "${res[on]}" | awk 'NF{print $2}' | median)
+echo
+echo "medians over $ROUNDS rounds of ${SECS}s (latency sampling 1 in $SAMPLE_EVERY):"
+awk -v off="$tcp_off" -v on="$tcp_on" 'BEGIN {printf "  TCP bulk:    off %.2f Gbit/s, on %.2f Gbit/s, loss %.1f %% (goal <= 2 %%)\n", off, on, (off-on)/off*100}'
+awk -v off="$udp_off" -v on="$udp_on" 'BEGIN {printf "  UDP 64-byte: off %.0f pps, on %.0f pps, loss %.1f %% (goal <= 5 %%)\n", off, on, (off-on)/off*100}'
+
+# Per-program cost: one more agent-on round with bpf_stats (which itself adds
+# a little per run, so it is kept out of the throughput runs above).
+echo
+echo "ns per event (bpf_stats, one TCP and one UDP run):"
+start_agent
+echo 1 >/proc/sys/kernel/bpf_stats_enabled
+tcp_gbps >/dev/null
+udp_pps >/dev/null
+curl -sf "http://127.0.0.1:$PORT/metrics" >"$work/metrics"
+echo 0 >/proc/sys/kernel/bpf_stats_enabled
+stop_agent
+awk '
+	/^packetscope_ebpf_program_run_seconds_total\{/ { match($0, /program="[^"]+"/); p = substr($0, RSTART+9, RLENGTH-10); secs[p] = $2 }
+	/^packetscope_ebpf_program_runs_total\{/ { match($0, /program="[^"]+"/); p = substr($0, RSTART+9, RLENGTH-10); runs[p] = $2 }
+	END { for (p in runs) if (runs[p] > 0) printf "  %-30s %12d runs %8.1f ns/run\n", p, runs[p], secs[p]*1e9/runs[p] }
+' "$work/metrics" | sort
