@@ -132,10 +132,10 @@ func tcp() dashboard {
 
 	b.row("How many connections are there, in which state?")
 	b.add(16, stacked(timeseries("Connections by state", "short",
-		"TCP sockets per state. Many SYN_RECV: half-open connections (a SYN flood).",
+		"TCP sockets per state (request sockets of half-open connections are not sockets yet: a SYN flood shows in the flags panel below, not here).",
 		q(`sum by (state) (packetscope_tcp_connections{`+inst+`})`, "{{state}}"))))
 	b.add(8, stat("Established", "short", "",
-		q(`sum(packetscope_tcp_connections{`+inst+`,state="ESTABLISHED"})`, "established")))
+		q(`sum(packetscope_tcp_connections{`+inst+`,state="established"})`, "established")))
 
 	b.row("How long is the round trip?")
 	b.add(12, heatmap("RTT", "s",
