@@ -156,6 +156,17 @@ func TestAlertmanagerConfig(t *testing.T) {
 	}
 }
 
+// TestAmtoolCheckConfig: Debian's Alertmanager (0.25) accepts the files too,
+// not only the version in go.mod.
+func TestAmtoolCheckConfig(t *testing.T) {
+	amtool := tool(t, "amtool", "prometheus-alertmanager")
+	for _, f := range []string{"alertmanager.yml", "kubernetes/alertmanager.yml"} {
+		if out := run(t, amtool, "check-config", f); !strings.Contains(out, "SUCCESS") {
+			t.Errorf("amtool check-config %s:\n%s", f, out)
+		}
+	}
+}
+
 func TestSystemdUnit(t *testing.T) {
 	analyze := tool(t, "systemd-analyze", "systemd")
 	unit, err := os.ReadFile("systemd/packetscope.service")
