@@ -142,19 +142,21 @@ const (
 // thread that creates it.
 func (s *Stack) attachNetfilter(target netns.NsHandle) error {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
+		runtime.UnlockOSThread()
 		return fmt.Errorf("get current network namespace: %w", err)
 	}
 	defer orig.Close()
 	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
 		return fmt.Errorf("enter network namespace: %w", err)
 	}
 	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// A thread stuck in another namespace must not be reused.
-			panic(fmt.Sprintf("return to original network namespace: %v", err))
+		// A thread that cannot return stays locked, so the runtime
+		// retires it with the goroutine instead of reusing it.
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
 		}
 	}()
 	hooks := []struct {

@@ -39,7 +39,7 @@ type Exporter struct {
 	// the kernel had counted at that moment; current = tcpBase + delta.
 	tcpBase [16]int64
 
-	mu      sync.Mutex // serializes scrapes (ifnames cache)
+	mu      sync.Mutex // serializes scrapes (ifnames cache) and Close
 	ifnames map[uint32]string
 }
 
@@ -102,6 +102,8 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 // Close detaches every program and frees maps and handles. It may be called
 // more than once.
 func (e *Exporter) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	var errs []error
 	if e.stack != nil {
 		errs = append(errs, e.stack.Close())

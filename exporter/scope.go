@@ -32,18 +32,21 @@ var tcpStateLabels = map[int]string{
 // inNetns runs f on a thread inside the namespace h.
 func inNetns(h netns.NsHandle, f func() error) error {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
+		runtime.UnlockOSThread()
 		return fmt.Errorf("get current network namespace: %w", err)
 	}
 	defer orig.Close()
 	if err := netns.Set(h); err != nil {
+		runtime.UnlockOSThread()
 		return fmt.Errorf("enter network namespace: %w", err)
 	}
 	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(fmt.Sprintf("return to original network namespace: %v", err))
+		// A thread that cannot return stays locked, so the runtime
+		// retires it with the goroutine instead of reusing it.
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
 		}
 	}()
 	return f()
