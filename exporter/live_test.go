@@ -29,6 +29,11 @@ func TestTrafficICMP(t *testing.T) {
 	tb.atLeast(t, "packetscope_packets_total", tx, txBefore, n) // echo replies
 	// Each request: 14 (Ethernet) + 20 (IP) + 8 (ICMP) + 100 bytes.
 	tb.atLeast(t, "packetscope_bytes_total", rx, bytesBefore, n*(14+20+8+100))
+	rx6 := labels("interface", "eth0", "direction", "rx", "protocol", "icmpv6")
+	rx6Before := value(t, tb.reg, "packetscope_packets_total", rx6)
+	tb.b.MustRun("ping", "-6", "-c", strconv.Itoa(n), "-i", "0.01", "-W", "2", addr6A)
+	tb.atLeast(t, "packetscope_packets_total", rx6, rx6Before, n)
+
 	if v := value(t, tb.reg, "packetscope_packets_total", labels("interface", "lo")); v != 0 {
 		t.Errorf("packets on a's loopback = %v, want 0: b's loopback traffic leaked into a's scope", v)
 	}
@@ -159,6 +164,19 @@ func TestDropReasons(t *testing.T) {
 			}
 		}
 		tb.atLeast(t, "packetscope_drops_total", drops("NO_SOCKET"), before, 5)
+
+		// The same drop in b, which is not observed, does not count.
+		before = value(t, tb.reg, "packetscope_drops_total", drops("NO_SOCKET"))
+		other := listenUDP(t, tb.a, addrA+":0")
+		for range 20 {
+			if _, err := other.WriteTo([]byte("nobody listens in b"), &net.UDPAddr{IP: net.ParseIP(addrB), Port: 5999}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // let b's softirq run
+		if v := value(t, tb.reg, "packetscope_drops_total", drops("NO_SOCKET")); v != before {
+			t.Errorf("drops in b counted for a: %v -> %v", before, v)
+		}
 	})
 
 	t.Run("netfilter drop", func(t *testing.T) {
