@@ -415,6 +415,17 @@ static __always_inline void slot_release(struct slot_bitmap *bm, struct latency_
 	__sync_fetch_and_and(&bm->words[(slot >> 6) & (SAMPLE_SLOTS / 64 - 1)], ~(1ULL << (slot & 63)));
 }
 
+// A sample whose skb vanished without a tracepoint (UDP frees most read
+// skbs silently) would keep its slot busy; a slot older than this is freed
+// when another skb hashing to it passes by.
+#define SAMPLE_STALE_NS 2000000000ULL
+
+static __always_inline void expire_stale(struct slot_bitmap *bm, struct latency_sample *s, __u32 slot)
+{
+	if (bpf_ktime_get_ns() - s->ts > SAMPLE_STALE_NS)
+		slot_release(bm, s, slot);
+}
+
 // sample_start begins a sample at a direction's first boundary, or frees a
 // stale slot left by a freed skb whose address is being reused.
 static __always_inline void sample_start(const struct sk_buff *skb, __u32 boundary)
@@ -437,6 +448,8 @@ static __always_inline void sample_start(const struct sk_buff *skb, __u32 bounda
 		__sync_fetch_and_or(&bm->words[(slot >> 6) & (SAMPLE_SLOTS / 64 - 1)], 1ULL << (slot & 63));
 	} else if (s->skb == id) {
 		slot_release(bm, s, slot);
+	} else {
+		expire_stale(bm, s, slot);
 	}
 }
 
@@ -452,8 +465,12 @@ static __always_inline void sample_pass(const struct sk_buff *skb, __u32 boundar
 	if (!slot_busy(bm, slot))
 		return;
 	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
-	if (!s || s->skb != id)
+	if (!s)
 		return;
+	if (s->skb != id) {
+		expire_stale(bm, s, slot);
+		return;
+	}
 	if (s->boundary + 1 != boundary) {
 		// Out of order in the same direction: the skb left the path this
 		// sample was following (or its address was reused), so the sample
