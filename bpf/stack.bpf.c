@@ -11,8 +11,9 @@
 //
 // Latency is sampled: one skb in sample_every starts a sample at the first
 // boundary of its direction. A sample lives in a direct-mapped slot table keyed
-// by the skb's address, so a boundary that sees an unsampled skb costs one
-// array load and one compare, no hash lookup.
+// by the skb's address, with a bitmap of busy slots in front, so a boundary
+// that sees an unsampled skb costs one cached load and a bit test, no hash
+// lookup. The boundaries and stages are listed in exporter/doc.go.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -260,7 +261,7 @@ static __always_inline void count_lost(__u32 cause)
 		*v += 1;
 }
 
-// l4 classifies the packet whose L3 header starts at l3.
+// classify names the L4 protocol of the packet whose L3 header is at l3.
 static __always_inline __u8 classify(__u16 eth_proto_be, const unsigned char *l3)
 {
 	__u16 eth_proto = bpf_ntohs(eth_proto_be);
