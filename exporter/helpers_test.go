@@ -42,7 +42,7 @@ func newTestbed(t *testing.T) *testbed {
 	return tb
 }
 
-func requireKernel(t *testing.T) {
+func requireKernel(t testing.TB) {
 	t.Helper()
 	testnet.RequireRoot(t)
 	if err := bpf.EnsureFilesystems(); err != nil {
