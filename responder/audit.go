@@ -68,7 +68,8 @@ type AppliedRule struct {
 	ID        string    `json:"id"`
 	Action    string    `json:"action"`
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	Packets   uint64    `json:"packets,omitempty"` // hits, on expiry records
+	Packets   uint64    `json:"packets,omitempty"`  // hits, on expiry records
+	Existing  bool      `json:"existing,omitempty"` // an identical rule was already active: not added again
 	Error     string    `json:"error,omitempty"`
 }
 

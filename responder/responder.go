@@ -6,12 +6,15 @@
 package responder
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -132,6 +135,7 @@ type Responder struct {
 	healthy map[string]time.Time   // agent URL → last successful probe
 	closed  bool
 	seq     uint64
+	pushMu  sync.Mutex // one decision pushes to agents at a time
 	handler http.Handler
 }
 
@@ -366,36 +370,7 @@ func (r *Responder) decide(ctx context.Context, j job) {
 	default:
 		rp := ReplayRules(accepted, ev.Attack, ev.Baseline)
 		d.Coverage, d.Collateral = rp.Coverage, rp.Collateral
-		prefix := ruleIDPrefix(j.alert.Fingerprint)
-		// Rules left by an earlier decision for this alert (a restart lost
-		// the state, say) are replaced, never duplicated.
-		for _, old := range ev.ActiveRules {
-			if len(old.ID) > len(prefix) && old.ID[:len(prefix)] == prefix {
-				_ = agent.DeleteRule(ctx, old.ID)
-			}
-		}
-		failed := 0
-		for i, rule := range accepted {
-			rule.ID = fmt.Sprintf("%s%d", prefix, i)
-			if rule.Origin == "llm" {
-				// The model's own words stay in the audit trail; the agent
-				// gets a reason the responder wrote.
-				rule.Reason = fmt.Sprintf("llm rule for alert %s (coverage %.3f, collateral %.3f)",
-					SanitizeIdent(j.alert.Name), validations[indexOf(validations, i)].Coverage, validations[indexOf(validations, i)].Collateral)
-			}
-			ar := AppliedRule{ID: rule.ID, Action: string(rule.Action)}
-			got, err := agent.AddRule(ctx, rule)
-			if err != nil {
-				ar.Error = err.Error()
-				failed++
-			} else {
-				ar.ExpiresAt = got.ExpiresAt
-				if ar.ExpiresAt.IsZero() {
-					ar.ExpiresAt = r.cfg.Now().Add(time.Duration(rule.TTLSeconds) * time.Second)
-				}
-			}
-			d.Applied = append(d.Applied, ar)
-		}
+		failed := r.push(ctx, agent, j, accepted, validations, &d)
 		d.LatencySecs = r.cfg.Now().Sub(j.received).Seconds()
 		switch {
 		case failed == len(accepted):
@@ -412,6 +387,75 @@ func (r *Responder) decide(ctx context.Context, j job) {
 	}
 	r.finish(j, &d, statusDone)
 	r.record(d)
+}
+
+// push adds the accepted rules to the agent under ids derived from the
+// alert. Pushes are serialized and the agent's rules listed first, so a rule
+// whose match is already enforced (another alert of the same flood) is not
+// added twice, and rules an earlier decision for this alert left behind (a
+// restart lost the state, say) are replaced, never duplicated. It returns how
+// many pushes failed.
+func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []guard.Rule, vs []Validation, d *Decision) int {
+	r.pushMu.Lock()
+	defer r.pushMu.Unlock()
+	active, err := agent.ListRules(ctx)
+	if err != nil {
+		for _, rule := range accepted {
+			d.Applied = append(d.Applied, AppliedRule{Action: string(rule.Action), Error: "list rules: " + err.Error()})
+		}
+		return len(accepted)
+	}
+	prefix := ruleIDPrefix(j.alert.Fingerprint)
+	var others []guard.Rule
+	for _, old := range active {
+		if strings.HasPrefix(old.ID, prefix) {
+			_ = agent.DeleteRule(ctx, old.ID)
+		} else {
+			others = append(others, old)
+		}
+	}
+	failed := 0
+	for i, rule := range accepted {
+		if dup := sameRule(others, rule); dup != nil {
+			d.Applied = append(d.Applied, AppliedRule{ID: dup.ID, Action: string(dup.Action), ExpiresAt: dup.ExpiresAt, Existing: true})
+			continue
+		}
+		rule.ID = fmt.Sprintf("%s%d", prefix, i)
+		if rule.Origin == "llm" {
+			// The model's own words stay in the audit trail; the agent
+			// gets a reason the responder wrote.
+			v := vs[indexOf(vs, i)]
+			rule.Reason = fmt.Sprintf("llm rule for alert %s (coverage %.3f, collateral %.3f)", SanitizeIdent(j.alert.Name), v.Coverage, v.Collateral)
+		}
+		ar := AppliedRule{ID: rule.ID, Action: string(rule.Action)}
+		got, err := agent.AddRule(ctx, rule)
+		if err != nil {
+			ar.Error = err.Error()
+			failed++
+		} else {
+			ar.ExpiresAt = got.ExpiresAt
+			if ar.ExpiresAt.IsZero() {
+				ar.ExpiresAt = r.cfg.Now().Add(time.Duration(rule.TTLSeconds) * time.Second)
+			}
+		}
+		d.Applied = append(d.Applied, ar)
+	}
+	return failed
+}
+
+// sameRule returns the active rule that already does what r would do.
+func sameRule(active []guard.Rule, r guard.Rule) *guard.Rule {
+	want, _ := json.Marshal(r.Match)
+	for i := range active {
+		a := &active[i]
+		if a.Action != r.Action || a.RatePPS != r.RatePPS {
+			continue
+		}
+		if got, _ := json.Marshal(a.Match); bytes.Equal(got, want) {
+			return a
+		}
+	}
+	return nil
 }
 
 // indexOf maps the i-th accepted rule back to its validation.
@@ -452,7 +496,7 @@ func (r *Responder) finish(j job, d *Decision, st alertStatus) {
 	s.status, s.agentURL, s.analyst, s.decidedAt, s.alert = st, j.agentURL, d.Analyst, r.cfg.Now(), j.alert
 	s.rules = nil
 	for _, a := range d.Applied {
-		if a.Error == "" {
+		if a.Error == "" && !a.Existing {
 			s.rules = append(s.rules, a)
 		}
 	}

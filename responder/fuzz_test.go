@@ -1,0 +1,146 @@
+package responder
+
+import (
+	"encoding/json"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/packetscope/packetscope/guard"
+)
+
+func FuzzDecodeMessage(f *testing.F) {
+	for _, name := range []string{"alertmanager-firing.json", "alertmanager-resolved.json", "alertmanager-injection.json"} {
+		b, err := os.ReadFile("testdata/" + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"}}]}`))
+	f.Add([]byte(`{"version":"4","alerts":null}`))
+	f.Add([]byte(`{"version":4}`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{"version":"4","alerts":[{"status":"firing","labels":{}}]}{}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		msg, err := DecodeMessage(body)
+		if err != nil {
+			if msg != nil {
+				t.Fatal("message returned with an error")
+			}
+			return
+		}
+		if msg.Version != "4" || len(msg.Alerts) == 0 || len(msg.Alerts) > maxAlertsPerMessage {
+			t.Fatalf("accepted a bad message: version %q, %d alerts", msg.Version, len(msg.Alerts))
+		}
+		for _, a := range msg.Alerts {
+			if a.Status != "firing" && a.Status != "resolved" || a.Fingerprint == "" || len(a.Labels) == 0 {
+				t.Fatalf("accepted a bad alert: %+v", a)
+			}
+		}
+	})
+}
+
+var fuzzGuard = Guardrails{
+	NeverBlock:  []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
+	MaxPrefixV4: 16, MaxPrefixV6: 32, MinTTL: 30 * time.Second, MaxTTL: time.Hour,
+	MaxRules: 8, MinCoverage: 0.02, MaxCollateral: 0.01,
+}
+
+// FuzzGuardrails: whatever rule JSON an analyst writes, an accepted rule is
+// schema-valid, within TTL bounds, never covers a protected address or every
+// address, is never broader than the limit, and replays within the
+// coverage/collateral thresholds.
+func FuzzGuardrails(f *testing.F) {
+	for _, s := range []string{
+		`{"action":"drop","match":{"protocol":"icmp","icmp_type":8,"length":"28"},"ttl_seconds":600}`,
+		`{"action":"drop","match":{"src":"0.0.0.0/0"},"ttl_seconds":600}`,
+		`{"action":"drop","match":{"src":"::/0","protocol":"icmpv6"},"ttl_seconds":600}`,
+		`{"action":"drop","match":{"src":"10.10.10.10"},"ttl_seconds":600}`,
+		`{"action":"drop","match":{"dst":"10.10.0.0/16","protocol":"tcp"},"ttl_seconds":600}`,
+		`{"action":"drop","match":{"src":"198.51.100.0/24"},"ttl_seconds":99999999}`,
+		`{"action":"rate_limit","rate_pps":10,"match":{"protocol":"tcp","tcp_flags":"syn,!ack"},"ttl_seconds":0}`,
+		`{"action":"drop","match":{},"ttl_seconds":60}`,
+		`{"action":"monitor","match":{"src":"::ffff:10.10.10.10/128"},"ttl_seconds":60}`,
+		`{"action":"drop","match":{"src":"fe80::1/128"},"ttl_seconds":60}`,
+		`{"action":"drop","match":{"protocol":"udp","src_ports":["161"]},"ttl_seconds":60}`,
+	} {
+		f.Add([]byte(s), false)
+		f.Add([]byte(s), true)
+	}
+	attack := mix(9, hpingICMPFlood(8, 400, true), append(hpingSYNFlood(9, 200, false), ordinaryTraffic(71, 100)...))
+	baseline := ordinaryTraffic(72, 1000)
+	protected := []netip.Prefix{nodeAddr, nodeGateway}
+	f.Fuzz(func(t *testing.T, ruleJSON []byte, monitor bool) {
+		var r guard.Rule
+		if json.Unmarshal(ruleJSON, &r) != nil {
+			return
+		}
+		mode := "enforce"
+		if monitor {
+			mode = "monitor"
+		}
+		vs := fuzzGuard.Check(CheckInput{Attack: attack, Baseline: baseline, Protected: protected, Mode: mode, TTL: 10 * time.Minute, Origin: "llm"}, []guard.Rule{r})
+		if len(vs) != 1 {
+			t.Fatalf("%d validations for one rule", len(vs))
+		}
+		v := vs[0]
+		if !v.Accepted {
+			if v.Reason == "" {
+				t.Fatal("rejected without a reason")
+			}
+			return
+		}
+		got := v.Rule
+		if err := got.Validate(); err != nil {
+			t.Fatalf("accepted an invalid rule: %v", err)
+		}
+		if got.Origin != "llm" || monitor && got.Action != guard.ActionMonitor {
+			t.Fatalf("origin %q action %q", got.Origin, got.Action)
+		}
+		if ttl := time.Duration(got.TTLSeconds) * time.Second; ttl < fuzzGuard.MinTTL || ttl > fuzzGuard.MaxTTL {
+			t.Fatalf("ttl %s out of bounds", ttl)
+		}
+		if strings.ContainsAny(got.Reason, "\n\r\x00") || len(got.Reason) > guard.MaxReasonLen {
+			t.Fatalf("reason not sanitized: %q", got.Reason)
+		}
+		m, _ := got.Match.Compile()
+		all := append(append(append([]netip.Prefix{}, protected...), fuzzGuard.NeverBlock...), alwaysProtected...)
+		for _, p := range []netip.Prefix{m.Src, m.Dst} {
+			if !p.IsValid() {
+				continue
+			}
+			lim := fuzzGuard.MaxPrefixV4
+			if p.Addr().Is6() {
+				lim = fuzzGuard.MaxPrefixV6
+			}
+			if p.Bits() < lim {
+				t.Fatalf("accepted %s, broader than /%d", p, lim)
+			}
+			for _, q := range normalizePrefixes(all) {
+				if p.Overlaps(q) {
+					t.Fatalf("accepted %s covering protected %s", p, q)
+				}
+			}
+		}
+		if v.Coverage < fuzzGuard.MinCoverage || v.Collateral > fuzzGuard.MaxCollateral {
+			t.Fatalf("accepted with coverage %.3f collateral %.3f", v.Coverage, v.Collateral)
+		}
+	})
+}
+
+func TestSanitizeText(t *testing.T) {
+	for in, want := range map[string]string{
+		"a\nb\r\tc":              "a b c",
+		"  x   y ":               "x y",
+		"bell\x07 and \x00!":     "bell and !",
+		strings.Repeat("é", 400): strings.Repeat("é", 256),
+	} {
+		if got := SanitizeText(in, 512); got != want {
+			t.Errorf("SanitizeText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
