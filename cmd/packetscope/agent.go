@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"github.com/vishvananda/netns"
+
+	"github.com/packetscope/packetscope/bpf"
+	"github.com/packetscope/packetscope/exporter"
+	"github.com/packetscope/packetscope/guard"
+)
+
+const defaultPinPath = "/sys/fs/bpf/packetscope"
+
+type agentConfig struct {
+	web                *web.FlagConfig
+	interfaces         string
+	apiTokenFile       string
+	pinPath            string
+	netns              string
+	latencySampleEvery uint32
+	guardSampleEvery   uint32
+	trafficWindow      time.Duration
+	trafficMaxSamples  int
+	maxRules           int
+}
+
+func (c *agentConfig) addFlags(cmd *kingpin.CmdClause) {
+	c.web = kingpinflag.AddFlags(cmd, defaultListenAddress)
+	cmd.Flag("interfaces", "Comma-separated interfaces for the XDP guard; default: every up, non-loopback interface.").StringVar(&c.interfaces)
+	cmd.Flag("api.token-file", "File holding the bearer token every mutating agent API call must send.").StringVar(&c.apiTokenFile)
+	cmd.Flag("bpf.pin-path", "bpffs directory where rules and the XDP link are pinned; they survive a restart.").Default(defaultPinPath).StringVar(&c.pinPath)
+	cmd.Flag("netns", "Network namespace to observe, as a path (e.g. /var/run/netns/NAME); default: the agent's own.").StringVar(&c.netns)
+	cmd.Flag("stack.latency-sample-every", "Time 1 in N packets through the stack stages.").Default("64").Uint32Var(&c.latencySampleEvery)
+	cmd.Flag("guard.sample-every", "Keep the header of 1 in N packets the XDP guard sees in the traffic window.").Default("64").Uint32Var(&c.guardSampleEvery)
+	cmd.Flag("guard.traffic-window", "How long sampled headers are kept for /api/v1/traffic.").Default("10m").DurationVar(&c.trafficWindow)
+	cmd.Flag("guard.traffic-max-samples", "Most sampled headers kept in memory, whatever their age.").Default("200000").IntVar(&c.trafficMaxSamples)
+	cmd.Flag("guard.max-rules", "Most rules the guard holds at once.").Default("1024").IntVar(&c.maxRules)
+}
+
+// extraRoutes lets `packetscope run` serve the responder beside the agent.
+type extraRoutes func(mux *http.ServeMux)
+
+// runAgent runs the agent; reg may already hold collectors (the responder's in `run`).
+func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *prometheus.Registry, extra extraRoutes) error {
+	if err := bpf.Preflight(); err != nil {
+		return err
+	}
+	var ifaces []string
+	if err := inNetns(cfg.netns, func() (err error) {
+		ifaces, err = guardInterfaces(cfg.interfaces)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := checkListen(*cfg.web.WebListenAddresses); err != nil {
+		return err
+	}
+	token, err := readToken(cfg.apiTokenFile, "--api.token-file")
+	if err != nil {
+		return err
+	}
+	if token == "" {
+		logger.Warn("no --api.token-file: the agent API is read-only until a token is configured")
+	}
+
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	reg.MustRegister(
+		versioncollector.NewCollector("packetscope"),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+
+	exp, err := exporter.New(logger, exporter.Config{Netns: cfg.netns, LatencySampleEvery: cfg.latencySampleEvery})
+	if err != nil {
+		return err
+	}
+	defer exp.Close()
+	reg.MustRegister(exp)
+
+	var g *guard.Guard
+	if err := inNetns(cfg.netns, func() (err error) {
+		g, err = guard.Open(logger, guard.Config{
+			Interfaces:  ifaces,
+			PinPath:     cfg.pinPath,
+			MaxRules:    cfg.maxRules,
+			SampleEvery: cfg.guardSampleEvery,
+		})
+		return err
+	}); err != nil {
+		return err
+	}
+	defer g.Close()
+	reg.MustRegister(g.Collector())
+
+	nsHandle := netns.None() // NodeAddresses reads the agent's own namespace
+	if cfg.netns != "" {
+		if nsHandle, err = netns.GetFromPath(cfg.netns); err != nil {
+			return fmt.Errorf("network namespace %s cannot be opened (%v): check --netns", cfg.netns, err)
+		}
+		defer nsHandle.Close()
+	}
+	window := guard.NewTrafficWindow(guard.WindowConfig{
+		MaxAge:      cfg.trafficWindow,
+		MaxSamples:  cfg.trafficMaxSamples,
+		SampleEvery: cfg.guardSampleEvery,
+		Protected:   guard.ProtectedAddresses(logger, nsHandle, 30*time.Second),
+	})
+	reg.MustRegister(window.Collector())
+	go feedWindow(ctx, g, window)
+
+	var ready atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready: programs attached")
+	})
+	mux.Handle("/api/v1/", guard.NewAPI(logger, g.Rules(), window, token))
+	if extra != nil {
+		extra(mux)
+	}
+	ready.Store(true)
+	logger.Info("agent ready", "listen", strings.Join(*cfg.web.WebListenAddresses, ","), "interfaces", strings.Join(ifaces, ","), "pin_path", cfg.pinPath)
+	return serve(ctx, logger, mux, cfg.web)
+}
+
+// serve runs the HTTP server until ctx is done, then shuts it down gracefully.
+func serve(ctx context.Context, logger *slog.Logger, handler http.Handler, flags *web.FlagConfig) error {
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- web.ListenAndServe(srv, flags, logger) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shut down http: %w", err)
+	}
+	return nil
+}
+
+func feedWindow(ctx context.Context, g *guard.Guard, w *guard.TrafficWindow) {
+	samples := g.Samples()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s, ok := <-samples:
+			if !ok {
+				return
+			}
+			w.Add(s)
+		}
+	}
+}
+
+// guardInterfaces resolves --interfaces, or every up, non-loopback interface.
+func guardInterfaces(flag string) ([]string, error) {
+	all, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list network interfaces: %w", err)
+	}
+	if flag == "" {
+		var names []string
+		for _, ifc := range all {
+			if ifc.Flags&net.FlagUp != 0 && ifc.Flags&net.FlagLoopback == 0 {
+				names = append(names, ifc.Name)
+			}
+		}
+		if len(names) == 0 {
+			return nil, errors.New("no up, non-loopback interface to guard: bring one up or name one with --interfaces")
+		}
+		return names, nil
+	}
+	var names []string
+	for _, name := range strings.Split(flag, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if _, err := net.InterfaceByName(name); err != nil {
+			return nil, fmt.Errorf("interface %q does not exist: check --interfaces against `ip link`", name)
+		}
+		names = append(names, name)
+	}
+	if len(names) == 0 {
+		return nil, errors.New("--interfaces names no interface")
+	}
+	return names, nil
+}
+
+// checkListen fails early, before anything is attached, when a listen
+// address is taken.
+func checkListen(addrs []string) error {
+	for _, addr := range addrs {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("address %s is already in use: stop what listens there or pick another --web.listen-address", addr)
+			}
+			return fmt.Errorf("cannot listen on %s (%v): pick another --web.listen-address", addr, err)
+		}
+		l.Close()
+	}
+	return nil
+}
+
+// readToken reads a bearer token file; an empty path means no token.
+func readToken(path, flag string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read %s %s: %w", flag, path, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s %s is empty: put the token in it", flag, path)
+	}
+	return tok, nil
+}
+
+func runCleanup(logger *slog.Logger, pinPath string) error {
+	if err := bpf.EnsureFilesystems(); err != nil {
+		return err
+	}
+	if err := guard.Remove(pinPath); err != nil {
+		return err
+	}
+	logger.Info("removed the pinned XDP guard", "pin_path", pinPath)
+	return nil
+}
+
+// loopbackURLHost turns a listen address into host:port to reach it locally.
+func loopbackURLHost(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
+}
