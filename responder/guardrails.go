@@ -31,7 +31,7 @@ var DefaultGuardrails = Guardrails{
 	MinTTL:        30 * time.Second,
 	MaxTTL:        24 * time.Hour,
 	MaxRules:      64,
-	MinCoverage:   0.02,
+	MinCoverage:   0.005,
 	MaxCollateral: 0.01,
 }
 

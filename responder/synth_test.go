@@ -116,9 +116,15 @@ func ordinaryTraffic(seed uint64, n int) []guard.Packet {
 			}
 			out = append(out, guard.Packet{Family: 4, Src: src, Dst: dst, Protocol: guard.ProtoICMP, TTL: ttl, Length: 84, HasL4: true, ICMPType: []uint8{0, 8}[r.IntN(2)]})
 		case x < 995: // ICMP errors: unreachable, time exceeded (traceroutes)
+			if v6 {
+				src = randAddr4(r)
+			}
 			t := []uint8{3, 3, 11}[r.IntN(3)]
 			out = append(out, guard.Packet{Family: 4, Src: src, Dst: victim4, Protocol: guard.ProtoICMP, TTL: ttl, Length: uint16(56 + r.IntN(40)), HasL4: true, ICMPType: t})
 		default: // fragments of large UDP answers (EDNS)
+			if v6 {
+				src = randAddr4(r)
+			}
 			p := guard.Packet{Family: 4, Src: src, Dst: victim4, Protocol: guard.ProtoUDP, TTL: ttl, Length: 1500, Fragment: guard.FragFirst, HasL4: true, SrcPort: 53, DstPort: ephemeral(r)}
 			out = append(out, p)
 			out = append(out, guard.Packet{Family: 4, Src: src, Dst: victim4, Protocol: guard.ProtoUDP, TTL: ttl, Length: uint16(100 + r.IntN(1400)), Fragment: guard.FragLater})
