@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -62,6 +63,7 @@ func (s *memStore) Delete(id string) error {
 		return guard.ErrRuleNotFound
 	}
 	delete(s.rules, id)
+	s.order = slices.DeleteFunc(s.order, func(x string) bool { return x == id })
 	return nil
 }
 
