@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -285,4 +286,50 @@ func stripComments(doc string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestDeployedFlagsExist: every flag the manifests and the systemd unit pass
+// is one the binary's subcommand accepts (a renamed flag would crash-loop the
+// pods or the service).
+func TestDeployedFlagsExist(t *testing.T) {
+	bin := packetscopeBinary(t)
+	m := loadManifests(t)
+	invocations := map[string][]string{} // name -> args, subcommand first
+	for _, d := range m.daemonSets {
+		invocations["DaemonSet "+d.Name] = d.Spec.Template.Spec.Containers[0].Args
+	}
+	for _, d := range m.deployments {
+		invocations["Deployment "+d.Name] = d.Spec.Template.Spec.Containers[0].Args
+	}
+	unit, err := os.ReadFile("systemd/packetscope.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	execStart := regexp.MustCompile(`(?s)ExecStart=\S+ (.*?)\$PACKETSCOPE_ARGS`).FindSubmatch(unit)
+	if execStart == nil {
+		t.Fatal("no ExecStart=... $PACKETSCOPE_ARGS in the unit")
+	}
+	invocations["packetscope.service"] = strings.Fields(strings.ReplaceAll(string(execStart[1]), "\\\n", " "))
+	flagName := regexp.MustCompile(`^--([a-z][a-z0-9.-]*)`)
+	for name, args := range invocations {
+		if len(args) == 0 {
+			t.Errorf("%s: no arguments", name)
+			continue
+		}
+		help, err := exec.Command(bin, args[0], "--help").CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: packetscope %s --help: %v\n%s", name, args[0], err, help)
+			continue
+		}
+		for _, a := range args[1:] {
+			f := flagName.FindStringSubmatch(a)
+			if f == nil {
+				t.Errorf("%s: argument %q is not a --flag", name, a)
+				continue
+			}
+			if !regexp.MustCompile(`--(\[no-\])?` + regexp.QuoteMeta(f[1]) + `\b`).Match(help) {
+				t.Errorf("%s: packetscope %s has no flag --%s", name, args[0], f[1])
+			}
+		}
+	}
 }

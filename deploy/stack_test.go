@@ -53,14 +53,7 @@ func TestRunStack(t *testing.T) {
 	}
 	tool(t, "curl", "curl")
 
-	// PACKETSCOPE_BIN names an already built binary (e.g. make's bin/packetscope).
-	bin := os.Getenv("PACKETSCOPE_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "packetscope")
-		if out, err := exec.Command("go", "build", "-o", bin, "../cmd/packetscope").CombinedOutput(); err != nil {
-			t.Fatalf("go build ../cmd/packetscope: %v\n%s", err, out)
-		}
-	}
+	bin := packetscopeBinary(t)
 
 	ns := testnet.NewNS(t, "ps-h5")
 	peer := testnet.NewNS(t, "ps-h5p")
@@ -299,6 +292,43 @@ func dashboardQueries(t *testing.T) []dashboardQuery {
 		}
 	}
 	return out
+}
+
+var build struct {
+	once sync.Once
+	bin  string
+	err  error
+	out  []byte
+	dir  string
+}
+
+// packetscopeBinary builds cmd/packetscope once per test binary, or returns
+// PACKETSCOPE_BIN (an already built binary, e.g. make's bin/packetscope).
+func packetscopeBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("PACKETSCOPE_BIN"); bin != "" {
+		return bin
+	}
+	build.once.Do(func() {
+		build.dir, build.err = os.MkdirTemp("", "ps-h5-bin-")
+		if build.err != nil {
+			return
+		}
+		build.bin = filepath.Join(build.dir, "packetscope")
+		build.out, build.err = exec.Command("go", "build", "-o", build.bin, "../cmd/packetscope").CombinedOutput()
+	})
+	if build.err != nil {
+		t.Fatalf("go build ../cmd/packetscope: %v\n%s", build.err, build.out)
+	}
+	return build.bin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if build.dir != "" {
+		_ = os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
 }
 
 // waitFor polls cond until it holds, failing with the stack's logs when
