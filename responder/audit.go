@@ -43,6 +43,7 @@ type EvidenceSummary struct {
 	AttackFrom      time.Time                     `json:"attack_from"`
 	AttackTo        time.Time                     `json:"attack_to"`
 	BaselineFrom    time.Time                     `json:"baseline_from"`
+	BaselineTo      time.Time                     `json:"baseline_to"`
 	AttackSamples   int                           `json:"attack_samples"`
 	BaselineSamples int                           `json:"baseline_samples"`
 	SampleEvery     uint32                        `json:"sample_every"`

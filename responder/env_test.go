@@ -100,7 +100,8 @@ type fakeAgent struct {
 }
 
 // newFakeAgent serves the real agent API over an in-memory rule store and a
-// real traffic window holding baseline packets from 5 min to 30 s ago and
+// real traffic window holding baseline packets from 6 min to 95 s ago (the
+// baseline window ends BaselineGap before the attack window) and
 // attack packets in the last 30 s.
 func newFakeAgent(tb testing.TB, baseline, attack []guard.Packet) *fakeAgent {
 	tb.Helper()
@@ -109,7 +110,7 @@ func newFakeAgent(tb testing.TB, baseline, attack []guard.Packet) *fakeAgent {
 		Protected: func() []netip.Prefix { return []netip.Prefix{nodeAddr, nodeGateway} },
 	})
 	now := time.Now()
-	fill(w, baseline, now.Add(-5*time.Minute), now.Add(-31*time.Second))
+	fill(w, baseline, now.Add(-6*time.Minute), now.Add(-95*time.Second))
 	fill(w, attack, now.Add(-29*time.Second), now.Add(-100*time.Millisecond))
 	st := newMemStore()
 	srv := httptest.NewServer(guard.NewAPI(slog.New(slog.DiscardHandler), st, w, agentToken))

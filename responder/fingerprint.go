@@ -145,6 +145,10 @@ func mineSources(cfg MinerConfig, attack, baseline []guard.Packet, protected []n
 	return out
 }
 
+// emptyBaselineShare is the share of the attack window a traffic class
+// needs to be taken for the attack when there is no baseline.
+const emptyBaselineShare = 0.05
+
 // classExcess is the total share of the attack window by which grown
 // traffic classes exceed the baseline: the attack's share of the window.
 func classExcess(cfg MinerConfig, attack, baseline []guard.Packet) float64 {
@@ -156,8 +160,12 @@ func classExcess(cfg MinerConfig, attack, baseline []guard.Packet) float64 {
 		bc[keyOf(&baseline[i])]++
 	}
 	total := 0.0
+	minExcess := cfg.MinGroupExcess
+	if len(baseline) == 0 {
+		minExcess = max(minExcess, emptyBaselineShare)
+	}
 	for k, n := range ac {
-		if ex, ok := grown(n, len(attack), bc[k], len(baseline), cfg.MinGroupExcess); ok {
+		if ex, ok := grown(n, len(attack), bc[k], len(baseline), minExcess); ok {
 			total += ex
 		}
 	}
@@ -212,8 +220,14 @@ func mineFingerprints(cfg MinerConfig, attack, baseline []guard.Packet) []Candid
 	}
 	var classes []class
 	totalExcess := 0.0
+	minExcess := cfg.MinGroupExcess
+	if len(baseline) == 0 {
+		// Nothing to compare with: only classes that dominate the window
+		// are taken for the attack, not the ordinary traffic beside it.
+		minExcess = max(minExcess, emptyBaselineShare)
+	}
 	for k, idx := range ac {
-		if ex, ok := grown(len(idx), len(attack), len(bc[k]), len(baseline), cfg.MinGroupExcess); ok {
+		if ex, ok := grown(len(idx), len(attack), len(bc[k]), len(baseline), minExcess); ok {
 			classes = append(classes, class{k, ex})
 			totalExcess += ex
 		}

@@ -117,3 +117,19 @@ func TestMineQuietWindow(t *testing.T) {
 		t.Errorf("got %d candidates for ordinary traffic, want none: %+v", len(c), c)
 	}
 }
+
+// TestMineWithoutBaseline: an agent that just started has no baseline; the
+// flood is still found, and the ordinary traffic beside it is left alone.
+func TestMineWithoutBaseline(t *testing.T) {
+	flood := hpingSYNFlood(11, 4000, true)
+	window := mix(12, flood, ordinaryTraffic(13, 400))
+	cands := Mine(MinerConfig{}, window, nil, nil)
+	var rules []guard.Rule
+	for _, c := range cands {
+		rules = append(rules, c.Rule)
+	}
+	rp := ReplayRules(rules, flood, ordinaryTraffic(14, 20000))
+	if len(cands) != 1 || rp.Coverage < 0.99 || rp.Collateral > 0.01 {
+		t.Errorf("%d candidates, coverage %.4f, collateral %.4f: %+v", len(cands), rp.Coverage, rp.Collateral, cands)
+	}
+}

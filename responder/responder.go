@@ -43,7 +43,11 @@ type Config struct {
 	AttackWindowMin time.Duration // the attack window is at least this long (default 30s)
 	AttackWindowMax time.Duration // ...and at most this (default 2m)
 	BaselineWindow  time.Duration // the baseline window before the attack (default 5m)
-	MaxSamples      int           // sampled headers pulled per window (default 5000)
+	// BaselineGap separates the baseline from the attack window: an alert
+	// starts after its expression crossed the threshold over a rate window,
+	// so the flood began earlier than the alert's StartsAt (default 1m).
+	BaselineGap time.Duration
+	MaxSamples  int // sampled headers pulled per window (default 5000)
 
 	QueueSize    int // alerts waiting for a worker (default 256); full → 503
 	Workers      int // concurrent decisions (default 2)
@@ -86,6 +90,7 @@ func (c *Config) setDefaults() error {
 	dur(&c.AttackWindowMin, 30*time.Second)
 	dur(&c.AttackWindowMax, 2*time.Minute)
 	dur(&c.BaselineWindow, 5*time.Minute)
+	dur(&c.BaselineGap, time.Minute)
 	num(&c.MaxSamples, 5000)
 	num(&c.QueueSize, 256)
 	num(&c.Workers, 2)
@@ -516,7 +521,8 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("pull attack window: %w", err)
 	}
-	baseline, err := agent.Traffic(ctx, from.Add(-r.cfg.BaselineWindow), from, r.cfg.MaxSamples)
+	baseEnd := from.Add(-r.cfg.BaselineGap)
+	baseline, err := agent.Traffic(ctx, baseEnd.Add(-r.cfg.BaselineWindow), baseEnd, r.cfg.MaxSamples)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pull baseline window: %w", err)
 	}
@@ -540,7 +546,7 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	}
 	ev.Candidates = Mine(r.cfg.Miner, ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
 	sum := &EvidenceSummary{
-		AttackFrom: from, AttackTo: now, BaselineFrom: from.Add(-r.cfg.BaselineWindow),
+		AttackFrom: from, AttackTo: now, BaselineFrom: baseEnd.Add(-r.cfg.BaselineWindow), BaselineTo: baseEnd,
 		AttackSamples: len(ev.Attack), BaselineSamples: len(ev.Baseline), SampleEvery: ev.SampleEvery,
 		Estimated: ev.Estimated, Candidates: ev.Candidates, ActiveRules: len(active), Top: map[string][]guard.ValueCount{},
 	}
