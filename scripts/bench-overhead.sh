@@ -75,18 +75,40 @@ stop_agent() {
 	agent_pid=
 }
 
-# iperf3 <client args...>: runs one test against a fresh server, prints JSON.
+# run_iperf <client args...>: one test against a fresh server; prints JSON.
 run_iperf() {
 	ip netns exec "$SRV" iperf3 -s -1 -B 10.201.200.1 >/dev/null 2>&1 &
 	local srv=$!
-	sleep 0.3
-	ip netns exec "$CLI" iperf3 -c 10.201.200.1 -t "$SECS" -J "$@"
+	for _ in $(seq 50); do
+		ip netns exec "$SRV" ss -Hltn 'sport = :5201' | grep -q . && break
+		sleep 0.1
+	done
+	ip netns exec "$CLI" timeout $((SECS + 20)) iperf3 -c 10.201.200.1 -t "$SECS" -J "$@" || true
+	# A server whose client failed would wait forever.
+	sleep 0.5
+	kill "$srv" 2>/dev/null || true
 	wait "$srv" 2>/dev/null || true
 }
 
-tcp_gbps() { run_iperf | jq '.end.sum_received.bits_per_second / 1e9'; }
+# measure <jq expression> <client args...>: the figure, retried once if a run
+# fails (a busy machine can make iperf3 miss its control connection).
+measure() {
+	local expr=$1 v
+	shift
+	for _ in 1 2; do
+		v=$(run_iperf "$@" | jq -r "$expr" 2>/dev/null || true)
+		if [[ "$v" =~ ^[0-9.e+-]+$ ]]; then
+			echo "$v"
+			return
+		fi
+	done
+	echo "bench-overhead: iperf3 $* failed twice" >&2
+	exit 1
+}
+
+tcp_gbps() { measure '.end.sum_received.bits_per_second / 1e9'; }
 # Packets the receiver got per second.
-udp_pps() { run_iperf -u -l 64 -b 0 | jq '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.seconds'; }
+udp_pps() { measure '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.seconds' -u -l 64 -b 0; }
 
 echo 0 >/proc/sys/kernel/bpf_stats_enabled
 declare -A res
