@@ -501,7 +501,9 @@ func (r *Responder) finish(j job, d *Decision, st alertStatus) {
 	s.status, s.agentURL, s.analyst, s.decidedAt, s.alert = st, j.agentURL, d.Analyst, r.cfg.Now(), j.alert
 	s.rules = nil
 	for _, a := range d.Applied {
-		if a.Error == "" && !a.Existing {
+		// Existing rules belong to another alert, which extends and removes
+		// them; they are kept here so a repeat knows this alert is covered.
+		if a.Error == "" {
 			s.rules = append(s.rules, a)
 		}
 	}
@@ -686,6 +688,10 @@ func (r *Responder) refresh(ctx context.Context, j job) {
 	}
 	var updated []AppliedRule
 	for _, ar := range rules {
+		if ar.Existing {
+			updated = append(updated, ar)
+			continue
+		}
 		cur, ok := byID[ar.ID]
 		if !ok {
 			continue // expired meanwhile; a new decision will come on the next repeat
@@ -743,6 +749,9 @@ func (r *Responder) resolve(ctx context.Context, j job) {
 	if r.cfg.RemoveOnResolve && len(rules) > 0 && d.Agent != "" {
 		agent := r.agentFor(d.Agent)
 		for _, ar := range rules {
+			if ar.Existing {
+				continue // another alert's rule
+			}
 			out := AppliedRule{ID: ar.ID, Action: ar.Action}
 			if err := agent.DeleteRule(ctx, ar.ID); err != nil {
 				out.Error = err.Error()

@@ -239,13 +239,13 @@ func (r *Responder) admit(j *job) admission {
 	// Done. Rules still live: extend them once they are past half their TTL.
 	if len(s.rules) > 0 {
 		r.metrics.decisions.WithLabelValues(s.analyst, OutcomeRepeat).Inc()
-		soonest := s.rules[0].ExpiresAt
-		for _, a := range s.rules[1:] {
-			if a.ExpiresAt.Before(soonest) {
-				soonest = a.ExpiresAt
+		own, soonest := false, time.Time{}
+		for _, a := range s.rules {
+			if !a.Existing && (!own || a.ExpiresAt.Before(soonest)) {
+				own, soonest = true, a.ExpiresAt
 			}
 		}
-		if !s.refreshing && soonest.Sub(now) < r.cfg.RuleTTL/2 {
+		if own && !s.refreshing && soonest.Sub(now) < r.cfg.RuleTTL/2 {
 			s.refreshing = true
 			j.kind = jobRefresh
 			return admitQueue
