@@ -105,3 +105,13 @@ func isFieldError(err error) bool {
 // lastSampleSlot is the kernel's matching slot for the newest sample
 // (0xffffffff: no rule).
 func (g *Guard) lastSampleSlot() uint32 { return g.sampler.lastSlot.Load() }
+
+func mustPinnedMap(tb testing.TB, pin, name string) *ebpf.Map {
+	tb.Helper()
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pin, name), nil)
+	if err != nil {
+		tb.Fatalf("open pinned map %s: %v", name, err)
+	}
+	tb.Cleanup(func() { _ = m.Close() })
+	return m
+}
