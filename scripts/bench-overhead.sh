@@ -112,6 +112,7 @@ udp_pps() { measure '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.secon
 
 echo 0 >/proc/sys/kernel/bpf_stats_enabled
 declare -A res
+loss_tcp=() loss_udp=()
 for r in $(seq "$ROUNDS"); do
 	# Alternate which mode goes first, so drift does not favour one.
 	if [ $((r % 2)) = 1 ]; then order="off on"; else order="on off"; fi
@@ -120,34 +121,60 @@ for r in $(seq "$ROUNDS"); do
 		t=$(tcp_gbps)
 		u=$(udp_pps)
 		[ "$mode" = on ] && stop_agent
-		res[$mode]+="$t $u"$'\n'
+		res[$mode.tcp]+="$t"$'\n'
+		res[$mode.udp]+="$u"$'\n'
+		res[$r.$mode]="$t $u"
 		printf 'round %d agent %-3s  tcp %6.2f Gbit/s  udp64 %9.0f pps\n' "$r" "$mode" "$t" "$u"
 	done
+	# Paired per round: the machine's load drifts less within a round.
+	read -r toff uoff <<<"${res[$r.off]}"
+	read -r ton uon <<<"${res[$r.on]}"
+	loss_tcp+=("$(awk -v a="$toff" -v b="$ton" 'BEGIN {print (a-b)/a*100}')")
+	loss_udp+=("$(awk -v a="$uoff" -v b="$uon" 'BEGIN {print (a-b)/a*100}')")
 done
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-tcp_off=$(printf '%s' "${res[off]}" | awk 'NF{print $1}' | median)
-tcp_on=$(printf '%s' "${res[on]}" | awk 'NF{print $1}' | median)
-udp_off=$(printf '%s' "${res[off]}" | awk 'NF{print $2}' | median)
-udp_on=$(printf '%s' "${res[on]}" | awk 'NF{print $2}' | median)
 echo
-echo "medians over $ROUNDS rounds of ${SECS}s (latency sampling 1 in $SAMPLE_EVERY):"
-awk -v off="$tcp_off" -v on="$tcp_on" 'BEGIN {printf "  TCP bulk:    off %.2f Gbit/s, on %.2f Gbit/s, loss %.1f %% (goal <= 2 %%)\n", off, on, (off-on)/off*100}'
-awk -v off="$udp_off" -v on="$udp_on" 'BEGIN {printf "  UDP 64-byte: off %.0f pps, on %.0f pps, loss %.1f %% (goal <= 5 %%)\n", off, on, (off-on)/off*100}'
+echo "over $ROUNDS rounds of ${SECS}s (latency sampling 1 in $SAMPLE_EVERY):"
+printf '  TCP bulk:    median off %.2f Gbit/s, on %.2f Gbit/s; median paired loss %.1f %% (goal <= 2 %%)\n' \
+	"$(printf '%s' "${res[off.tcp]}" | median)" "$(printf '%s' "${res[on.tcp]}" | median)" \
+	"$(printf '%s\n' "${loss_tcp[@]}" | median)"
+printf '  UDP 64-byte: median off %.0f pps, on %.0f pps; median paired loss %.1f %% (goal <= 5 %%)\n' \
+	"$(printf '%s' "${res[off.udp]}" | median)" "$(printf '%s' "${res[on.udp]}" | median)" \
+	"$(printf '%s\n' "${loss_udp[@]}" | median)"
+echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine makes single runs noisy)"
 
 # Per-program cost: one more agent-on round with bpf_stats (which itself adds
-# a little per run, so it is kept out of the throughput runs above).
-echo
-echo "ns per event (bpf_stats, one TCP and one UDP run):"
+# a little per run, so it is kept out of the throughput runs above). The CPU
+# share the programs took during each run is an upper bound of the loss it
+# can cause on a CPU-bound path, and unlike the runs above it hardly depends
+# on what else the machine is doing (programs fire for every namespace's
+# packets, so other work only makes the bound looser).
+scrape() { curl -sf "http://127.0.0.1:$PORT/metrics" >"$work/$1"; }
+# bpf_seconds FILE: run time summed over the programs.
+bpf_seconds() { awk '/^packetscope_ebpf_program_run_seconds_total\{/ {s += $2} END {printf "%.9f", s}' "$1"; }
 start_agent
 echo 1 >/proc/sys/kernel/bpf_stats_enabled
-tcp_gbps >/dev/null
-udp_pps >/dev/null
-curl -sf "http://127.0.0.1:$PORT/metrics" >"$work/metrics"
+scrape m0
+t=$(tcp_gbps)
+scrape m1
+u=$(udp_pps)
+scrape m2
 echo 0 >/proc/sys/kernel/bpf_stats_enabled
 stop_agent
+ncpu=$(nproc)
+echo
+echo "eBPF CPU time while the agent is on (bpf_stats; $ncpu CPUs, ${SECS}s runs):"
+awk -v a="$(bpf_seconds "$work/m0")" -v b="$(bpf_seconds "$work/m1")" -v n="$ncpu" -v s="$SECS" -v t="$t" \
+	'BEGIN {printf "  TCP bulk (%.2f Gbit/s):    %.3f CPU-s = %.2f %% of the machine\n", t, b-a, (b-a)/(n*s)*100}'
+awk -v a="$(bpf_seconds "$work/m1")" -v b="$(bpf_seconds "$work/m2")" -v n="$ncpu" -v s="$SECS" -v u="$u" \
+	'BEGIN {printf "  UDP 64-byte (%.0f pps): %.3f CPU-s = %.2f %% of the machine, %.0f ns per received packet\n", u, b-a, (b-a)/(n*s)*100, (b-a)*1e9/(u*s)}'
+echo
+echo "ns per event (both runs):"
 awk '
-	/^packetscope_ebpf_program_run_seconds_total\{/ { match($0, /program="[^"]+"/); p = substr($0, RSTART+9, RLENGTH-10); secs[p] = $2 }
-	/^packetscope_ebpf_program_runs_total\{/ { match($0, /program="[^"]+"/); p = substr($0, RSTART+9, RLENGTH-10); runs[p] = $2 }
-	END { for (p in runs) if (runs[p] > 0) printf "  %-30s %12d runs %8.1f ns/run\n", p, runs[p], secs[p]*1e9/runs[p] }
-' "$work/metrics" | sort
+	FNR == NR && /^packetscope_ebpf_program_run_seconds_total\{/ { match($0, /program="[^"]+"/); s0[substr($0, RSTART+9, RLENGTH-10)] = $2 }
+	FNR == NR && /^packetscope_ebpf_program_runs_total\{/ { match($0, /program="[^"]+"/); r0[substr($0, RSTART+9, RLENGTH-10)] = $2 }
+	FNR != NR && /^packetscope_ebpf_program_run_seconds_total\{/ { match($0, /program="[^"]+"/); s1[substr($0, RSTART+9, RLENGTH-10)] = $2 }
+	FNR != NR && /^packetscope_ebpf_program_runs_total\{/ { match($0, /program="[^"]+"/); r1[substr($0, RSTART+9, RLENGTH-10)] = $2 }
+	END { for (p in r1) { n = r1[p] - r0[p]; if (n > 0) printf "  %-30s %12d runs %8.1f ns/run\n", p, n, (s1[p]-s0[p])*1e9/n } }
+' "$work/m0" "$work/m2" | sort
