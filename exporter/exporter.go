@@ -21,8 +21,9 @@ type Config struct {
 	// Netns is the network namespace to report, as a path
 	// (/var/run/netns/NAME, /proc/PID/ns/net). Empty: the agent's own.
 	Netns string
-	// LatencySampleEvery timestamps one skb in N through the stack stages
-	// (1 = every skb). Zero means DefaultLatencySampleEvery.
+	// LatencySampleEvery timestamps one skb in N (counted per CPU) through
+	// the stack stages; 1 times every skb. Zero means
+	// DefaultLatencySampleEvery.
 	LatencySampleEvery uint32
 }
 
