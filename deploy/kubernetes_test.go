@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,7 +11,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +21,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/packetscope/packetscope/bpf"
+	"github.com/packetscope/packetscope/internal/testnet"
 )
 
 // manifests holds every Kubernetes object of deploy/kubernetes, decoded
@@ -332,4 +339,137 @@ func TestDeployedFlagsExist(t *testing.T) {
 			}
 		}
 	}
+}
+
+// capNumbers are the capabilities the manifests may name (linux/capability.h).
+var capNumbers = map[string]uint{
+	"NET_ADMIN": 12, "SYS_ADMIN": 21, "SYS_RESOURCE": 24, "PERFMON": 38, "BPF": 39,
+}
+
+// TestAgentRunsWithManifestCapabilities runs the real agent with exactly
+// the capabilities the DaemonSet grants (no more in its bounding set), on the
+// host network of a namespace (as hostNetwork gives it the node's), with
+// bpffs mounted (as the hostPath volume provides it), and requires it to
+// become ready and accept a rule: the manifest's capability list is enough.
+func TestAgentRunsWithManifestCapabilities(t *testing.T) {
+	testnet.RequireRoot(t)
+	tool(t, "nsenter", "util-linux")
+	tool(t, "setpriv", "util-linux")
+	tool(t, "curl", "curl")
+	if err := bpf.EnsureFilesystems(); err != nil {
+		t.Fatalf("mount bpffs/tracefs: %v", err)
+	}
+	bin := packetscopeBinary(t)
+	m := loadManifests(t)
+	if len(m.daemonSets) != 1 {
+		t.Fatal("want one DaemonSet")
+	}
+	c := m.daemonSets[0].Spec.Template.Spec.Containers[0]
+	if c.SecurityContext == nil || c.SecurityContext.Capabilities == nil {
+		t.Fatal("the agent container names no capabilities")
+	}
+	if p := c.SecurityContext.Privileged; p != nil && *p {
+		t.Skip("privileged agent: nothing to check") // not a CI condition: the manifest is ours
+	}
+
+	// Only what this process may hand on: a sandbox may lack some
+	// capability (e.g. SYS_RESOURCE, needed only before Linux 5.11).
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bounding uint64
+	if m := regexp.MustCompile(`CapBnd:\s*([0-9a-f]+)`).FindSubmatch(status); m != nil {
+		fmt.Sscanf(string(m[1]), "%x", &bounding)
+	}
+	keep := []string{"-all"}
+	for _, cp := range c.SecurityContext.Capabilities.Add {
+		n, ok := capNumbers[string(cp)]
+		if !ok {
+			t.Fatalf("capability %s: add it to capNumbers", cp)
+		}
+		if bounding&(1<<n) == 0 {
+			t.Logf("this test process lacks CAP_%s; the agent runs without it", cp)
+			continue
+		}
+		keep = append(keep, "+"+strings.ToLower(string(cp)))
+	}
+
+	ns := testnet.NewNS(t, "ps-h5c")
+	peer := testnet.NewNS(t, "ps-h5q")
+	testnet.Link(t, ns, "h5cap", "10.215.3.1/24", peer, "h5capp", "10.215.3.2/24")
+	suffix := make([]byte, 3)
+	_, _ = rand.Read(suffix)
+	pin := "/sys/fs/bpf/ps-h5c-" + hex.EncodeToString(suffix)
+	t.Cleanup(func() {
+		if out, err := exec.Command(bin, "cleanup", "--bpf.pin-path="+pin).CombinedOutput(); err != nil {
+			t.Logf("packetscope cleanup: %v\n%s", err, out)
+		}
+		_ = os.RemoveAll(pin)
+	})
+	token := filepath.Join(t.TempDir(), "api.token")
+	if err := os.WriteFile(token, []byte("h5-cap-test"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// The manifest's arguments, with this test's interface, pins and token.
+	args := []string{"--net=" + ns.Path(), "setpriv", "--bounding-set=" + strings.Join(keep, ","), bin}
+	for _, a := range c.Args {
+		switch {
+		case strings.HasPrefix(a, "--bpf.pin-path="):
+			a = "--bpf.pin-path=" + pin
+		case strings.HasPrefix(a, "--api.token-file="):
+			a = "--api.token-file=" + token
+		case strings.HasPrefix(a, "--web.listen-address="):
+			a = "--web.listen-address=127.0.0.1:9436"
+		}
+		args = append(args, a)
+	}
+	args = append(args, "--interfaces=h5cap")
+	agent := exec.Command("nsenter", args...)
+	var out syncBuffer
+	agent.Stdout, agent.Stderr = &out, &out
+	if err := agent.Start(); err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = agent.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = agent.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = agent.Process.Kill()
+			<-exited
+		}
+	})
+	logs := func() string { return "agent (capabilities " + strings.Join(keep, ",") + "):\n" + out.String() }
+	waitFor(t, 30*time.Second, exited, logs, "the agent to be ready", func() bool {
+		return ns.Cmd("curl", "-fs", "--max-time", "1", "-o", "/dev/null", "http://127.0.0.1:9436/readyz").Run() == nil
+	})
+	body, err := ns.Cmd("curl", "-fsS", "--max-time", "5", "-H", "Authorization: Bearer h5-cap-test",
+		"--data", `{"action":"monitor","match":{"protocol":"icmp"},"ttl_seconds":60,"reason":"capability test"}`,
+		"http://127.0.0.1:9436/api/v1/rules").CombinedOutput()
+	if err != nil {
+		t.Fatalf("add a rule: %v\n%s\n%s", err, body, logs())
+	}
+	peer.MustRun("ping", "-q", "-c", "3", "-i", "0.2", "10.215.3.1")
+	metrics, _ := ns.Cmd("curl", "-fsS", "--max-time", "5", "http://127.0.0.1:9436/metrics").Output()
+	if bytes.Contains(metrics, []byte(`packetscope_scrape_collector_success{collector=`)) &&
+		regexp.MustCompile(`packetscope_scrape_collector_success\{collector="[a-z]+"\} 0`).Match(metrics) {
+		t.Errorf("a collector fails with these capabilities:\n%s", grepLines(metrics, "packetscope_scrape_collector_success"))
+	}
+	if !regexp.MustCompile(`packetscope_guard_rule_packets_total\{rule="[^"]+"\} [1-9]`).Match(metrics) {
+		t.Errorf("the rule counted no packets:\n%s", grepLines(metrics, "packetscope_guard_rule_packets_total"))
+	}
+}
+
+func grepLines(b []byte, s string) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -339,7 +339,7 @@ func waitFor(t *testing.T, timeout time.Duration, exited <-chan struct{}, logs f
 	for !cond() {
 		select {
 		case <-exited:
-			t.Fatalf("run-stack.sh exited while waiting for %s\n%s", what, logs())
+			t.Fatalf("the process exited while waiting for %s\n%s", what, logs())
 		default:
 		}
 		if time.Now().After(deadline) {
