@@ -473,3 +473,94 @@ func grepLines(b []byte, s string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestResponderRunsUnprivileged runs the real responder as the Deployment
+// does: its user, no capabilities, its arguments (with this test's files),
+// and requires it to get ready and to reject a webhook call without the token.
+func TestResponderRunsUnprivileged(t *testing.T) {
+	testnet.RequireRoot(t)
+	tool(t, "setpriv", "util-linux")
+	tool(t, "curl", "curl")
+	bin := packetscopeBinary(t)
+	m := loadManifests(t)
+	if len(m.deployments) != 1 {
+		t.Fatal("want one Deployment")
+	}
+	spec := m.deployments[0].Spec.Template.Spec
+	c := spec.Containers[0]
+	psc := spec.SecurityContext
+	if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser == 0 || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+		t.Fatalf("the responder should run as a non-root user: %+v", psc)
+	}
+	if c.SecurityContext == nil || c.SecurityContext.Capabilities == nil || len(c.SecurityContext.Capabilities.Add) > 0 {
+		t.Fatalf("the responder should drop every capability: %+v", c.SecurityContext)
+	}
+	uid := fmt.Sprint(*psc.RunAsUser)
+	gid := uid
+	if psc.RunAsGroup != nil {
+		gid = fmt.Sprint(*psc.RunAsGroup)
+	}
+
+	// Files as the Secret and the volume provide them: tokens readable by
+	// the pod's group (fsGroup), the audit directory writable.
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} { // the responder's user must get through
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{}
+	for _, name := range []string{"webhook.token", "api.token"} {
+		files[name] = filepath.Join(dir, name)
+		if err := os.WriteFile(files[name], []byte("h5-"+name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	audit := filepath.Join(dir, "audit")
+	if err := os.Mkdir(audit, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(audit, int(*psc.RunAsUser), int(*psc.RunAsUser)); err != nil {
+		t.Fatal(err)
+	}
+	ns := testnet.NewNS(t, "ps-h5r")
+	args := []string{"--reuid=" + uid, "--regid=" + gid, "--clear-groups", "--bounding-set=-all", bin}
+	for _, a := range c.Args {
+		switch {
+		case strings.HasPrefix(a, "--webhook.token-file="):
+			a = "--webhook.token-file=" + files["webhook.token"]
+		case strings.HasPrefix(a, "--agent.token-file="):
+			a = "--agent.token-file=" + files["api.token"]
+		case strings.HasPrefix(a, "--responder.audit-file="):
+			a = "--responder.audit-file=" + filepath.Join(audit, "decisions.jsonl")
+		}
+		args = append(args, a)
+	}
+	responder := ns.Cmd("setpriv", args...)
+	var out syncBuffer
+	responder.Stdout, responder.Stderr = &out, &out
+	if err := responder.Start(); err != nil {
+		t.Fatalf("start responder: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = responder.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = responder.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = responder.Process.Kill()
+			<-exited
+		}
+	})
+	port := fmt.Sprint(c.Ports[0].ContainerPort)
+	logs := func() string { return "responder:\n" + out.String() }
+	waitFor(t, 20*time.Second, exited, logs, "the responder to be ready", func() bool {
+		return ns.Cmd("curl", "-fs", "--max-time", "1", "-o", "/dev/null", "http://127.0.0.1:"+port+"/readyz").Run() == nil
+	})
+	code, _ := ns.Cmd("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+		"--data", "{}", "http://127.0.0.1:"+port+"/api/v1/alerts").Output()
+	if string(code) != "401" {
+		t.Errorf("webhook without token: HTTP %s, want 401\n%s", code, logs())
+	}
+}
