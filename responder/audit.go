@@ -44,6 +44,7 @@ type EvidenceSummary struct {
 	AttackTo        time.Time                     `json:"attack_to"`
 	BaselineFrom    time.Time                     `json:"baseline_from"`
 	BaselineTo      time.Time                     `json:"baseline_to"`
+	BaselineSource  string                        `json:"baseline_source"` // agent, or responder (its own snapshots: the flood overwrote the agent's window)
 	AttackSamples   int                           `json:"attack_samples"`
 	BaselineSamples int                           `json:"baseline_samples"`
 	SampleEvery     uint32                        `json:"sample_every"`

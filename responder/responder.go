@@ -47,7 +47,11 @@ type Config struct {
 	// starts after its expression crossed the threshold over a rate window,
 	// so the flood began earlier than the alert's StartsAt (default 1m).
 	BaselineGap time.Duration
-	MaxSamples  int // sampled headers pulled per window (default 5000)
+	// BaselinePoll is how often the responder snapshots each known agent's
+	// traffic, so a baseline survives a flood that overwrites the agent's
+	// window (default 30s).
+	BaselinePoll time.Duration
+	MaxSamples   int // sampled headers pulled per window (default 5000)
 
 	QueueSize    int // alerts waiting for a worker (default 256); full → 503
 	Workers      int // concurrent decisions (default 2)
@@ -91,6 +95,7 @@ func (c *Config) setDefaults() error {
 	dur(&c.AttackWindowMax, 2*time.Minute)
 	dur(&c.BaselineWindow, 5*time.Minute)
 	dur(&c.BaselineGap, time.Minute)
+	dur(&c.BaselinePoll, baselinePollEvery)
 	num(&c.MaxSamples, 5000)
 	num(&c.QueueSize, 256)
 	num(&c.Workers, 2)
@@ -134,14 +139,15 @@ type Responder struct {
 
 	queue chan job
 
-	mu      sync.Mutex
-	alerts  map[string]*alertState // by fingerprint
-	agents  map[string]Agent       // by URL
-	healthy map[string]time.Time   // agent URL → last successful probe
-	closed  bool
-	seq     uint64
-	pushMu  sync.Mutex // one decision pushes to agents at a time
-	handler http.Handler
+	mu        sync.Mutex
+	alerts    map[string]*alertState // by fingerprint
+	agents    map[string]Agent       // by URL
+	healthy   map[string]time.Time   // agent URL → last successful probe
+	closed    bool
+	seq       uint64
+	pushMu    sync.Mutex // one decision pushes to agents at a time
+	handler   http.Handler
+	baselines *baselineCache
 }
 
 type jobKind int
@@ -199,6 +205,11 @@ func New(logger *slog.Logger, reg prometheus.Registerer, cfg Config) (*Responder
 		alerts:  map[string]*alertState{},
 		agents:  map[string]Agent{},
 		healthy: map[string]time.Time{},
+
+		baselines: newBaselineCache(),
+	}
+	if cfg.AgentURL != "" {
+		r.baselines.track(strings.TrimRight(cfg.AgentURL, "/"))
 	}
 	if cfg.Analyst == "llm" {
 		r.llm = newLLM(cfg.LLM, r.metrics)
@@ -264,6 +275,19 @@ func (r *Responder) Run(ctx context.Context) error {
 			}
 		})
 	}
+	wg.Go(func() {
+		r.pollBaselines(ctx, r.cfg.BaselinePoll)
+		tick := time.NewTicker(r.cfg.BaselinePoll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				r.pollBaselines(ctx, r.cfg.BaselinePoll)
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
 	tick := time.NewTicker(15 * time.Second)
 	defer tick.Stop()
 	for done := false; !done; {
@@ -523,7 +547,13 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("pull attack window: %w", err)
 	}
-	baseEnd := from.Add(-r.cfg.BaselineGap)
+	// The baseline ends before the flood began, which is before the alert
+	// started, even when the attack window looks only at its last minutes.
+	anchor := from
+	if st := j.alert.StartsAt; !st.IsZero() && st.Before(anchor) {
+		anchor = st
+	}
+	baseEnd := anchor.Add(-r.cfg.BaselineGap)
 	baseline, err := agent.Traffic(ctx, baseEnd.Add(-r.cfg.BaselineWindow), baseEnd, r.cfg.MaxSamples)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pull baseline window: %w", err)
@@ -532,9 +562,15 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("list rules: %w", err)
 	}
+	basePkts, baseSource := packetsOf(baseline.Samples), "agent"
+	if len(basePkts) < minAgentBaselineShare {
+		if cached := r.baselines.window(j.agentURL, baseEnd.Add(-r.cfg.BaselineWindow), baseEnd); len(cached) > len(basePkts) {
+			basePkts, baseSource = cached, "responder"
+		}
+	}
 	ev := &Evidence{
 		Alert: j.alert, AttackFrom: from, AttackTo: now,
-		Attack: packetsOf(attack.Samples), Baseline: packetsOf(baseline.Samples),
+		Attack: packetsOf(attack.Samples), Baseline: basePkts,
 		AttackTop: attack.Top, SampleEvery: attack.SampleEvery, Estimated: attack.Totals.EstimatedPackets,
 		ActiveRules: active,
 	}
@@ -548,7 +584,7 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	}
 	ev.Candidates = Mine(r.cfg.Miner, ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
 	sum := &EvidenceSummary{
-		AttackFrom: from, AttackTo: now, BaselineFrom: baseEnd.Add(-r.cfg.BaselineWindow), BaselineTo: baseEnd,
+		AttackFrom: from, AttackTo: now, BaselineFrom: baseEnd.Add(-r.cfg.BaselineWindow), BaselineTo: baseEnd, BaselineSource: baseSource,
 		AttackSamples: len(ev.Attack), BaselineSamples: len(ev.Baseline), SampleEvery: ev.SampleEvery,
 		Estimated: ev.Estimated, Candidates: ev.Candidates, ActiveRules: len(active), Top: map[string][]guard.ValueCount{},
 	}

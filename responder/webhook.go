@@ -169,6 +169,7 @@ func (r *Responder) accept(ctx context.Context, msg *webhook.Message, received t
 			continue
 		}
 		jobs = append(jobs, job{kind: jobAnalyze, alert: info, agentURL: url, received: received})
+		r.baselines.track(url)
 		if !slices.Contains(probes, url) {
 			probes = append(probes, url)
 		}
