@@ -173,3 +173,23 @@ func TestPromptBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestGuardrailsProtectedSources: a fingerprint that matches spoofed attack
+// packets claiming protected sources is fine; one that matches the
+// gateway's real (baseline) traffic is not.
+func TestGuardrailsProtectedSources(t *testing.T) {
+	flood := hpingSYNFlood(21, 2000, true)
+	flood[0].Src = netip.MustParseAddr("127.0.0.1")
+	flood[1].Src = nodeGateway.Addr()
+	rule := guard.Rule{Action: guard.ActionDrop, TTLSeconds: 600, Match: guard.Match{Protocol: "tcp", TCPFlags: "syn,!ack", TCPWindow: "512"}}
+	baseline := ordinaryTraffic(22, 2000)
+	in := CheckInput{Attack: flood, Baseline: baseline, Protected: []netip.Prefix{nodeAddr, nodeGateway}, Mode: "enforce", TTL: time.Minute, Origin: "builtin"}
+	if v := DefaultGuardrails.Check(in, []guard.Rule{rule})[0]; !v.Accepted {
+		t.Errorf("rejected: %s", v.Reason)
+	}
+	gw := tcpPkt(nodeGateway.Addr(), victim4, 40000, 80, guard.FlagSYN, 512, 40, 64)
+	in.Baseline = append(baseline, gw)
+	if v := DefaultGuardrails.Check(in, []guard.Rule{rule})[0]; v.Accepted || !strings.Contains(v.Reason, "protected") {
+		t.Errorf("a rule cutting off the gateway's traffic: accepted=%v reason=%q", v.Accepted, v.Reason)
+	}
+}

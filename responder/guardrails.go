@@ -86,8 +86,8 @@ func (g Guardrails) Check(in CheckInput, proposed []guard.Rule) []Validation {
 			v.Replay = replayMatchers([]*guard.Matcher{m}, in.Attack, in.Baseline)
 			v.Coverage, v.Collateral = v.Replay.Coverage, v.Replay.Collateral
 			switch {
-			case hitsProtected(m, in.Attack, in.Baseline, protected):
-				v.Reason = "matches sampled packets from a protected address"
+			case hitsProtected(m, in.Baseline, protected):
+				v.Reason = "matches baseline packets from a protected address"
 			case v.Coverage < g.MinCoverage:
 				v.Reason = fmt.Sprintf("coverage %.4f of the attack window is below %.4f", v.Coverage, g.MinCoverage)
 			case v.Replay.BaselineTotal > 0 && v.Collateral > g.MaxCollateral:
@@ -193,14 +193,15 @@ func normalizePrefixes(ps []netip.Prefix) []netip.Prefix {
 	return out
 }
 
-// hitsProtected reports whether m matches any sampled packet sent by a
-// protected address: the node itself, its gateway, loopback.
-func hitsProtected(m *guard.Matcher, attack, baseline []guard.Packet, protected []netip.Prefix) bool {
-	for _, pkts := range [][]guard.Packet{attack, baseline} {
-		for i := range pkts {
-			if isProtected(pkts[i].Src, protected) && m.Matches(&pkts[i]) {
-				return true
-			}
+// hitsProtected reports whether m matches any baseline packet sent by a
+// protected address (the node itself, its gateway): it would cut them off.
+// Only the baseline counts: in the attack window a spoofed flood claims
+// random sources, loopback and the gateway among them, and those packets
+// are the attack's, not the gateway's.
+func hitsProtected(m *guard.Matcher, baseline []guard.Packet, protected []netip.Prefix) bool {
+	for i := range baseline {
+		if isProtected(baseline[i].Src, protected) && m.Matches(&baseline[i]) {
+			return true
 		}
 	}
 	return false
