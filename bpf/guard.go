@@ -26,6 +26,9 @@ const (
 	GuardFPPlens     = 8      // GUARD_FP_PLENS
 	GuardCIDRPlens   = 16     // GUARD_CIDR_PLENS
 	GuardDefChunkLen = 248    // GUARD_DEF_CHUNK
+	GuardIfaceSlots  = 4096   // GUARD_IFACE_SLOTS
+	// GUARD_PREFILTER_SHIFT: the address prefilter has 2^this u64 words.
+	GuardPrefilterShift = 18
 )
 
 // Indexes of fp_wild (enum guard_wild).

@@ -10,6 +10,19 @@
 #define GUARD_CIDR_PLENS 16 /* distinct prefix lengths per family for CIDR rules */
 #define GUARD_META_ENTRIES (2 * 3 * 2 * 256) /* family x fragment kind x has_l4 x protocol */
 #define GUARD_MAX_IPV6_EXT 6
+#define GUARD_IFACE_SLOTS 4096
+#define GUARD_PREFILTER_SHIFT 18 /* 2^18 u64 words: 2^24 bits, 2 MiB */
+#define GUARD_PREFILTER_WORDS (1 << GUARD_PREFILTER_SHIFT)
+
+/* Tables of the address prefilter (pf_hash). */
+enum guard_pf_table {
+	PF_FP_SRC4 = 0,
+	PF_FP_DST4,
+	PF_CIDR4,
+	PF_FP_SRC6,
+	PF_FP_DST6,
+	PF_CIDR6,
+}; /* iface_stats entries: ifindex modulo this */
 
 /* Indexes into fp_wild: bitmaps of rules that do not constrain a field. */
 enum guard_wild {
@@ -99,7 +112,7 @@ struct guard_config {
 
 /* One rule's verdict parameters, by slot. */
 struct guard_rule_meta {
-	__u64 expires_ns; /* CLOCK_BOOTTIME; the rule never matches at or after it; 0 = empty slot */
+	__u64 expires_ns; /* CLOCK_MONOTONIC (coarse); the rule never matches at or after it; 0 = empty slot */
 	__u32 action;     /* enum guard_action */
 	__u32 rate_pps;
 };
@@ -128,7 +141,7 @@ struct guard_iface_stats {
 
 /* A sampled packet header (ring buffer record). */
 struct guard_sample {
-	__u64 time_ns; /* CLOCK_BOOTTIME */
+	__u64 time_ns; /* CLOCK_MONOTONIC (coarse, tick resolution) */
 	__u32 ifindex;
 	__u32 slot; /* matching rule's slot, or 0xffffffff */
 	__u8 family, protocol, ttl, fragment;

@@ -142,6 +142,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	guardMapAddrPrefilter = "addr_prefilter"
 	guardMapCidrSrc4      = "cidr_src4"
 	guardMapCidrSrc6      = "cidr_src6"
 	guardMapFpDport       = "fp_dport"
@@ -220,29 +221,30 @@ type guardProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardMapSpecs struct {
-	CidrSrc4    *ebpf.MapSpec `ebpf:"cidr_src4"`
-	CidrSrc6    *ebpf.MapSpec `ebpf:"cidr_src6"`
-	FpDport     *ebpf.MapSpec `ebpf:"fp_dport"`
-	FpDst4      *ebpf.MapSpec `ebpf:"fp_dst4"`
-	FpDst6      *ebpf.MapSpec `ebpf:"fp_dst6"`
-	FpIcmpType  *ebpf.MapSpec `ebpf:"fp_icmp_type"`
-	FpLength    *ebpf.MapSpec `ebpf:"fp_length"`
-	FpMeta      *ebpf.MapSpec `ebpf:"fp_meta"`
-	FpSport     *ebpf.MapSpec `ebpf:"fp_sport"`
-	FpSrc4      *ebpf.MapSpec `ebpf:"fp_src4"`
-	FpSrc6      *ebpf.MapSpec `ebpf:"fp_src6"`
-	FpTcpFlags  *ebpf.MapSpec `ebpf:"fp_tcp_flags"`
-	FpTtl       *ebpf.MapSpec `ebpf:"fp_ttl"`
-	FpWild      *ebpf.MapSpec `ebpf:"fp_wild"`
-	FpWindow    *ebpf.MapSpec `ebpf:"fp_window"`
-	GuardConfig *ebpf.MapSpec `ebpf:"guard_config"`
-	IfaceStats  *ebpf.MapSpec `ebpf:"iface_stats"`
-	RuleBuckets *ebpf.MapSpec `ebpf:"rule_buckets"`
-	RuleDefs    *ebpf.MapSpec `ebpf:"rule_defs"`
-	RuleMeta    *ebpf.MapSpec `ebpf:"rule_meta"`
-	RuleStats   *ebpf.MapSpec `ebpf:"rule_stats"`
-	SampleTick  *ebpf.MapSpec `ebpf:"sample_tick"`
-	Samples     *ebpf.MapSpec `ebpf:"samples"`
+	AddrPrefilter *ebpf.MapSpec `ebpf:"addr_prefilter"`
+	CidrSrc4      *ebpf.MapSpec `ebpf:"cidr_src4"`
+	CidrSrc6      *ebpf.MapSpec `ebpf:"cidr_src6"`
+	FpDport       *ebpf.MapSpec `ebpf:"fp_dport"`
+	FpDst4        *ebpf.MapSpec `ebpf:"fp_dst4"`
+	FpDst6        *ebpf.MapSpec `ebpf:"fp_dst6"`
+	FpIcmpType    *ebpf.MapSpec `ebpf:"fp_icmp_type"`
+	FpLength      *ebpf.MapSpec `ebpf:"fp_length"`
+	FpMeta        *ebpf.MapSpec `ebpf:"fp_meta"`
+	FpSport       *ebpf.MapSpec `ebpf:"fp_sport"`
+	FpSrc4        *ebpf.MapSpec `ebpf:"fp_src4"`
+	FpSrc6        *ebpf.MapSpec `ebpf:"fp_src6"`
+	FpTcpFlags    *ebpf.MapSpec `ebpf:"fp_tcp_flags"`
+	FpTtl         *ebpf.MapSpec `ebpf:"fp_ttl"`
+	FpWild        *ebpf.MapSpec `ebpf:"fp_wild"`
+	FpWindow      *ebpf.MapSpec `ebpf:"fp_window"`
+	GuardConfig   *ebpf.MapSpec `ebpf:"guard_config"`
+	IfaceStats    *ebpf.MapSpec `ebpf:"iface_stats"`
+	RuleBuckets   *ebpf.MapSpec `ebpf:"rule_buckets"`
+	RuleDefs      *ebpf.MapSpec `ebpf:"rule_defs"`
+	RuleMeta      *ebpf.MapSpec `ebpf:"rule_meta"`
+	RuleStats     *ebpf.MapSpec `ebpf:"rule_stats"`
+	SampleTick    *ebpf.MapSpec `ebpf:"sample_tick"`
+	Samples       *ebpf.MapSpec `ebpf:"samples"`
 }
 
 // guardVariableSpecs contains global variables before they are loaded into the kernel.
@@ -274,33 +276,35 @@ func (o *guardObjects) Close() error {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardMaps struct {
-	CidrSrc4    *ebpf.Map `ebpf:"cidr_src4"`
-	CidrSrc6    *ebpf.Map `ebpf:"cidr_src6"`
-	FpDport     *ebpf.Map `ebpf:"fp_dport"`
-	FpDst4      *ebpf.Map `ebpf:"fp_dst4"`
-	FpDst6      *ebpf.Map `ebpf:"fp_dst6"`
-	FpIcmpType  *ebpf.Map `ebpf:"fp_icmp_type"`
-	FpLength    *ebpf.Map `ebpf:"fp_length"`
-	FpMeta      *ebpf.Map `ebpf:"fp_meta"`
-	FpSport     *ebpf.Map `ebpf:"fp_sport"`
-	FpSrc4      *ebpf.Map `ebpf:"fp_src4"`
-	FpSrc6      *ebpf.Map `ebpf:"fp_src6"`
-	FpTcpFlags  *ebpf.Map `ebpf:"fp_tcp_flags"`
-	FpTtl       *ebpf.Map `ebpf:"fp_ttl"`
-	FpWild      *ebpf.Map `ebpf:"fp_wild"`
-	FpWindow    *ebpf.Map `ebpf:"fp_window"`
-	GuardConfig *ebpf.Map `ebpf:"guard_config"`
-	IfaceStats  *ebpf.Map `ebpf:"iface_stats"`
-	RuleBuckets *ebpf.Map `ebpf:"rule_buckets"`
-	RuleDefs    *ebpf.Map `ebpf:"rule_defs"`
-	RuleMeta    *ebpf.Map `ebpf:"rule_meta"`
-	RuleStats   *ebpf.Map `ebpf:"rule_stats"`
-	SampleTick  *ebpf.Map `ebpf:"sample_tick"`
-	Samples     *ebpf.Map `ebpf:"samples"`
+	AddrPrefilter *ebpf.Map `ebpf:"addr_prefilter"`
+	CidrSrc4      *ebpf.Map `ebpf:"cidr_src4"`
+	CidrSrc6      *ebpf.Map `ebpf:"cidr_src6"`
+	FpDport       *ebpf.Map `ebpf:"fp_dport"`
+	FpDst4        *ebpf.Map `ebpf:"fp_dst4"`
+	FpDst6        *ebpf.Map `ebpf:"fp_dst6"`
+	FpIcmpType    *ebpf.Map `ebpf:"fp_icmp_type"`
+	FpLength      *ebpf.Map `ebpf:"fp_length"`
+	FpMeta        *ebpf.Map `ebpf:"fp_meta"`
+	FpSport       *ebpf.Map `ebpf:"fp_sport"`
+	FpSrc4        *ebpf.Map `ebpf:"fp_src4"`
+	FpSrc6        *ebpf.Map `ebpf:"fp_src6"`
+	FpTcpFlags    *ebpf.Map `ebpf:"fp_tcp_flags"`
+	FpTtl         *ebpf.Map `ebpf:"fp_ttl"`
+	FpWild        *ebpf.Map `ebpf:"fp_wild"`
+	FpWindow      *ebpf.Map `ebpf:"fp_window"`
+	GuardConfig   *ebpf.Map `ebpf:"guard_config"`
+	IfaceStats    *ebpf.Map `ebpf:"iface_stats"`
+	RuleBuckets   *ebpf.Map `ebpf:"rule_buckets"`
+	RuleDefs      *ebpf.Map `ebpf:"rule_defs"`
+	RuleMeta      *ebpf.Map `ebpf:"rule_meta"`
+	RuleStats     *ebpf.Map `ebpf:"rule_stats"`
+	SampleTick    *ebpf.Map `ebpf:"sample_tick"`
+	Samples       *ebpf.Map `ebpf:"samples"`
 }
 
 func (m *guardMaps) Close() error {
 	return _GuardClose(
+		m.AddrPrefilter,
 		m.CidrSrc4,
 		m.CidrSrc6,
 		m.FpDport,

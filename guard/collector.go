@@ -1,8 +1,6 @@
 package guard
 
 import (
-	"strconv"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/packetscope/packetscope/bpf"
@@ -57,7 +55,7 @@ func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
 	g := c.g
 	stats := g.ifaceStats()
 	for ifindex, name := range g.ifaces {
-		s := stats[ifindex] // zero when nothing was seen yet: series exist from the first scrape
+		s := stats[ifaceSlot(ifindex)] // zero when nothing was seen yet: series exist from the first scrape
 		for i, v := range s.Actions {
 			ch <- prometheus.MustNewConstMetric(descXDPPackets, prometheus.CounterValue, float64(v), name, verdictNames[i])
 		}
@@ -104,15 +102,8 @@ func (g *Guard) InterfaceStats(name string) IfaceStats {
 	stats := g.ifaceStats()
 	for ifindex, n := range g.ifaces {
 		if n == name {
-			return stats[ifindex]
+			return stats[ifaceSlot(ifindex)]
 		}
 	}
 	return IfaceStats{}
-}
-
-func ifaceLabel(names map[uint32]string, ifindex uint32) string {
-	if n, ok := names[ifindex]; ok {
-		return n
-	}
-	return "ifindex_" + strconv.Itoa(int(ifindex))
 }

@@ -6,13 +6,20 @@ import (
 	"github.com/packetscope/packetscope/bpf"
 )
 
-// readIfaceStats sums the per-CPU iface_stats map, by ifindex.
+// ifaceSlot is the iface_stats index of an ifindex (GUARD_IFACE_SLOTS).
+func ifaceSlot(ifindex uint32) uint32 { return ifindex & (bpf.GuardIfaceSlots - 1) }
+
+// readIfaceStats sums the per-CPU iface_stats array, by slot (ifaceSlot),
+// leaving out slots that saw nothing.
 func readIfaceStats(m *ebpf.Map) map[uint32]IfaceStats {
 	out := map[uint32]IfaceStats{}
 	var k uint32
 	var per []bpf.GuardIfaceStats
 	it := m.Iterate()
 	for it.Next(&k, &per) {
+		if isZeroStats(per) {
+			continue
+		}
 		var sum IfaceStats
 		for _, s := range per {
 			for i := range sum.Actions {
@@ -29,4 +36,13 @@ func readIfaceStats(m *ebpf.Map) map[uint32]IfaceStats {
 		out[k] = sum
 	}
 	return out
+}
+
+func isZeroStats(per []bpf.GuardIfaceStats) bool {
+	for _, s := range per {
+		if s != (bpf.GuardIfaceStats{}) {
+			return false
+		}
+	}
+	return true
 }

@@ -26,7 +26,7 @@ type sampler struct {
 	rd       *ringbuf.Reader
 	ifaces   map[uint32]string
 	out      chan Sample
-	bootWall time.Time // wall-clock time of CLOCK_BOOTTIME zero
+	bootWall time.Time // wall-clock time of CLOCK_MONOTONIC zero (the kernel's sample clock)
 	taken    atomic.Uint64
 	dropped  atomic.Uint64
 	lastSlot atomic.Uint32 // matching rule slot of the newest sample (tests)
@@ -40,10 +40,10 @@ func newSampler(logger *slog.Logger, m *ebpf.Map, ifaces map[uint32]string, buff
 	return &sampler{logger: logger, rd: rd, ifaces: ifaces, out: make(chan Sample, buffer), bootWall: bootEpoch()}, nil
 }
 
-// bootEpoch returns the wall-clock time at which CLOCK_BOOTTIME was zero.
+// bootEpoch returns the wall-clock time at which CLOCK_MONOTONIC was zero.
 func bootEpoch() time.Time {
 	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return time.Now().Add(-time.Duration(ts.Nano()))
 }
 

@@ -55,6 +55,7 @@ type RuleTable struct {
 	cidr4     *cidrField
 	cidr6     *cidrField
 	cfg       bpf.GuardConfig
+	pf        *prefilter
 	now       func() time.Time
 }
 
@@ -65,16 +66,18 @@ type tableRule struct {
 }
 
 func newRuleTable(logger *slog.Logger, maps *bpf.GuardMaps, maxRules int, sampleEvery uint32) *RuleTable {
+	pf := newPrefilter(maps.AddrPrefilter)
 	return &RuleTable{
+		pf:        pf,
 		logger:    logger,
 		maps:      maps,
 		maxRules:  maxRules,
 		byID:      make(map[string]*tableRule),
 		fpSlots:   make([]*tableRule, FPSlots),
 		cidrSlots: make([]*tableRule, CIDRSlots),
-		fp:        newFPFields(maps),
-		cidr4:     newCIDRField(maps.CidrSrc4),
-		cidr6:     newCIDRField(maps.CidrSrc6),
+		fp:        newFPFields(maps, pf),
+		cidr4:     newCIDRField(maps.CidrSrc4, pf),
+		cidr6:     newCIDRField(maps.CidrSrc6, pf),
 		cfg:       bpf.GuardConfig{SampleEvery: sampleEvery},
 		now:       time.Now,
 	}
@@ -360,11 +363,11 @@ func (t *RuleTable) resetCounters(slot uint32) error {
 	return nil
 }
 
-// bootNs converts a wall-clock time to CLOCK_BOOTTIME nanoseconds, the
-// kernel's clock for expiry (it keeps counting across suspend).
+// bootNs converts a wall-clock time to CLOCK_MONOTONIC nanoseconds, the
+// clock of the kernel's bpf_ktime_get_coarse_ns (expiry, rate limits).
 func bootNs(at, now time.Time) uint64 {
 	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	ns := ts.Nano() + at.Sub(now).Nanoseconds()
 	if ns <= 0 {
 		return 1 // already expired; 0 would mean an empty slot
@@ -507,6 +510,22 @@ func (t *RuleTable) adopt() (int, error) {
 		if err := a.rewriteAll(); err != nil {
 			return 0, err
 		}
+	}
+	// Prefilter bits first: an entry must never be in a map with its bit clear.
+	for _, p := range t.fp.prefixes() {
+		for e := range p.entries {
+			_ = t.pf.add(p.tid, e, false)
+			p.marked[e] = true
+		}
+	}
+	for _, c := range []*cidrField{t.cidr4, t.cidr6} {
+		for e := range c.vals {
+			_ = t.pf.add(pfCIDR4, e, false)
+			c.marked[e] = true
+		}
+	}
+	if err := t.pf.rewriteAll(); err != nil {
+		return 0, err
 	}
 	for _, p := range t.fp.prefixes() {
 		if err := syncHash(p.m, p.entries, func(b *bitmap) any { return b }); err != nil {

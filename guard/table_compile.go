@@ -65,7 +65,7 @@ type fpFields struct {
 	src4, src6, dst4, dst6       *prefixField
 }
 
-func newFPFields(m *bpf.GuardMaps) *fpFields {
+func newFPFields(m *bpf.GuardMaps, pf *prefilter) *fpFields {
 	f := &fpFields{
 		meta: newArrayField(m.FpMeta), flags: newArrayField(m.FpTcpFlags), icmp: newArrayField(m.FpIcmpType),
 		ttl: newArrayField(m.FpTtl), sport: newArrayField(m.FpSport), dport: newArrayField(m.FpDport),
@@ -75,10 +75,10 @@ func newFPFields(m *bpf.GuardMaps) *fpFields {
 	for i := range bpf.GuardWildCount {
 		f.wild.vals[i] = new(bitmap)
 	}
-	f.src4 = newPrefixField(m.FpSrc4, 32, f.wild.vals[bpf.GuardWildSrc4])
-	f.src6 = newPrefixField(m.FpSrc6, 128, f.wild.vals[bpf.GuardWildSrc6])
-	f.dst4 = newPrefixField(m.FpDst4, 32, f.wild.vals[bpf.GuardWildDst4])
-	f.dst6 = newPrefixField(m.FpDst6, 128, f.wild.vals[bpf.GuardWildDst6])
+	f.src4 = newPrefixField(m.FpSrc4, 32, f.wild.vals[bpf.GuardWildSrc4], pf, pfFPSrc4)
+	f.src6 = newPrefixField(m.FpSrc6, 128, f.wild.vals[bpf.GuardWildSrc6], pf, pfFPSrc4)
+	f.dst4 = newPrefixField(m.FpDst4, 32, f.wild.vals[bpf.GuardWildDst4], pf, pfFPDst4)
+	f.dst6 = newPrefixField(m.FpDst6, 128, f.wild.vals[bpf.GuardWildDst6], pf, pfFPDst4)
 	return f
 }
 
@@ -207,17 +207,20 @@ func (f *fpFields) flushFields() error {
 // (prefix length, prefix) holding the lowest slot among the rules whose
 // prefix contains the entry's, so the longest hit is the first match.
 type cidrField struct {
-	m     *ebpf.Map
-	refs  map[netip.Prefix][]uint32 // prefix -> slots naming it, ascending
-	vals  map[netip.Prefix]uint32
-	lens  map[int]int // prefix length -> distinct prefixes with it
-	dirty map[netip.Prefix]bool
-	gone  map[netip.Prefix]bool
+	m      *ebpf.Map
+	refs   map[netip.Prefix][]uint32 // prefix -> slots naming it, ascending
+	vals   map[netip.Prefix]uint32
+	lens   map[int]int // prefix length -> distinct prefixes with it
+	dirty  map[netip.Prefix]bool
+	gone   map[netip.Prefix]bool
+	pf     *prefilter
+	marked map[netip.Prefix]bool // entries whose prefilter bit is counted
 }
 
-func newCIDRField(m *ebpf.Map) *cidrField {
+func newCIDRField(m *ebpf.Map, pf *prefilter) *cidrField {
 	return &cidrField{m: m, refs: map[netip.Prefix][]uint32{}, vals: map[netip.Prefix]uint32{},
-		lens: map[int]int{}, dirty: map[netip.Prefix]bool{}, gone: map[netip.Prefix]bool{}}
+		lens: map[int]int{}, dirty: map[netip.Prefix]bool{}, gone: map[netip.Prefix]bool{},
+		pf: pf, marked: map[netip.Prefix]bool{}}
 }
 
 func (c *cidrField) canAdd(p netip.Prefix) bool {
@@ -312,6 +315,12 @@ func (c *cidrField) remove(slot uint32, p netip.Prefix) {
 
 func (c *cidrField) flush() error {
 	for p := range c.dirty {
+		if !c.marked[p] {
+			if err := c.pf.add(pfCIDR4, p, true); err != nil {
+				return err
+			}
+			c.marked[p] = true
+		}
 		if err := c.m.Update(addrKey(p), c.vals[p], ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("update %s: %w", c.m, err)
 		}
@@ -324,6 +333,12 @@ func (c *cidrField) flushGone() error {
 	for p := range c.gone {
 		if err := c.m.Delete(addrKey(p)); err != nil && !isNotExist(err) {
 			return fmt.Errorf("delete from %s: %w", c.m, err)
+		}
+		if c.marked[p] {
+			delete(c.marked, p)
+			if err := c.pf.remove(pfCIDR4, p); err != nil {
+				return err
+			}
 		}
 	}
 	clear(c.gone)

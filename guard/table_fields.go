@@ -125,11 +125,14 @@ type prefixField struct {
 	refs    map[netip.Prefix]int
 	dirty   map[netip.Prefix]bool
 	gone    map[netip.Prefix]bool
+	pf      *prefilter
+	tid     uint32                // prefilter table (IPv4 id)
+	marked  map[netip.Prefix]bool // entries whose prefilter bit is counted
 }
 
-func newPrefixField(m *ebpf.Map, bits int, wild *bitmap) *prefixField {
+func newPrefixField(m *ebpf.Map, bits int, wild *bitmap, pf *prefilter, tid uint32) *prefixField {
 	return &prefixField{
-		m: m, bits: bits, wild: wild,
+		m: m, bits: bits, wild: wild, pf: pf, tid: tid, marked: make(map[netip.Prefix]bool),
 		entries: make(map[netip.Prefix]*bitmap), rules: make(map[uint32]netip.Prefix),
 		refs: make(map[netip.Prefix]int), dirty: make(map[netip.Prefix]bool), gone: make(map[netip.Prefix]bool),
 	}
@@ -214,6 +217,12 @@ func (f *prefixField) removeRule(slot uint32) {
 
 func (f *prefixField) flush() error {
 	for p := range f.dirty {
+		if !f.marked[p] {
+			if err := f.pf.add(f.tid, p, true); err != nil {
+				return err
+			}
+			f.marked[p] = true
+		}
 		k := f.key(p)
 		if err := f.m.Update(k, f.entries[p], ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("update %s: %w", f.m, err)
@@ -229,6 +238,12 @@ func (f *prefixField) flushGone() error {
 	for p := range f.gone {
 		if err := f.m.Delete(f.key(p)); err != nil && !isNotExist(err) {
 			return fmt.Errorf("delete from %s: %w", f.m, err)
+		}
+		if f.marked[p] {
+			delete(f.marked, p)
+			if err := f.pf.remove(f.tid, p); err != nil {
+				return err
+			}
 		}
 	}
 	clear(f.gone)

@@ -90,6 +90,11 @@ func Open(logger *slog.Logger, cfg Config) (*Guard, error) {
 		if err != nil {
 			return nil, fmt.Errorf("guard interface %q does not exist in this network namespace: check --interfaces", name)
 		}
+		for other, n := range ifaces {
+			if ifaceSlot(other) == ifaceSlot(uint32(ifi.Index)) {
+				return nil, fmt.Errorf("guard interfaces %q and %q share counter slot %d (ifindex %d and %d modulo %d): guard one of them", n, name, ifaceSlot(other), other, ifi.Index, bpf.GuardIfaceSlots)
+			}
+		}
 		ifaces[uint32(ifi.Index)] = name
 		ifindexes = append(ifindexes, ifi.Index)
 	}
