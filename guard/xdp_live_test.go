@@ -31,6 +31,7 @@ type liveNet struct {
 	g                        *Guard
 	api                      *httptest.Server
 	token                    string
+	every                    uint32
 }
 
 const (
@@ -38,7 +39,11 @@ const (
 	victimCliIP = "10.202.31.1"
 )
 
-func newLiveNet(t *testing.T) *liveNet {
+func newLiveNet(t testing.TB) *liveNet { return newLiveNetSampling(t, 1000) }
+
+// newLiveNetSampling builds the namespaces and opens the guard sampling
+// 1-in-sampleEvery packets.
+func newLiveNetSampling(t testing.TB, sampleEvery uint32) *liveNet {
 	t.Helper()
 	testnet.RequireRoot(t)
 	for _, tool := range []string{"hping3", "tcpreplay", "tcprewrite"} {
@@ -52,6 +57,7 @@ func newLiveNet(t *testing.T) *liveNet {
 		client:   testnet.NewNS(t, "ps-grd-c"),
 		pin:      testPinPath(t),
 		token:    "live-test-token",
+		every:    sampleEvery,
 	}
 	testnet.Link(t, ln.victim, "vatk", victimAtkIP+"/24", ln.attacker, "atk0", "10.202.30.2/24")
 	testnet.Link(t, ln.victim, "vcli", victimCliIP+"/24", ln.client, "cli0", "10.202.31.2/24")
@@ -74,10 +80,10 @@ func (r ruleStoreOf) Delete(id string) error   { return r.ln.g.Rules().Delete(id
 func (r ruleStoreOf) List() []Rule             { return r.ln.g.Rules().List() }
 
 // open starts (or restarts) the agent's guard in the victim namespace.
-func (ln *liveNet) open(t *testing.T) {
+func (ln *liveNet) open(t testing.TB) {
 	t.Helper()
 	err := ln.victim.Do(func() (err error) {
-		ln.g, err = Open(testLogger(t), Config{Interfaces: []string{"vatk", "vcli"}, PinPath: ln.pin, SampleEvery: 1000})
+		ln.g, err = Open(testLogger(t), Config{Interfaces: []string{"vatk", "vcli"}, PinPath: ln.pin, SampleEvery: ln.every})
 		return err
 	})
 	if err != nil {
@@ -88,7 +94,7 @@ func (ln *liveNet) open(t *testing.T) {
 }
 
 // serveTCP accepts and closes connections on port in the victim namespace.
-func (ln *liveNet) serveTCP(t *testing.T, port int) {
+func (ln *liveNet) serveTCP(t testing.TB, port int) {
 	t.Helper()
 	var l net.Listener
 	if err := ln.victim.Do(func() (err error) {
@@ -112,7 +118,7 @@ func (ln *liveNet) serveTCP(t *testing.T, port int) {
 // legitClient connects to the victim every 50ms until ctx is done.
 type legitClient struct{ ok, failed atomic.Int64 }
 
-func (ln *liveNet) startClient(t *testing.T, ctx context.Context, port int) *legitClient {
+func (ln *liveNet) startClient(t testing.TB, ctx context.Context, port int) *legitClient {
 	t.Helper()
 	lc := &legitClient{}
 	go func() {
@@ -138,7 +144,7 @@ func (ln *liveNet) startClient(t *testing.T, ctx context.Context, port int) *leg
 	return lc
 }
 
-func (ln *liveNet) post(t *testing.T, body string) Rule {
+func (ln *liveNet) post(t testing.TB, body string) Rule {
 	t.Helper()
 	req, _ := http.NewRequest("POST", ln.api.URL+"/api/v1/rules", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+ln.token)
@@ -159,7 +165,7 @@ func (ln *liveNet) post(t *testing.T, body string) Rule {
 	return r
 }
 
-func (ln *liveNet) listIDs(t *testing.T) []string {
+func (ln *liveNet) listIDs(t testing.TB) []string {
 	t.Helper()
 	resp, err := http.Get(ln.api.URL + "/api/v1/rules")
 	if err != nil {
@@ -196,7 +202,7 @@ func (ln *liveNet) dropShare(d time.Duration) (share float64, total uint64) {
 // flood runs hping3 --flood in the attacker namespace for at most seconds.
 // Not testnet's Start: its cleanup kills only `ip netns exec` and then waits
 // on the output pipes hping3 still holds. Here the whole process group dies.
-func (ln *liveNet) flood(t *testing.T, seconds int, args ...string) {
+func (ln *liveNet) flood(t testing.TB, seconds int, args ...string) {
 	t.Helper()
 	cmd := ln.attacker.Cmd("timeout", append([]string{"--foreground", strconv.Itoa(seconds), "hping3", "--flood", "-q"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
