@@ -163,6 +163,8 @@ func TestLLMAnswers(t *testing.T) {
 			}
 			toolAnswer(rulesArgs("late", synRule))(w, r)
 		}, wantOutcome: OutcomeApplied, wantAnalyst: "builtin", wantCause: "timeout"},
+		{name: "no rules while the miner sees a flood", answer: toolAnswer(`{"rationale":"all is well","rules":[]}`),
+			wantOutcome: OutcomeApplied, wantAnalyst: "builtin", wantCause: "empty_answer"},
 		{name: "HTTP 429", answer: statusAnswer(429), wantOutcome: OutcomeApplied, wantAnalyst: "builtin", wantCause: "rate_limited"},
 		{name: "HTTP 500", answer: statusAnswer(500), wantOutcome: OutcomeApplied, wantAnalyst: "builtin", wantCause: "server_error"},
 		{name: "HTTP 500 without fallback", answer: statusAnswer(500), noFallback: true, wantOutcome: OutcomeAnalystErr, wantAnalyst: "llm", wantCause: "server_error"},

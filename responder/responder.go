@@ -649,8 +649,13 @@ func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]V
 	} else {
 		rec.Rationale, rec.Rules = a.Rationale, a.Rules
 		vs = check("llm", a.Rules)
-		if len(a.Rules) > 0 && !anyAccepted(vs) {
+		switch {
+		case len(a.Rules) > 0 && !anyAccepted(vs):
 			cause = "all_rules_rejected"
+		case len(a.Rules) == 0 && len(ev.Candidates) > 0:
+			// The miner sees a flood the model does not (or was talked out
+			// of seeing): let the guardrails judge the miner's rules.
+			cause = "empty_answer"
 		}
 	}
 	if cause == "" {
