@@ -89,8 +89,19 @@ struct {
 	__type(value, struct guard_bitmap);
 } fp_window SEC(".maps");
 
-/* Rules that leave a field open, indexed by enum guard_wild; WILD_ACTIVE is
- * the set of rules in force. */
+/* Rules that leave a 16-bit field open, per fp_meta class: index
+ * field (WILD_SPORT..WILD_WINDOW) * GUARD_META_ENTRIES + class. Per class,
+ * so an open IPv6 or TCP rule does not make every IPv4 UDP packet's field
+ * look like a candidate. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4 * GUARD_META_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct guard_bitmap);
+} fp_wild_class SEC(".maps");
+
+/* Rules that leave an address field open, indexed by enum guard_wild
+ * (WILD_SRC4..WILD_DST6); WILD_ACTIVE is the set of rules in force. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, WILD_COUNT);
@@ -559,8 +570,15 @@ __noinline __u32 guard_classify_fp(struct pkt *p)
 	struct guard_bitmap *length = bpf_map_lookup_elem(&fp_length, &k);
 	k = p->window;
 	struct guard_bitmap *window = bpf_map_lookup_elem(&fp_window, &k);
-	struct guard_bitmap *wsport = wild_at(WILD_SPORT), *wdport = wild_at(WILD_DPORT);
-	struct guard_bitmap *wlength = wild_at(WILD_LENGTH), *wwindow = wild_at(WILD_WINDOW);
+	__u32 meta_k = ((((__u32)(p->family == 6) * 3 + p->frag) * 2 + p->has_l4) << 8) | p->protocol;
+	k = WILD_SPORT * GUARD_META_ENTRIES + meta_k;
+	struct guard_bitmap *wsport = bpf_map_lookup_elem(&fp_wild_class, &k);
+	k = WILD_DPORT * GUARD_META_ENTRIES + meta_k;
+	struct guard_bitmap *wdport = bpf_map_lookup_elem(&fp_wild_class, &k);
+	k = WILD_LENGTH * GUARD_META_ENTRIES + meta_k;
+	struct guard_bitmap *wlength = bpf_map_lookup_elem(&fp_wild_class, &k);
+	k = WILD_WINDOW * GUARD_META_ENTRIES + meta_k;
+	struct guard_bitmap *wwindow = bpf_map_lookup_elem(&fp_wild_class, &k);
 	if (!flags || !icmp || !ttl || !sport || !dport || !length || !window || !wsport || !wdport || !wlength ||
 	    !wwindow)
 		return NO_SLOT;

@@ -24,7 +24,8 @@ enum guard_pf_table {
 	PF_CIDR6,
 }; /* iface_stats entries: ifindex modulo this */
 
-/* Indexes into fp_wild: bitmaps of rules that do not constrain a field. */
+/* Fields of fp_wild_class (0-3) and indexes of fp_wild (4-8): bitmaps of
+ * rules that do not constrain a field. */
 enum guard_wild {
 	WILD_SPORT = 0,
 	WILD_DPORT,

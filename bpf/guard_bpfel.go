@@ -157,6 +157,7 @@ const (
 	guardMapFpTcpFlags    = "fp_tcp_flags"
 	guardMapFpTtl         = "fp_ttl"
 	guardMapFpWild        = "fp_wild"
+	guardMapFpWildClass   = "fp_wild_class"
 	guardMapFpWindow      = "fp_window"
 	guardMapGuardConfig   = "guard_config"
 	guardMapIfaceStats    = "iface_stats"
@@ -236,6 +237,7 @@ type guardMapSpecs struct {
 	FpTcpFlags    *ebpf.MapSpec `ebpf:"fp_tcp_flags"`
 	FpTtl         *ebpf.MapSpec `ebpf:"fp_ttl"`
 	FpWild        *ebpf.MapSpec `ebpf:"fp_wild"`
+	FpWildClass   *ebpf.MapSpec `ebpf:"fp_wild_class"`
 	FpWindow      *ebpf.MapSpec `ebpf:"fp_window"`
 	GuardConfig   *ebpf.MapSpec `ebpf:"guard_config"`
 	IfaceStats    *ebpf.MapSpec `ebpf:"iface_stats"`
@@ -291,6 +293,7 @@ type guardMaps struct {
 	FpTcpFlags    *ebpf.Map `ebpf:"fp_tcp_flags"`
 	FpTtl         *ebpf.Map `ebpf:"fp_ttl"`
 	FpWild        *ebpf.Map `ebpf:"fp_wild"`
+	FpWildClass   *ebpf.Map `ebpf:"fp_wild_class"`
 	FpWindow      *ebpf.Map `ebpf:"fp_window"`
 	GuardConfig   *ebpf.Map `ebpf:"guard_config"`
 	IfaceStats    *ebpf.Map `ebpf:"iface_stats"`
@@ -319,6 +322,7 @@ func (m *guardMaps) Close() error {
 		m.FpTcpFlags,
 		m.FpTtl,
 		m.FpWild,
+		m.FpWildClass,
 		m.FpWindow,
 		m.GuardConfig,
 		m.IfaceStats,

@@ -61,7 +61,8 @@ func (m *Matcher) allowsMeta(family uint8, frag FragKind, hasL4 bool, proto uint
 type fpFields struct {
 	meta, flags, icmp, ttl       *arrayField
 	sport, dport, length, window *arrayField
-	wild                         *arrayField
+	wild                         *arrayField // fp_wild: address wilds and the active set
+	wildClass                    *arrayField // fp_wild_class: 16-bit field wilds per meta class
 	src4, src6, dst4, dst6       *prefixField
 }
 
@@ -70,6 +71,7 @@ func newFPFields(m *bpf.GuardMaps, pf *prefilter) *fpFields {
 		meta: newArrayField(m.FpMeta), flags: newArrayField(m.FpTcpFlags), icmp: newArrayField(m.FpIcmpType),
 		ttl: newArrayField(m.FpTtl), sport: newArrayField(m.FpSport), dport: newArrayField(m.FpDport),
 		length: newArrayField(m.FpLength), window: newArrayField(m.FpWindow), wild: newArrayField(m.FpWild),
+		wildClass: newArrayField(m.FpWildClass),
 	}
 	f.wild.dense = true
 	for i := range bpf.GuardWildCount {
@@ -107,13 +109,16 @@ func (f *fpFields) addrField(src bool, p netip.Prefix) *prefixField {
 
 // apply sets (on) or clears the slot's bits in every field but the active set.
 func (f *fpFields) apply(slot uint32, m *Matcher, on bool) {
+	var classes []uint32
 	for fam := range 2 {
 		family := uint8(4 + 2*fam)
 		for frag := FragNone; frag <= FragLater; frag++ {
 			for _, l4 := range []bool{false, true} {
 				for proto := range 256 {
 					if m.allowsMeta(family, frag, l4, uint8(proto)) {
-						f.meta.set(metaKey(family, frag, l4, uint8(proto)), slot, on)
+						k := metaKey(family, frag, l4, uint8(proto))
+						f.meta.set(k, slot, on)
+						classes = append(classes, k)
 					}
 				}
 			}
@@ -130,17 +135,24 @@ func (f *fpFields) apply(slot uint32, m *Matcher, on bool) {
 			f.ttl.set(v, slot, on)
 		}
 	}
-	f.applyPorts(f.sport, bpf.GuardWildSport, m.SrcPorts, slot, on)
-	f.applyPorts(f.dport, bpf.GuardWildDport, m.DstPorts, slot, on)
-	f.applyRange(f.length, bpf.GuardWildLength, m.Length, slot, on)
-	f.applyRange(f.window, bpf.GuardWildWindow, m.TCPWindow, slot, on)
+	f.applyPorts(f.sport, bpf.GuardWildSport, classes, m.SrcPorts, slot, on)
+	f.applyPorts(f.dport, bpf.GuardWildDport, classes, m.DstPorts, slot, on)
+	f.applyRange(f.length, bpf.GuardWildLength, classes, m.Length, slot, on)
+	f.applyRange(f.window, bpf.GuardWildWindow, classes, m.TCPWindow, slot, on)
 	f.applyAddr(true, m.Src, slot, on)
 	f.applyAddr(false, m.Dst, slot, on)
 }
 
-func (f *fpFields) applyPorts(a *arrayField, wild uint32, ports []PortRange, slot uint32, on bool) {
+// setWild marks the rule open on a 16-bit field in every meta class it allows.
+func (f *fpFields) setWild(field uint32, classes []uint32, slot uint32, on bool) {
+	for _, c := range classes {
+		f.wildClass.set(field*metaEntries+c, slot, on)
+	}
+}
+
+func (f *fpFields) applyPorts(a *arrayField, wild uint32, classes []uint32, ports []PortRange, slot uint32, on bool) {
 	if ports == nil {
-		f.wild.set(wild, slot, on)
+		f.setWild(wild, classes, slot, on)
 		return
 	}
 	for _, r := range ports {
@@ -150,9 +162,9 @@ func (f *fpFields) applyPorts(a *arrayField, wild uint32, ports []PortRange, slo
 	}
 }
 
-func (f *fpFields) applyRange(a *arrayField, wild uint32, r Range, slot uint32, on bool) {
+func (f *fpFields) applyRange(a *arrayField, wild uint32, classes []uint32, r Range, slot uint32, on bool) {
 	if !r.Set {
-		f.wild.set(wild, slot, on)
+		f.setWild(wild, classes, slot, on)
 		return
 	}
 	for v := r.Lo; v <= r.Hi; v++ {
@@ -181,7 +193,7 @@ func (f *fpFields) applyAddr(src bool, p netip.Prefix, slot uint32, on bool) {
 }
 
 func (f *fpFields) arrays() []*arrayField {
-	return []*arrayField{f.meta, f.flags, f.icmp, f.ttl, f.sport, f.dport, f.length, f.window}
+	return []*arrayField{f.meta, f.flags, f.icmp, f.ttl, f.sport, f.dport, f.length, f.window, f.wildClass}
 }
 
 func (f *fpFields) prefixes() []*prefixField {
