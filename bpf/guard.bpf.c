@@ -109,35 +109,38 @@ struct {
 	__type(value, struct guard_bitmap);
 } fp_wild SEC(".maps");
 
-/* Address fields: one exact-match entry per (prefix length, prefix) named by
- * a rule; its bitmap already holds the open rules and the rules of every
- * shorter prefix containing it, so the longest hit is the answer. */
+/* Address fields: one entry per (prefix length, prefix) named by a rule;
+ * its bitmap already holds the open rules and the rules of every shorter
+ * prefix containing it, so the longest hit is the answer. Open-addressing
+ * tables in arrays rather than hash maps: an inlined array load instead of a
+ * helper call and jhash, ~3 ns instead of ~18 on the drop path. The agent
+ * places each entry within GUARD_OA_PROBES slots of pf_hash's home slot. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, GUARD_FP_RULES);
-	__type(key, struct guard_key4);
-	__type(value, struct guard_bitmap);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_OA_SLOTS);
+	__type(key, __u32);
+	__type(value, struct guard_addr4_entry);
 } fp_src4 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, GUARD_FP_RULES);
-	__type(key, struct guard_key6);
-	__type(value, struct guard_bitmap);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_OA_SLOTS);
+	__type(key, __u32);
+	__type(value, struct guard_addr6_entry);
 } fp_src6 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, GUARD_FP_RULES);
-	__type(key, struct guard_key4);
-	__type(value, struct guard_bitmap);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_OA_SLOTS);
+	__type(key, __u32);
+	__type(value, struct guard_addr4_entry);
 } fp_dst4 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, GUARD_FP_RULES);
-	__type(key, struct guard_key6);
-	__type(value, struct guard_bitmap);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_OA_SLOTS);
+	__type(key, __u32);
+	__type(value, struct guard_addr6_entry);
 } fp_dst6 SEC(".maps");
 
 /* Source-CIDR-only rules: (prefix length, prefix) -> winning slot, the lowest
@@ -439,11 +442,18 @@ static __noinline struct guard_bitmap *lookup_addr4(void *map, __u32 sel, __u32 
 			break;
 		k.plen = plens[i];
 		k.addr = addr & mask32(k.plen);
-		if (!pf_maybe(pf_hash4(tid, k.plen, k.addr)))
+		__u64 h = pf_hash4(tid, k.plen, k.addr);
+		if (!pf_maybe(h))
 			continue;
-		struct guard_bitmap *b = bpf_map_lookup_elem(map, &k);
-		if (b)
-			return b;
+		__u32 home = h >> (64 - GUARD_OA_SHIFT);
+		for (int j = 0; j < GUARD_OA_PROBES; j++) {
+			__u32 idx = (home + j) & (GUARD_OA_SLOTS - 1);
+			struct guard_addr4_entry *e = bpf_map_lookup_elem(map, &idx);
+			if (!e || !(e->flags & OA_USED))
+				break;
+			if ((e->flags & OA_VALID) && e->plen == k.plen && e->addr == k.addr)
+				return &e->bitmap;
+		}
 	}
 	return wild_at(sel >> 8);
 }
@@ -462,11 +472,19 @@ static __noinline struct guard_bitmap *lookup_addr6(void *map, __u32 sel, const 
 		k.addr[1] = addr[1] & mask32(pl - 32);
 		k.addr[2] = addr[2] & mask32(pl - 64);
 		k.addr[3] = addr[3] & mask32(pl - 96);
-		if (!pf_maybe(pf_hash6(tid, pl, k.addr)))
+		__u64 h = pf_hash6(tid, pl, k.addr);
+		if (!pf_maybe(h))
 			continue;
-		struct guard_bitmap *b = bpf_map_lookup_elem(map, &k);
-		if (b)
-			return b;
+		__u32 home = h >> (64 - GUARD_OA_SHIFT);
+		for (int j = 0; j < GUARD_OA_PROBES; j++) {
+			__u32 idx = (home + j) & (GUARD_OA_SLOTS - 1);
+			struct guard_addr6_entry *e = bpf_map_lookup_elem(map, &idx);
+			if (!e || !(e->flags & OA_USED))
+				break;
+			if ((e->flags & OA_VALID) && e->plen == k.plen && e->addr[0] == k.addr[0] &&
+			    e->addr[1] == k.addr[1] && e->addr[2] == k.addr[2] && e->addr[3] == k.addr[3])
+				return &e->bitmap;
+		}
 	}
 	return wild_at(sel >> 8);
 }

@@ -58,3 +58,16 @@ func LoadGuardSpec() (*ebpf.CollectionSpec, error) { return loadGuard() }
 
 // Maps returns the guard's maps.
 func (o *guardObjects) Maps() *GuardMaps { return &o.guardMaps }
+
+// Open-addressing tables of the fingerprint address fields (guard.h).
+type (
+	GuardAddr4Entry = guardGuardAddr4Entry
+	GuardAddr6Entry = guardGuardAddr6Entry
+)
+
+const (
+	GuardOAShift  = 13 // GUARD_OA_SHIFT
+	GuardOAProbes = 8  // GUARD_OA_PROBES
+	GuardOAUsed   = 1  // OA_USED
+	GuardOAValid  = 2  // OA_VALID
+)

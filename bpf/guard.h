@@ -164,3 +164,26 @@ struct guard_def_key {
 struct guard_def_chunk {
 	__u8 data[GUARD_DEF_CHUNK];
 };
+
+#define GUARD_OA_SHIFT 13 /* fingerprint address tables: 2^13 slots for at most 1024 entries */
+#define GUARD_OA_SLOTS (1 << GUARD_OA_SHIFT)
+#define GUARD_OA_PROBES 8
+#define OA_USED 1  /* slot holds or held an entry: probing goes on past it */
+#define OA_VALID 2 /* slot holds a live entry */
+
+/* A slot of an IPv4 fingerprint address table. */
+struct guard_addr4_entry {
+	__u32 flags; /* OA_USED | OA_VALID */
+	__u32 plen;
+	__u32 addr; /* network byte order, masked to plen */
+	__u32 _pad;
+	struct guard_bitmap bitmap;
+};
+
+/* A slot of an IPv6 fingerprint address table. */
+struct guard_addr6_entry {
+	__u32 flags;
+	__u32 plen;
+	__u32 addr[4];
+	struct guard_bitmap bitmap;
+};

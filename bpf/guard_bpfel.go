@@ -13,6 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type guardGuardAddr4Entry struct {
+	_      structs.HostLayout
+	Flags  uint32
+	Plen   uint32
+	Addr   uint32
+	Pad    uint32
+	Bitmap guardGuardBitmap
+}
+
+type guardGuardAddr6Entry struct {
+	_      structs.HostLayout
+	Flags  uint32
+	Plen   uint32
+	Addr   [4]uint32
+	Bitmap guardGuardBitmap
+}
+
 type guardGuardBitmap struct {
 	_     structs.HostLayout
 	Sum   uint64

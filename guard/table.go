@@ -528,11 +528,9 @@ func (t *RuleTable) adopt() (int, error) {
 		return 0, err
 	}
 	for _, p := range t.fp.prefixes() {
-		if err := syncHash(p.m, p.entries, func(b *bitmap) any { return b }); err != nil {
+		if err := p.adopt(); err != nil {
 			return 0, err
 		}
-		clear(p.dirty)
-		clear(p.gone)
 	}
 	for _, c := range []*cidrField{t.cidr4, t.cidr6} {
 		if err := syncHash(c.m, c.vals, func(v uint32) any { return v }); err != nil {

@@ -118,6 +118,7 @@ func (f *arrayField) rewriteAll() error {
 // the rules of every containing prefix, so the longest hit is the answer.
 type prefixField struct {
 	m       *ebpf.Map
+	tab     *oaTable
 	bits    int // 32 or 128
 	wild    *bitmap
 	entries map[netip.Prefix]*bitmap
@@ -132,7 +133,7 @@ type prefixField struct {
 
 func newPrefixField(m *ebpf.Map, bits int, wild *bitmap, pf *prefilter, tid uint32) *prefixField {
 	return &prefixField{
-		m: m, bits: bits, wild: wild, pf: pf, tid: tid, marked: make(map[netip.Prefix]bool),
+		m: m, tab: newOATable(m, tid), bits: bits, wild: wild, pf: pf, tid: tid, marked: make(map[netip.Prefix]bool),
 		entries: make(map[netip.Prefix]*bitmap), rules: make(map[uint32]netip.Prefix),
 		refs: make(map[netip.Prefix]int), dirty: make(map[netip.Prefix]bool), gone: make(map[netip.Prefix]bool),
 	}
@@ -223,21 +224,20 @@ func (f *prefixField) flush() error {
 			}
 			f.marked[p] = true
 		}
-		k := f.key(p)
-		if err := f.m.Update(k, f.entries[p], ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("update %s: %w", f.m, err)
+		if err := f.tab.put(p, f.entries[p]); err != nil {
+			return err
 		}
 	}
 	clear(f.dirty)
 	return nil
 }
 
-// flushGone deletes entries no rule names any more; called after the config
-// stopped naming their prefix lengths.
+// flushGone removes entries no rule names any more; called after the
+// config stopped naming their prefix lengths.
 func (f *prefixField) flushGone() error {
 	for p := range f.gone {
-		if err := f.m.Delete(f.key(p)); err != nil && !isNotExist(err) {
-			return fmt.Errorf("delete from %s: %w", f.m, err)
+		if err := f.tab.del(p); err != nil {
+			return err
 		}
 		if f.marked[p] {
 			delete(f.marked, p)
@@ -246,6 +246,30 @@ func (f *prefixField) flushGone() error {
 			}
 		}
 	}
+	clear(f.gone)
+	return nil
+}
+
+// adopt makes the kernel table hold exactly the mirror's entries, rewriting
+// the entries a previous agent left in their slots.
+func (f *prefixField) adopt() error {
+	found, err := f.tab.load()
+	if err != nil {
+		return err
+	}
+	for p := range f.entries {
+		if err := f.tab.put(p, f.entries[p]); err != nil {
+			return err
+		}
+	}
+	for p := range found {
+		if f.entries[p] == nil {
+			if err := f.tab.del(p); err != nil {
+				return err
+			}
+		}
+	}
+	clear(f.dirty)
 	clear(f.gone)
 	return nil
 }
