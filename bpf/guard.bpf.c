@@ -292,7 +292,7 @@ static __always_inline int is_ext(__u8 n)
 
 /* parse mirrors guard.ParseFrame; see guard/packet.go for the rules. A
  * global function: the verifier checks it once, not once per caller path. */
-__noinline int guard_parse(struct xdp_md *ctx, struct pkt *p)
+static __always_inline int guard_parse(struct xdp_md *ctx, struct pkt *p)
 {
 	if (!p)
 		return 0;
@@ -433,7 +433,7 @@ static __always_inline int pf_maybe(__u64 h)
 
 /* lookup_addr4/6 walk the prefix lengths in use, longest first. */
 /* sel is the prefilter table id | the fp_wild index << 8. */
-static __noinline struct guard_bitmap *lookup_addr4(void *map, __u32 sel, __u32 addr, const __u8 *plens, __u8 n)
+static __always_inline struct guard_bitmap *lookup_addr4(void *map, __u32 sel, __u32 addr, const __u8 *plens, __u8 n)
 {
 	__u32 tid = sel & 0xff;
 	struct guard_key4 k;
@@ -458,7 +458,7 @@ static __noinline struct guard_bitmap *lookup_addr4(void *map, __u32 sel, __u32 
 	return wild_at(sel >> 8);
 }
 
-static __noinline struct guard_bitmap *lookup_addr6(void *map, __u32 sel, const __u32 *addr, const __u8 *plens,
+static __always_inline struct guard_bitmap *lookup_addr6(void *map, __u32 sel, const __u32 *addr, const __u8 *plens,
 						       __u8 n)
 {
 	__u32 tid = sel & 0xff;
@@ -489,7 +489,7 @@ static __noinline struct guard_bitmap *lookup_addr6(void *map, __u32 sel, const 
 	return wild_at(sel >> 8);
 }
 
-static __noinline __u32 lookup_cidr(struct pkt *p, struct guard_config *cfg)
+static __always_inline __u32 lookup_cidr(struct pkt *p, struct guard_config *cfg)
 {
 	__u32 *slot;
 	if (p->family == 4) {
