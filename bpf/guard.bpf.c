@@ -290,8 +290,7 @@ static __always_inline int is_ext(__u8 n)
 	return n == 0 || n == 43 || n == 44 || n == 51 || n == 60;
 }
 
-/* parse mirrors guard.ParseFrame; see guard/packet.go for the rules. A
- * global function: the verifier checks it once, not once per caller path. */
+/* parse mirrors guard.ParseFrame; see guard/packet.go for the rules. */
 static __always_inline int guard_parse(struct xdp_md *ctx, struct pkt *p)
 {
 	if (!p)

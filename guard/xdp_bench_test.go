@@ -51,6 +51,18 @@ var benchPaths = []benchPath{
 	{"ipv6/drop", benchFrame(benchSrc6, benchVictim6, 4444, 53), xdpDrop},
 }
 
+// cidrDropPaths are frames from sources of the first CIDR rules (a /32 and a
+// /128), to a port no fingerprint rule names: dropped by a CIDR rule.
+func cidrDropPaths() []benchPath {
+	rules := benchCIDRs(10)
+	src4 := netip.MustParsePrefix(rules[0].Match.Src).Addr()
+	src6 := netip.MustParsePrefix(rules[9].Match.Src).Addr()
+	return []benchPath{
+		{"ipv4/cidr-drop", benchFrame(src4, benchVictim4, 4444, 9), xdpDrop},
+		{"ipv6/cidr-drop", benchFrame(src6, benchVictim6, 4444, 9), xdpDrop},
+	}
+}
+
 // benchFingerprints returns n fingerprint rules of the kinds floods get:
 // ports, flags, TTL and length around the protected addresses, then the two
 // rules the drop frames hit.
@@ -147,6 +159,11 @@ func BenchmarkXDP(b *testing.B) {
 					want = xdpPass // nothing to match the drop frames
 				}
 				b.Run(p.name, func(b *testing.B) { benchProg(b, g.Program(), benchPath{p.name, p.frame, want}) })
+			}
+			if c.cidr > 0 {
+				for _, p := range cidrDropPaths() {
+					b.Run(p.name, func(b *testing.B) { benchProg(b, g.Program(), p) })
+				}
 			}
 		})
 	}

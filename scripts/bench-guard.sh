@@ -34,11 +34,13 @@ awk '
 	val[cfg, col] = v
 }
 END {
-	printf "%-34s %10s %10s %10s %10s\n", "program / rules", "ipv4 pass", "ipv4 drop", "ipv6 pass", "ipv6 drop"
+	printf "%-30s %9s %9s %9s %9s %10s %10s\n", "program / rules", "v4 pass", "v4 drop", "v6 pass", "v6 drop", "v4 cidr-dr", "v6 cidr-dr"
 	for (r = 1; r <= rows; r++) {
 		c = order[r]
-		printf "%-34s %10s %10s %10s %10s\n", c, val[c, "ipv4/pass"], val[c, "ipv4/drop"], val[c, "ipv6/pass"], val[c, "ipv6/drop"]
+		printf "%-30s %9s %9s %9s %9s %10s %10s\n", c, val[c, "ipv4/pass"], val[c, "ipv4/drop"], val[c, "ipv6/pass"], val[c, "ipv6/drop"], \
+			((c, "ipv4/cidr-drop") in val) ? val[c, "ipv4/cidr-drop"] : "-", ((c, "ipv6/cidr-drop") in val) ? val[c, "ipv6/cidr-drop"] : "-"
 	}
+	print "(drop = a fingerprint rule matches, the last one added; cidr-dr = a source-CIDR rule matches; ns per packet)"
 }' "$out"
 
 echo
