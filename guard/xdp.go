@@ -139,6 +139,7 @@ func Open(logger *slog.Logger, cfg Config) (*Guard, error) {
 		}
 		g.links = append(g.links, l)
 	}
+	g.detachUnconfigured()
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	g.wg.Go(func() { g.table.ExpireLoop(ctx, cfg.ExpireEvery) })
@@ -187,6 +188,33 @@ func (g *Guard) attach(name string, ifindex int) (link.Link, error) {
 	}
 	g.logger.Info("xdp guard attached", "ifname", name, "mode", mode, "pin", pin)
 	return l, nil
+}
+
+// detachUnconfigured removes the pinned links of interfaces a previous
+// agent guarded but this one is not configured for.
+func (g *Guard) detachUnconfigured() {
+	entries, err := os.ReadDir(g.cfg.PinPath)
+	if err != nil {
+		return
+	}
+	want := map[string]bool{}
+	for _, name := range g.cfg.Interfaces {
+		want["link_"+name] = true
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "link_") || want[e.Name()] {
+			continue
+		}
+		p := filepath.Join(g.cfg.PinPath, e.Name())
+		l, err := link.LoadPinnedLink(p, nil)
+		if err != nil {
+			_ = os.Remove(p)
+			continue
+		}
+		_ = l.Unpin()
+		_ = l.Close()
+		g.logger.Info("xdp guard detached from an interface no longer configured", "ifname", strings.TrimPrefix(e.Name(), "link_"))
+	}
 }
 
 // Rules returns the rule table.
