@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -85,7 +86,10 @@ func Open(logger *slog.Logger, cfg Config) (*Guard, error) {
 	}
 	ifaces := make(map[uint32]string, len(cfg.Interfaces))
 	var ifindexes []int
-	for _, name := range cfg.Interfaces {
+	for i, name := range cfg.Interfaces {
+		if slices.Contains(cfg.Interfaces[:i], name) {
+			return nil, fmt.Errorf("guard interface %q is listed twice: check --interfaces", name)
+		}
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
 			return nil, fmt.Errorf("guard interface %q does not exist in this network namespace: check --interfaces", name)
