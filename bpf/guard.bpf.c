@@ -602,10 +602,15 @@ __noinline __u32 guard_classify_fp(struct pkt *p)
 	sum &= flags->sum & icmp->sum & ttl->sum & (sport->sum | wsport->sum) & (dport->sum | wdport->sum) &
 	       (length->sum | wlength->sum) & (window->sum | wwindow->sum);
 
+	struct guard_bitmap *has_src = wild_at(WILD_HAS_SRC), *has_dst = wild_at(WILD_HAS_DST);
+	if (!has_src || !has_dst)
+		return NO_SLOT;
+
 	/* Pass 1, array fields only, most selective first, leaving a word as
-	 * soon as it is empty: which words hold candidates. */
-	__u64 cand = 0, v = 0;
-	__u32 w = 0;
+	 * soon as it is empty: which words hold candidates, whether any of them
+	 * names a source or destination, and the lowest word's candidates. */
+	__u64 cand = 0, v = 0, first_v = 0, need_src = 0, need_dst = 0;
+	__u32 w = 0, first_w = 0;
 	for (int i = 0; i < GUARD_FP_WORDS; i++) {
 		if (!sum)
 			break;
@@ -620,28 +625,46 @@ __noinline __u32 guard_classify_fp(struct pkt *p)
 		v &= icmp->words[w] & (length->words[w] | wlength->words[w]) & (window->words[w] | wwindow->words[w]);
 		if (!v)
 			continue;
+		if (!cand) {
+			first_v = v;
+			first_w = w;
+		}
 		cand |= 1ULL << w;
+		need_src |= v & has_src->words[w];
+		need_dst |= v & has_dst->words[w];
 	}
 	if (!cand)
 		return NO_SLOT;
 
-	/* Address fields last, and only for candidates: they cost hash lookups. */
+	/* Address fields last, and only when a candidate names them: they cost
+	 * lookups. A candidate that names none is in the field's open set. */
 	struct guard_bitmap *src, *dst;
 	if (p->family == 4) {
-		src = lookup_addr4(&fp_src4, PF_FP_SRC4 | WILD_SRC4 << 8, p->src[0], cfg->src4_plens, cfg->src4_plens_n);
-		dst = lookup_addr4(&fp_dst4, PF_FP_DST4 | WILD_DST4 << 8, p->dst[0], cfg->dst4_plens, cfg->dst4_plens_n);
+		src = need_src ? lookup_addr4(&fp_src4, PF_FP_SRC4 | WILD_SRC4 << 8, p->src[0], cfg->src4_plens,
+					      cfg->src4_plens_n)
+			       : wild_at(WILD_SRC4);
+		dst = need_dst ? lookup_addr4(&fp_dst4, PF_FP_DST4 | WILD_DST4 << 8, p->dst[0], cfg->dst4_plens,
+					      cfg->dst4_plens_n)
+			       : wild_at(WILD_DST4);
 	} else {
-		src = lookup_addr6(&fp_src6, PF_FP_SRC6 | WILD_SRC6 << 8, p->src, cfg->src6_plens, cfg->src6_plens_n);
-		dst = lookup_addr6(&fp_dst6, PF_FP_DST6 | WILD_DST6 << 8, p->dst, cfg->dst6_plens, cfg->dst6_plens_n);
+		src = need_src ? lookup_addr6(&fp_src6, PF_FP_SRC6 | WILD_SRC6 << 8, p->src, cfg->src6_plens,
+					      cfg->src6_plens_n)
+			       : wild_at(WILD_SRC6);
+		dst = need_dst ? lookup_addr6(&fp_dst6, PF_FP_DST6 | WILD_DST6 << 8, p->dst, cfg->dst6_plens,
+					      cfg->dst6_plens_n)
+			       : wild_at(WILD_DST6);
 	}
 	if (!src || !dst)
 		return NO_SLOT;
-	cand &= src->sum & dst->sum;
 
-	/* Pass 2: the lowest candidate word that survives every field. */
-	v = 0;
+	/* Pass 2: the lowest candidate word that survives every field; pass 1
+	 * already ANDed the array fields of the lowest one. */
+	w = first_w;
+	v = first_v & src->words[w & (GUARD_FP_WORDS - 1)] & dst->words[w & (GUARD_FP_WORDS - 1)];
+	cand &= ~(1ULL << first_w);
+	cand &= src->sum & dst->sum;
 	for (int i = 0; i < GUARD_FP_WORDS; i++) {
-		if (!cand)
+		if (v || !cand)
 			break;
 		w = first_bit(cand) & (GUARD_FP_WORDS - 1);
 		cand &= cand - 1;
@@ -649,8 +672,6 @@ __noinline __u32 guard_classify_fp(struct pkt *p)
 		    (sport->words[w] | wsport->words[w]) & (dport->words[w] | wdport->words[w]) &
 		    (length->words[w] | wlength->words[w]) & (window->words[w] | wwindow->words[w]) &
 		    src->words[w] & dst->words[w];
-		if (v)
-			break;
 	}
 	if (!v)
 		return NO_SLOT;

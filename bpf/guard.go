@@ -42,6 +42,8 @@ const (
 	GuardWildDst4   = uint32(guardGuardWildWILD_DST4)
 	GuardWildDst6   = uint32(guardGuardWildWILD_DST6)
 	GuardWildActive = uint32(guardGuardWildWILD_ACTIVE)
+	GuardWildHasSrc = uint32(guardGuardWildWILD_HAS_SRC)
+	GuardWildHasDst = uint32(guardGuardWildWILD_HAS_DST)
 	GuardWildCount  = uint32(guardGuardWildWILD_COUNT)
 )
 

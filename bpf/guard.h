@@ -35,7 +35,9 @@ enum guard_wild {
 	WILD_SRC6,
 	WILD_DST4,
 	WILD_DST6,
-	WILD_ACTIVE, /* rules in force: an update sets field bits first, this bit last */
+	WILD_ACTIVE,  /* rules in force: an update sets field bits first, this bit last */
+	WILD_HAS_SRC, /* rules naming a source prefix */
+	WILD_HAS_DST, /* rules naming a destination prefix */
 	WILD_COUNT,
 };
 

@@ -143,16 +143,18 @@ const (
 type guardGuardWild uint32
 
 const (
-	guardGuardWildWILD_SPORT  guardGuardWild = 0
-	guardGuardWildWILD_DPORT  guardGuardWild = 1
-	guardGuardWildWILD_LENGTH guardGuardWild = 2
-	guardGuardWildWILD_WINDOW guardGuardWild = 3
-	guardGuardWildWILD_SRC4   guardGuardWild = 4
-	guardGuardWildWILD_SRC6   guardGuardWild = 5
-	guardGuardWildWILD_DST4   guardGuardWild = 6
-	guardGuardWildWILD_DST6   guardGuardWild = 7
-	guardGuardWildWILD_ACTIVE guardGuardWild = 8
-	guardGuardWildWILD_COUNT  guardGuardWild = 9
+	guardGuardWildWILD_SPORT   guardGuardWild = 0
+	guardGuardWildWILD_DPORT   guardGuardWild = 1
+	guardGuardWildWILD_LENGTH  guardGuardWild = 2
+	guardGuardWildWILD_WINDOW  guardGuardWild = 3
+	guardGuardWildWILD_SRC4    guardGuardWild = 4
+	guardGuardWildWILD_SRC6    guardGuardWild = 5
+	guardGuardWildWILD_DST4    guardGuardWild = 6
+	guardGuardWildWILD_DST6    guardGuardWild = 7
+	guardGuardWildWILD_ACTIVE  guardGuardWild = 8
+	guardGuardWildWILD_HAS_SRC guardGuardWild = 9
+	guardGuardWildWILD_HAS_DST guardGuardWild = 10
+	guardGuardWildWILD_COUNT   guardGuardWild = 11
 )
 
 // Names of all BPF objects in the ELF.

@@ -184,6 +184,11 @@ func (f *fpFields) applyAddr(src bool, p netip.Prefix, slot uint32, on bool) {
 		f6.addOpen(slot, on)
 		return
 	}
+	if src {
+		f.wild.set(bpf.GuardWildHasSrc, slot, on)
+	} else {
+		f.wild.set(bpf.GuardWildHasDst, slot, on)
+	}
 	pf := f.addrField(src, p)
 	if on {
 		pf.addRule(slot, p)
