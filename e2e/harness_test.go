@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -68,26 +67,9 @@ func freePort(tb testing.TB) int {
 // agentProc is a running `packetscope agent` or `packetscope run`.
 type agentProc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testnet.SyncBuffer
 	URL  string
 	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startAgent starts the binary with args plus a fresh loopback listen
@@ -97,7 +79,7 @@ func startAgent(tb testing.TB, args ...string) *agentProc {
 	port := freePort(tb)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(packetscopeBinary(tb), append(args, "--web.listen-address="+addr)...)
-	p := &agentProc{cmd: cmd, out: &syncBuffer{}, URL: "http://" + addr, done: make(chan error, 1)}
+	p := &agentProc{cmd: cmd, out: &testnet.SyncBuffer{}, URL: "http://" + addr, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)

@@ -10,12 +10,14 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/packetscope/packetscope/internal/testnet"
 )
 
 // service is a real Prometheus or Alertmanager started by a test.
 type service struct {
 	URL string
-	out *syncBuffer
+	out *testnet.SyncBuffer
 }
 
 // startService runs bin with args on a loopback port, waits for its ready
@@ -25,7 +27,7 @@ func startService(tb testing.TB, name, bin, readyPath string, port int, args ...
 	if _, err := exec.LookPath(bin); err != nil {
 		tb.Fatalf("%s is not installed (scripts/install-deps.sh installs it): %v", bin, err)
 	}
-	s := &service{URL: fmt.Sprintf("http://127.0.0.1:%d", port), out: &syncBuffer{}}
+	s := &service{URL: fmt.Sprintf("http://127.0.0.1:%d", port), out: &testnet.SyncBuffer{}}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = s.out, s.out
 	if err := cmd.Start(); err != nil {

@@ -297,7 +297,7 @@ func TestLiveReplaySYNFloodCapture(t *testing.T) {
 	ln := newLiveNet(t)
 	vatk, atk0 := mac(t, ln.victim, "vatk"), mac(t, ln.attacker, "atk0")
 	rewritten := filepath.Join(t.TempDir(), "synflood.pcap")
-	n, err := rewritePcap("testdata/pkt.TCP.synflood.spoofed.pcap", rewritten,
+	n, err := testnet.RewriteCapture("testdata/pkt.TCP.synflood.spoofed.pcap", rewritten,
 		netip.MustParseAddr("10.10.10.10"), netip.MustParseAddr(victimAtkIP), vatk, atk0)
 	if err != nil || n != 37841 {
 		t.Fatalf("rewrite capture: %d packets, %v", n, err)

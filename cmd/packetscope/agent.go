@@ -122,7 +122,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	window := guard.NewTrafficWindow(guard.WindowConfig{
 		MaxAge:      cfg.trafficWindow,
 		MaxSamples:  cfg.trafficMaxSamples,
-		SampleEvery: cfg.guardSampleEvery,
+		SampleEvery: g.SampleEvery(),
 		Protected:   guard.ProtectedAddresses(logger, nsHandle, 30*time.Second),
 	})
 	reg.MustRegister(window.Collector())

@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,21 +116,41 @@ func (ns *NS) MustRun(args ...string) string {
 	return out
 }
 
-// Start starts a long-running command in the namespace; it is killed at
-// cleanup. Its output is kept in the returned buffer.
-func (ns *NS) Start(args ...string) (*exec.Cmd, *bytes.Buffer) {
+// Start starts a long-running command in the namespace, in a process group
+// of its own; the whole group (e.g. `timeout` and the hping3 under it) is
+// killed at cleanup. Its output is kept in the returned buffer.
+func (ns *NS) Start(args ...string) (*exec.Cmd, *SyncBuffer) {
 	ns.tb.Helper()
 	cmd := ns.Cmd(args[0], args[1:]...)
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	buf := &SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = buf, buf
 	if err := cmd.Start(); err != nil {
 		ns.tb.Fatalf("in netns %s: start %s: %v", ns.Name, strings.Join(args, " "), err)
 	}
 	ns.tb.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
-	return cmd, &buf
+	return cmd, buf
+}
+
+// SyncBuffer is a bytes.Buffer safe for a process writing while a test reads.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // Do runs f with the calling goroutine's OS thread inside the namespace,

@@ -1,0 +1,369 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/packetscope/packetscope/internal/testnet"
+)
+
+// Test hosts of the defense loop. None has a default route, so no reply to
+// a spoofed source can leave the namespaces.
+const (
+	victimAttackIP = "10.220.0.1" // victim eth0, facing the attacker
+	attackerIP     = "10.220.0.2"
+	victimServeIP  = "10.221.0.1" // victim eth1, facing the legitimate client
+	clientIP       = "10.221.0.2"
+)
+
+// attack is one flood the defense loop must stop.
+type attack struct {
+	name     string
+	alert    string   // the alert that must fire
+	port     int      // the victim port the legitimate client uses while it runs
+	command  []string // run in the attacker namespace; a bounded duration
+	pcap     string   // or: a capture to rewrite and replay
+	replayPPS int
+}
+
+var attacks = []attack{
+	{name: "hping3 ICMP flood", alert: "PacketScopeICMPFlood", port: 80,
+		command: []string{"timeout", "40", "hping3", "--icmp", "-i", "u200", "-q", victimAttackIP}},
+	{name: "hping3 SYN flood", alert: "PacketScopeSYNFlood", port: 80,
+		command: []string{"timeout", "40", "hping3", "-S", "-p", "80", "-i", "u200", "-q", victimAttackIP}},
+	{name: "spoofed SYN flood capture", alert: "PacketScopeSYNFlood", port: 25565,
+		pcap: "pkt.TCP.synflood.spoofed.pcap", replayPPS: 5000},
+	{name: "SNMP amplification capture", alert: "PacketScopeUDPFlood", port: 80,
+		pcap: "amp.UDP.snmp.src161.pcapng", replayPPS: 8000},
+}
+
+// TestDefenseLoop: attacker, victim and a legitimate client in namespaces;
+// `packetscope run` guarding the victim; real Prometheus with the shipped
+// alert rules and configuration; real Alertmanager with the shipped routing.
+// Each flood must become an alert, a webhook, a validated rule and drops at
+// XDP while the legitimate client keeps being served.
+func TestDefenseLoop(t *testing.T) {
+	testnet.RequireRoot(t)
+	for _, analyst := range []string{"builtin", "llm"} {
+		for _, a := range attacks {
+			t.Run(analyst+"/"+a.name, func(t *testing.T) {
+				runDefense(t, analyst, a)
+			})
+		}
+	}
+}
+
+func runDefense(t *testing.T, analyst string, a attack) {
+	victim := testnet.NewNS(t, "ps-dl-v")
+	attacker := testnet.NewNS(t, "ps-dl-a")
+	client := testnet.NewNS(t, "ps-dl-c")
+	testnet.Link(t, victim, "eth0", victimAttackIP+"/24", attacker, "eth0", attackerIP+"/24")
+	testnet.Link(t, victim, "eth1", victimServeIP+"/24", client, "eth0", clientIP+"/24")
+
+	serveHTTP(t, victim, 80)
+	serveHTTP(t, victim, 25565)
+
+	webhookToken := writeToken(t, "webhook-secret")
+	args := []string{"run", "--netns", victim.Path(), "--interfaces", "eth0,eth1",
+		"--bpf.pin-path", pinDir(t), "--api.token-file", writeToken(t, "agent-secret"),
+		"--webhook.token-file", webhookToken, "--responder.audit-file", filepath.Join(t.TempDir(), "audit.jsonl"),
+		"--guard.sample-every", "16", "--analyst", analyst}
+	if analyst == "llm" {
+		llm := newScriptedLLM(t)
+		args = append(args, "--llm.base-url", llm.URL+"/v1", "--llm.model", "e2e-model",
+			"--llm.api-key-file", writeToken(t, "llm-key"), "--llm.fallback=false")
+	}
+	agent := startAgent(t, args...)
+	agentHost := strings.TrimPrefix(agent.URL, "http://")
+
+	am := startAlertmanager(t, shippedConfig(t, "../deploy/alertmanager.yml",
+		"http://127.0.0.1:9436", agent.URL,
+		"credentials_file: webhook.token", "credentials_file: "+webhookToken))
+	amHost := strings.TrimPrefix(am.URL, "http://")
+	rules, err := filepath.Abs("../alerts/packetscope.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prom := startPrometheus(t, shippedConfig(t, "../deploy/prometheus.yml",
+		"127.0.0.1:9436", agentHost, "127.0.0.1:9093", amHost, "../alerts/packetscope.rules.yml", rules))
+
+	// Baseline: the legitimate client alone, while Prometheus takes a few scrapes.
+	legit := startLegitClient(t, client, a.port)
+	waitFor(t, 20*time.Second, "Prometheus to scrape the agent", func() bool {
+		return len(promQuery(t, prom, `up{job="packetscope"} == 1`)) == 1
+	})
+	time.Sleep(4 * time.Second)
+
+	startedAt := time.Now()
+	startAttack(t, attacker, a)
+	mitigatedAfter := waitMitigated(t, agent, 60*time.Second)
+	t.Logf("%s, %s analyst: first attack packet → 99%% dropped at XDP in %.1fs", a.name, analyst, mitigatedAfter.Seconds())
+	if fired := promQuery(t, prom, `ALERTS{alertname="`+a.alert+`"}`); len(fired) == 0 {
+		t.Errorf("alert %s never fired", a.alert)
+	}
+
+	// Keep the attack running a little while the rule holds.
+	time.Sleep(2 * time.Second)
+	ok, failed := legit.stop()
+	t.Logf("legitimate client: %d served, %d failed since %s", ok, failed, time.Since(startedAt).Round(time.Second))
+	if ok == 0 || float64(failed) > 0.01*float64(ok+failed) {
+		_, m := httpGet(t, agent.URL+"/metrics")
+		_, rules := httpGet(t, agent.URL+"/api/v1/rules")
+		t.Errorf("legitimate client: %d served, %d failed: want >= 99%% served; attack started %s; first failures: %v\nkernel drops:\n%s\nXDP:\n%s\nrules: %s",
+			ok, failed, startedAt.Format("15:04:05.000"), legit.errs, grepLines(m, "packetscope_drops_total"), grepLines(m, "packetscope_xdp_packets_total"), rules)
+	}
+
+	decisions := getDecisions(t, agent)
+	applied := false
+	for _, d := range decisions {
+		if d.Kind == "alert" && len(d.Applied) > 0 {
+			applied = true
+			if d.Analyst != analyst {
+				t.Errorf("decision %s made by %q, want %q (no fallback)", d.ID, d.Analyst, analyst)
+			}
+			t.Logf("decision %s: outcome %s, coverage %.3f, collateral %.4f, latency %.2fs", d.ID, d.Outcome, d.Coverage, d.Collateral, d.LatencySecs)
+		}
+	}
+	if !applied {
+		t.Errorf("no decision applied a rule: %+v", decisions)
+	}
+}
+
+// shippedConfig reads a file of deploy/ and makes the replacements (old, new
+// pairs) that point it at this test's ports and paths; each must apply.
+func shippedConfig(t *testing.T, path string, replacements ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for i := 0; i+1 < len(replacements); i += 2 {
+		if !strings.Contains(s, replacements[i]) {
+			t.Fatalf("%s no longer holds %q: update the test", path, replacements[i])
+		}
+		s = strings.ReplaceAll(s, replacements[i], replacements[i+1])
+	}
+	return s
+}
+
+// serveHTTP serves a tiny HTTP answer on port inside ns (every address).
+func serveHTTP(t *testing.T, ns *testnet.NS, port int) {
+	t.Helper()
+	var l net.Listener
+	if err := ns.Do(func() (err error) {
+		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "served")
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// legitClient makes a fresh TCP connection and HTTP request every 50 ms.
+type legitClient struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string // the first failures, for the log
+	cancel     context.CancelFunc
+	done       chan struct{}
+}
+
+func startLegitClient(t *testing.T, ns *testnet.NS, port int) *legitClient {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &legitClient{cancel: cancel, done: make(chan struct{})}
+	addr := fmt.Sprintf("%s:%d", victimServeIP, port)
+	go func() {
+		defer close(c.done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			// The dial happens on this goroutine's thread, inside ns.
+			err := ns.Do(func() error { return httpOnce(addr) })
+			if err != nil {
+				c.failed.Add(1)
+				c.mu.Lock()
+				if len(c.errs) < 5 {
+					c.errs = append(c.errs, time.Now().Format("15:04:05.000")+" "+err.Error())
+				}
+				c.mu.Unlock()
+			} else {
+				c.ok.Add(1)
+			}
+		}
+	}()
+	t.Cleanup(func() { c.stop() })
+	return c
+}
+
+func (c *legitClient) stop() (ok, failed int64) {
+	c.cancel()
+	<-c.done
+	return c.ok.Load(), c.failed.Load()
+}
+
+func httpOnce(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: victim\r\n\r\n"); err != nil {
+		return err
+	}
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(status, " 200 ") {
+		return fmt.Errorf("status %q", status)
+	}
+	return nil
+}
+
+// startAttack runs the flood in the attacker namespace: hping3, or a capture
+// rewritten to the victim's address and MAC and replayed with tcpreplay.
+func startAttack(t *testing.T, attacker *testnet.NS, a attack) {
+	t.Helper()
+	if a.pcap == "" {
+		attacker.Start(a.command...)
+		return
+	}
+	// Copies of ../shared/captures, with their attribution in responder/testdata/README.md.
+	src := filepath.Join("..", "responder", "testdata", a.pcap)
+	victimMAC, err := net.ParseMAC(peerMAC(t, attacker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownMAC, err := net.ParseMAC(strings.TrimSpace(attacker.MustRun("cat", "/sys/class/net/eth0/address")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "replay.pcap")
+	if _, err := testnet.RewriteCapture(src, out, netip.MustParseAddr("10.10.10.10"), netip.MustParseAddr(victimAttackIP), victimMAC, ownMAC); err != nil {
+		t.Fatalf("rewrite %s: %v", a.pcap, err)
+	}
+	attacker.Start("timeout", "40", "tcpreplay", "-q", "--intf1=eth0", fmt.Sprintf("--pps=%d", a.replayPPS), "--loop=0", out)
+}
+
+// peerMAC returns the victim's MAC as the attacker's neighbour table learns it.
+func peerMAC(t *testing.T, attacker *testnet.NS) string {
+	t.Helper()
+	attacker.MustRun("ping", "-c", "1", "-W", "1", victimAttackIP)
+	out := attacker.MustRun("ip", "neigh", "show", victimAttackIP)
+	f := strings.Fields(out)
+	for i, w := range f {
+		if w == "lladdr" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	t.Fatalf("no neighbour entry for %s: %s", victimAttackIP, out)
+	return ""
+}
+
+// waitMitigated polls the agent's XDP counters on the attacked interface and
+// returns how long after its start at least 99 % of a 1 s interval's packets
+// were dropped.
+func waitMitigated(t *testing.T, agent *agentProc, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	type point struct {
+		at          time.Time
+		total, drop float64
+	}
+	var hist []point
+	for time.Since(start) < limit {
+		_, m := httpGet(t, agent.URL+"/metrics")
+		p := point{time.Now(), metricValue(m, "packetscope_xdp_packets_total", "interface=eth0"),
+			metricValue(m, "packetscope_xdp_packets_total", "interface=eth0", "action=drop")}
+		hist = append(hist, p)
+		for i := len(hist) - 2; i >= 0; i-- {
+			if p.at.Sub(hist[i].at) >= time.Second {
+				total, drop := p.total-hist[i].total, p.drop-hist[i].drop
+				if total >= 100 && drop >= 0.99*total {
+					return hist[i].at.Sub(start)
+				}
+				break
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_, m := httpGet(t, agent.URL+"/metrics")
+	t.Fatalf("the attack was not 99%% dropped within %s; rules: %s", limit, grepLines(m, "packetscope_guard_rule"))
+	return 0
+}
+
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s", limit, what)
+}
+
+type decision struct {
+	ID          string            `json:"id"`
+	Kind        string            `json:"kind"`
+	Outcome     string            `json:"outcome"`
+	Analyst     string            `json:"analyst"`
+	Applied     []json.RawMessage `json:"applied"`
+	Coverage    float64           `json:"coverage"`
+	Collateral  float64           `json:"collateral"`
+	LatencySecs float64           `json:"latency_seconds"`
+}
+
+func getDecisions(t *testing.T, agent *agentProc) []decision {
+	t.Helper()
+	code, body := httpGet(t, agent.URL+"/api/v1/decisions")
+	if code != 200 {
+		t.Fatalf("GET /api/v1/decisions: %d %s", code, body)
+	}
+	var wrapped struct {
+		Decisions []decision `json:"decisions"`
+	}
+	if err := json.Unmarshal([]byte(body), &wrapped); err == nil && wrapped.Decisions != nil {
+		return wrapped.Decisions
+	}
+	var list []decision
+	if err := json.Unmarshal([]byte(body), &list); err != nil {
+		t.Fatalf("decode decisions: %v: %s", err, body)
+	}
+	return list
+}
