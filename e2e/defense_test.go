@@ -30,11 +30,11 @@ const (
 
 // attack is one flood the defense loop must stop.
 type attack struct {
-	name     string
-	alert    string   // the alert that must fire
-	port     int      // the victim port the legitimate client uses while it runs
-	command  []string // run in the attacker namespace; a bounded duration
-	pcap     string   // or: a capture to rewrite and replay
+	name      string
+	alert     string   // the alert that must fire
+	port      int      // the victim port the legitimate client uses while it runs
+	command   []string // run in the attacker namespace; a bounded duration
+	pcap      string   // or: a capture to rewrite and replay
 	replayPPS int
 }
 
