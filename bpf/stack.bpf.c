@@ -35,6 +35,17 @@ volatile const __u32 target_netns = 0;
 // Start a latency sample on one skb in sample_every (per CPU). Set from Go.
 volatile const __u32 sample_every = 64;
 
+// Packet-path tracing (off unless trace_on). A packet is tracked when
+// (identity hash & trace_track_mask) == 0; a tracked packet's record is
+// emitted when it was dropped, slower than trace_slow_ns end to end, or
+// (hash & trace_keep_mask) == 0. Untracked dropped packets are emitted too,
+// with the drop point only. The hash depends only on packet headers, so two
+// hosts decide alike for the same packet.
+volatile const __u32 trace_on = 0;
+volatile const __u32 trace_track_mask = 15;
+volatile const __u32 trace_keep_mask = 255;
+volatile const __u64 trace_slow_ns = 1000000;
+
 enum direction {
 	DIRECTION_RX = 0,
 	DIRECTION_TX = 1,
@@ -88,7 +99,43 @@ enum tcp_event {
 // Indexes into lost_events.
 enum lost_cause {
 	LOST_MAP_FULL = 0,
-	LOST_COUNT = 1,
+	LOST_TRACE_RINGBUF = 1, // the trace ring buffer was full
+	LOST_COUNT = 2,
+};
+
+// Trace points: the boundaries (enum boundary) plus the socket enqueue.
+#define TRACE_POINT_QUEUED 10 // sock:sk_data_ready after LOCAL_IN on the same CPU
+#define TRACE_POINTS 11
+
+enum trace_end {
+	TRACE_END_DONE = 1,   // delivered (copied/consumed) or transmitted
+	TRACE_END_DROP = 2,   // skb:kfree_skb
+	TRACE_END_QUEUED = 3, // queued to a socket (UDP/ICMP: no later tracepoint)
+};
+
+// A packet's identity: what both ends see of it.
+struct trace_flow {
+	__u64 hash;      // of addresses, ports, protocol, IPv4 ID and TCP seq / UDP len+csum / ICMP id+seq
+	__u8 saddr[16];  // IPv4 in the first 4 bytes
+	__u8 daddr[16];
+	__u16 sport;     // host order; 0 for ICMP
+	__u16 dport;
+	__u8 family;     // 4, 6, or 0 when the headers could not be read
+	__u8 protocol;   // enum protocol
+	__u8 pad[2];
+};
+
+// One packet's path, emitted to trace_events.
+struct trace_record {
+	struct trace_flow flow;
+	__u64 ts[TRACE_POINTS]; // bpf_ktime_get_ns() per point passed; 0 = not passed
+	__u64 start_ts;
+	__u64 end_ts;           // last point, or the drop
+	__u32 ifindex;
+	__u32 drop_reason;      // enum skb_drop_reason when end == TRACE_END_DROP
+	__u8 direction;
+	__u8 end;               // enum trace_end
+	__u8 pad[6];
 };
 
 // log2 nanosecond buckets: bucket i counts values v with 2^(i-1) < v <= 2^i
@@ -119,7 +166,7 @@ struct latency_sample {
 	__u64 skb;      // skb_id() of the sampled skb; 0 = free slot
 	__u64 ts;       // bpf_ktime_get_ns() at the last boundary
 	__u32 boundary; // enum boundary last passed
-	__u32 pad;
+	__u32 traced;   // the slot's traces entry follows this skb
 };
 
 // Packets and bytes per interface, direction and protocol.
@@ -185,6 +232,35 @@ struct {
 	__type(key, __u32);   // enum stage
 	__type(value, __u64); // nanoseconds
 } latency_sums SEC(".maps");
+
+// The path of each traced skb, in the slot of its latency sample.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SAMPLE_SLOTS);
+	__type(key, __u32); // slot
+	__type(value, struct trace_record);
+} traces SEC(".maps");
+
+// Finished paths for user space.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 19);
+} trace_events SEC(".maps");
+
+// The traced skb that last passed LOCAL_IN on this CPU: the socket enqueue
+// that follows in the same softirq has only the socket.
+struct rx_current {
+	__u64 skb;
+	__u32 slot;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32); // always 0
+	__type(value, struct rx_current);
+} trace_rx_current SEC(".maps");
 
 // Smoothed RTT histogram counts, one observation per tcp:tcp_probe.
 struct {
@@ -427,9 +503,118 @@ static __always_inline void expire_stale(struct slot_bitmap *bm, struct latency_
 		slot_release(bm, s, slot);
 }
 
+static __always_inline __u64 mix64(__u64 x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+// parse_flow reads the packet's identity from its L3 header at l3. It
+// returns false when the headers cannot be read (f->hash is then 0).
+static __always_inline bool parse_flow(__u16 eth_proto_be, const unsigned char *l3, struct trace_flow *f)
+{
+	__u16 eth_proto = bpf_ntohs(eth_proto_be);
+	__u64 a[4] = {};
+	__u32 ip_id = 0, l4off;
+	__u8 l4;
+
+	if (!l3)
+		return false;
+	if (eth_proto == ETH_P_IP) {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
+			return false;
+		f->family = 4;
+		__builtin_memcpy(f->saddr, &ip.saddr, 4);
+		__builtin_memcpy(f->daddr, &ip.daddr, 4);
+		a[0] = ip.saddr;
+		a[2] = ip.daddr;
+		l4 = ip.protocol;
+		l4off = (ip.ihl & 0xf) * 4;
+		ip_id = ip.id;
+		if (ip.frag_off & bpf_htons(0x1fff))
+			l4off = 0; // a later fragment: no L4 header
+	} else if (eth_proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3))
+			return false;
+		f->family = 6;
+		__builtin_memcpy(f->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(f->daddr, &ip6.daddr, 16);
+		__builtin_memcpy(a, &ip6.saddr, 32);
+		l4 = ip6.nexthdr;
+		l4off = sizeof(ip6);
+	} else {
+		return false;
+	}
+	switch (l4) {
+	case IPPROTO_TCP: f->protocol = PROTOCOL_TCP; break;
+	case IPPROTO_UDP: f->protocol = PROTOCOL_UDP; break;
+	case IPPROTO_ICMP: f->protocol = PROTOCOL_ICMP; break;
+	case IPPROTO_ICMPV6: f->protocol = PROTOCOL_ICMPV6; break;
+	default: f->protocol = PROTOCOL_OTHER; l4off = 0;
+	}
+	// The first 8 bytes of TCP, UDP and ICMP: ports or type/code, then the
+	// per-packet part (TCP sequence, UDP length+checksum, ICMP id+sequence).
+	__u32 w[2] = {};
+	if (l4off && !bpf_probe_read_kernel(w, sizeof(w), l3 + (l4off & 0x3f))) {
+		if (f->protocol == PROTOCOL_TCP || f->protocol == PROTOCOL_UDP) {
+			f->sport = bpf_ntohs((__u16)w[0]);
+			f->dport = bpf_ntohs((__u16)(w[0] >> 16));
+		}
+	}
+	__u64 h = mix64(((__u64)w[0] << 32 | w[1]) ^ ((__u64)ip_id << 8 | l4));
+	h = mix64(h ^ a[0]);
+	h = mix64(h ^ a[1]);
+	h = mix64(h ^ a[2]);
+	h = mix64(h ^ a[3]);
+	f->hash = h | 1; // never 0, which means "unknown"
+	return true;
+}
+
+// trace_emit decides (tail sampling) whether a finished path is kept and
+// sends it to user space.
+static __always_inline void trace_emit(struct trace_record *tr, __u8 end, __u32 reason, __u64 now)
+{
+	tr->end = end;
+	tr->drop_reason = reason;
+	tr->end_ts = now;
+	if (end != TRACE_END_DROP && (tr->flow.hash & trace_keep_mask) && now - tr->start_ts < trace_slow_ns)
+		return;
+	if (bpf_ringbuf_output(&trace_events, tr, sizeof(*tr), 0))
+		count_lost(LOST_TRACE_RINGBUF);
+}
+
+// trace_begin decides from the packet's identity whether to track it and
+// starts its record in the slot's traces entry.
+static __always_inline bool trace_begin(const struct sk_buff *skb, const unsigned char *l3, __u32 slot,
+					__u32 boundary, struct trace_flow *f)
+{
+	if (!parse_flow(skb->protocol, l3, f) || (f->hash & trace_track_mask))
+		return false;
+	struct trace_record *tr = bpf_map_lookup_elem(&traces, &slot);
+	if (!tr)
+		return false;
+	__u64 now = bpf_ktime_get_ns();
+	__builtin_memset(tr, 0, sizeof(*tr));
+	tr->flow = *f;
+	tr->start_ts = now;
+	tr->ts[boundary % TRACE_POINTS] = now;
+	tr->direction = boundary >= BOUNDARY_TX_LOCAL_OUT ? DIRECTION_TX : DIRECTION_RX;
+	const struct net_device *dev = skb->dev;
+	if (dev)
+		tr->ifindex = dev->ifindex;
+	return true;
+}
+
 // sample_start begins a sample at a direction's first boundary, or frees a
-// stale slot left by a freed skb whose address is being reused.
-static __always_inline void sample_start(const struct sk_buff *skb, __u32 boundary)
+// stale slot left by a freed skb whose address is being reused. l3 is the
+// packet's L3 header, read only when tracing is on.
+static __always_inline void sample_start(const struct sk_buff *skb, __u32 boundary, const unsigned char *l3)
 {
 	struct slot_bitmap *bm = slots_used();
 	if (!bm)
@@ -437,6 +622,12 @@ static __always_inline void sample_start(const struct sk_buff *skb, __u32 bounda
 	__u64 id = skb_id(skb);
 	__u32 slot = slot_of(id);
 	bool sample = take_sample();
+	bool traced = false;
+	if (trace_on) {
+		struct trace_flow f = {};
+		traced = trace_begin(skb, l3, slot, boundary, &f);
+		sample = sample || traced;
+	}
 	if (!sample && !slot_busy(bm, slot))
 		return;
 	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
@@ -446,6 +637,7 @@ static __always_inline void sample_start(const struct sk_buff *skb, __u32 bounda
 		s->ts = bpf_ktime_get_ns();
 		s->boundary = boundary;
 		s->skb = id;
+		s->traced = traced;
 		__sync_fetch_and_or(&bm->words[(slot >> 6) & (SAMPLE_SLOTS / 64 - 1)], 1ULL << (slot & 63));
 	} else if (s->skb == id) {
 		slot_release(bm, s, slot);
@@ -455,22 +647,41 @@ static __always_inline void sample_start(const struct sk_buff *skb, __u32 bounda
 }
 
 // sample_pass records the stage that ends at boundary when the skb is
-// sampled and comes straight from the previous boundary.
-static __always_inline void sample_pass(const struct sk_buff *skb, __u32 boundary, __u32 stage, bool final)
+// sampled and comes straight from the previous boundary. A traced skb also
+// records boundaries it reaches after skipping some (no stage observed).
+// It returns whether the skb is traced and its path goes on.
+static __always_inline bool sample_pass(const struct sk_buff *skb, __u32 boundary, __u32 stage, bool final)
 {
 	struct slot_bitmap *bm = slots_used();
 	if (!bm)
-		return;
+		return false;
 	__u64 id = skb_id(skb);
 	__u32 slot = slot_of(id);
 	if (!slot_busy(bm, slot))
-		return;
+		return false;
 	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
 	if (!s)
-		return;
+		return false;
 	if (s->skb != id) {
 		expire_stale(bm, s, slot);
-		return;
+		return false;
+	}
+	bool same_dir = (s->boundary >= BOUNDARY_TX_LOCAL_OUT) == (boundary >= BOUNDARY_TX_LOCAL_OUT);
+	if (trace_on && s->traced && same_dir && boundary > s->boundary + 1) {
+		__u64 now = bpf_ktime_get_ns();
+		struct trace_record *tr = bpf_map_lookup_elem(&traces, &slot);
+		if (tr) {
+			tr->ts[boundary % TRACE_POINTS] = now;
+			if (final)
+				trace_emit(tr, TRACE_END_DONE, 0, now);
+		}
+		if (final) {
+			slot_release(bm, s, slot);
+			return false;
+		}
+		s->ts = now;
+		s->boundary = boundary;
+		return true;
 	}
 	if (s->boundary + 1 != boundary) {
 		// Out of order in the same direction: the skb left the path this
@@ -478,42 +689,87 @@ static __always_inline void sample_pass(const struct sk_buff *skb, __u32 boundar
 		// ends without an observation. The other direction's boundaries
 		// leave it alone: a veth hands the skb to its peer (where an rx
 		// sample starts) before the sender's net_dev_xmit fires.
-		if ((s->boundary >= BOUNDARY_TX_LOCAL_OUT) == (boundary >= BOUNDARY_TX_LOCAL_OUT))
+		if (same_dir)
 			slot_release(bm, s, slot);
-		return;
+		return false;
 	}
 	__u64 now = bpf_ktime_get_ns();
 	if (now > s->ts)
 		observe_stage(stage, now - s->ts);
+	bool traced = trace_on && s->traced;
+	if (traced) {
+		struct trace_record *tr = bpf_map_lookup_elem(&traces, &slot);
+		if (tr) {
+			tr->ts[boundary % TRACE_POINTS] = now;
+			if (final)
+				trace_emit(tr, TRACE_END_DONE, 0, now);
+		}
+	}
 	if (final) {
 		slot_release(bm, s, slot);
-		return;
+		return false;
 	}
 	s->ts = now;
 	s->boundary = boundary;
+	return traced;
 }
 
-// sample_drop frees the slot of an skb the kernel is freeing.
-static __always_inline void sample_drop(const struct sk_buff *skb)
+// sample_drop frees the slot of an skb the kernel is freeing; a traced
+// skb's path is emitted with the drop reason. It returns whether it was.
+static __always_inline bool sample_drop(const struct sk_buff *skb, __u32 reason)
 {
 	struct slot_bitmap *bm = slots_used();
 	if (!bm)
-		return;
+		return false;
 	__u64 id = skb_id(skb);
 	__u32 slot = slot_of(id);
 	if (!slot_busy(bm, slot))
-		return;
+		return false;
 	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
-	if (s && s->skb == id)
-		slot_release(bm, s, slot);
+	if (!s || s->skb != id)
+		return false;
+	bool traced = trace_on && s->traced;
+	if (traced) {
+		struct trace_record *tr = bpf_map_lookup_elem(&traces, &slot);
+		if (tr)
+			trace_emit(tr, TRACE_END_DROP, reason, bpf_ktime_get_ns());
+	}
+	slot_release(bm, s, slot);
+	return traced;
+}
+
+// trace_untracked_drop emits a dropped packet that was not tracked: its
+// identity and the drop point only.
+static __always_inline void trace_untracked_drop(const struct sk_buff *skb, __u32 reason, const struct sock *rx_sk)
+{
+	struct trace_record *tr = bpf_ringbuf_reserve(&trace_events, sizeof(*tr), 0);
+	if (!tr) {
+		count_lost(LOST_TRACE_RINGBUF);
+		return;
+	}
+	__builtin_memset(tr, 0, sizeof(*tr));
+	parse_flow(skb->protocol, network_header(skb), &tr->flow);
+	__u64 now = bpf_ktime_get_ns();
+	tr->start_ts = now;
+	tr->end_ts = now;
+	tr->end = TRACE_END_DROP;
+	tr->drop_reason = reason;
+	// A locally sent skb is owned by its socket; a received one is not
+	// (or is being handed to rx_sk).
+	tr->direction = (skb->sk && !rx_sk) ? DIRECTION_TX : DIRECTION_RX;
+	const struct net_device *dev = skb->dev;
+	if (dev)
+		tr->ifindex = dev->ifindex;
+	bpf_ringbuf_submit(tr, 0);
 }
 
 // rx_entry starts a sample where a device hands an skb to the stack: the
 // backlog stage then covers GRO, RPS and the per-CPU backlog queue.
 static __always_inline void rx_entry(const struct sk_buff *skb)
 {
+	// The device has pulled the link-layer header: data is L3.
 	if (dev_in_scope(skb->dev))
-		sample_start(skb, BOUNDARY_RX_ENTRY);
+		sample_start(skb, BOUNDARY_RX_ENTRY, skb->data);
 }
 
 SEC("tp_btf/netif_rx") // netif_rx and __netif_rx: veth, loopback, tunnels
@@ -613,7 +869,7 @@ int BPF_PROG(consume_skb, struct sk_buff *skb, void *location)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
 {
-	sample_drop(skb);
+	bool traced = sample_drop(skb, (__u32)reason);
 
 	// The namespace: the device's when the skb still has one, else the
 	// socket's (the owner, or the receiving socket the drop happened at).
@@ -627,6 +883,8 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 		in_scope = sk_in_scope(rx_sk);
 	if (!in_scope)
 		return 0;
+	if (trace_on && !traced)
+		trace_untracked_drop(skb, (__u32)reason, rx_sk);
 
 	struct drop_key key = {
 		.reason = (__u32)reason,
@@ -727,6 +985,51 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 	return 0;
 }
 
+// trace_mark_local_in remembers the traced skb that passed LOCAL_IN on this
+// CPU for sk_data_ready.
+static __always_inline void trace_mark_local_in(const struct sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct rx_current *cur = bpf_map_lookup_elem(&trace_rx_current, &zero);
+	if (!cur)
+		return;
+	cur->skb = skb_id(skb);
+	cur->slot = slot_of(cur->skb);
+}
+
+// The transport queued data to a socket, synchronously after LOCAL_IN on
+// the same CPU: the traced skb remembered there reached its socket. UDP and
+// ICMP skbs are read and freed without a tracepoint, so their paths end
+// here; TCP's go on to the copy to the reader.
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(sk_data_ready, const struct sock *sk)
+{
+	if (!trace_on)
+		return 0;
+	__u32 zero = 0;
+	struct rx_current *cur = bpf_map_lookup_elem(&trace_rx_current, &zero);
+	if (!cur || !cur->skb)
+		return 0;
+	__u64 id = cur->skb;
+	__u32 slot = cur->slot & (SAMPLE_SLOTS - 1);
+	cur->skb = 0;
+	struct latency_sample *s = bpf_map_lookup_elem(&samples, &slot);
+	if (!s || s->skb != id || !s->traced || s->boundary != BOUNDARY_RX_LOCAL_IN)
+		return 0;
+	struct trace_record *tr = bpf_map_lookup_elem(&traces, &slot);
+	if (!tr)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	tr->ts[TRACE_POINT_QUEUED] = now;
+	if (tr->flow.protocol == PROTOCOL_TCP)
+		return 0;
+	trace_emit(tr, TRACE_END_QUEUED, 0, now);
+	struct slot_bitmap *bm = slots_used();
+	if (bm)
+		slot_release(bm, s, slot);
+	return 0;
+}
+
 // Attached in the observed namespace only, to PRE_ROUTING and LOCAL_OUT at the
 // first priority and to LOCAL_IN and POST_ROUTING at the last, for IPv4 and
 // IPv6: the IP layer's stage boundaries. It never changes a verdict.
@@ -740,10 +1043,11 @@ int nf_boundary(struct bpf_nf_ctx *ctx)
 		sample_pass(skb, BOUNDARY_RX_PRE_ROUTING, STAGE_RX_CORE, false);
 		break;
 	case NF_INET_LOCAL_IN:
-		sample_pass(skb, BOUNDARY_RX_LOCAL_IN, STAGE_RX_IP, false);
+		if (sample_pass(skb, BOUNDARY_RX_LOCAL_IN, STAGE_RX_IP, false))
+			trace_mark_local_in(skb);
 		break;
 	case NF_INET_LOCAL_OUT:
-		sample_start(skb, BOUNDARY_TX_LOCAL_OUT);
+		sample_start(skb, BOUNDARY_TX_LOCAL_OUT, network_header(skb));
 		break;
 	case NF_INET_POST_ROUTING:
 		sample_pass(skb, BOUNDARY_TX_POST_ROUTING, STAGE_TX_IP, false);

@@ -56,6 +56,9 @@ type StackConfig struct {
 	// SampleEvery starts a latency sample on one skb in SampleEvery (per CPU);
 	// 1 samples every skb.
 	SampleEvery uint32
+	// Trace turns on packet-path records (see TraceConfig); nil leaves the
+	// tracing code paths off in the kernel.
+	Trace *TraceConfig
 }
 
 // Stack holds the loaded stack observation programs and their links.
@@ -96,6 +99,10 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 		return nil, fmt.Errorf("set sample_every: %w", err)
 	}
 
+	if err := setTraceVariables(spec, cfg.Trace); err != nil {
+		return nil, err
+	}
+
 	s := &Stack{NetnsInode: st.Ino}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -114,7 +121,7 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 		s.objs.NetifRx, s.objs.NapiGroReceiveEntry, s.objs.NapiGroFragsEntry, s.objs.NetifReceiveSkbEntry,
 		s.objs.NetifReceiveSkbListEntry, s.objs.NetifReceiveSkb, s.objs.NetDevQueue, s.objs.NetDevStartXmit, s.objs.NetDevXmit,
 		s.objs.SkbCopyDatagramIovec, s.objs.ConsumeSkb, s.objs.KfreeSkb, s.objs.TcpProbe, s.objs.TcpRetransmitSkb,
-		s.objs.TcpSendReset, s.objs.TcpReceiveReset, s.objs.InetSockSetState,
+		s.objs.TcpSendReset, s.objs.TcpReceiveReset, s.objs.InetSockSetState, s.objs.SkDataReady,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
@@ -240,5 +247,6 @@ func (s *Stack) Programs() map[string]*ebpf.Program {
 		"tcp_receive_reset":            p.TcpReceiveReset,
 		"inet_sock_set_state":          p.InetSockSetState,
 		"nf_boundary":                  p.NfBoundary,
+		"sk_data_ready":                p.SkDataReady,
 	}
 }

@@ -25,12 +25,42 @@ type stackLatencySample struct {
 	Skb      uint64
 	Ts       uint64
 	Boundary uint32
-	Pad      uint32
+	Traced   uint32
+}
+
+type stackRxCurrent struct {
+	_    structs.HostLayout
+	Skb  uint64
+	Slot uint32
+	Pad  uint32
 }
 
 type stackSlotBitmap struct {
 	_     structs.HostLayout
 	Words [64]uint64
+}
+
+type stackTraceRecord struct {
+	_    structs.HostLayout
+	Flow struct {
+		_        structs.HostLayout
+		Hash     uint64
+		Saddr    [16]uint8
+		Daddr    [16]uint8
+		Sport    uint16
+		Dport    uint16
+		Family   uint8
+		Protocol uint8
+		Pad      [2]uint8
+	}
+	Ts         [11]uint64
+	StartTs    uint64
+	EndTs      uint64
+	Ifindex    uint32
+	DropReason uint32
+	Direction  uint8
+	End        uint8
+	Pad        [6]uint8
 }
 
 type stackTrafficKey struct {
@@ -62,6 +92,9 @@ const (
 	stackMapSamples                   = "samples"
 	stackMapTcpEvents                 = "tcp_events"
 	stackMapTcpStateDelta             = "tcp_state_delta"
+	stackMapTraceEvents               = "trace_events"
+	stackMapTraceRxCurrent            = "trace_rx_current"
+	stackMapTraces                    = "traces"
 	stackMapTraffic                   = "traffic"
 	stackProgConsumeSkb               = "consume_skb"
 	stackProgInetSockSetState         = "inet_sock_set_state"
@@ -76,6 +109,7 @@ const (
 	stackProgNetifReceiveSkbListEntry = "netif_receive_skb_list_entry"
 	stackProgNetifRx                  = "netif_rx"
 	stackProgNfBoundary               = "nf_boundary"
+	stackProgSkDataReady              = "sk_data_ready"
 	stackProgSkbCopyDatagramIovec     = "skb_copy_datagram_iovec"
 	stackProgTcpProbe                 = "tcp_probe"
 	stackProgTcpReceiveReset          = "tcp_receive_reset"
@@ -83,6 +117,10 @@ const (
 	stackProgTcpSendReset             = "tcp_send_reset"
 	stackVarSampleEvery               = "sample_every"
 	stackVarTargetNetns               = "target_netns"
+	stackVarTraceKeepMask             = "trace_keep_mask"
+	stackVarTraceOn                   = "trace_on"
+	stackVarTraceSlowNs               = "trace_slow_ns"
+	stackVarTraceTrackMask            = "trace_track_mask"
 )
 
 // loadStack returns the embedded CollectionSpec for stack.
@@ -140,6 +178,7 @@ type stackProgramSpecs struct {
 	NetifReceiveSkbListEntry *ebpf.ProgramSpec `ebpf:"netif_receive_skb_list_entry"`
 	NetifRx                  *ebpf.ProgramSpec `ebpf:"netif_rx"`
 	NfBoundary               *ebpf.ProgramSpec `ebpf:"nf_boundary"`
+	SkDataReady              *ebpf.ProgramSpec `ebpf:"sk_data_ready"`
 	SkbCopyDatagramIovec     *ebpf.ProgramSpec `ebpf:"skb_copy_datagram_iovec"`
 	TcpProbe                 *ebpf.ProgramSpec `ebpf:"tcp_probe"`
 	TcpReceiveReset          *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
@@ -162,6 +201,9 @@ type stackMapSpecs struct {
 	Samples         *ebpf.MapSpec `ebpf:"samples"`
 	TcpEvents       *ebpf.MapSpec `ebpf:"tcp_events"`
 	TcpStateDelta   *ebpf.MapSpec `ebpf:"tcp_state_delta"`
+	TraceEvents     *ebpf.MapSpec `ebpf:"trace_events"`
+	TraceRxCurrent  *ebpf.MapSpec `ebpf:"trace_rx_current"`
+	Traces          *ebpf.MapSpec `ebpf:"traces"`
 	Traffic         *ebpf.MapSpec `ebpf:"traffic"`
 }
 
@@ -169,8 +211,12 @@ type stackMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stackVariableSpecs struct {
-	SampleEvery *ebpf.VariableSpec `ebpf:"sample_every"`
-	TargetNetns *ebpf.VariableSpec `ebpf:"target_netns"`
+	SampleEvery    *ebpf.VariableSpec `ebpf:"sample_every"`
+	TargetNetns    *ebpf.VariableSpec `ebpf:"target_netns"`
+	TraceKeepMask  *ebpf.VariableSpec `ebpf:"trace_keep_mask"`
+	TraceOn        *ebpf.VariableSpec `ebpf:"trace_on"`
+	TraceSlowNs    *ebpf.VariableSpec `ebpf:"trace_slow_ns"`
+	TraceTrackMask *ebpf.VariableSpec `ebpf:"trace_track_mask"`
 }
 
 // stackObjects contains all objects after they have been loaded into the kernel.
@@ -204,6 +250,9 @@ type stackMaps struct {
 	Samples         *ebpf.Map `ebpf:"samples"`
 	TcpEvents       *ebpf.Map `ebpf:"tcp_events"`
 	TcpStateDelta   *ebpf.Map `ebpf:"tcp_state_delta"`
+	TraceEvents     *ebpf.Map `ebpf:"trace_events"`
+	TraceRxCurrent  *ebpf.Map `ebpf:"trace_rx_current"`
+	Traces          *ebpf.Map `ebpf:"traces"`
 	Traffic         *ebpf.Map `ebpf:"traffic"`
 }
 
@@ -220,6 +269,9 @@ func (m *stackMaps) Close() error {
 		m.Samples,
 		m.TcpEvents,
 		m.TcpStateDelta,
+		m.TraceEvents,
+		m.TraceRxCurrent,
+		m.Traces,
 		m.Traffic,
 	)
 }
@@ -228,8 +280,12 @@ func (m *stackMaps) Close() error {
 //
 // It can be passed to loadStackObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stackVariables struct {
-	SampleEvery *ebpf.Variable `ebpf:"sample_every"`
-	TargetNetns *ebpf.Variable `ebpf:"target_netns"`
+	SampleEvery    *ebpf.Variable `ebpf:"sample_every"`
+	TargetNetns    *ebpf.Variable `ebpf:"target_netns"`
+	TraceKeepMask  *ebpf.Variable `ebpf:"trace_keep_mask"`
+	TraceOn        *ebpf.Variable `ebpf:"trace_on"`
+	TraceSlowNs    *ebpf.Variable `ebpf:"trace_slow_ns"`
+	TraceTrackMask *ebpf.Variable `ebpf:"trace_track_mask"`
 }
 
 // stackPrograms contains all programs after they have been loaded into the kernel.
@@ -249,6 +305,7 @@ type stackPrograms struct {
 	NetifReceiveSkbListEntry *ebpf.Program `ebpf:"netif_receive_skb_list_entry"`
 	NetifRx                  *ebpf.Program `ebpf:"netif_rx"`
 	NfBoundary               *ebpf.Program `ebpf:"nf_boundary"`
+	SkDataReady              *ebpf.Program `ebpf:"sk_data_ready"`
 	SkbCopyDatagramIovec     *ebpf.Program `ebpf:"skb_copy_datagram_iovec"`
 	TcpProbe                 *ebpf.Program `ebpf:"tcp_probe"`
 	TcpReceiveReset          *ebpf.Program `ebpf:"tcp_receive_reset"`
@@ -271,6 +328,7 @@ func (p *stackPrograms) Close() error {
 		p.NetifReceiveSkbListEntry,
 		p.NetifRx,
 		p.NfBoundary,
+		p.SkDataReady,
 		p.SkbCopyDatagramIovec,
 		p.TcpProbe,
 		p.TcpReceiveReset,

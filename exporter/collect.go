@@ -38,7 +38,7 @@ var (
 		"TCP resets sent (tx) and received (rx).",
 		[]string{"direction"}, nil)
 	lostDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "ebpf", "events_lost_total"),
-		"Kernel events not recorded: a full counter map (map_full) or a program that could not run because another was running on the CPU (recursion).",
+		"Kernel events not recorded: a full counter map (map_full), a program that could not run because another was running on the CPU (recursion), a full packet trace ring buffer (trace_ringbuf, only while tracing).",
 		[]string{"cause"}, nil)
 	progRunSecondsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "ebpf", "program_run_seconds_total"),
 		"Time spent running each eBPF program; counts only while kernel.bpf_stats_enabled=1.",
@@ -194,7 +194,11 @@ func (e *Exporter) collectLatency(ch chan<- prometheus.Metric) error {
 	}
 	for st, h := range hists {
 		count, sum, buckets := constHistogram(h, latencyFirstBucket, latencyLastBucket)
-		ch <- prometheus.MustNewConstHistogram(latencyDesc, count, sum, buckets, stageLabels[st][0], stageLabels[st][1])
+		m := prometheus.MustNewConstHistogram(latencyDesc, count, sum, buckets, stageLabels[st][0], stageLabels[st][1])
+		if e.tracer != nil {
+			m = withExemplars(m, e.tracer.exemplars(st))
+		}
+		ch <- m
 	}
 	return nil
 }
@@ -241,5 +245,29 @@ func (e *Exporter) collectPrograms(ch chan<- prometheus.Metric) error {
 	}
 	ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(lost), "map_full")
 	ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(recursion), "recursion")
+	if e.tracer != nil {
+		traces, err := e.stack.LostTraces()
+		if err != nil {
+			return err
+		}
+		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(traces), "trace_ringbuf")
+	}
 	return nil
+}
+
+// withExemplars attaches each bucket's last traced packet (exemplar label
+// trace_id) to a latency histogram.
+func withExemplars(m prometheus.Metric, ex []exemplar) prometheus.Metric {
+	if len(ex) == 0 {
+		return m
+	}
+	pe := make([]prometheus.Exemplar, 0, len(ex))
+	for _, x := range ex {
+		pe = append(pe, prometheus.Exemplar{Value: x.seconds, Labels: prometheus.Labels{"trace_id": x.traceID}, Timestamp: x.at})
+	}
+	mm, err := prometheus.NewMetricWithExemplars(m, pe...)
+	if err != nil {
+		return m
+	}
+	return mm
 }

@@ -1,14 +1,20 @@
 package exporter
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"os"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/packetscope/packetscope/bpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // DefaultLatencySampleEvery is the default latency sampling: one skb in 64
@@ -25,6 +31,28 @@ type Config struct {
 	// the stack stages; 1 times every skb. Zero means
 	// DefaultLatencySampleEvery.
 	LatencySampleEvery uint32
+
+	// Packet-path tracing is on when the standard OpenTelemetry
+	// environment configures a trace exporter (OTEL_EXPORTER_OTLP_ENDPOINT,
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_TRACES_EXPORTER other than
+	// none), or when TraceSpanProcessor is set. Otherwise the kernel's
+	// tracing code paths stay off.
+
+	// TraceSpanProcessor receives the packet spans instead of an exporter
+	// from the environment (tests, embedding).
+	TraceSpanProcessor sdktrace.SpanProcessor
+	// TraceSlow: a followed packet whose path took at least this long is
+	// always traced. Zero means DefaultTraceSlow.
+	TraceSlow time.Duration
+	// TraceTrackEvery: one packet in N (a power of two, by a hash of the
+	// packet's identity) is followed through every stage. Zero means
+	// DefaultTraceTrackEvery.
+	TraceTrackEvery uint32
+	// TraceKeepEvery: one packet in N (a power of two, at least
+	// TraceTrackEvery) is traced even when ordinary. Zero means
+	// OTEL_TRACES_SAMPLER_ARG's ratio with OTEL_TRACES_SAMPLER=traceidratio,
+	// else DefaultTraceKeepEvery.
+	TraceKeepEvery uint32
 }
 
 // Exporter observes one network namespace's stack with eBPF and is a
@@ -42,6 +70,12 @@ type Exporter struct {
 
 	mu      sync.Mutex // serializes scrapes (ifnames cache) and Close
 	ifnames map[uint32]string
+
+	tracer *tracer // nil when tracing is off
+	// traceNames is the tracer's own interface name cache (it runs
+	// outside scrapes).
+	traceNamesMu sync.Mutex
+	traceNames   map[uint32]string
 }
 
 // New loads and attaches the stack programs for the configured namespace.
@@ -77,9 +111,20 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	if e.ifnames, err = interfaceNames(e.nl); err != nil {
 		return nil, err
 	}
-	e.stack, err = bpf.LoadStack(bpf.StackConfig{NetnsPath: cfg.Netns, SampleEvery: cfg.LatencySampleEvery})
+	traceCfg, err := traceConfig(&cfg)
 	if err != nil {
 		return nil, err
+	}
+	e.stack, err = bpf.LoadStack(bpf.StackConfig{NetnsPath: cfg.Netns, SampleEvery: cfg.LatencySampleEvery, Trace: traceCfg})
+	if err != nil {
+		return nil, err
+	}
+	if traceCfg != nil {
+		if err := e.startTracer(cfg.TraceSpanProcessor); err != nil {
+			return nil, err
+		}
+		logger.Info("packet tracing on", "track_every", traceCfg.TrackEvery, "keep_every", traceCfg.KeepEvery,
+			"slow", time.Duration(traceCfg.SlowNs))
 	}
 	// Programs first, snapshot second: a socket that changes state in
 	// between is counted by both, which at worst shifts one socket between
@@ -106,6 +151,10 @@ func (e *Exporter) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error
+	if e.tracer != nil {
+		errs = append(errs, e.tracer.close())
+		e.tracer = nil
+	}
 	if e.stack != nil {
 		errs = append(errs, e.stack.Close())
 		e.stack = nil
@@ -119,4 +168,68 @@ func (e *Exporter) Close() error {
 		e.ns = -1
 	}
 	return errors.Join(errs...)
+}
+
+// traceConfig resolves the kernel trace sampling, or nil when tracing is off.
+func traceConfig(cfg *Config) (*bpf.TraceConfig, error) {
+	if cfg.TraceSpanProcessor == nil && !tracingFromEnv() {
+		return nil, nil
+	}
+	tc := &bpf.TraceConfig{TrackEvery: cfg.TraceTrackEvery, KeepEvery: cfg.TraceKeepEvery, SlowNs: uint64(cfg.TraceSlow)}
+	if tc.TrackEvery == 0 {
+		tc.TrackEvery = DefaultTraceTrackEvery
+	}
+	if tc.KeepEvery == 0 {
+		n, err := keepEveryFromEnv()
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			n = DefaultTraceKeepEvery
+		}
+		tc.KeepEvery = max(n, tc.TrackEvery)
+	}
+	if tc.SlowNs == 0 {
+		tc.SlowNs = uint64(DefaultTraceSlow)
+	}
+	if !powerOfTwo(tc.TrackEvery) || !powerOfTwo(tc.KeepEvery) || tc.KeepEvery < tc.TrackEvery {
+		return nil, fmt.Errorf("trace sampling: track every %d and keep every %d must be powers of two, keep >= track",
+			tc.TrackEvery, tc.KeepEvery)
+	}
+	return tc, nil
+}
+
+// startTracer opens the trace ring buffer and starts exporting spans. Span
+// IDs are per host: the host name and the observed namespace.
+func (e *Exporter) startTracer(sp sdktrace.SpanProcessor) error {
+	tp, err := newTracerProvider(context.Background(), sp)
+	if err != nil {
+		return err
+	}
+	rd, err := e.stack.TraceReader()
+	if err != nil {
+		_ = tp.Shutdown(context.Background())
+		return err
+	}
+	h := fnv.New64a()
+	host, _ := os.Hostname()
+	h.Write([]byte(host + "/" + strconv.FormatUint(e.stack.NetnsInode, 10)))
+	e.traceNames = map[uint32]string{}
+	e.tracer = newTracer(e.logger, tp, rd, h.Sum64(), e.traceIfname, e.reasons)
+	return nil
+}
+
+// traceIfname names an interface for the tracer, refreshing its cache on
+// an unknown index.
+func (e *Exporter) traceIfname(idx uint32) string {
+	e.traceNamesMu.Lock()
+	defer e.traceNamesMu.Unlock()
+	if name, ok := e.traceNames[idx]; ok {
+		return name
+	}
+	if link, err := e.nl.LinkByIndex(int(idx)); err == nil {
+		e.traceNames[idx] = link.Attrs().Name
+		return link.Attrs().Name
+	}
+	return "ifindex_" + strconv.FormatUint(uint64(idx), 10)
 }
