@@ -45,6 +45,10 @@ volatile const __u32 trace_on = 0;
 volatile const __u32 trace_track_mask = 15;
 volatile const __u32 trace_keep_mask = 255;
 volatile const __u64 trace_slow_ns = 1000000;
+// Dropped or slow packets kept beyond the hash-kept ones, per CPU and
+// second (~1.07 s windows): a drop flood must not flood user space. The
+// excess is counted in lost_events[LOST_TRACE_RATE].
+volatile const __u32 trace_tail_budget = 1000;
 
 enum direction {
 	DIRECTION_RX = 0,
@@ -100,7 +104,8 @@ enum tcp_event {
 enum lost_cause {
 	LOST_MAP_FULL = 0,
 	LOST_TRACE_RINGBUF = 1, // the trace ring buffer was full
-	LOST_COUNT = 2,
+	LOST_TRACE_RATE = 2,    // a dropped/slow packet over trace_tail_budget
+	LOST_COUNT = 3,
 };
 
 // Trace points: the boundaries (enum boundary) plus the socket enqueue.
@@ -261,6 +266,20 @@ struct {
 	__type(key, __u32); // always 0
 	__type(value, struct rx_current);
 } trace_rx_current SEC(".maps");
+
+// Per-CPU use of trace_tail_budget.
+struct tail_budget {
+	__u64 window; // bpf_ktime_get_ns() >> 30
+	__u32 used;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32); // always 0
+	__type(value, struct tail_budget);
+} trace_tail_used SEC(".maps");
 
 // Smoothed RTT histogram counts, one observation per tcp:tcp_probe.
 struct {
@@ -576,14 +595,41 @@ static __always_inline bool parse_flow(__u16 eth_proto_be, const unsigned char *
 	return true;
 }
 
-// trace_emit decides (tail sampling) whether a finished path is kept and
-// sends it to user space.
+// tail_budget_take spends one of this CPU's dropped/slow records.
+static __always_inline bool tail_budget_take(__u64 now)
+{
+	__u32 zero = 0;
+	struct tail_budget *b = bpf_map_lookup_elem(&trace_tail_used, &zero);
+	if (!b)
+		return false;
+	if (b->window != now >> 30) {
+		b->window = now >> 30;
+		b->used = 0;
+	}
+	if (b->used >= trace_tail_budget) {
+		count_lost(LOST_TRACE_RATE);
+		return false;
+	}
+	b->used++;
+	return true;
+}
+
+// trace_keep is the tail-sampling decision for a finished path: kept by
+// its identity hash, or dropped/slow within the budget.
+static __always_inline bool trace_keep(__u64 hash, bool tail, __u64 now)
+{
+	if (!(hash & trace_keep_mask))
+		return true;
+	return tail && tail_budget_take(now);
+}
+
+// trace_emit sends a finished path to user space when it is kept.
 static __always_inline void trace_emit(struct trace_record *tr, __u8 end, __u32 reason, __u64 now)
 {
 	tr->end = end;
 	tr->drop_reason = reason;
 	tr->end_ts = now;
-	if (end != TRACE_END_DROP && (tr->flow.hash & trace_keep_mask) && now - tr->start_ts < trace_slow_ns)
+	if (!trace_keep(tr->flow.hash, end == TRACE_END_DROP || now - tr->start_ts >= trace_slow_ns, now))
 		return;
 	if (bpf_ringbuf_output(&trace_events, tr, sizeof(*tr), 0))
 		count_lost(LOST_TRACE_RINGBUF);
@@ -742,14 +788,18 @@ static __always_inline bool sample_drop(const struct sk_buff *skb, __u32 reason)
 // identity and the drop point only.
 static __always_inline void trace_untracked_drop(const struct sk_buff *skb, __u32 reason, const struct sock *rx_sk)
 {
+	struct trace_flow f = {};
+	parse_flow(skb->protocol, network_header(skb), &f);
+	__u64 now = bpf_ktime_get_ns();
+	if (!trace_keep(f.hash, true, now))
+		return;
 	struct trace_record *tr = bpf_ringbuf_reserve(&trace_events, sizeof(*tr), 0);
 	if (!tr) {
 		count_lost(LOST_TRACE_RINGBUF);
 		return;
 	}
 	__builtin_memset(tr, 0, sizeof(*tr));
-	parse_flow(skb->protocol, network_header(skb), &tr->flow);
-	__u64 now = bpf_ktime_get_ns();
+	tr->flow = f;
 	tr->start_ts = now;
 	tr->end_ts = now;
 	tr->end = TRACE_END_DROP;

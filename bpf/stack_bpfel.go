@@ -40,6 +40,13 @@ type stackSlotBitmap struct {
 	Words [64]uint64
 }
 
+type stackTailBudget struct {
+	_      structs.HostLayout
+	Window uint64
+	Used   uint32
+	Pad    uint32
+}
+
 type stackTraceRecord struct {
 	_    structs.HostLayout
 	Flow struct {
@@ -94,6 +101,7 @@ const (
 	stackMapTcpStateDelta             = "tcp_state_delta"
 	stackMapTraceEvents               = "trace_events"
 	stackMapTraceRxCurrent            = "trace_rx_current"
+	stackMapTraceTailUsed             = "trace_tail_used"
 	stackMapTraces                    = "traces"
 	stackMapTraffic                   = "traffic"
 	stackProgConsumeSkb               = "consume_skb"
@@ -120,6 +128,7 @@ const (
 	stackVarTraceKeepMask             = "trace_keep_mask"
 	stackVarTraceOn                   = "trace_on"
 	stackVarTraceSlowNs               = "trace_slow_ns"
+	stackVarTraceTailBudget           = "trace_tail_budget"
 	stackVarTraceTrackMask            = "trace_track_mask"
 )
 
@@ -203,6 +212,7 @@ type stackMapSpecs struct {
 	TcpStateDelta   *ebpf.MapSpec `ebpf:"tcp_state_delta"`
 	TraceEvents     *ebpf.MapSpec `ebpf:"trace_events"`
 	TraceRxCurrent  *ebpf.MapSpec `ebpf:"trace_rx_current"`
+	TraceTailUsed   *ebpf.MapSpec `ebpf:"trace_tail_used"`
 	Traces          *ebpf.MapSpec `ebpf:"traces"`
 	Traffic         *ebpf.MapSpec `ebpf:"traffic"`
 }
@@ -211,12 +221,13 @@ type stackMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stackVariableSpecs struct {
-	SampleEvery    *ebpf.VariableSpec `ebpf:"sample_every"`
-	TargetNetns    *ebpf.VariableSpec `ebpf:"target_netns"`
-	TraceKeepMask  *ebpf.VariableSpec `ebpf:"trace_keep_mask"`
-	TraceOn        *ebpf.VariableSpec `ebpf:"trace_on"`
-	TraceSlowNs    *ebpf.VariableSpec `ebpf:"trace_slow_ns"`
-	TraceTrackMask *ebpf.VariableSpec `ebpf:"trace_track_mask"`
+	SampleEvery     *ebpf.VariableSpec `ebpf:"sample_every"`
+	TargetNetns     *ebpf.VariableSpec `ebpf:"target_netns"`
+	TraceKeepMask   *ebpf.VariableSpec `ebpf:"trace_keep_mask"`
+	TraceOn         *ebpf.VariableSpec `ebpf:"trace_on"`
+	TraceSlowNs     *ebpf.VariableSpec `ebpf:"trace_slow_ns"`
+	TraceTailBudget *ebpf.VariableSpec `ebpf:"trace_tail_budget"`
+	TraceTrackMask  *ebpf.VariableSpec `ebpf:"trace_track_mask"`
 }
 
 // stackObjects contains all objects after they have been loaded into the kernel.
@@ -252,6 +263,7 @@ type stackMaps struct {
 	TcpStateDelta   *ebpf.Map `ebpf:"tcp_state_delta"`
 	TraceEvents     *ebpf.Map `ebpf:"trace_events"`
 	TraceRxCurrent  *ebpf.Map `ebpf:"trace_rx_current"`
+	TraceTailUsed   *ebpf.Map `ebpf:"trace_tail_used"`
 	Traces          *ebpf.Map `ebpf:"traces"`
 	Traffic         *ebpf.Map `ebpf:"traffic"`
 }
@@ -271,6 +283,7 @@ func (m *stackMaps) Close() error {
 		m.TcpStateDelta,
 		m.TraceEvents,
 		m.TraceRxCurrent,
+		m.TraceTailUsed,
 		m.Traces,
 		m.Traffic,
 	)
@@ -280,12 +293,13 @@ func (m *stackMaps) Close() error {
 //
 // It can be passed to loadStackObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stackVariables struct {
-	SampleEvery    *ebpf.Variable `ebpf:"sample_every"`
-	TargetNetns    *ebpf.Variable `ebpf:"target_netns"`
-	TraceKeepMask  *ebpf.Variable `ebpf:"trace_keep_mask"`
-	TraceOn        *ebpf.Variable `ebpf:"trace_on"`
-	TraceSlowNs    *ebpf.Variable `ebpf:"trace_slow_ns"`
-	TraceTrackMask *ebpf.Variable `ebpf:"trace_track_mask"`
+	SampleEvery     *ebpf.Variable `ebpf:"sample_every"`
+	TargetNetns     *ebpf.Variable `ebpf:"target_netns"`
+	TraceKeepMask   *ebpf.Variable `ebpf:"trace_keep_mask"`
+	TraceOn         *ebpf.Variable `ebpf:"trace_on"`
+	TraceSlowNs     *ebpf.Variable `ebpf:"trace_slow_ns"`
+	TraceTailBudget *ebpf.Variable `ebpf:"trace_tail_budget"`
+	TraceTrackMask  *ebpf.Variable `ebpf:"trace_track_mask"`
 }
 
 // stackPrograms contains all programs after they have been loaded into the kernel.

@@ -33,6 +33,7 @@ const (
 	TraceEndQueued = 3 // queued to a socket; read later without a tracepoint
 
 	lostTraceRingbuf = 1
+	lostTraceRate    = 2
 )
 
 // TraceConfig sets the kernel's trace sampling. All masks are "1-in-N":
@@ -46,6 +47,9 @@ type TraceConfig struct {
 	KeepEvery uint32
 	// SlowNs: a tracked packet whose path took at least this long is kept.
 	SlowNs uint64
+	// TailBudget caps the dropped or slow packets kept beyond the one in
+	// KeepEvery, per CPU and second; 0 means 1000.
+	TailBudget uint32
 }
 
 func setTraceVariables(spec *ebpf.CollectionSpec, tc *TraceConfig) error {
@@ -66,6 +70,11 @@ func setTraceVariables(spec *ebpf.CollectionSpec, tc *TraceConfig) error {
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	if tc.TailBudget != 0 {
+		if err := spec.Variables["trace_tail_budget"].Set(tc.TailBudget); err != nil {
+			return fmt.Errorf("set trace_tail_budget: %w", err)
 		}
 	}
 	return nil
@@ -133,11 +142,15 @@ func (r *TraceReader) Close() error {
 	return nil
 }
 
-// LostTraces reads how many trace records found the ring buffer full.
-func (s *Stack) LostTraces() (uint64, error) {
-	v, err := sumU64(s.objs.LostEvents, lostTraceRingbuf)
-	if err != nil {
-		return 0, fmt.Errorf("read lost_events: %w", err)
+// LostTraces reads how many trace records found the ring buffer full
+// (ringbuf) and how many dropped or slow packets were over the budget
+// (rate).
+func (s *Stack) LostTraces() (ringbuf, rate uint64, err error) {
+	if ringbuf, err = sumU64(s.objs.LostEvents, lostTraceRingbuf); err != nil {
+		return 0, 0, fmt.Errorf("read lost_events: %w", err)
 	}
-	return v, nil
+	if rate, err = sumU64(s.objs.LostEvents, lostTraceRate); err != nil {
+		return 0, 0, fmt.Errorf("read lost_events: %w", err)
+	}
+	return ringbuf, rate, nil
 }

@@ -38,7 +38,7 @@ var (
 		"TCP resets sent (tx) and received (rx).",
 		[]string{"direction"}, nil)
 	lostDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "ebpf", "events_lost_total"),
-		"Kernel events not recorded: a full counter map (map_full), a program that could not run because another was running on the CPU (recursion), a full packet trace ring buffer (trace_ringbuf, only while tracing).",
+		"Kernel events not recorded: a full counter map (map_full), a program that could not run because another was running on the CPU (recursion), while tracing, a full packet trace ring buffer (trace_ringbuf) or dropped/slow packets over the per-CPU trace budget (trace_rate).",
 		[]string{"cause"}, nil)
 	progRunSecondsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "ebpf", "program_run_seconds_total"),
 		"Time spent running each eBPF program; counts only while kernel.bpf_stats_enabled=1.",
@@ -246,11 +246,12 @@ func (e *Exporter) collectPrograms(ch chan<- prometheus.Metric) error {
 	ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(lost), "map_full")
 	ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(recursion), "recursion")
 	if e.tracer != nil {
-		traces, err := e.stack.LostTraces()
+		full, rate, err := e.stack.LostTraces()
 		if err != nil {
 			return err
 		}
-		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(traces), "trace_ringbuf")
+		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(full), "trace_ringbuf")
+		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(rate), "trace_rate")
 	}
 	return nil
 }

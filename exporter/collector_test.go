@@ -62,7 +62,7 @@ packetscope_tcp_retransmits_total 0
 # TYPE packetscope_tcp_resets_total counter
 packetscope_tcp_resets_total{direction="rx"} 0
 packetscope_tcp_resets_total{direction="tx"} 0
-# HELP packetscope_ebpf_events_lost_total Kernel events not recorded: a full counter map (map_full), a program that could not run because another was running on the CPU (recursion), a full packet trace ring buffer (trace_ringbuf, only while tracing).
+# HELP packetscope_ebpf_events_lost_total Kernel events not recorded: a full counter map (map_full), a program that could not run because another was running on the CPU (recursion), while tracing, a full packet trace ring buffer (trace_ringbuf) or dropped/slow packets over the per-CPU trace budget (trace_rate).
 # TYPE packetscope_ebpf_events_lost_total counter
 packetscope_ebpf_events_lost_total{cause="map_full"} 0
 `

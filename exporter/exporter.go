@@ -53,6 +53,11 @@ type Config struct {
 	// OTEL_TRACES_SAMPLER_ARG's ratio with OTEL_TRACES_SAMPLER=traceidratio,
 	// else DefaultTraceKeepEvery.
 	TraceKeepEvery uint32
+	// TraceTailBudget caps the dropped or slow packets traced beyond the
+	// one in TraceKeepEvery, per CPU and second (the excess is counted as
+	// packetscope_ebpf_events_lost_total{cause="trace_rate"}). Zero means
+	// DefaultTraceTailBudget.
+	TraceTailBudget uint32
 }
 
 // Exporter observes one network namespace's stack with eBPF and is a
@@ -124,7 +129,7 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 			return nil, err
 		}
 		logger.Info("packet tracing on", "track_every", traceCfg.TrackEvery, "keep_every", traceCfg.KeepEvery,
-			"slow", time.Duration(traceCfg.SlowNs))
+			"slow", time.Duration(traceCfg.SlowNs), "tail_budget", traceCfg.TailBudget)
 	}
 	// Programs first, snapshot second: a socket that changes state in
 	// between is counted by both, which at worst shifts one socket between
@@ -175,7 +180,11 @@ func traceConfig(cfg *Config) (*bpf.TraceConfig, error) {
 	if cfg.TraceSpanProcessor == nil && !tracingFromEnv() {
 		return nil, nil
 	}
-	tc := &bpf.TraceConfig{TrackEvery: cfg.TraceTrackEvery, KeepEvery: cfg.TraceKeepEvery, SlowNs: uint64(cfg.TraceSlow)}
+	tc := &bpf.TraceConfig{TrackEvery: cfg.TraceTrackEvery, KeepEvery: cfg.TraceKeepEvery, SlowNs: uint64(cfg.TraceSlow),
+		TailBudget: cfg.TraceTailBudget}
+	if tc.TailBudget == 0 {
+		tc.TailBudget = DefaultTraceTailBudget
+	}
 	if tc.TrackEvery == 0 {
 		tc.TrackEvery = DefaultTraceTrackEvery
 	}

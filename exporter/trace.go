@@ -27,11 +27,15 @@ import (
 
 // Trace sampling defaults: one packet in 16 (by identity hash) is followed
 // through every stage, and kept when dropped or slower than 1 ms; one in 256
-// is kept anyway.
+// is kept anyway. Dropped packets are traced even when not followed (with
+// the drop point only).
 const (
 	DefaultTraceTrackEvery = 16
 	DefaultTraceKeepEvery  = 256
 	DefaultTraceSlow       = time.Millisecond
+	// DefaultTraceTailBudget: dropped or slow packets traced per CPU and
+	// second beyond the one in DefaultTraceKeepEvery.
+	DefaultTraceTailBudget = 1000
 )
 
 // tracingFromEnv reports whether the standard OpenTelemetry environment

@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -317,6 +318,41 @@ func TestTraceLive(t *testing.T) {
 	}
 	if v := value(t, ha.reg, "packetscope_ebpf_events_lost_total", labels("cause", "trace_ringbuf")); v != 0 {
 		t.Errorf("lost trace records = %v, want 0 at this rate", v)
+	}
+}
+
+// TestTraceTailBudget: a flood of drops is traced up to the per-CPU budget;
+// the rest is counted as lost (cause trace_rate).
+func TestTraceTailBudget(t *testing.T) {
+	a, b := newTraceNets(t)
+	rec := tracetest.NewSpanRecorder()
+	exp, err := New(nil, Config{Netns: a.Path(), TraceSpanProcessor: rec, TraceTrackEvery: 1 << 20, TraceKeepEvery: 1 << 30,
+		TraceTailBudget: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = exp.Close() })
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(exp)
+	c := mustDial(t, b, "udp", trcA+":6010")
+	const n = 300
+	for range n {
+		_, _ = c.Write([]byte("flood")) // ICMP unreachable answers make some writes fail
+	}
+	rate := labels("cause", "trace_rate")
+	waitFor(t, "drops over the budget counted", func() (bool, string) {
+		v := value(t, reg, "packetscope_ebpf_events_lost_total", rate)
+		return v > 0, "trace_rate " + strconv.FormatFloat(v, 'f', -1, 64)
+	})
+	time.Sleep(200 * time.Millisecond) // let the reader drain the ring
+	drops := findTraces(rec, func(r sdktrace.ReadOnlySpan) bool { return attr(r, "packetscope.drop_reason") == "NO_SOCKET" })
+	// 5 per CPU and ~1.07 s window; the flood spans at most a few windows.
+	if len(drops) == 0 || len(drops) > 5*runtime.NumCPU()*3 {
+		t.Errorf("%d drop traces from %d drops, want 1..%d (budget 5 per CPU and window)", len(drops), n, 5*runtime.NumCPU()*3)
+	}
+	lost := value(t, reg, "packetscope_ebpf_events_lost_total", rate)
+	if int(lost)+len(drops) > n {
+		t.Errorf("lost %v + traced %d > %d drops", lost, len(drops), n)
 	}
 }
 
