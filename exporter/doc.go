@@ -47,6 +47,50 @@
 // frees most of them without one too, so UDP contributes to it only when
 // the skb is freed through consume_skb (e.g. on another CPU).
 //
+// # Packet-path traces
+//
+// Off unless the standard OpenTelemetry environment configures a trace
+// exporter (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+// or OTEL_TRACES_EXPORTER=otlp|console; OTEL_EXPORTER_OTLP_PROTOCOL picks
+// grpc or http/protobuf; see go.opentelemetry.io/contrib/exporters/autoexport)
+// or Config.TraceSpanProcessor is set. Off, the kernel's tracing branches are
+// dead code (a load-time constant) and no reader runs.
+//
+// On, the first boundary of each direction (rx entry, tx LOCAL_OUT) hashes
+// the packet's identity: addresses, protocol, ports, the IPv4 ID and the TCP
+// sequence (UDP: length and checksum; ICMP: id and sequence). Only headers
+// count, so the sender's agent and the receiver's compute the same hash for
+// the same packet with no coordination. One packet in TraceTrackEvery (by
+// hash, default 16) is followed: every boundary it passes is timestamped in
+// a slot next to its latency sample, plus the socket enqueue (sock:
+// sk_data_ready right after LOCAL_IN on the same CPU). When its path ends
+// (transmitted, copied or consumed, queued for UDP/ICMP, whose reads have no
+// tracepoint, or dropped) the kernel decides (tail sampling): drops and paths
+// slower than TraceSlow (1 ms) are kept within a per-CPU budget
+// (TraceTailBudget per ~second, default 1000), and one packet in
+// TraceKeepEvery (by hash, default 256, or 1/OTEL_TRACES_SAMPLER_ARG with
+// OTEL_TRACES_SAMPLER=traceidratio) always. Kept paths go to a 512 KiB ring
+// buffer; dropped packets that were not followed are kept too, with their
+// drop point only. Records the ring buffer has no room for count as
+// packetscope_ebpf_events_lost_total{cause="trace_ringbuf"}, tail records
+// over the budget as {cause="trace_rate"}.
+//
+// Each record becomes one trace: trace ID from the identity hash (both
+// hosts' spans of a packet share it), span IDs from the hash, host name,
+// namespace, direction and stage. The root span "packet rx"/"packet tx"
+// carries network.transport, network.type, source.address/port,
+// destination.address/port, network.interface.name, network.io.direction
+// and packetscope.direction; one child per stage between consecutive
+// boundaries passed ("rx backlog", "rx core", "rx ip", "rx socket enqueue",
+// "rx socket" or "rx socket read"; "tx ip", "tx neigh", "tx qdisc",
+// "tx driver"), timed by the kernel (bpf_ktime_get_ns plus the
+// CLOCK_MONOTONIC to wall-clock offset, refreshed every second). A drop
+// adds a last child "drop" and sets the root's status to Error with the
+// drop reason, also in attribute packetscope.drop_reason. Traced packets'
+// stage latencies are exemplars (label trace_id) of the
+// packetscope_stack_latency_seconds bucket they fell in. TCP segments
+// without data (pure ACKs) are freed with no tracepoint and are not traced.
+//
 // # Other metrics
 //
 //   - packetscope_packets_total, packetscope_bytes_total{interface,direction,protocol}:
