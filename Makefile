@@ -1,7 +1,7 @@
 # PacketScope: see README.md. `make help` lists the targets.
 SHELL := /bin/bash
 GO ?= go
-BINARY := packetscope
+BINARY := bin/packetscope
 PKG := github.com/packetscope/packetscope
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -31,15 +31,16 @@ check-generate: ## fail if the committed eBPF objects differ from a fresh `make 
 build: ## build ./packetscope
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BINARY) ./cmd/packetscope
 
-run: build ## build and run agent + responder on this host (root)
-	./$(BINARY) run $(ARGS)
+run: deps build ## build and run the single-host stack: packetscope run, Prometheus, Alertmanager (root)
+	PACKETSCOPE=$(CURDIR)/$(BINARY) deploy/run-stack.sh $(ARGS)
 
 test: deps check-generate lint ## install test dependencies, run every test (root)
 	CI=$${CI:-true} $(GO) test $(TEST_FLAGS) ./...
 
-bench: deps build ## performance figures: XDP ns/packet, tracing overhead
+bench: deps build ## performance figures: XDP ns/packet, tracing overhead, time to mitigate each attack
 	bash scripts/bench-guard.sh
 	bash scripts/bench-overhead.sh
+	bash scripts/bench-defense.sh
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
