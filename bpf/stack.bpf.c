@@ -42,13 +42,13 @@ volatile const __u32 sample_every = 64;
 // with the drop point only. The hash depends only on packet headers, so two
 // hosts decide alike for the same packet.
 volatile const __u32 trace_on = 0;
-volatile const __u32 trace_track_mask = 15;
-volatile const __u32 trace_keep_mask = 255;
+volatile const __u32 trace_track_mask = 31;
+volatile const __u32 trace_keep_mask = 4095;
 volatile const __u64 trace_slow_ns = 1000000;
 // Dropped or slow packets kept beyond the hash-kept ones, per CPU and
 // second (~1.07 s windows): a drop flood must not flood user space. The
 // excess is counted in lost_events[LOST_TRACE_RATE].
-volatile const __u32 trace_tail_budget = 1000;
+volatile const __u32 trace_tail_budget = 100;
 
 enum direction {
 	DIRECTION_RX = 0,
@@ -629,7 +629,12 @@ static __always_inline void trace_emit(struct trace_record *tr, __u8 end, __u32 
 	tr->end = end;
 	tr->drop_reason = reason;
 	tr->end_ts = now;
-	if (!trace_keep(tr->flow.hash, end == TRACE_END_DROP || now - tr->start_ts >= trace_slow_ns, now))
+	// A received packet is slow by its time to reach the socket: the wait
+	// for the reader is the application's, not the stack's.
+	__u64 until = now;
+	if (end != TRACE_END_DROP && tr->direction == DIRECTION_RX && tr->ts[BOUNDARY_RX_LOCAL_IN])
+		until = tr->ts[BOUNDARY_RX_LOCAL_IN];
+	if (!trace_keep(tr->flow.hash, end == TRACE_END_DROP || until - tr->start_ts >= trace_slow_ns, now))
 		return;
 	if (bpf_ringbuf_output(&trace_events, tr, sizeof(*tr), 0))
 		count_lost(LOST_TRACE_RINGBUF);

@@ -121,11 +121,19 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 		s.objs.NetifRx, s.objs.NapiGroReceiveEntry, s.objs.NapiGroFragsEntry, s.objs.NetifReceiveSkbEntry,
 		s.objs.NetifReceiveSkbListEntry, s.objs.NetifReceiveSkb, s.objs.NetDevQueue, s.objs.NetDevStartXmit, s.objs.NetDevXmit,
 		s.objs.SkbCopyDatagramIovec, s.objs.ConsumeSkb, s.objs.KfreeSkb, s.objs.TcpProbe, s.objs.TcpRetransmitSkb,
-		s.objs.TcpSendReset, s.objs.TcpReceiveReset, s.objs.InetSockSetState, s.objs.SkDataReady,
+		s.objs.TcpSendReset, s.objs.TcpReceiveReset, s.objs.InetSockSetState,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
 			return nil, fmt.Errorf("attach tracepoint program %s: %w", p.String(), err)
+		}
+		s.links = append(s.links, l)
+	}
+	// sk_data_ready fires for every socket wake-up and serves only traces.
+	if cfg.Trace != nil {
+		l, err := link.AttachTracing(link.TracingOptions{Program: s.objs.SkDataReady, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return nil, fmt.Errorf("attach tracepoint program %s: %w", s.objs.SkDataReady.String(), err)
 		}
 		s.links = append(s.links, l)
 	}

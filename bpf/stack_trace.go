@@ -45,10 +45,11 @@ type TraceConfig struct {
 	// KeepEvery: one packet in KeepEvery (by identity hash, a multiple of
 	// TrackEvery) is kept even when it is ordinary.
 	KeepEvery uint32
-	// SlowNs: a tracked packet whose path took at least this long is kept.
+	// SlowNs: a tracked packet whose path took at least this long is kept
+	// (a received one: until LOCAL_IN, so the reader's wait does not count).
 	SlowNs uint64
 	// TailBudget caps the dropped or slow packets kept beyond the one in
-	// KeepEvery, per CPU and second; 0 means 1000.
+	// KeepEvery, per CPU and second; 0 means the kernel's default (100).
 	TailBudget uint32
 }
 

@@ -61,14 +61,15 @@
 // sequence (UDP: length and checksum; ICMP: id and sequence). Only headers
 // count, so the sender's agent and the receiver's compute the same hash for
 // the same packet with no coordination. One packet in TraceTrackEvery (by
-// hash, default 16) is followed: every boundary it passes is timestamped in
+// hash, default 32) is followed: every boundary it passes is timestamped in
 // a slot next to its latency sample, plus the socket enqueue (sock:
 // sk_data_ready right after LOCAL_IN on the same CPU). When its path ends
 // (transmitted, copied or consumed, queued for UDP/ICMP, whose reads have no
 // tracepoint, or dropped) the kernel decides (tail sampling): drops and paths
-// slower than TraceSlow (1 ms) are kept within a per-CPU budget
-// (TraceTailBudget per ~second, default 1000), and one packet in
-// TraceKeepEvery (by hash, default 256, or 1/OTEL_TRACES_SAMPLER_ARG with
+// slower than TraceSlow (1 ms; a received packet until LOCAL_IN,
+// not counting the wait for the reader) are kept within a per-CPU budget
+// (TraceTailBudget per ~second, default 100), and one packet in
+// TraceKeepEvery (by hash, default 4096, or 1/OTEL_TRACES_SAMPLER_ARG with
 // OTEL_TRACES_SAMPLER=traceidratio) always. Kept paths go to a 512 KiB ring
 // buffer; dropped packets that were not followed are kept too, with their
 // drop point only. Records the ring buffer has no room for count as

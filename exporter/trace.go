@@ -25,17 +25,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Trace sampling defaults: one packet in 16 (by identity hash) is followed
-// through every stage, and kept when dropped or slower than 1 ms; one in 256
-// is kept anyway. Dropped packets are traced even when not followed (with
+// Trace sampling defaults: one packet in 32 (by identity hash) is followed
+// through every stage, and kept when dropped or slower than 1 ms (within the
+// tail budget, 100 per CPU and second); one in 4096 is kept anyway. Dropped packets are traced even when not followed (with
 // the drop point only).
 const (
-	DefaultTraceTrackEvery = 16
-	DefaultTraceKeepEvery  = 256
+	DefaultTraceTrackEvery = 32
+	DefaultTraceKeepEvery  = 4096
 	DefaultTraceSlow       = time.Millisecond
 	// DefaultTraceTailBudget: dropped or slow packets traced per CPU and
 	// second beyond the one in DefaultTraceKeepEvery.
-	DefaultTraceTailBudget = 1000
+	DefaultTraceTailBudget = 100
 )
 
 // tracingFromEnv reports whether the standard OpenTelemetry environment
