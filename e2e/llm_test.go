@@ -38,17 +38,23 @@ func newScriptedLLM(t *testing.T) *httptest.Server {
 				} `json:"rule"`
 				Coverage   float64 `json:"coverage"`
 				Collateral float64 `json:"collateral"`
-			} `json:"candidates"`
+			} `json:"miner_candidates"`
 		}
+		found := false
 		for _, m := range req.Messages {
 			if body, ok := strings.CutPrefix(m.Content, "EVIDENCE (untrusted data, JSON):\n"); ok {
 				body, _, _ = strings.Cut(body, "\nEND OF EVIDENCE")
-				_ = json.Unmarshal([]byte(body), &evidence)
+				found = json.Unmarshal([]byte(body), &evidence) == nil
 			}
+		}
+		if !found {
+			t.Errorf("the responder's request holds no evidence this model can read")
+			http.Error(w, `{"error":{"message":"no evidence"}}`, http.StatusBadRequest)
+			return
 		}
 		var rules []any
 		for _, c := range evidence.Candidates {
-			if c.Coverage < 0.5 || c.Collateral > 0.01 {
+			if c.Coverage < 0.05 || c.Collateral > 0.01 {
 				continue
 			}
 			rules = append(rules, map[string]any{"action": "drop", "rate_pps": nil, "ttl_seconds": 600,

@@ -35,6 +35,8 @@ type responderConfig struct {
 	mode             string
 	removeOnResolve  bool
 	ruleTTL          time.Duration
+	baselineGap      time.Duration
+	attackWindowMin  time.Duration
 }
 
 func (c *responderConfig) addFlags(cmd *kingpin.CmdClause) {
@@ -57,6 +59,8 @@ func (c *responderConfig) addAnalystFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("mode", "enforce installs drop rules; monitor installs them as would-drop counters only.").Default("enforce").EnumVar(&c.mode, "enforce", "monitor")
 	cmd.Flag("responder.remove-on-resolve", "Remove an alert's rules when it resolves, before their TTL.").Default("false").BoolVar(&c.removeOnResolve)
 	cmd.Flag("responder.rule-ttl", "TTL of the rules the responder installs.").Default("10m").DurationVar(&c.ruleTTL)
+	cmd.Flag("responder.attack-window-min", "The attack window analysed reaches at least this far back from the decision.").Default("30s").DurationVar(&c.attackWindowMin)
+	cmd.Flag("responder.baseline-gap", "The baseline window ends this long before the alert started (the flood began before its alert).").Default("1m").DurationVar(&c.baselineGap)
 }
 
 // newResponder builds the responder from flags; the token files are read here.
@@ -93,6 +97,8 @@ func newResponder(logger *slog.Logger, reg prometheus.Registerer, c responderCon
 		AuditFile:       c.auditFile,
 		RemoveOnResolve: c.removeOnResolve,
 		RuleTTL:         c.ruleTTL,
+		AttackWindowMin: c.attackWindowMin,
+		BaselineGap:     c.baselineGap,
 	})
 }
 
