@@ -4,7 +4,12 @@
 # off and on in alternating runs, then each program's ns per event from
 # bpf_stats. Needs root, iperf3, jq and Go (or AGENT_BIN, see below).
 #
-#   ROUNDS=5 SECONDS_PER_RUN=5 SAMPLE_EVERY=64 bash scripts/bench-overhead.sh
+#   ROUNDS=5 SECONDS_PER_RUN=5 SAMPLE_EVERY=64 TRACE=1 bash scripts/bench-overhead.sh
+#
+# TRACE=1 (the default) adds a third mode, "trace": the agent with packet-path
+# tracing on at its default sampling, exporting every span through the
+# OpenTelemetry console exporter into /dev/null (OTEL_TRACES_EXPORTER=console),
+# which costs user space more than OTLP batches to a collector would.
 #
 # The agent is exporter/internal/benchagent (the exporter alone, observing the
 # receiver's namespace); set AGENT_BIN to a binary taking the same flags.
@@ -13,6 +18,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-5}
 SECS=${SECONDS_PER_RUN:-5}
 SAMPLE_EVERY=${SAMPLE_EVERY:-64}
+TRACE=${TRACE:-1}
 PORT=${PORT:-19436}
 
 [ "$(id -u)" = 0 ] || { echo "bench-overhead: needs root (network namespaces, eBPF): run it with sudo" >&2; exit 1; }
@@ -56,9 +62,15 @@ for ns in "$SRV" "$CLI"; do
 	ip -n "$ns" link set eth0 up
 done
 
+# start_agent [trace]
 start_agent() {
-	"$AGENT_BIN" --netns "/var/run/netns/$SRV" --web.listen-address "127.0.0.1:$PORT" \
-		--latency.sample-every "$SAMPLE_EVERY" >"$work/agent.log" 2>&1 &
+	if [ "${1:-}" = trace ]; then
+		OTEL_TRACES_EXPORTER=console "$AGENT_BIN" --netns "/var/run/netns/$SRV" --web.listen-address "127.0.0.1:$PORT" \
+			--latency.sample-every "$SAMPLE_EVERY" >/dev/null 2>"$work/agent.log" &
+	else
+		"$AGENT_BIN" --netns "/var/run/netns/$SRV" --web.listen-address "127.0.0.1:$PORT" \
+			--latency.sample-every "$SAMPLE_EVERY" >"$work/agent.log" 2>&1 &
+	fi
 	agent_pid=$!
 	for _ in $(seq 50); do
 		curl -sf "http://127.0.0.1:$PORT/metrics" >/dev/null && return
@@ -112,15 +124,17 @@ udp_pps() { measure '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.secon
 
 echo 0 >/proc/sys/kernel/bpf_stats_enabled
 declare -A res
-loss_tcp=() loss_udp=()
+loss_tcp=() loss_udp=() tloss_tcp=() tloss_udp=()
 for r in $(seq "$ROUNDS"); do
-	# Alternate which mode goes first, so drift does not favour one.
-	if [ $((r % 2)) = 1 ]; then order="off on"; else order="on off"; fi
+	# Rotate which mode goes first, so drift does not favour one.
+	if [ "$TRACE" = 1 ]; then
+		case $((r % 3)) in 1) order="off on trace" ;; 2) order="on trace off" ;; 0) order="trace off on" ;; esac
+	elif [ $((r % 2)) = 1 ]; then order="off on"; else order="on off"; fi
 	for mode in $order; do
-		[ "$mode" = on ] && start_agent
+		[ "$mode" != off ] && start_agent "$mode"
 		t=$(tcp_gbps)
 		u=$(udp_pps)
-		[ "$mode" = on ] && stop_agent
+		[ "$mode" != off ] && stop_agent
 		res[$mode.tcp]+="$t"$'\n'
 		res[$mode.udp]+="$u"$'\n'
 		res[$r.$mode]="$t $u"
@@ -131,6 +145,11 @@ for r in $(seq "$ROUNDS"); do
 	read -r ton uon <<<"${res[$r.on]}"
 	loss_tcp+=("$(awk -v a="$toff" -v b="$ton" 'BEGIN {print (a-b)/a*100}')")
 	loss_udp+=("$(awk -v a="$uoff" -v b="$uon" 'BEGIN {print (a-b)/a*100}')")
+	if [ "$TRACE" = 1 ]; then
+		read -r ttr utr <<<"${res[$r.trace]}"
+		tloss_tcp+=("$(awk -v a="$toff" -v b="$ttr" 'BEGIN {print (a-b)/a*100}')")
+		tloss_udp+=("$(awk -v a="$uoff" -v b="$utr" 'BEGIN {print (a-b)/a*100}')")
+	fi
 done
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -142,6 +161,13 @@ printf '  TCP bulk:    median off %.2f Gbit/s, on %.2f Gbit/s; median paired los
 printf '  UDP 64-byte: median off %.0f pps, on %.0f pps; median paired loss %.1f %% (goal <= 5 %%)\n' \
 	"$(printf '%s' "${res[off.udp]}" | median)" "$(printf '%s' "${res[on.udp]}" | median)" \
 	"$(printf '%s\n' "${loss_udp[@]}" | median)"
+if [ "$TRACE" = 1 ]; then
+	echo "tracing on (default trace sampling, every span encoded by the console exporter):"
+	printf '  TCP bulk:    median trace %.2f Gbit/s; median paired loss vs off %.1f %% (goal: <= 1 point over the agent-on loss)\n' \
+		"$(printf '%s' "${res[trace.tcp]}" | median)" "$(printf '%s\n' "${tloss_tcp[@]}" | median)"
+	printf '  UDP 64-byte: median trace %.0f pps; median paired loss vs off %.1f %%\n' \
+		"$(printf '%s' "${res[trace.udp]}" | median)" "$(printf '%s\n' "${tloss_udp[@]}" | median)"
+fi
 echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine makes single runs noisy)"
 
 # Per-program cost: one more agent-on round with bpf_stats (which itself adds
@@ -153,28 +179,32 @@ echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machin
 scrape() { curl -sf "http://127.0.0.1:$PORT/metrics" >"$work/$1"; }
 # bpf_seconds FILE: run time summed over the programs.
 bpf_seconds() { awk '/^packetscope_ebpf_program_run_seconds_total\{/ {s += $2} END {printf "%.9f", s}' "$1"; }
-start_agent
-echo 1 >/proc/sys/kernel/bpf_stats_enabled
-scrape m0
-t=$(tcp_gbps)
-scrape m1
-u=$(udp_pps)
-scrape m2
-echo 0 >/proc/sys/kernel/bpf_stats_enabled
-stop_agent
-ncpu=$(nproc)
-echo
-echo "eBPF CPU time while the agent is on (bpf_stats; $ncpu CPUs, ${SECS}s runs):"
-awk -v a="$(bpf_seconds "$work/m0")" -v b="$(bpf_seconds "$work/m1")" -v n="$ncpu" -v s="$SECS" -v t="$t" \
-	'BEGIN {printf "  TCP bulk (%.2f Gbit/s):    %.3f CPU-s = %.2f %% of the machine\n", t, b-a, (b-a)/(n*s)*100}'
-awk -v a="$(bpf_seconds "$work/m1")" -v b="$(bpf_seconds "$work/m2")" -v n="$ncpu" -v s="$SECS" -v u="$u" \
-	'BEGIN {printf "  UDP 64-byte (%.0f pps): %.3f CPU-s = %.2f %% of the machine, %.0f ns per received packet\n", u, b-a, (b-a)/(n*s)*100, (b-a)*1e9/(u*s)}'
-echo
-echo "ns per event (both runs):"
-awk '
-	FNR == NR && /^packetscope_ebpf_program_run_seconds_total\{/ { match($0, /program="[^"]+"/); s0[substr($0, RSTART+9, RLENGTH-10)] = $2 }
-	FNR == NR && /^packetscope_ebpf_program_runs_total\{/ { match($0, /program="[^"]+"/); r0[substr($0, RSTART+9, RLENGTH-10)] = $2 }
-	FNR != NR && /^packetscope_ebpf_program_run_seconds_total\{/ { match($0, /program="[^"]+"/); s1[substr($0, RSTART+9, RLENGTH-10)] = $2 }
-	FNR != NR && /^packetscope_ebpf_program_runs_total\{/ { match($0, /program="[^"]+"/); r1[substr($0, RSTART+9, RLENGTH-10)] = $2 }
-	END { for (p in r1) { n = r1[p] - r0[p]; if (n > 0) printf "  %-30s %12d runs %8.1f ns/run\n", p, n, (s1[p]-s0[p])*1e9/n } }
-' "$work/m0" "$work/m2" | sort
+smodes="on"
+[ "$TRACE" = 1 ] && smodes="on trace"
+for smode in $smodes; do
+	start_agent "$smode"
+	echo 1 >/proc/sys/kernel/bpf_stats_enabled
+	scrape m0
+	t=$(tcp_gbps)
+	scrape m1
+	u=$(udp_pps)
+	scrape m2
+	echo 0 >/proc/sys/kernel/bpf_stats_enabled
+	stop_agent
+	ncpu=$(nproc)
+	echo
+	echo "eBPF CPU time while the agent is $smode (bpf_stats; $ncpu CPUs, ${SECS}s runs):"
+	awk -v a="$(bpf_seconds "$work/m0")" -v b="$(bpf_seconds "$work/m1")" -v n="$ncpu" -v s="$SECS" -v t="$t" \
+		'BEGIN {printf "  TCP bulk (%.2f Gbit/s):    %.3f CPU-s = %.2f %% of the machine\n", t, b-a, (b-a)/(n*s)*100}'
+	awk -v a="$(bpf_seconds "$work/m1")" -v b="$(bpf_seconds "$work/m2")" -v n="$ncpu" -v s="$SECS" -v u="$u" \
+		'BEGIN {printf "  UDP 64-byte (%.0f pps): %.3f CPU-s = %.2f %% of the machine, %.0f ns per received packet\n", u, b-a, (b-a)/(n*s)*100, (b-a)*1e9/(u*s)}'
+	echo
+	echo "ns per event (both runs):"
+	awk '
+		FNR == NR && /^packetscope_ebpf_program_run_seconds_total\{/ { match($0, /program="[^"]+"/); s0[substr($0, RSTART+9, RLENGTH-10)] = $2 }
+		FNR == NR && /^packetscope_ebpf_program_runs_total\{/ { match($0, /program="[^"]+"/); r0[substr($0, RSTART+9, RLENGTH-10)] = $2 }
+		FNR != NR && /^packetscope_ebpf_program_run_seconds_total\{/ { match($0, /program="[^"]+"/); s1[substr($0, RSTART+9, RLENGTH-10)] = $2 }
+		FNR != NR && /^packetscope_ebpf_program_runs_total\{/ { match($0, /program="[^"]+"/); r1[substr($0, RSTART+9, RLENGTH-10)] = $2 }
+		END { for (p in r1) { n = r1[p] - r0[p]; if (n > 0) printf "  %-30s %12d runs %8.1f ns/run\n", p, n, (s1[p]-s0[p])*1e9/n } }
+	' "$work/m0" "$work/m2" | sort
+done
