@@ -120,7 +120,7 @@ enum trace_end {
 
 // A packet's identity: what both ends see of it.
 struct trace_flow {
-	__u64 hash;      // of addresses, ports, protocol, IPv4 ID and TCP seq / UDP len+csum / ICMP id+seq
+	__u64 hash;      // of addresses, ports, protocol, IPv4 ID and TCP seq / UDP len+csum+8 payload bytes / ICMP id+seq
 	__u8 saddr[16];  // IPv4 in the first 4 bytes
 	__u8 daddr[16];
 	__u16 sport;     // host order; 0 for ICMP
@@ -586,7 +586,14 @@ static __always_inline bool parse_flow(__u16 eth_proto_be, const unsigned char *
 			f->dport = bpf_ntohs((__u16)(w[0] >> 16));
 		}
 	}
-	__u64 h = mix64(((__u64)w[0] << 32 | w[1]) ^ ((__u64)ip_id << 8 | l4));
+	// UDP has no per-packet header field (IPv6 not even the IP ID), so
+	// the first 8 payload bytes count too (DNS ids, RTP and QUIC packet
+	// numbers...), when the datagram has them. Identical datagrams of one
+	// flow still share a trace.
+	__u64 payload = 0;
+	if (f->protocol == PROTOCOL_UDP && bpf_ntohs((__u16)w[1]) >= 16)
+		bpf_probe_read_kernel(&payload, sizeof(payload), l3 + (l4off & 0x3f) + 8);
+	__u64 h = mix64(((__u64)w[0] << 32 | w[1]) ^ ((__u64)ip_id << 8 | l4) ^ mix64(payload));
 	h = mix64(h ^ a[0]);
 	h = mix64(h ^ a[1]);
 	h = mix64(h ^ a[2]);

@@ -58,8 +58,9 @@
 //
 // On, the first boundary of each direction (rx entry, tx LOCAL_OUT) hashes
 // the packet's identity: addresses, protocol, ports, the IPv4 ID and the TCP
-// sequence (UDP: length and checksum; ICMP: id and sequence). Only headers
-// count, so the sender's agent and the receiver's compute the same hash for
+// sequence (UDP: length, checksum and the first 8 payload bytes; ICMP: id
+// and sequence). Identical datagrams of one UDP flow over IPv6 (no IP ID)
+// therefore share a trace. Only the packet's bytes count, so the sender's agent and the receiver's compute the same hash for
 // the same packet with no coordination. One packet in TraceTrackEvery (by
 // hash, default 32) is followed: every boundary it passes is timestamped in
 // a slot next to its latency sample, plus the socket enqueue (sock:

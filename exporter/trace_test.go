@@ -20,8 +20,10 @@ import (
 
 // Trace test hosts: "a" receives, "b" sends; each has its own exporter.
 const (
-	trcA = "10.206.1.1"
-	trcB = "10.206.1.2"
+	trcA  = "10.206.1.1"
+	trcB  = "10.206.1.2"
+	trc6A = "fd00:206:1::1"
+	trc6B = "fd00:206:1::2"
 )
 
 type traceHost struct {
@@ -155,7 +157,7 @@ func newTraceNets(t *testing.T) (a, b *testnet.NS) {
 	requireKernel(t)
 	a = testnet.NewNS(t, "ps-trc")
 	b = testnet.NewNS(t, "ps-trc")
-	testnet.Link(t, a, "eth0", trcA+"/24", b, "eth0", trcB+"/24")
+	testnet.Link(t, a, "eth0", trcA+"/24,"+trc6A+"/64", b, "eth0", trcB+"/24,"+trc6B+"/64")
 	return a, b
 }
 
@@ -280,6 +282,40 @@ func TestTraceLive(t *testing.T) {
 	for _, x := range []traceOf{tr, drop, tcp, icmp} {
 		t.Logf("%s %s %s: %v", x.root.SpanContext().TraceID(), x.root.Name(), attr(x.root, "network.transport"), x.names())
 	}
+
+	// UDP over IPv6: same trace ID on both hosts too.
+	srv6 := listenUDP(t, a, "["+trc6A+"]:6003")
+	c6 := mustDial(t, b, "udp", "["+trc6A+"]:6003")
+	for i := range 3 {
+		// Distinct payloads: identical IPv6 datagrams of one flow are the
+		// same packet to the identity hash.
+		if _, err := c6.Write([]byte(strconv.Itoa(i) + " v6 trace")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		_ = srv6.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, err := srv6.ReadFrom(buf); err != nil {
+			t.Fatalf("read on a over IPv6: %v", err)
+		}
+	}
+	waitFor(t, "an IPv6 UDP packet's rx trace on a and tx trace on b with one trace ID", func() (bool, string) {
+		tx := map[trace.TraceID]bool{}
+		for _, x := range findTraces(hb.rec, func(r sdktrace.ReadOnlySpan) bool {
+			return r.Name() == "packet tx" && attr(r, "network.type") == "ipv6" && attr(r, "destination.port") == "6003"
+		}) {
+			tx[x.root.SpanContext().TraceID()] = true
+		}
+		rx := findTraces(ha.rec, func(r sdktrace.ReadOnlySpan) bool {
+			return r.Name() == "packet rx" && attr(r, "destination.address") == trc6A && attr(r, "destination.port") == "6003"
+		})
+		for _, r := range rx {
+			if tx[r.root.SpanContext().TraceID()] {
+				checkShape(t, r)
+				return true, ""
+			}
+		}
+		return false, itoa(len(rx)) + " rx traces on a, " + itoa(len(tx)) + " tx traces on b, none shared"
+	})
 
 	// Exemplars: some latency bucket carries a trace ID that a recorded
 	// trace has.
