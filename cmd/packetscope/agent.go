@@ -36,6 +36,8 @@ type agentConfig struct {
 	pinPath            string
 	netns              string
 	latencySampleEvery uint32
+	traceSlow          time.Duration
+	traceTrackEvery    uint32
 	guardSampleEvery   uint32
 	trafficWindow      time.Duration
 	trafficMaxSamples  int
@@ -49,6 +51,8 @@ func (c *agentConfig) addFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("bpf.pin-path", "bpffs directory where rules and the XDP link are pinned; they survive a restart.").Default(defaultPinPath).StringVar(&c.pinPath)
 	cmd.Flag("netns", "Network namespace to observe, as a path (e.g. /var/run/netns/NAME); default: the agent's own.").StringVar(&c.netns)
 	cmd.Flag("stack.latency-sample-every", "Time 1 in N packets through the stack stages.").Default("64").Uint32Var(&c.latencySampleEvery)
+	cmd.Flag("trace.slow-threshold", "Packet-path tracing (on when OTEL_* configures a trace exporter): always trace a followed packet slower than this.").Default("1ms").DurationVar(&c.traceSlow)
+	cmd.Flag("trace.track-every", "Packet-path tracing: follow 1 in N packets (a power of two, by packet identity) through every stage; 1 in OTEL_TRACES_SAMPLER_ARG's inverse (default 4096) is kept when ordinary.").Default("32").Uint32Var(&c.traceTrackEvery)
 	cmd.Flag("guard.sample-every", "Keep the header of 1 in N packets the XDP guard sees in the traffic window.").Default("64").Uint32Var(&c.guardSampleEvery)
 	cmd.Flag("guard.traffic-window", "How long sampled headers are kept for /api/v1/traffic.").Default("10m").DurationVar(&c.trafficWindow)
 	cmd.Flag("guard.traffic-max-samples", "Most sampled headers kept in memory, whatever their age.").Default("200000").IntVar(&c.trafficMaxSamples)
@@ -90,7 +94,8 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	exp, err := exporter.New(logger, exporter.Config{Netns: cfg.netns, LatencySampleEvery: cfg.latencySampleEvery})
+	exp, err := exporter.New(logger, exporter.Config{Netns: cfg.netns, LatencySampleEvery: cfg.latencySampleEvery,
+		TraceSlow: cfg.traceSlow, TraceTrackEvery: cfg.traceTrackEvery})
 	if err != nil {
 		return err
 	}
