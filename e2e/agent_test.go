@@ -148,11 +148,23 @@ func TestAgentLifecycle(t *testing.T) {
 	if err := agent.stop(t); err != nil {
 		t.Errorf("agent exit after SIGTERM: %v\n%s", err, agent.out.String())
 	}
-	loaded := loadedPrograms(t)
-	for id := range held {
-		if name, ok := loaded[id]; ok && name != "guard_xdp" {
-			t.Errorf("program %d (%s) still loaded after the agent stopped", id, name)
+	// The kernel frees a closed program asynchronously: give it a moment.
+	var left []string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		left = left[:0]
+		loaded := loadedPrograms(t)
+		for id := range held {
+			if name, ok := loaded[id]; ok && name != "guard_xdp" {
+				left = append(left, fmt.Sprintf("%d (%s)", id, name))
+			}
 		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Errorf("programs still loaded 5s after the agent stopped: %v", left)
 	}
 	if xdp := victim.MustRun("ip", "link", "show", "eth0"); !strings.Contains(xdp, "xdp") {
 		t.Errorf("the guard did not stay in force after the agent stopped:\n%s", xdp)
