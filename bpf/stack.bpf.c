@@ -537,36 +537,46 @@ static __always_inline __u64 mix64(__u64 x)
 static __always_inline bool parse_flow(__u16 eth_proto_be, const unsigned char *l3, struct trace_flow *f)
 {
 	__u16 eth_proto = bpf_ntohs(eth_proto_be);
+	// One read for the common case: an IPv6 header or an IPv4 one without
+	// options, then 8 bytes of TCP/UDP/ICMP header and 8 of payload. Bytes
+	// past a short packet's end are read (the skb head always has room
+	// after the data) but not used.
+	__u64 buf[7] = {};
 	__u64 a[4] = {};
-	__u32 ip_id = 0, l4off;
+	struct {
+		__u32 w[2];    // ports or type/code, then TCP seq, UDP length+checksum, ICMP id+sequence
+		__u64 payload; // the first 8 payload bytes
+	} l4h = {};
+	__u32 ip_id = 0, l4off = 0;
 	__u8 l4;
 
-	if (!l3)
+	if (!l3 || bpf_probe_read_kernel(buf, sizeof(buf), l3))
 		return false;
 	if (eth_proto == ETH_P_IP) {
-		struct iphdr ip;
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
-			return false;
+		const struct iphdr *ip = (const void *)buf;
 		f->family = 4;
-		__builtin_memcpy(f->saddr, &ip.saddr, 4);
-		__builtin_memcpy(f->daddr, &ip.daddr, 4);
-		a[0] = ip.saddr;
-		a[2] = ip.daddr;
-		l4 = ip.protocol;
-		l4off = (ip.ihl & 0xf) * 4;
-		ip_id = ip.id;
-		if (ip.frag_off & bpf_htons(0x1fff))
-			l4off = 0; // a later fragment: no L4 header
+		__builtin_memcpy(f->saddr, &ip->saddr, 4);
+		__builtin_memcpy(f->daddr, &ip->daddr, 4);
+		a[0] = ip->saddr;
+		a[2] = ip->daddr;
+		l4 = ip->protocol;
+		ip_id = ip->id;
+		if (!(ip->frag_off & bpf_htons(0x1fff))) { // a later fragment has no L4 header
+			l4off = (ip->ihl & 0xf) * 4;
+			if (l4off == sizeof(struct iphdr))
+				__builtin_memcpy(&l4h, (const unsigned char *)buf + sizeof(struct iphdr), sizeof(l4h));
+			else if (bpf_probe_read_kernel(&l4h, sizeof(l4h), l3 + (l4off & 0x3f)))
+				__builtin_memset(&l4h, 0, sizeof(l4h));
+		}
 	} else if (eth_proto == ETH_P_IPV6) {
-		struct ipv6hdr ip6;
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3))
-			return false;
+		const struct ipv6hdr *ip6 = (const void *)buf;
 		f->family = 6;
-		__builtin_memcpy(f->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(f->daddr, &ip6.daddr, 16);
-		__builtin_memcpy(a, &ip6.saddr, 32);
-		l4 = ip6.nexthdr;
-		l4off = sizeof(ip6);
+		__builtin_memcpy(f->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(f->daddr, &ip6->daddr, 16);
+		__builtin_memcpy(a, &ip6->saddr, 32);
+		l4 = ip6->nexthdr;
+		l4off = sizeof(struct ipv6hdr);
+		__builtin_memcpy(&l4h, (const unsigned char *)buf + sizeof(struct ipv6hdr), sizeof(l4h));
 	} else {
 		return false;
 	}
@@ -577,23 +587,20 @@ static __always_inline bool parse_flow(__u16 eth_proto_be, const unsigned char *
 	case IPPROTO_ICMPV6: f->protocol = PROTOCOL_ICMPV6; break;
 	default: f->protocol = PROTOCOL_OTHER; l4off = 0;
 	}
-	// The first 8 bytes of TCP, UDP and ICMP: ports or type/code, then the
-	// per-packet part (TCP sequence, UDP length+checksum, ICMP id+sequence).
-	__u32 w[2] = {};
-	if (l4off && !bpf_probe_read_kernel(w, sizeof(w), l3 + (l4off & 0x3f))) {
-		if (f->protocol == PROTOCOL_TCP || f->protocol == PROTOCOL_UDP) {
-			f->sport = bpf_ntohs((__u16)w[0]);
-			f->dport = bpf_ntohs((__u16)(w[0] >> 16));
-		}
+	if (!l4off)
+		__builtin_memset(&l4h, 0, sizeof(l4h));
+	if (f->protocol == PROTOCOL_TCP || f->protocol == PROTOCOL_UDP) {
+		f->sport = bpf_ntohs((__u16)l4h.w[0]);
+		f->dport = bpf_ntohs((__u16)(l4h.w[0] >> 16));
 	}
 	// UDP has no per-packet header field (IPv6 not even the IP ID), so
 	// the first 8 payload bytes count too (DNS ids, RTP and QUIC packet
 	// numbers...), when the datagram has them. Identical datagrams of one
-	// flow still share a trace.
+	// flow still share a trace. Other protocols ignore the payload bytes.
 	__u64 payload = 0;
-	if (f->protocol == PROTOCOL_UDP && bpf_ntohs((__u16)w[1]) >= 16)
-		bpf_probe_read_kernel(&payload, sizeof(payload), l3 + (l4off & 0x3f) + 8);
-	__u64 h = mix64(((__u64)w[0] << 32 | w[1]) ^ ((__u64)ip_id << 8 | l4) ^ mix64(payload));
+	if (f->protocol == PROTOCOL_UDP && bpf_ntohs((__u16)l4h.w[1]) >= 16)
+		payload = l4h.payload;
+	__u64 h = mix64(((__u64)l4h.w[0] << 32 | l4h.w[1]) ^ ((__u64)ip_id << 8 | l4) ^ mix64(payload));
 	h = mix64(h ^ a[0]);
 	h = mix64(h ^ a[1]);
 	h = mix64(h ^ a[2]);
