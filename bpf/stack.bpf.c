@@ -807,11 +807,13 @@ static __always_inline bool sample_drop(const struct sk_buff *skb, __u32 reason)
 // identity and the drop point only.
 static __always_inline void trace_untracked_drop(const struct sk_buff *skb, __u32 reason, const struct sock *rx_sk)
 {
+	// The budget first: in a drop flood, most drops then cost no parse.
+	// (A hash-kept drop over the budget is lost with the rest.)
+	__u64 now = bpf_ktime_get_ns();
+	if (!tail_budget_take(now))
+		return;
 	struct trace_flow f = {};
 	parse_flow(skb->protocol, network_header(skb), &f);
-	__u64 now = bpf_ktime_get_ns();
-	if (!trace_keep(f.hash, true, now))
-		return;
 	struct trace_record *tr = bpf_ringbuf_reserve(&trace_events, sizeof(*tr), 0);
 	if (!tr) {
 		count_lost(LOST_TRACE_RINGBUF);

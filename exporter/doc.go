@@ -72,8 +72,8 @@
 // (TraceTailBudget per ~second, default 100), and one packet in
 // TraceKeepEvery (by hash, default 4096, or 1/OTEL_TRACES_SAMPLER_ARG with
 // OTEL_TRACES_SAMPLER=traceidratio) always. Kept paths go to a 512 KiB ring
-// buffer; dropped packets that were not followed are kept too, with their
-// drop point only. Records the ring buffer has no room for count as
+// buffer; dropped packets that were not followed are kept too (within the
+// same budget), with their drop point only. Records the ring buffer has no room for count as
 // packetscope_ebpf_events_lost_total{cause="trace_ringbuf"}, tail records
 // over the budget as {cause="trace_rate"}.
 //
