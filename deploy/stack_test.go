@@ -9,13 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/packetscope/packetscope/internal/dashquery"
 	"github.com/packetscope/packetscope/internal/testnet"
 )
 
@@ -220,10 +220,13 @@ func TestRunStack(t *testing.T) {
 	// the few that need what this test does not make: the LLM analyst, a
 	// flood alert firing in Prometheus, a rule applied by the responder.
 	time.Sleep(max(time.Until(trafficAt.Add(8*time.Second)), 6*time.Second)) // a few scrapes after the traffic and the webhook
-	mayBeEmpty := regexp.MustCompile(`packetscope_responder_llm_|ALERTS|packetscope_responder_decision_latency_seconds`)
 	var checked int
-	for _, q := range dashboardQueries(t) {
-		if mayBeEmpty.MatchString(q.expr) {
+	queries, err := dashquery.Load("../dashboards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range queries {
+		if dashquery.NeedsDefenseLoop.MatchString(q.Expr) {
 			continue
 		}
 		checked++
@@ -234,64 +237,17 @@ func TestRunStack(t *testing.T) {
 				Result []json.RawMessage `json:"result"`
 			} `json:"data"`
 		}
-		body, err := ns.Cmd("curl", "-sS", "--max-time", "5", "--data-urlencode", "query="+q.expr,
+		body, err := ns.Cmd("curl", "-sS", "--max-time", "5", "--data-urlencode", "query="+q.Expr,
 			"http://127.0.0.1:9090/api/v1/query").Output()
 		if err != nil || json.Unmarshal(body, &r) != nil || r.Status != "success" {
-			t.Errorf("%s: query %s: %v %s %s", q.panel, q.expr, err, r.Error, body)
+			t.Errorf("%s: query %s: %v %s %s", q.Panel, q.Expr, err, r.Error, body)
 			continue
 		}
 		if len(r.Data.Result) == 0 {
-			t.Errorf("%s: no data for %s", q.panel, q.expr)
+			t.Errorf("%s: no data for %s", q.Panel, q.Expr)
 		}
 	}
 	t.Logf("%d dashboard queries return data", checked)
-}
-
-type dashboardQuery struct{ panel, expr string }
-
-// dashboardQueries returns the Prometheus queries of ../dashboards, with
-// Grafana's variables replaced as Grafana would: every value of a template
-// variable, a rate interval of 30s (several 2s scrapes), a range of 5m.
-func dashboardQueries(t *testing.T) []dashboardQuery {
-	t.Helper()
-	files, _ := filepath.Glob("../dashboards/*.json")
-	if len(files) == 0 {
-		t.Fatal("no dashboards in ../dashboards")
-	}
-	type panel struct {
-		Title   string `json:"title"`
-		Targets []struct {
-			Datasource struct {
-				UID string `json:"uid"`
-			} `json:"datasource"`
-			Expr string `json:"expr"`
-		} `json:"targets"`
-		Panels []json.RawMessage `json:"panels"`
-	}
-	vars := strings.NewReplacer("$__rate_interval", "30s", "$__range", "5m")
-	templateVar := regexp.MustCompile(`\$\{?[A-Za-z_][A-Za-z0-9_]*\}?`)
-	var out []dashboardQuery
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var d struct {
-			UID    string  `json:"uid"`
-			Panels []panel `json:"panels"`
-		}
-		if err := json.Unmarshal(data, &d); err != nil {
-			t.Fatalf("decode %s: %v", f, err)
-		}
-		for _, p := range d.Panels {
-			for _, tg := range p.Targets {
-				if tg.Datasource.UID == "${datasource}" {
-					out = append(out, dashboardQuery{d.UID + " / " + p.Title, templateVar.ReplaceAllString(vars.Replace(tg.Expr), ".+")})
-				}
-			}
-		}
-	}
-	return out
 }
 
 var build struct {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/packetscope/packetscope/internal/dashquery"
 	"github.com/packetscope/packetscope/internal/testnet"
 )
 
@@ -146,6 +147,35 @@ func runDefense(t *testing.T, analyst string, a attack) {
 	}
 	if !applied {
 		t.Errorf("no decision applied a rule: %+v", decisions)
+	}
+	if analyst == "llm" {
+		checkDefenseDashboards(t, prom)
+	}
+}
+
+// checkDefenseDashboards: the dashboard queries that only a defense loop
+// with the LLM analyst feeds (LLM latency and tokens, firing alerts,
+// decision latency) return data from this live Prometheus. deploy's
+// TestRunStack checks all the others against its own live stack.
+func checkDefenseDashboards(t *testing.T, prom *service) {
+	t.Helper()
+	queries, err := dashquery.Load("../dashboards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second) // a few more scrapes after the decision
+	checked := 0
+	for _, q := range queries {
+		if !dashquery.NeedsDefenseLoop.MatchString(q.Expr) {
+			continue
+		}
+		checked++
+		if len(promQuery(t, prom, q.Expr)) == 0 {
+			t.Errorf("dashboard %s: no data for %s", q.Panel, q.Expr)
+		}
+	}
+	if checked == 0 {
+		t.Errorf("no dashboard query about the LLM, alerts or decisions: the pattern is stale")
 	}
 }
 

@@ -82,5 +82,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, k := range []string{"prompt", "completion"} {
 		m.llmTokens.WithLabelValues(k)
 	}
+	// Every cause an LLMError or an unusable answer can carry, so a
+	// dashboard shows 0 fallbacks rather than no data.
+	for _, c := range []string{"timeout", "rate_limited", "server_error", "http_error", "no_tool_call", "invalid_answer", "error", "all_rules_rejected", "empty_answer"} {
+		m.llmFallback.WithLabelValues(c)
+	}
 	return m
 }
