@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -156,24 +155,10 @@ const (
 // observed namespace. A netfilter link belongs to the namespace of the
 // thread that creates it.
 func (s *Stack) attachNetfilter(target netns.NsHandle) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("get current network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace: %w", err)
-	}
-	defer func() {
-		// A thread that cannot return stays locked, so the runtime
-		// retires it with the goroutine instead of reusing it.
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
+	return InNetns(target, s.linkNetfilter)
+}
+
+func (s *Stack) linkNetfilter() error {
 	hooks := []struct {
 		hook link.NetfilterInetHook
 		prio int32

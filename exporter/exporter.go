@@ -110,7 +110,10 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open network namespace %q: %w", cfg.Netns, err)
 	}
-	if e.nl, err = netlink.NewHandleAt(e.ns); err != nil {
+	if err = bpf.InNetns(e.ns, func() (err error) {
+		e.nl, err = netlink.NewHandle() // a netlink socket belongs to the namespace it is opened in
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("open netlink in network namespace %q: %w", cfg.Netns, err)
 	}
 	if e.ifnames, err = interfaceNames(e.nl); err != nil {

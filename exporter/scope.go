@@ -5,12 +5,13 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/packetscope/packetscope/bpf"
 )
 
 // TCP states as the kernel numbers them (include/net/tcp_states.h), with
@@ -29,35 +30,12 @@ var tcpStateLabels = map[int]string{
 	11: "closing",
 }
 
-// inNetns runs f on a thread inside the namespace h.
-func inNetns(h netns.NsHandle, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("get current network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(h); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace: %w", err)
-	}
-	defer func() {
-		// A thread that cannot return stays locked, so the runtime
-		// retires it with the goroutine instead of reusing it.
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	return f()
-}
-
 // tcpSnapshot counts the TCP sockets per state in the namespace, from
 // /proc/thread-self/net/tcp{,6} read by a thread inside it. SYN_RECV rows are
 // skipped: they are request sockets, which are not followed afterwards.
 func tcpSnapshot(h netns.NsHandle) ([16]int64, error) {
 	var out [16]int64
-	err := inNetns(h, func() error {
+	err := bpf.InNetns(h, func() error {
 		for _, name := range []string{"tcp", "tcp6"} {
 			data, err := os.ReadFile("/proc/thread-self/net/" + name)
 			if err != nil {
