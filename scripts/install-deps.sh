@@ -7,7 +7,8 @@ packages=(
   clang-16 llvm-16 libbpf-dev bpftool   # make generate (bpf2go)
   iproute2 iptables iputils-ping        # test hosts in network namespaces, drops on purpose
   iperf3 hping3 tcpreplay tcpdump       # traffic, floods, capture replay
-  jq curl                               # benchmark scripts
+  jq curl                               # benchmark scripts, stack test
+  systemd util-linux                    # systemd-analyze verify; nsenter and setpriv
   prometheus                            # promtool: check metrics, check/test rules
   prometheus-alertmanager               # end-to-end defense loop
   xdp-tools                             # xdp-filter, the benchmark's point of comparison
