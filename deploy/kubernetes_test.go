@@ -427,7 +427,7 @@ func TestAgentRunsWithManifestCapabilities(t *testing.T) {
 	}
 	args = append(args, "--interfaces=h5cap")
 	agent := exec.Command("nsenter", args...)
-	var out syncBuffer
+	var out testnet.SyncBuffer
 	agent.Stdout, agent.Stderr = &out, &out
 	if err := agent.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)
@@ -537,7 +537,7 @@ func TestResponderRunsUnprivileged(t *testing.T) {
 		args = append(args, a)
 	}
 	responder := ns.Cmd("setpriv", args...)
-	var out syncBuffer
+	var out testnet.SyncBuffer
 	responder.Stdout, responder.Stderr = &out, &out
 	if err := responder.Start(); err != nil {
 		t.Fatalf("start responder: %v", err)

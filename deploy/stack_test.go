@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -18,24 +17,6 @@ import (
 	"github.com/packetscope/packetscope/internal/dashquery"
 	"github.com/packetscope/packetscope/internal/testnet"
 )
-
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestRunStack brings up the single-host stack exactly as `make run` does
 // (run-stack.sh with the shipped prometheus.yml, alertmanager.yml and alert
@@ -72,7 +53,7 @@ func TestRunStack(t *testing.T) {
 	state := t.TempDir()
 	cmd := ns.Cmd("env", "PACKETSCOPE="+bin, "STATE_DIR="+state,
 		"./run-stack.sh", "--interfaces=h5stack", "--bpf.pin-path="+pin)
-	var out syncBuffer
+	var out testnet.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start run-stack.sh: %v", err)

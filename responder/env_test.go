@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/internal/testnet"
 )
 
 // memStore is an in-memory rule table behind the real agent API handler
@@ -131,28 +132,11 @@ func fill(w *guard.TrafficWindow, pkts []guard.Packet, from, to time.Time) {
 type testResponder struct {
 	*Responder
 	srv    *httptest.Server
-	logs   *syncBuffer
+	logs   *testnet.SyncBuffer
 	reg    *prometheus.Registry
 	audit  string
 	cancel context.CancelFunc
 	done   chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 const webhookToken = "webhook-secret-token"
@@ -170,7 +154,7 @@ func startResponder(tb testing.TB, cfg Config, run bool) *testResponder {
 	if cfg.AgentToken == "" {
 		cfg.AgentToken = agentToken
 	}
-	logs := &syncBuffer{}
+	logs := &testnet.SyncBuffer{}
 	reg := prometheus.NewRegistry()
 	r, err := New(slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), reg, cfg)
 	if err != nil {
