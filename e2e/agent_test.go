@@ -53,7 +53,7 @@ func TestAgentFaultsAreOneClearSentence(t *testing.T) {
 			pins := pinDir(t)
 			args := append(tc.args, "--bpf.pin-path="+pins)
 			if !contains(args, "--web.listen-address") {
-				args = append(args, fmt.Sprintf("--web.listen-address=127.0.0.1:%d", freePort(t)))
+				args = append(args, fmt.Sprintf("--web.listen-address=127.0.0.1:%d", testnet.FreePort(t)))
 			}
 			out, err := exec.Command(bin, args...).CombinedOutput()
 			var exit *exec.ExitError

@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,17 +52,6 @@ func packetscopeBinary(tb testing.TB) string {
 	return binPath
 }
 
-// freePort returns a loopback TCP port nobody listens on right now.
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // agentProc is a running `packetscope agent` or `packetscope run`.
 type agentProc struct {
 	cmd  *exec.Cmd
@@ -76,7 +64,7 @@ type agentProc struct {
 // address, waits until /readyz answers 200 and stops it at cleanup.
 func startAgent(tb testing.TB, args ...string) *agentProc {
 	tb.Helper()
-	port := freePort(tb)
+	port := testnet.FreePort(tb)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(packetscopeBinary(tb), append(args, "--web.listen-address="+addr)...)
 	p := &agentProc{cmd: cmd, out: &testnet.SyncBuffer{}, URL: "http://" + addr, done: make(chan error, 1)}

@@ -69,7 +69,7 @@ func startPrometheus(tb testing.TB, config string) *service {
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	port := freePort(tb)
+	port := testnet.FreePort(tb)
 	return startService(tb, "prometheus", "prometheus", "/-/ready", port,
 		"--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--web.enable-lifecycle")
@@ -83,7 +83,7 @@ func startAlertmanager(tb testing.TB, config string) *service {
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	port := freePort(tb)
+	port := testnet.FreePort(tb)
 	return startService(tb, "alertmanager", "prometheus-alertmanager", "/-/ready", port,
 		"--config.file="+cfg, "--storage.path="+filepath.Join(dir, "data"),
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--cluster.listen-address=")

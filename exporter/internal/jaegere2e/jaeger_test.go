@@ -44,16 +44,6 @@ func buildJaeger(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 type jaeger struct {
 	grpc, http, query int
 }
@@ -61,7 +51,7 @@ type jaeger struct {
 // startJaeger runs Jaeger with in-memory storage on loopback ports.
 func startJaeger(t *testing.T, bin string) jaeger {
 	t.Helper()
-	j := jaeger{grpc: freePort(t), http: freePort(t), query: freePort(t)}
+	j := jaeger{grpc: testnet.FreePort(t), http: testnet.FreePort(t), query: testnet.FreePort(t)}
 	cfg := fmt.Sprintf(`service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
@@ -98,7 +88,7 @@ processors:
 exporters:
   jaeger_storage_exporter:
     trace_storage: mem
-`, j.query, freePort(t), j.grpc, j.http)
+`, j.query, testnet.FreePort(t), j.grpc, j.http)
 	path := filepath.Join(t.TempDir(), "jaeger.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
