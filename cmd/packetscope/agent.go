@@ -88,11 +88,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	reg.MustRegister(
-		versioncollector.NewCollector("packetscope"),
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
+	registerProgramCollectors(reg)
 
 	exp, err := exporter.New(logger, exporter.Config{Netns: cfg.netns, LatencySampleEvery: cfg.latencySampleEvery,
 		TraceSlow: cfg.traceSlow, TraceTrackEvery: cfg.traceTrackEvery})
@@ -278,4 +274,14 @@ func loopbackURLHost(listen string) string {
 		host = "::1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// registerProgramCollectors adds the program's own metrics: build info, Go
+// runtime and process.
+func registerProgramCollectors(reg prometheus.Registerer) {
+	reg.MustRegister(
+		versioncollector.NewCollector("packetscope"),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 }

@@ -11,8 +11,6 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
@@ -111,17 +109,12 @@ func runResponder(ctx context.Context, logger *slog.Logger, c responderConfig) e
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(versioncollector.NewCollector("packetscope"), collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerProgramCollectors(reg)
 	r, err := newResponder(logger, reg, c, agentToken)
 	if err != nil {
 		return err
 	}
-	go func() {
-		if err := r.Run(ctx); err != nil {
-			logger.Error("responder stopped", "err", err)
-		}
-	}()
+	go runWorkers(ctx, logger, r)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -152,15 +145,17 @@ func runAll(ctx context.Context, logger *slog.Logger, c runConfig) error {
 	rc := c.responder
 	rc.agentURL = "http://" + loopbackURLHost((*c.agent.web.WebListenAddresses)[0])
 	reg := prometheus.NewRegistry() // one /metrics for both
-
 	r, err := newResponder(logger, reg, rc, agentToken)
 	if err != nil {
 		return err
 	}
-	go func() {
-		if err := r.Run(ctx); err != nil {
-			logger.Error("responder stopped", "err", err)
-		}
-	}()
+	go runWorkers(ctx, logger, r)
 	return runAgent(ctx, logger, c.agent, reg, func(mux *http.ServeMux) { mountResponder(mux, r) })
+}
+
+// runWorkers runs the responder's decision workers until ctx is done.
+func runWorkers(ctx context.Context, logger *slog.Logger, r *responder.Responder) {
+	if err := r.Run(ctx); err != nil {
+		logger.Error("responder stopped", "err", err)
+	}
 }
