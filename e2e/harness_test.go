@@ -64,9 +64,19 @@ type agentProc struct {
 // address, waits until /readyz answers 200 and stops it at cleanup.
 func startAgent(tb testing.TB, args ...string) *agentProc {
 	tb.Helper()
+	return startAgentEnv(tb, nil, args...)
+}
+
+// startAgentEnv is startAgent with env ("KEY=value") added to the test's
+// own environment, e.g. the OTEL_* variables that turn tracing on.
+func startAgentEnv(tb testing.TB, env []string, args ...string) *agentProc {
+	tb.Helper()
 	port := testnet.FreePort(tb)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(packetscopeBinary(tb), append(args, "--web.listen-address="+addr)...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	p := &agentProc{cmd: cmd, out: &testnet.SyncBuffer{}, URL: "http://" + addr, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
