@@ -34,6 +34,12 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 volatile const __u32 target_netns = 0;
 // Start a latency sample on one skb in sample_every (per CPU). Set from Go.
 volatile const __u32 sample_every = 64;
+// Whether the path programs (the stage boundaries only they mark) are
+// attached. Every program dispatched per packet costs tens of nanoseconds
+// before it runs a single instruction, so the boundaries are attached only
+// in windows (see bpf.Stack.AttachPath); the always-attached counting
+// programs, which are boundaries too, then act as such. Set from Go.
+volatile __u32 path_on = 0;
 
 // Packet-path tracing (off unless trace_on). A packet is tracked when
 // (identity hash & trace_track_mask) == 0; a tracked packet's record is
@@ -889,7 +895,8 @@ int BPF_PROG(netif_receive_skb, struct sk_buff *skb)
 	// header the device added is hard_header_len long.
 	__u32 len = skb->len + dev->hard_header_len;
 	count_traffic(dev->ifindex, DIRECTION_RX, classify(skb->protocol, skb->data), wire_packets(skb, dev, len), len);
-	sample_pass(skb, BOUNDARY_RX_NETIF_RECEIVE, STAGE_RX_BACKLOG, false);
+	if (path_on)
+		sample_pass(skb, BOUNDARY_RX_NETIF_RECEIVE, STAGE_RX_BACKLOG, false);
 	return 0;
 }
 
@@ -903,7 +910,8 @@ int BPF_PROG(net_dev_queue, struct sk_buff *skb)
 SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(net_dev_start_xmit, const struct sk_buff *skb, const struct net_device *dev)
 {
-	sample_pass(skb, BOUNDARY_TX_START_XMIT, STAGE_TX_QDISC, false);
+	if (path_on)
+		sample_pass(skb, BOUNDARY_TX_START_XMIT, STAGE_TX_QDISC, false);
 	if (!dev_in_scope(dev))
 		return 0;
 	count_traffic(dev->ifindex, DIRECTION_TX, classify(skb->protocol, network_header(skb)),
@@ -940,7 +948,7 @@ int BPF_PROG(consume_skb, struct sk_buff *skb, void *location)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
 {
-	bool traced = sample_drop(skb, (__u32)reason);
+	bool traced = path_on && sample_drop(skb, (__u32)reason);
 
 	// The namespace: the device's when the skb still has one, else the
 	// socket's (the owner, or the receiving socket the drop happened at).

@@ -61,15 +61,24 @@ type StackConfig struct {
 }
 
 // Stack holds the loaded stack observation programs and their links.
+//
+// The programs come in two sets. The counting programs (traffic, drops,
+// TCP) stay attached. The path programs mark the stage boundaries that
+// nothing else needs; each of them costs every packet a dispatch (tens of
+// nanoseconds) sampled or not, so they are attached only for windows
+// (AttachPath, DetachPath) and the stages are sampled then.
 type Stack struct {
 	objs       stackObjects
-	links      []link.Link
+	links      []link.Link // counting programs
+	pathLinks  []link.Link // stage boundaries, while a window is open
+	ns         netns.NsHandle
+	trace      bool
 	NetnsInode uint64
 }
 
 // LoadStack loads stack.bpf.c's programs scoped to one network namespace
-// and attaches them: tracepoints globally, netfilter boundaries in that
-// namespace. On failure nothing stays attached or loaded.
+// and attaches the counting programs. On failure nothing stays attached or
+// loaded.
 func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	if cfg.SampleEvery == 0 {
 		return nil, errors.New("latency sample rate must be at least 1 (one skb in N)")
@@ -78,7 +87,12 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer ns.Close()
+	s := &Stack{ns: ns, trace: cfg.Trace != nil}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(ns), &st); err != nil {
 		return nil, fmt.Errorf("stat network namespace: %w", err)
@@ -86,6 +100,7 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	if st.Ino > math.MaxUint32 {
 		return nil, fmt.Errorf("network namespace inode %d does not fit 32 bits", st.Ino)
 	}
+	s.NetnsInode = st.Ino
 
 	spec, err := loadStack()
 	if err != nil {
@@ -97,12 +112,9 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	if err := spec.Variables["sample_every"].Set(cfg.SampleEvery); err != nil {
 		return nil, fmt.Errorf("set sample_every: %w", err)
 	}
-
 	if err := setTraceVariables(spec, cfg.Trace); err != nil {
 		return nil, err
 	}
-
-	s := &Stack{NetnsInode: st.Ino}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -110,36 +122,91 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 		}
 		return nil, fmt.Errorf("load stack programs: %w", err)
 	}
+	p := s.objs.stackPrograms
+	s.links, err = attachTracepoints(nil, p.NetifReceiveSkb, p.NetDevStartXmit, p.KfreeSkb, p.TcpProbe,
+		p.TcpRetransmitSkb, p.TcpSendReset, p.TcpReceiveReset, p.InetSockSetState)
+	return s, err
+}
+
+// AttachPath opens a sampling window: it attaches the stage boundaries and
+// turns the counting programs' boundaries on. Samples left over from the
+// previous window are forgotten.
+func (s *Stack) AttachPath() (err error) {
+	if s.pathLinks != nil {
+		return nil
+	}
 	defer func() {
 		if err != nil {
-			s.Close()
+			s.DetachPath()
 		}
 	}()
+	var free slotBitmap
+	if err := s.objs.SampleSlotsUsed.Put(uint32(0), &free); err != nil {
+		return fmt.Errorf("reset sample slots: %w", err)
+	}
+	p := s.objs.stackPrograms
+	progs := []*ebpf.Program{p.NetifRx, p.NapiGroReceiveEntry, p.NapiGroFragsEntry, p.NetifReceiveSkbEntry,
+		p.NetifReceiveSkbListEntry, p.NetDevQueue, p.NetDevXmit, p.SkbCopyDatagramIovec, p.ConsumeSkb}
+	// sk_data_ready fires for every socket wake-up and serves only traces.
+	if s.trace {
+		progs = append(progs, p.SkDataReady)
+	}
+	s.pathLinks, err = attachTracepoints([]link.Link{}, progs...)
+	if err != nil {
+		return err
+	}
+	if err := InNetns(s.ns, s.linkNetfilter); err != nil {
+		return err
+	}
+	if err := s.objs.PathOn.Set(uint32(1)); err != nil {
+		return fmt.Errorf("turn stage boundaries on: %w", err)
+	}
+	return nil
+}
 
-	for _, p := range []*ebpf.Program{
-		s.objs.NetifRx, s.objs.NapiGroReceiveEntry, s.objs.NapiGroFragsEntry, s.objs.NetifReceiveSkbEntry,
-		s.objs.NetifReceiveSkbListEntry, s.objs.NetifReceiveSkb, s.objs.NetDevQueue, s.objs.NetDevStartXmit, s.objs.NetDevXmit,
-		s.objs.SkbCopyDatagramIovec, s.objs.ConsumeSkb, s.objs.KfreeSkb, s.objs.TcpProbe, s.objs.TcpRetransmitSkb,
-		s.objs.TcpSendReset, s.objs.TcpReceiveReset, s.objs.InetSockSetState,
-	} {
+// DetachPath closes a sampling window.
+func (s *Stack) DetachPath() error {
+	var errs []error
+	if s.objs.PathOn != nil {
+		if err := s.objs.PathOn.Set(uint32(0)); err != nil {
+			errs = append(errs, fmt.Errorf("turn stage boundaries off: %w", err))
+		}
+	}
+	errs = append(errs, closeLinks(s.pathLinks))
+	s.pathLinks = nil
+	return errors.Join(errs...)
+}
+
+// PathAttached reports whether a sampling window is open.
+func (s *Stack) PathAttached() bool { return s.pathLinks != nil }
+
+// slotBitmap mirrors struct slot_bitmap.
+type slotBitmap [sampleSlots / 64]uint64
+
+const sampleSlots = 4096 // SAMPLE_SLOTS
+
+// attachTracepoints attaches each program to its tp_btf tracepoint,
+// appending the links to links; on failure it closes what it attached.
+func attachTracepoints(links []link.Link, progs ...*ebpf.Program) ([]link.Link, error) {
+	for _, p := range progs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
+			_ = closeLinks(links)
 			return nil, fmt.Errorf("attach tracepoint program %s: %w", p.String(), err)
 		}
-		s.links = append(s.links, l)
+		links = append(links, l)
 	}
-	// sk_data_ready fires for every socket wake-up and serves only traces.
-	if cfg.Trace != nil {
-		l, err := link.AttachTracing(link.TracingOptions{Program: s.objs.SkDataReady, AttachType: ebpf.AttachTraceRawTp})
-		if err != nil {
-			return nil, fmt.Errorf("attach tracepoint program %s: %w", s.objs.SkDataReady.String(), err)
+	return links, nil
+}
+
+func closeLinks(links []link.Link) error {
+	var errs []error
+	for _, l := range links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
 		}
-		s.links = append(s.links, l)
 	}
-	if err := s.attachNetfilter(ns); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return errors.Join(errs...)
 }
 
 // Netfilter priorities of the boundaries: the first hook to see a packet in
@@ -151,13 +218,9 @@ const (
 	nfLast  = math.MaxInt32 - 1
 )
 
-// attachNetfilter links nf_boundary to the IPv4 and IPv6 hooks of the
-// observed namespace. A netfilter link belongs to the namespace of the
-// thread that creates it.
-func (s *Stack) attachNetfilter(target netns.NsHandle) error {
-	return InNetns(target, s.linkNetfilter)
-}
-
+// linkNetfilter links nf_boundary to the IPv4 and IPv6 hooks of the
+// observed namespace; it runs in that namespace, because a netfilter link
+// belongs to the namespace of the thread that creates it.
 func (s *Stack) linkNetfilter() error {
 	hooks := []struct {
 		hook link.NetfilterInetHook
@@ -179,7 +242,7 @@ func (s *Stack) linkNetfilter() error {
 			if err != nil {
 				return fmt.Errorf("attach netfilter boundary (family %d, hook %d): %w", pf, h.hook, err)
 			}
-			s.links = append(s.links, l)
+			s.pathLinks = append(s.pathLinks, l)
 		}
 	}
 	return nil
@@ -203,17 +266,16 @@ func openNetns(path string) (netns.NsHandle, error) {
 // Close detaches every program and frees the maps. It may be called more
 // than once.
 func (s *Stack) Close() error {
-	var errs []error
-	for _, l := range s.links {
-		if err := l.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("detach: %w", err))
-		}
-	}
+	errs := []error{s.DetachPath(), closeLinks(s.links)}
 	s.links = nil
 	if err := s.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close stack objects: %w", err))
 	}
 	s.objs = stackObjects{}
+	if s.ns >= 0 {
+		errs = append(errs, s.ns.Close())
+		s.ns = -1
+	}
 	return errors.Join(errs...)
 }
 

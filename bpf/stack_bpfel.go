@@ -123,6 +123,7 @@ const (
 	stackProgTcpReceiveReset          = "tcp_receive_reset"
 	stackProgTcpRetransmitSkb         = "tcp_retransmit_skb"
 	stackProgTcpSendReset             = "tcp_send_reset"
+	stackVarPathOn                    = "path_on"
 	stackVarSampleEvery               = "sample_every"
 	stackVarTargetNetns               = "target_netns"
 	stackVarTraceKeepMask             = "trace_keep_mask"
@@ -221,6 +222,7 @@ type stackMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stackVariableSpecs struct {
+	PathOn          *ebpf.VariableSpec `ebpf:"path_on"`
 	SampleEvery     *ebpf.VariableSpec `ebpf:"sample_every"`
 	TargetNetns     *ebpf.VariableSpec `ebpf:"target_netns"`
 	TraceKeepMask   *ebpf.VariableSpec `ebpf:"trace_keep_mask"`
@@ -293,6 +295,7 @@ func (m *stackMaps) Close() error {
 //
 // It can be passed to loadStackObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stackVariables struct {
+	PathOn          *ebpf.Variable `ebpf:"path_on"`
 	SampleEvery     *ebpf.Variable `ebpf:"sample_every"`
 	TargetNetns     *ebpf.Variable `ebpf:"target_netns"`
 	TraceKeepMask   *ebpf.Variable `ebpf:"trace_keep_mask"`

@@ -31,6 +31,11 @@ type Config struct {
 	// the stack stages; 1 times every skb. Zero means
 	// DefaultLatencySampleEvery.
 	LatencySampleEvery uint32
+	// StageWindow and StagePeriod sample the stages in windows: the stage
+	// boundaries are attached for StageWindow at the start of every
+	// StagePeriod (on the wall clock). A window as long as the period keeps
+	// them attached. Zero means DefaultStageWindow, DefaultStagePeriod.
+	StageWindow, StagePeriod time.Duration
 
 	// Packet-path tracing is on when the standard OpenTelemetry
 	// environment configures a trace exporter (OTEL_EXPORTER_OTLP_ENDPOINT,
@@ -76,6 +81,9 @@ type Exporter struct {
 	mu      sync.Mutex // serializes scrapes (ifnames cache) and Close
 	ifnames map[uint32]string
 
+	stopWindows context.CancelFunc
+	windowsDone chan struct{}
+
 	tracer *tracer // nil when tracing is off
 	// traceNames is the tracer's own interface name cache (it runs
 	// outside scrapes).
@@ -91,6 +99,15 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	}
 	if cfg.LatencySampleEvery == 0 {
 		cfg.LatencySampleEvery = DefaultLatencySampleEvery
+	}
+	if cfg.StageWindow == 0 {
+		cfg.StageWindow = DefaultStageWindow
+	}
+	if cfg.StagePeriod == 0 {
+		cfg.StagePeriod = DefaultStagePeriod
+	}
+	if cfg.StageWindow < 0 || cfg.StagePeriod < 0 {
+		return nil, fmt.Errorf("stage window %v and period %v must be positive", cfg.StageWindow, cfg.StagePeriod)
 	}
 	reasons, err := DropReasons()
 	if err != nil {
@@ -148,14 +165,31 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	for i := range e.tcpBase {
 		e.tcpBase[i] = snap[i] - delta[i]
 	}
+	// The first window opens now, so that a failure to attach the stage
+	// boundaries stops the start.
+	if err := e.stack.AttachPath(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stopWindows, e.windowsDone = cancel, make(chan struct{})
+	go func() {
+		defer close(e.windowsDone)
+		e.runStageWindows(ctx, cfg.StageWindow, cfg.StagePeriod)
+	}()
 	logger.Info("stack programs attached", "netns", cfg.Netns, "netns_inode", e.stack.NetnsInode,
-		"latency_sample_every", cfg.LatencySampleEvery, "drop_reasons", len(reasons))
+		"latency_sample_every", cfg.LatencySampleEvery, "stage_window", cfg.StageWindow,
+		"stage_period", cfg.StagePeriod, "drop_reasons", len(reasons))
 	return e, nil
 }
 
 // Close detaches every program and frees maps and handles. It may be called
 // more than once.
 func (e *Exporter) Close() error {
+	if e.stopWindows != nil {
+		e.stopWindows()
+		<-e.windowsDone
+		e.stopWindows = nil
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error

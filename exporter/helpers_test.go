@@ -28,7 +28,8 @@ type testbed struct {
 }
 
 // newTestbed links two fresh namespaces over a veth pair and starts an
-// exporter observing the first, sampling every skb's latency.
+// exporter observing the first, sampling every skb's latency with the stage
+// boundaries always attached.
 func newTestbed(t *testing.T) *testbed {
 	t.Helper()
 	requireKernel(t)
@@ -52,7 +53,7 @@ func requireKernel(t testing.TB) {
 
 func newExporter(t *testing.T, netnsPath string) *Exporter {
 	t.Helper()
-	exp, err := New(nil, Config{Netns: netnsPath, LatencySampleEvery: 1})
+	exp, err := New(nil, Config{Netns: netnsPath, LatencySampleEvery: 1, StageWindow: time.Second, StagePeriod: time.Second})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -36,6 +36,8 @@ type agentConfig struct {
 	pinPath            string
 	netns              string
 	latencySampleEvery uint32
+	stageWindow        time.Duration
+	stagePeriod        time.Duration
 	traceSlow          time.Duration
 	traceTrackEvery    uint32
 	guardSampleEvery   uint32
@@ -51,6 +53,8 @@ func (c *agentConfig) addFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("bpf.pin-path", "bpffs directory where rules and the XDP link are pinned; they survive a restart.").Default(defaultPinPath).StringVar(&c.pinPath)
 	cmd.Flag("netns", "Network namespace to observe, as a path (e.g. /var/run/netns/NAME); default: the agent's own.").StringVar(&c.netns)
 	cmd.Flag("stack.latency-sample-every", "Time 1 in N packets through the stack stages.").Default("64").Uint32Var(&c.latencySampleEvery)
+	cmd.Flag("stack.stage-window", "How long the stage boundaries stay attached in each --stack.stage-period: every attached boundary costs every packet a program dispatch, so stages are sampled in windows (the traffic, drop and TCP counters never stop).").Default(exporter.DefaultStageWindow.String()).DurationVar(&c.stageWindow)
+	cmd.Flag("stack.stage-period", "How often a stage sampling window opens, on the wall clock (agents on several hosts follow the same packets). A window as long as the period keeps the boundaries attached.").Default(exporter.DefaultStagePeriod.String()).DurationVar(&c.stagePeriod)
 	cmd.Flag("trace.slow-threshold", "Packet-path tracing (on when OTEL_* configures a trace exporter): always trace a followed packet slower than this.").Default("1ms").DurationVar(&c.traceSlow)
 	cmd.Flag("trace.track-every", "Packet-path tracing: follow 1 in N packets (a power of two, by packet identity) through every stage; 1 in OTEL_TRACES_SAMPLER_ARG's inverse (default 4096) is kept when ordinary.").Default("32").Uint32Var(&c.traceTrackEvery)
 	cmd.Flag("guard.sample-every", "Keep the header of 1 in N packets the XDP guard sees in the traffic window.").Default("64").Uint32Var(&c.guardSampleEvery)
@@ -91,7 +95,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	registerProgramCollectors(reg)
 
 	exp, err := exporter.New(logger, exporter.Config{Netns: cfg.netns, LatencySampleEvery: cfg.latencySampleEvery,
-		TraceSlow: cfg.traceSlow, TraceTrackEvery: cfg.traceTrackEvery})
+		StageWindow: cfg.stageWindow, StagePeriod: cfg.stagePeriod, TraceSlow: cfg.traceSlow, TraceTrackEvery: cfg.traceTrackEvery})
 	if err != nil {
 		return err
 	}

@@ -23,21 +23,24 @@ func main() {
 	netnsPath := flag.String("netns", "", "network namespace to observe (path); empty: this process's")
 	listen := flag.String("web.listen-address", "127.0.0.1:9435", "where to serve /metrics")
 	sample := flag.Uint("latency.sample-every", exporter.DefaultLatencySampleEvery, "timestamp one skb in N")
+	window := flag.Duration("stack.stage-window", exporter.DefaultStageWindow, "how long the stage boundaries stay attached in each period")
+	period := flag.Duration("stack.stage-period", exporter.DefaultStagePeriod, "how often a stage sampling window opens")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(logger, *netnsPath, *listen, uint32(*sample)); err != nil {
+	cfg := exporter.Config{Netns: *netnsPath, LatencySampleEvery: uint32(*sample), StageWindow: *window, StagePeriod: *period}
+	if err := run(logger, cfg, *listen); err != nil {
 		logger.Error("run failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(logger *slog.Logger, netnsPath, listen string, sample uint32) error {
+func run(logger *slog.Logger, cfg exporter.Config, listen string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := bpf.Preflight(); err != nil {
 		return err
 	}
-	exp, err := exporter.New(logger, exporter.Config{Netns: netnsPath, LatencySampleEvery: sample})
+	exp, err := exporter.New(logger, cfg)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,8 @@ func newExporter(t *testing.T, ns *testnet.NS, service, protocol, endpoint strin
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
 	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-	exp, err := exporter.New(nil, exporter.Config{Netns: ns.Path(), TraceTrackEvery: 1, TraceKeepEvery: 1})
+	exp, err := exporter.New(nil, exporter.Config{Netns: ns.Path(), TraceTrackEvery: 1, TraceKeepEvery: 1,
+		StageWindow: time.Second, StagePeriod: time.Second})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
