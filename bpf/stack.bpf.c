@@ -180,7 +180,8 @@ struct latency_sample {
 	__u32 traced;   // the slot's traces entry follows this skb
 };
 
-// Packets and bytes per interface, direction and protocol.
+// Packets and bytes per interface, direction and protocol, for interfaces
+// whose cell in traffic_cells another interface holds (see count_traffic).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 4096);
@@ -188,13 +189,44 @@ struct {
 	__type(value, struct traffic_value);
 } traffic SEC(".maps");
 
-// Dropped skbs per drop reason and protocol.
+// Packets and bytes per interface, direction and protocol, direct-mapped
+// by ifindex: an inlined array lookup instead of a hash per packet. A cell
+// belongs to the first interface counted in it on its CPU.
+#define TRAFFIC_IF_SLOTS 256 // power of two
+#define PROTOCOL_SLOTS 8     // enum protocol fits
+
+struct traffic_cell {
+	__u64 packets;
+	__u64 bytes;
+	__u32 ifindex; // 0: free
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TRAFFIC_IF_SLOTS * 2 * PROTOCOL_SLOTS);
+	__type(key, __u32); // ((ifindex % TRAFFIC_IF_SLOTS) * 2 + direction) * PROTOCOL_SLOTS + protocol
+	__type(value, struct traffic_cell);
+} traffic_cells SEC(".maps");
+
+// Dropped skbs per drop reason and protocol, for reasons past DROP_REASON_SLOTS
+// (subsystem-specific reasons carry high bits).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 2048);
 	__type(key, struct drop_key);
 	__type(value, __u64); // drops
 } drops SEC(".maps");
+
+// Dropped skbs per drop reason (below DROP_REASON_SLOTS) and protocol.
+#define DROP_REASON_SLOTS 256
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_REASON_SLOTS * PROTOCOL_SLOTS);
+	__type(key, __u32);   // reason * PROTOCOL_SLOTS + protocol
+	__type(value, __u64); // drops
+} drop_cells SEC(".maps");
 
 // In-flight latency samples, direct-mapped by skb address. Shared across
 // CPUs because an skb's stages may run on different CPUs (the copy to user
@@ -362,20 +394,27 @@ static __always_inline void count_lost(__u32 cause)
 		*v += 1;
 }
 
+// bpf_rdonly_cast turns an address into a read-only pointer of a kernel
+// type: loads through it are plain loads the kernel guards with an exception
+// table entry, much cheaper than a bpf_probe_read_kernel call per packet.
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 // classify names the L4 protocol of the packet whose L3 header is at l3.
 static __always_inline __u8 classify(__u16 eth_proto_be, const unsigned char *l3)
 {
 	__u16 eth_proto = bpf_ntohs(eth_proto_be);
-	__u8 l4 = 0;
+	__u8 l4;
 
 	if (eth_proto == ETH_P_ARP)
 		return PROTOCOL_ARP;
+	if (!l3)
+		return PROTOCOL_OTHER;
 	if (eth_proto == ETH_P_IP) {
-		if (!l3 || bpf_probe_read_kernel(&l4, 1, l3 + offsetof(struct iphdr, protocol)))
-			return PROTOCOL_OTHER;
+		const struct iphdr *ip = bpf_rdonly_cast(l3, bpf_core_type_id_kernel(struct iphdr));
+		l4 = ip->protocol;
 	} else if (eth_proto == ETH_P_IPV6) {
-		if (!l3 || bpf_probe_read_kernel(&l4, 1, l3 + offsetof(struct ipv6hdr, nexthdr)))
-			return PROTOCOL_OTHER;
+		const struct ipv6hdr *ip6 = bpf_rdonly_cast(l3, bpf_core_type_id_kernel(struct ipv6hdr));
+		l4 = ip6->nexthdr;
 	} else {
 		return PROTOCOL_OTHER;
 	}
@@ -420,6 +459,18 @@ static __always_inline __u64 wire_packets(const struct sk_buff *skb, const struc
 static __always_inline void count_traffic(__u32 ifindex, __u8 direction, __u8 protocol,
 					  __u64 packets, __u64 bytes)
 {
+	__u32 cell = ((ifindex & (TRAFFIC_IF_SLOTS - 1)) * 2 + (direction & 1)) * PROTOCOL_SLOTS +
+		     (protocol & (PROTOCOL_SLOTS - 1));
+	struct traffic_cell *c = bpf_map_lookup_elem(&traffic_cells, &cell);
+	if (c) {
+		if (c->ifindex == 0)
+			c->ifindex = ifindex; // per-CPU: no other writer
+		if (c->ifindex == ifindex) {
+			c->packets += packets;
+			c->bytes += bytes;
+			return;
+		}
+	}
 	struct traffic_key key = {
 		.ifindex = ifindex,
 		.direction = direction,
@@ -965,9 +1016,18 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 	if (trace_on && !traced)
 		trace_untracked_drop(skb, (__u32)reason, rx_sk);
 
+	__u8 protocol = classify(skb->protocol, network_header(skb));
+	if ((__u32)reason < DROP_REASON_SLOTS) {
+		__u32 cell = (__u32)reason * PROTOCOL_SLOTS + (protocol & (PROTOCOL_SLOTS - 1));
+		__u64 *c = bpf_map_lookup_elem(&drop_cells, &cell);
+		if (c) {
+			*c += 1;
+			return 0;
+		}
+	}
 	struct drop_key key = {
 		.reason = (__u32)reason,
-		.protocol = classify(skb->protocol, network_header(skb)),
+		.protocol = protocol,
 	};
 	__u64 *v = bpf_map_lookup_elem(&drops, &key);
 	if (v) {

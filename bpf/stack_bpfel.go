@@ -70,6 +70,14 @@ type stackTraceRecord struct {
 	Pad        [6]uint8
 }
 
+type stackTrafficCell struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+	Ifindex uint32
+	Pad     uint32
+}
+
 type stackTrafficKey struct {
 	_         structs.HostLayout
 	Ifindex   uint32
@@ -88,6 +96,7 @@ type stackTrafficValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	stackMapDropCells                 = "drop_cells"
 	stackMapDrops                     = "drops"
 	stackMapLatencyBuckets            = "latency_buckets"
 	stackMapLatencySums               = "latency_sums"
@@ -104,6 +113,7 @@ const (
 	stackMapTraceTailUsed             = "trace_tail_used"
 	stackMapTraces                    = "traces"
 	stackMapTraffic                   = "traffic"
+	stackMapTrafficCells              = "traffic_cells"
 	stackProgConsumeSkb               = "consume_skb"
 	stackProgInetSockSetState         = "inet_sock_set_state"
 	stackProgKfreeSkb                 = "kfree_skb"
@@ -200,6 +210,7 @@ type stackProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stackMapSpecs struct {
+	DropCells       *ebpf.MapSpec `ebpf:"drop_cells"`
 	Drops           *ebpf.MapSpec `ebpf:"drops"`
 	LatencyBuckets  *ebpf.MapSpec `ebpf:"latency_buckets"`
 	LatencySums     *ebpf.MapSpec `ebpf:"latency_sums"`
@@ -216,6 +227,7 @@ type stackMapSpecs struct {
 	TraceTailUsed   *ebpf.MapSpec `ebpf:"trace_tail_used"`
 	Traces          *ebpf.MapSpec `ebpf:"traces"`
 	Traffic         *ebpf.MapSpec `ebpf:"traffic"`
+	TrafficCells    *ebpf.MapSpec `ebpf:"traffic_cells"`
 }
 
 // stackVariableSpecs contains global variables before they are loaded into the kernel.
@@ -252,6 +264,7 @@ func (o *stackObjects) Close() error {
 //
 // It can be passed to loadStackObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stackMaps struct {
+	DropCells       *ebpf.Map `ebpf:"drop_cells"`
 	Drops           *ebpf.Map `ebpf:"drops"`
 	LatencyBuckets  *ebpf.Map `ebpf:"latency_buckets"`
 	LatencySums     *ebpf.Map `ebpf:"latency_sums"`
@@ -268,10 +281,12 @@ type stackMaps struct {
 	TraceTailUsed   *ebpf.Map `ebpf:"trace_tail_used"`
 	Traces          *ebpf.Map `ebpf:"traces"`
 	Traffic         *ebpf.Map `ebpf:"traffic"`
+	TrafficCells    *ebpf.Map `ebpf:"traffic_cells"`
 }
 
 func (m *stackMaps) Close() error {
 	return _StackClose(
+		m.DropCells,
 		m.Drops,
 		m.LatencyBuckets,
 		m.LatencySums,
@@ -288,6 +303,7 @@ func (m *stackMaps) Close() error {
 		m.TraceTailUsed,
 		m.Traces,
 		m.Traffic,
+		m.TrafficCells,
 	)
 }
 

@@ -37,32 +37,76 @@ type TCPEvents struct {
 	ResetsRX    uint64
 }
 
-// Traffic reads the packets and bytes per interface, direction and protocol.
+// Traffic reads the packets and bytes per interface, direction and
+// protocol: the direct-mapped cells plus the hash of interfaces that found
+// their cell taken.
 func (s *Stack) Traffic() ([]TrafficCount, error) {
+	type key struct {
+		ifindex             uint32
+		direction, protocol uint8
+	}
+	sums := map[key]*TrafficCount{}
+	add := func(k key, packets, bytes uint64) {
+		c := sums[k]
+		if c == nil {
+			c = &TrafficCount{Ifindex: k.ifindex, Direction: k.direction, Protocol: k.protocol}
+			sums[k] = c
+		}
+		c.Packets += packets
+		c.Bytes += bytes
+	}
+
+	cells, ncpu, err := readPerCPUArray[stackTrafficCell](s.objs.TrafficCells)
+	if err != nil {
+		return nil, fmt.Errorf("read traffic cells: %w", err)
+	}
+	for i := range len(cells) / ncpu {
+		for _, c := range cells[i*ncpu : (i+1)*ncpu] {
+			if c.Ifindex != 0 {
+				add(key{c.Ifindex, uint8(i / protocolSlots % 2), uint8(i % protocolSlots)}, c.Packets, c.Bytes)
+			}
+		}
+	}
+
 	var (
-		out  []TrafficCount
-		key  stackTrafficKey
+		k    stackTrafficKey
 		vals []stackTrafficValue
 	)
 	it := s.objs.Traffic.Iterate()
-	for it.Next(&key, &vals) {
-		c := TrafficCount{Ifindex: key.Ifindex, Direction: key.Direction, Protocol: key.Protocol}
+	for it.Next(&k, &vals) {
 		for _, v := range vals {
-			c.Packets += v.Packets
-			c.Bytes += v.Bytes
+			add(key{k.Ifindex, k.Direction, k.Protocol}, v.Packets, v.Bytes)
 		}
-		out = append(out, c)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read traffic map: %w", err)
 	}
+	out := make([]TrafficCount, 0, len(sums))
+	for _, c := range sums {
+		out = append(out, *c)
+	}
 	return out, nil
 }
 
-// Drops reads the dropped skbs per drop reason and protocol.
+// Drops reads the dropped skbs per drop reason and protocol: the
+// direct-mapped cells plus the hash of larger reason values.
 func (s *Stack) Drops() ([]DropCount, error) {
+	var out []DropCount
+	cells, ncpu, err := readPerCPUArray[uint64](s.objs.DropCells)
+	if err != nil {
+		return nil, fmt.Errorf("read drop cells: %w", err)
+	}
+	for i := range len(cells) / ncpu {
+		var n uint64
+		for _, v := range cells[i*ncpu : (i+1)*ncpu] {
+			n += v
+		}
+		if n > 0 {
+			out = append(out, DropCount{Reason: uint32(i / protocolSlots), Protocol: uint8(i % protocolSlots), Drops: n})
+		}
+	}
+
 	var (
-		out  []DropCount
 		key  stackDropKey
 		vals []uint64
 	)
@@ -78,6 +122,31 @@ func (s *Stack) Drops() ([]DropCount, error) {
 		return nil, fmt.Errorf("read drops map: %w", err)
 	}
 	return out, nil
+}
+
+// protocolSlots is PROTOCOL_SLOTS: the cells of one interface and
+// direction, or of one drop reason.
+const protocolSlots = 8
+
+// readPerCPUArray reads a whole per-CPU array in one batch: the values of
+// entry i are out[i*ncpu : (i+1)*ncpu].
+func readPerCPUArray[T any](m *ebpf.Map) (out []T, ncpu int, err error) {
+	ncpu, err = ebpf.PossibleCPU()
+	if err != nil {
+		return nil, 0, err
+	}
+	n := int(m.MaxEntries())
+	keys := make([]uint32, n)
+	out = make([]T, n*ncpu)
+	var cursor ebpf.MapBatchCursor
+	got, err := m.BatchLookup(&cursor, keys, out, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, 0, err
+	}
+	if got != n {
+		return nil, 0, fmt.Errorf("batch lookup returned %d of %d entries", got, n)
+	}
+	return out, ncpu, nil
 }
 
 // sumU64 reads a per-CPU array slot and sums it over CPUs.

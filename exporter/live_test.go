@@ -251,3 +251,47 @@ func TestTCPResetsAndRetransmits(t *testing.T) {
 		tb.atLeast(t, "packetscope_tcp_retransmits_total", nil, before, 1)
 	})
 }
+
+// TestTrafficInterfacesSharingACell: interfaces whose indexes are 256
+// apart share a direct-mapped counter cell in the kernel; the second one is
+// counted in the overflow hash, and each keeps its own counts.
+func TestTrafficInterfacesSharingACell(t *testing.T) {
+	tb := newTestbed(t)
+	const idx = 300
+	links := []struct {
+		name, addrA, addrB string
+		index, n           int
+	}{
+		{"cell0", "10.201.5.1", "10.201.5.2", idx, 5},
+		{"cell1", "10.201.6.1", "10.201.6.2", idx + 256, 9},
+	}
+	for _, l := range links {
+		tb.a.MustRun("ip", "link", "add", l.name, "index", strconv.Itoa(l.index), "type", "veth",
+			"peer", "name", l.name, "netns", tb.b.Name)
+		tb.a.MustRun("ip", "addr", "add", l.addrA+"/24", "dev", l.name)
+		tb.b.MustRun("ip", "addr", "add", l.addrB+"/24", "dev", l.name)
+		tb.a.MustRun("ip", "link", "set", l.name, "up")
+		tb.b.MustRun("ip", "link", "set", l.name, "up")
+	}
+	for _, l := range links {
+		srv := listenUDP(t, tb.a, l.addrA+":5041")
+		c := mustDial(t, tb.b, "udp", l.addrA+":5041")
+		buf := make([]byte, 64)
+		for range l.n {
+			if _, err := c.Write([]byte("cell")); err != nil {
+				t.Fatal(err)
+			}
+			_ = srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, _, err := srv.ReadFrom(buf); err != nil {
+				t.Fatalf("read on %s: %v", l.name, err)
+			}
+		}
+	}
+	for _, l := range links {
+		rx := labels("interface", l.name, "direction", "rx", "protocol", "udp")
+		tb.atLeast(t, "packetscope_packets_total", rx, 0, float64(l.n))
+		if v := value(t, tb.reg, "packetscope_packets_total", rx); v != float64(l.n) {
+			t.Errorf("%s (ifindex %d) received %v UDP packets, want %d", l.name, l.index, v, l.n)
+		}
+	}
+}

@@ -4,19 +4,24 @@
 # off and on in alternating runs, then each program's ns per event from
 # bpf_stats. Needs root, iperf3, jq and Go (or AGENT_BIN, see below).
 #
-#   ROUNDS=5 SECONDS_PER_RUN=5 SAMPLE_EVERY=64 TRACE=1 bash scripts/bench-overhead.sh
+#   ROUNDS=5 SECONDS_PER_RUN=10 SAMPLE_EVERY=64 TRACE=1 FULL=1 bash scripts/bench-overhead.sh
 #
 # TRACE=1 (the default) adds a third mode, "trace": the agent with packet-path
 # tracing on at its default sampling, exporting every span through the
 # OpenTelemetry console exporter into /dev/null (OTEL_TRACES_EXPORTER=console),
-# which costs user space more than OTLP batches to a collector would.
+# which costs user space more than OTLP batches to a collector would. FULL=1
+# (the default) adds "full": the stage boundaries attached all the time
+# instead of in 1 s windows every 10 s, the price of continuous stages.
 #
 # The agent is exporter/internal/benchagent (the exporter alone, observing the
 # receiver's namespace); set AGENT_BIN to a binary taking the same flags.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
-SECS=${SECONDS_PER_RUN:-5}
+# A run spans one stage period (10 s), so it holds one 1 s window.
+SECS=${SECONDS_PER_RUN:-10}
+SETTLE=${SETTLE:-1.5}
+FULL=${FULL:-1}
 SAMPLE_EVERY=${SAMPLE_EVERY:-64}
 TRACE=${TRACE:-1}
 PORT=${PORT:-19436}
@@ -62,18 +67,23 @@ for ns in "$SRV" "$CLI"; do
 	ip -n "$ns" link set eth0 up
 done
 
-# start_agent [trace]
+# start_agent MODE: on (defaults), trace (defaults, tracing on) or full (the
+# stage boundaries always attached). The agent opens its first stage window
+# when it starts; the runs begin after it, so that each run of a whole
+# number of periods holds the steady-state share of windows.
 start_agent() {
-	if [ "${1:-}" = trace ]; then
-		OTEL_TRACES_EXPORTER=console "$AGENT_BIN" --netns "/var/run/netns/$SRV" --web.listen-address "127.0.0.1:$PORT" \
-			--latency.sample-every "$SAMPLE_EVERY" >/dev/null 2>"$work/agent.log" &
-	else
-		"$AGENT_BIN" --netns "/var/run/netns/$SRV" --web.listen-address "127.0.0.1:$PORT" \
-			--latency.sample-every "$SAMPLE_EVERY" >"$work/agent.log" 2>&1 &
-	fi
+	local args=(--netns "/var/run/netns/$SRV" --web.listen-address "127.0.0.1:$PORT" --latency.sample-every "$SAMPLE_EVERY")
+	case $1 in
+	trace) OTEL_TRACES_EXPORTER=console "$AGENT_BIN" "${args[@]}" >/dev/null 2>"$work/agent.log" & ;;
+	full) "$AGENT_BIN" "${args[@]}" --stack.stage-window 1s --stack.stage-period 1s >"$work/agent.log" 2>&1 & ;;
+	*) "$AGENT_BIN" "${args[@]}" >"$work/agent.log" 2>&1 & ;;
+	esac
 	agent_pid=$!
 	for _ in $(seq 50); do
-		curl -sf "http://127.0.0.1:$PORT/metrics" >/dev/null && return
+		if curl -sf "http://127.0.0.1:$PORT/metrics" >/dev/null; then
+			sleep "$SETTLE"
+			return
+		fi
 		sleep 0.1
 	done
 	echo "bench-overhead: the agent did not start:" >&2
@@ -123,14 +133,15 @@ tcp_gbps() { measure '.end.sum_received.bits_per_second / 1e9'; }
 udp_pps() { measure '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.seconds' -u -l 64 -b 0; }
 
 echo 0 >/proc/sys/kernel/bpf_stats_enabled
-declare -A res
-loss_tcp=() loss_udp=() tloss_tcp=() tloss_udp=()
+declare -A res loss
+modes=(off on)
+[ "$TRACE" = 1 ] && modes+=(trace)
+[ "$FULL" = 1 ] && modes+=(full)
 for r in $(seq "$ROUNDS"); do
 	# Rotate which mode goes first, so drift does not favour one.
-	if [ "$TRACE" = 1 ]; then
-		case $((r % 3)) in 1) order="off on trace" ;; 2) order="on trace off" ;; 0) order="trace off on" ;; esac
-	elif [ $((r % 2)) = 1 ]; then order="off on"; else order="on off"; fi
-	for mode in $order; do
+	order=()
+	for i in "${!modes[@]}"; do order+=("${modes[$(((i + r) % ${#modes[@]}))]}"); done
+	for mode in "${order[@]}"; do
 		[ "$mode" != off ] && start_agent "$mode"
 		t=$(tcp_gbps)
 		u=$(udp_pps)
@@ -138,36 +149,29 @@ for r in $(seq "$ROUNDS"); do
 		res[$mode.tcp]+="$t"$'\n'
 		res[$mode.udp]+="$u"$'\n'
 		res[$r.$mode]="$t $u"
-		printf 'round %d agent %-3s  tcp %6.2f Gbit/s  udp64 %9.0f pps\n' "$r" "$mode" "$t" "$u"
+		printf 'round %d agent %-5s  tcp %6.2f Gbit/s  udp64 %9.0f pps\n' "$r" "$mode" "$t" "$u"
 	done
 	# Paired per round: the machine's load drifts less within a round.
 	read -r toff uoff <<<"${res[$r.off]}"
-	read -r ton uon <<<"${res[$r.on]}"
-	loss_tcp+=("$(awk -v a="$toff" -v b="$ton" 'BEGIN {print (a-b)/a*100}')")
-	loss_udp+=("$(awk -v a="$uoff" -v b="$uon" 'BEGIN {print (a-b)/a*100}')")
-	if [ "$TRACE" = 1 ]; then
-		read -r ttr utr <<<"${res[$r.trace]}"
-		tloss_tcp+=("$(awk -v a="$toff" -v b="$ttr" 'BEGIN {print (a-b)/a*100}')")
-		tloss_udp+=("$(awk -v a="$uoff" -v b="$utr" 'BEGIN {print (a-b)/a*100}')")
-	fi
+	for mode in "${modes[@]:1}"; do
+		read -r tm um <<<"${res[$r.$mode]}"
+		loss[$mode.tcp]+="$(awk -v a="$toff" -v b="$tm" 'BEGIN {print (a-b)/a*100}')"$'\n'
+		loss[$mode.udp]+="$(awk -v a="$uoff" -v b="$um" 'BEGIN {print (a-b)/a*100}')"$'\n'
+	done
 done
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
-echo "over $ROUNDS rounds of ${SECS}s (latency sampling 1 in $SAMPLE_EVERY):"
-printf '  TCP bulk:    median off %.2f Gbit/s, on %.2f Gbit/s; median paired loss %.1f %% (goal <= 2 %%)\n' \
-	"$(printf '%s' "${res[off.tcp]}" | median)" "$(printf '%s' "${res[on.tcp]}" | median)" \
-	"$(printf '%s\n' "${loss_tcp[@]}" | median)"
-printf '  UDP 64-byte: median off %.0f pps, on %.0f pps; median paired loss %.1f %% (goal <= 5 %%)\n' \
-	"$(printf '%s' "${res[off.udp]}" | median)" "$(printf '%s' "${res[on.udp]}" | median)" \
-	"$(printf '%s\n' "${loss_udp[@]}" | median)"
-if [ "$TRACE" = 1 ]; then
-	echo "tracing on (default trace sampling, every span encoded by the console exporter):"
-	printf '  TCP bulk:    median trace %.2f Gbit/s; median paired loss vs off %.1f %% (goal: <= 1 point over the agent-on loss)\n' \
-		"$(printf '%s' "${res[trace.tcp]}" | median)" "$(printf '%s\n' "${tloss_tcp[@]}" | median)"
-	printf '  UDP 64-byte: median trace %.0f pps; median paired loss vs off %.1f %%\n' \
-		"$(printf '%s' "${res[trace.udp]}" | median)" "$(printf '%s\n' "${tloss_udp[@]}" | median)"
-fi
+echo "over $ROUNDS rounds of ${SECS}s (latency sampling 1 in $SAMPLE_EVERY; stages in 1 s windows every 10 s unless full):"
+printf '  off:   TCP bulk %.2f Gbit/s, UDP 64-byte %.0f pps (medians)\n' \
+	"$(printf '%s' "${res[off.tcp]}" | median)" "$(printf '%s' "${res[off.udp]}" | median)"
+for mode in "${modes[@]:1}"; do
+	printf '  %-5s  TCP bulk %.2f Gbit/s, median paired loss %.1f %%; UDP 64-byte %.0f pps, median paired loss %.1f %%\n' \
+		"$mode" "$(printf '%s' "${res[$mode.tcp]}" | median)" "$(printf '%s' "${loss[$mode.tcp]}" | median)" \
+		"$(printf '%s' "${res[$mode.udp]}" | median)" "$(printf '%s' "${loss[$mode.udp]}" | median)"
+done
+echo "  goals: on <= 2 % (TCP) and <= 5 % (UDP); trace <= 1 point over on."
+echo "  full is the price of following every stage all the time (--stack.stage-window = --stack.stage-period)."
 echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine makes single runs noisy)"
 
 # Per-program cost: one more agent-on round with bpf_stats (which itself adds
