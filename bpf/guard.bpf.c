@@ -19,6 +19,11 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define ETH_P_8021AD 0x88a8
 #define MAX_OFF 16384 /* larger than any XDP frame; keeps offsets bounded for the verifier */
 
+/* Whether packet-path tracing wants the guard's pass times (xdp_pass). Off,
+ * the guard pays one load and a branch; on, a clock read per packet. Set
+ * from Go while the agent traces; not pinned, a new program starts off. */
+volatile __u32 trace_xdp = 0;
+
 /* Runtime configuration (one entry). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -186,6 +191,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct guard_bucket);
 } rule_buckets SEC(".maps");
+
+/* The last frame passed per CPU (see struct guard_xdp_pass). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_xdp_pass);
+} xdp_pass SEC(".maps");
 
 /* Hit counters by slot. */
 struct {
@@ -798,6 +811,20 @@ static __always_inline void sample(struct xdp_md *ctx, struct pkt *p, struct gua
 	bpf_ringbuf_submit(s, 0);
 }
 
+/* record_pass notes the frame's address and the guard's start time for the
+ * stack's traces. The address is copied into a 32-bit register, which makes
+ * it a plain number (hence -mcpu=v3); only a privileged loader may. */
+static __always_inline void record_pass(struct xdp_md *ctx, __u64 start)
+{
+	__u32 zero = 0, low;
+	struct guard_xdp_pass *xp = bpf_map_lookup_elem(&xdp_pass, &zero);
+	if (!xp)
+		return;
+	asm volatile("%0 = %1" : "=w"(low) : "w"(ctx->data));
+	xp->data = (__u64)low + 1;
+	xp->ts = start;
+}
+
 SEC("xdp")
 int guard_xdp(struct xdp_md *ctx)
 {
@@ -805,8 +832,10 @@ int guard_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
 	__u32 verdict = VERDICT_PASS, slot = NO_SLOT, zero = 0;
-	__u64 now = 0;
+	__u64 now = 0, start = 0;
 
+	if (trace_xdp)
+		start = bpf_ktime_get_ns();
 	struct guard_config *cfg = bpf_map_lookup_elem(&guard_config, &zero);
 	if (!cfg)
 		return XDP_PASS;
@@ -852,5 +881,9 @@ out:
 			now = bpf_ktime_get_coarse_ns();
 		sample(ctx, &p, cfg, slot, verdict, now);
 	}
-	return verdict == VERDICT_DROP || verdict == VERDICT_RATE_LIMITED ? XDP_DROP : XDP_PASS;
+	if (verdict == VERDICT_DROP || verdict == VERDICT_RATE_LIMITED)
+		return XDP_DROP;
+	if (start)
+		record_pass(ctx, start);
+	return XDP_PASS;
 }

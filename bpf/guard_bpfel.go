@@ -157,6 +157,12 @@ const (
 	guardGuardWildWILD_COUNT   guardGuardWild = 11
 )
 
+type guardGuardXdpPass struct {
+	_    structs.HostLayout
+	Data uint64
+	Ts   uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -186,7 +192,9 @@ const (
 	guardMapRuleStats     = "rule_stats"
 	guardMapSampleTick    = "sample_tick"
 	guardMapSamples       = "samples"
+	guardMapXdpPass       = "xdp_pass"
 	guardProgGuardXdp     = "guard_xdp"
+	guardVarTraceXdp      = "trace_xdp"
 	guardVarUnusedSample  = "unused_sample"
 	guardVarUnusedVerdict = "unused_verdict"
 	guardVarUnusedWild    = "unused_wild"
@@ -266,12 +274,14 @@ type guardMapSpecs struct {
 	RuleStats     *ebpf.MapSpec `ebpf:"rule_stats"`
 	SampleTick    *ebpf.MapSpec `ebpf:"sample_tick"`
 	Samples       *ebpf.MapSpec `ebpf:"samples"`
+	XdpPass       *ebpf.MapSpec `ebpf:"xdp_pass"`
 }
 
 // guardVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardVariableSpecs struct {
+	TraceXdp      *ebpf.VariableSpec `ebpf:"trace_xdp"`
 	UnusedSample  *ebpf.VariableSpec `ebpf:"unused_sample"`
 	UnusedVerdict *ebpf.VariableSpec `ebpf:"unused_verdict"`
 	UnusedWild    *ebpf.VariableSpec `ebpf:"unused_wild"`
@@ -322,6 +332,7 @@ type guardMaps struct {
 	RuleStats     *ebpf.Map `ebpf:"rule_stats"`
 	SampleTick    *ebpf.Map `ebpf:"sample_tick"`
 	Samples       *ebpf.Map `ebpf:"samples"`
+	XdpPass       *ebpf.Map `ebpf:"xdp_pass"`
 }
 
 func (m *guardMaps) Close() error {
@@ -351,6 +362,7 @@ func (m *guardMaps) Close() error {
 		m.RuleStats,
 		m.SampleTick,
 		m.Samples,
+		m.XdpPass,
 	)
 }
 
@@ -358,6 +370,7 @@ func (m *guardMaps) Close() error {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardVariables struct {
+	TraceXdp      *ebpf.Variable `ebpf:"trace_xdp"`
 	UnusedSample  *ebpf.Variable `ebpf:"unused_sample"`
 	UnusedVerdict *ebpf.Variable `ebpf:"unused_verdict"`
 	UnusedWild    *ebpf.Variable `ebpf:"unused_wild"`

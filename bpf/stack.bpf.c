@@ -114,9 +114,11 @@ enum lost_cause {
 	LOST_COUNT = 3,
 };
 
-// Trace points: the boundaries (enum boundary) plus the socket enqueue.
+// Trace points: the boundaries (enum boundary) plus the socket enqueue and
+// the XDP guard.
 #define TRACE_POINT_QUEUED 10 // sock:sk_data_ready after LOCAL_IN on the same CPU
-#define TRACE_POINTS 11
+#define TRACE_POINT_XDP 11    // the XDP guard started on the frame (xdp_pass)
+#define TRACE_POINTS 12
 
 enum trace_end {
 	TRACE_END_DONE = 1,   // delivered (copied/consumed) or transmitted
@@ -304,6 +306,21 @@ struct {
 	__type(key, __u32); // always 0
 	__type(value, struct rx_current);
 } trace_rx_current SEC(".maps");
+
+// The last frame the XDP guard passed on each CPU: the guard's map
+// (struct guard_xdp_pass in guard.h), shared when the agent runs both; an
+// empty map of the stack's own otherwise.
+struct xdp_pass_record {
+	__u64 data; // low 32 bits of the frame's address + 1; 0 = none
+	__u64 ts;   // bpf_ktime_get_ns() when the guard started on the frame
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32); // always 0
+	__type(value, struct xdp_pass_record);
+} xdp_pass SEC(".maps");
 
 // Per-CPU use of trace_tail_budget.
 struct tail_budget {
@@ -711,6 +728,26 @@ static __always_inline void trace_emit(struct trace_record *tr, __u8 end, __u32 
 		count_lost(LOST_TRACE_RINGBUF);
 }
 
+// trace_xdp_pass starts a received packet's path at the XDP guard when the
+// guard passed this very frame last on this CPU: the driver builds the skb
+// around the frame's buffer and hands it over right after, so the skb's
+// link-layer header is where the guard saw the frame begin.
+static __always_inline void trace_xdp_pass(const struct sk_buff *skb, struct trace_record *tr, __u64 now)
+{
+	__u32 zero = 0;
+	struct xdp_pass_record *xp = bpf_map_lookup_elem(&xdp_pass, &zero);
+	if (!xp || !xp->data)
+		return;
+	__u32 head;
+	asm volatile("%0 = %1" : "=w"(head) : "w"((__u32)(unsigned long)skb->head)); // as skb_id
+	__u32 mac = head + skb->mac_header;
+	if (xp->data != (__u64)mac + 1 || xp->ts > now || now - xp->ts > 1000000)
+		return;
+	tr->ts[TRACE_POINT_XDP] = xp->ts;
+	tr->start_ts = xp->ts;
+	xp->data = 0; // one skb per frame
+}
+
 // trace_begin decides from the packet's identity whether to track it and
 // starts its record in the slot's traces entry.
 static __always_inline bool trace_begin(const struct sk_buff *skb, const unsigned char *l3, __u32 slot,
@@ -730,6 +767,8 @@ static __always_inline bool trace_begin(const struct sk_buff *skb, const unsigne
 	const struct net_device *dev = skb->dev;
 	if (dev)
 		tr->ifindex = dev->ifindex;
+	if (boundary == BOUNDARY_RX_ENTRY)
+		trace_xdp_pass(skb, tr, now);
 	return true;
 }
 

@@ -55,6 +55,10 @@ type StackConfig struct {
 	// SampleEvery starts a latency sample on one skb in SampleEvery (per CPU);
 	// 1 samples every skb.
 	SampleEvery uint32
+	// XDPPass is the XDP guard's map of the last frame it passed per CPU
+	// (guard.Guard.XDPPass): traces then start at the guard. Nil: they
+	// start at the device's hand-over.
+	XDPPass *ebpf.Map
 	// Trace turns on packet-path records (see TraceConfig); nil leaves the
 	// tracing code paths off in the kernel.
 	Trace *TraceConfig
@@ -115,7 +119,11 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	if err := setTraceVariables(spec, cfg.Trace); err != nil {
 		return nil, err
 	}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+	var opts *ebpf.CollectionOptions
+	if cfg.XDPPass != nil {
+		opts = &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"xdp_pass": cfg.XDPPass}}
+	}
+	if err := spec.LoadAndAssign(&s.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load stack programs: the kernel verifier rejected them: %+v", ve)

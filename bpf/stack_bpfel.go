@@ -60,7 +60,7 @@ type stackTraceRecord struct {
 		Protocol uint8
 		Pad      [2]uint8
 	}
-	Ts         [11]uint64
+	Ts         [12]uint64
 	StartTs    uint64
 	EndTs      uint64
 	Ifindex    uint32
@@ -92,6 +92,12 @@ type stackTrafficValue struct {
 	Bytes   uint64
 }
 
+type stackXdpPassRecord struct {
+	_    structs.HostLayout
+	Data uint64
+	Ts   uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -114,6 +120,7 @@ const (
 	stackMapTraces                    = "traces"
 	stackMapTraffic                   = "traffic"
 	stackMapTrafficCells              = "traffic_cells"
+	stackMapXdpPass                   = "xdp_pass"
 	stackProgConsumeSkb               = "consume_skb"
 	stackProgInetSockSetState         = "inet_sock_set_state"
 	stackProgKfreeSkb                 = "kfree_skb"
@@ -228,6 +235,7 @@ type stackMapSpecs struct {
 	Traces          *ebpf.MapSpec `ebpf:"traces"`
 	Traffic         *ebpf.MapSpec `ebpf:"traffic"`
 	TrafficCells    *ebpf.MapSpec `ebpf:"traffic_cells"`
+	XdpPass         *ebpf.MapSpec `ebpf:"xdp_pass"`
 }
 
 // stackVariableSpecs contains global variables before they are loaded into the kernel.
@@ -282,6 +290,7 @@ type stackMaps struct {
 	Traces          *ebpf.Map `ebpf:"traces"`
 	Traffic         *ebpf.Map `ebpf:"traffic"`
 	TrafficCells    *ebpf.Map `ebpf:"traffic_cells"`
+	XdpPass         *ebpf.Map `ebpf:"xdp_pass"`
 }
 
 func (m *stackMaps) Close() error {
@@ -304,6 +313,7 @@ func (m *stackMaps) Close() error {
 		m.Traces,
 		m.Traffic,
 		m.TrafficCells,
+		m.XdpPass,
 	)
 }
 

@@ -12,8 +12,8 @@ import (
 )
 
 // Trace points of a TraceRecord, in path order per direction: the latency
-// boundaries plus the socket enqueue (stack.bpf.c's enum boundary and
-// TRACE_POINT_QUEUED).
+// boundaries plus the socket enqueue and the XDP guard (stack.bpf.c's enum
+// boundary, TRACE_POINT_QUEUED and TRACE_POINT_XDP).
 const (
 	PointRXEntry       = 0
 	PointRXNetifRecv   = 1
@@ -26,7 +26,8 @@ const (
 	PointTXStartXmit   = 8
 	PointTXXmit        = 9
 	PointRXQueued      = 10
-	TracePoints        = 11
+	PointRXXDP         = 11 // the XDP guard started on the frame
+	TracePoints        = 12
 
 	TraceEndDone   = 1 // delivered or transmitted
 	TraceEndDrop   = 2 // freed by kfree_skb with a drop reason

@@ -12,13 +12,12 @@ import (
 	"github.com/packetscope/packetscope/internal/testnet"
 )
 
-// The spans each side of a UDP datagram yields today: the root, then its
-// stages in time order. Change them here when the stage programs change (an
-// "rx xdp" stage before "rx backlog", say).
+// The spans each side of a UDP datagram yields: the root, then its stages in
+// time order. The receiver's path starts at its agent's XDP guard.
 var (
 	wantTXStages   = []string{"packet tx", "tx ip", "tx neigh", "tx qdisc", "tx driver"}
-	wantRXStages   = []string{"packet rx", "rx backlog", "rx core", "rx ip", "rx socket enqueue"}
-	wantDropStages = []string{"packet rx", "rx backlog", "rx core", "rx ip", "drop"} // to a closed port
+	wantRXStages   = []string{"packet rx", "rx xdp", "rx backlog", "rx core", "rx ip", "rx socket enqueue"}
+	wantDropStages = []string{"packet rx", "rx xdp", "rx backlog", "rx core", "rx ip", "drop"} // to a closed port
 )
 
 const (

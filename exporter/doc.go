@@ -62,7 +62,7 @@
 // and sequence). Identical datagrams of one UDP flow over IPv6 (no IP ID)
 // therefore share a trace. Only the packet's bytes count, so the sender's agent and the receiver's compute the same hash for
 // the same packet with no coordination. One packet in TraceTrackEvery (by
-// hash, default 32) is followed: every boundary it passes is timestamped in
+// hash, default 32) is followed inside a stage window: every boundary it passes is timestamped in
 // a slot next to its latency sample, plus the socket enqueue (sock:
 // sk_data_ready right after LOCAL_IN on the same CPU). When its path ends
 // (transmitted, copied or consumed, queued for UDP/ICMP, whose reads have no
@@ -83,7 +83,8 @@
 // carries network.transport, network.type, source.address/port,
 // destination.address/port, network.interface.name, network.io.direction
 // and packetscope.direction; one child per stage between consecutive
-// boundaries passed ("rx backlog", "rx core", "rx ip", "rx socket enqueue",
+// boundaries passed ("rx xdp" when the agent's XDP guard passed the frame:
+// from the guard's start to the device's hand-over; "rx backlog", "rx core", "rx ip", "rx socket enqueue",
 // "rx socket" or "rx socket read"; "tx ip", "tx neigh", "tx qdisc",
 // "tx driver"), timed by the kernel (bpf_ktime_get_ns plus the
 // CLOCK_MONOTONIC to wall-clock offset, refreshed every second). A drop

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/packetscope/packetscope/bpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -31,6 +32,10 @@ type Config struct {
 	// the stack stages; 1 times every skb. Zero means
 	// DefaultLatencySampleEvery.
 	LatencySampleEvery uint32
+	// XDPPass is the XDP guard's pass record map (guard.Guard.XDPPass):
+	// received packets' traces then start at the guard. Nil: at the
+	// device's hand-over to the stack.
+	XDPPass *ebpf.Map
 	// StageWindow and StagePeriod sample the stages in windows: the stage
 	// boundaries are attached for StageWindow at the start of every
 	// StagePeriod (on the wall clock). A window as long as the period keeps
@@ -140,7 +145,8 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.stack, err = bpf.LoadStack(bpf.StackConfig{NetnsPath: cfg.Netns, SampleEvery: cfg.LatencySampleEvery, Trace: traceCfg})
+	e.stack, err = bpf.LoadStack(bpf.StackConfig{NetnsPath: cfg.Netns, SampleEvery: cfg.LatencySampleEvery,
+		XDPPass: cfg.XDPPass, Trace: traceCfg})
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +187,9 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 		"stage_period", cfg.StagePeriod, "drop_reasons", len(reasons))
 	return e, nil
 }
+
+// Tracing reports whether packet-path tracing is on.
+func (e *Exporter) Tracing() bool { return e.tracer != nil }
 
 // Close detaches every program and frees maps and handles. It may be called
 // more than once.

@@ -150,6 +150,7 @@ type pointStage struct {
 }
 
 var pointStages = map[int]pointStage{
+	bpf.PointRXEntry:       {"rx xdp", -1, 0},
 	bpf.PointRXNetifRecv:   {"rx backlog", bpf.StageRXBacklog, bpf.PointRXEntry},
 	bpf.PointRXPreRouting:  {"rx core", bpf.StageRXCore, bpf.PointRXNetifRecv},
 	bpf.PointRXLocalIn:     {"rx ip", bpf.StageRXIP, bpf.PointRXPreRouting},
@@ -163,7 +164,7 @@ var pointStages = map[int]pointStage{
 
 // Path order of the points per direction.
 var pathOrder = [2][]int{
-	bpf.DirectionRX: {bpf.PointRXEntry, bpf.PointRXNetifRecv, bpf.PointRXPreRouting, bpf.PointRXLocalIn, bpf.PointRXQueued, bpf.PointRXDelivered},
+	bpf.DirectionRX: {bpf.PointRXXDP, bpf.PointRXEntry, bpf.PointRXNetifRecv, bpf.PointRXPreRouting, bpf.PointRXLocalIn, bpf.PointRXQueued, bpf.PointRXDelivered},
 	bpf.DirectionTX: {bpf.PointTXLocalOut, bpf.PointTXPostRouting, bpf.PointTXQueue, bpf.PointTXStartXmit, bpf.PointTXXmit},
 }
 

@@ -258,7 +258,27 @@ func (g *Guard) Close() error {
 	return nil
 }
 
+// XDPPass is the map where the guard notes the last frame it passed on each
+// CPU, for the stack's packet-path traces (bpf.StackConfig.XDPPass).
+func (g *Guard) XDPPass() *ebpf.Map { return g.objs.XdpPass }
+
+// TraceXDP turns the pass records on (a clock read per packet) or off.
+// Close turns them off: the pinned program outlives the agent.
+func (g *Guard) TraceXDP(on bool) error {
+	var v uint32
+	if on {
+		v = 1
+	}
+	if err := g.objs.TraceXdp.Set(v); err != nil {
+		return fmt.Errorf("set the xdp guard's trace_xdp: %w", err)
+	}
+	return nil
+}
+
 func (g *Guard) closeAll() {
+	if g.objs.TraceXdp != nil {
+		_ = g.TraceXDP(false)
+	}
 	for _, l := range g.links {
 		_ = l.Close()
 	}

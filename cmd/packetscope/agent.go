@@ -94,14 +94,6 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	}
 	registerProgramCollectors(reg)
 
-	exp, err := exporter.New(logger, exporter.Config{Netns: cfg.netns, LatencySampleEvery: cfg.latencySampleEvery,
-		StageWindow: cfg.stageWindow, StagePeriod: cfg.stagePeriod, TraceSlow: cfg.traceSlow, TraceTrackEvery: cfg.traceTrackEvery})
-	if err != nil {
-		return err
-	}
-	defer exp.Close()
-	reg.MustRegister(exp)
-
 	var g *guard.Guard
 	if err := inNetns(cfg.netns, func() (err error) {
 		g, err = guard.Open(logger, guard.Config{
@@ -116,6 +108,21 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	}
 	defer g.Close()
 	reg.MustRegister(g.Collector())
+
+	// The guard first: the stack's traces start where the guard passed a frame.
+	exp, err := exporter.New(logger, exporter.Config{Netns: cfg.netns, LatencySampleEvery: cfg.latencySampleEvery,
+		StageWindow: cfg.stageWindow, StagePeriod: cfg.stagePeriod, TraceSlow: cfg.traceSlow,
+		TraceTrackEvery: cfg.traceTrackEvery, XDPPass: g.XDPPass()})
+	if err != nil {
+		return err
+	}
+	defer exp.Close()
+	reg.MustRegister(exp)
+	if exp.Tracing() {
+		if err := g.TraceXDP(true); err != nil {
+			return err
+		}
+	}
 
 	nsHandle := netns.None() // NodeAddresses reads the agent's own namespace
 	if cfg.netns != "" {
