@@ -683,6 +683,16 @@ static __always_inline bool parse_flow(__u16 eth_proto_be, const unsigned char *
 	return true;
 }
 
+// ringbuf_wakeup picks a submit's wake-up: none until the buffer is half
+// full, since a wake-up is an interrupt (microseconds in a VM) per record;
+// the reader polls every 100 ms (bpf.TraceReader).
+static __always_inline __u64 ringbuf_wakeup(void)
+{
+	if (bpf_ringbuf_query(&trace_events, BPF_RB_AVAIL_DATA) >= (1 << 18))
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 // tail_budget_take spends one of this CPU's dropped/slow records.
 static __always_inline bool tail_budget_take(__u64 now)
 {
@@ -724,7 +734,7 @@ static __always_inline void trace_emit(struct trace_record *tr, __u8 end, __u32 
 		until = tr->ts[BOUNDARY_RX_LOCAL_IN];
 	if (!trace_keep(tr->flow.hash, end == TRACE_END_DROP || until - tr->start_ts >= trace_slow_ns, now))
 		return;
-	if (bpf_ringbuf_output(&trace_events, tr, sizeof(*tr), 0))
+	if (bpf_ringbuf_output(&trace_events, tr, sizeof(*tr), ringbuf_wakeup()))
 		count_lost(LOST_TRACE_RINGBUF);
 }
 
@@ -927,7 +937,7 @@ static __always_inline void trace_untracked_drop(const struct sk_buff *skb, __u3
 	const struct net_device *dev = skb->dev;
 	if (dev)
 		tr->ifindex = dev->ifindex;
-	bpf_ringbuf_submit(tr, 0);
+	bpf_ringbuf_submit(tr, ringbuf_wakeup());
 }
 
 // rx_entry starts a sample where a device hands an skb to the stack: the

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"os"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -118,9 +120,22 @@ func (s *Stack) TraceReader() (*TraceReader, error) {
 // ErrTraceClosed is returned by Read after Close.
 var ErrTraceClosed = ringbuf.ErrClosed
 
+// tracePoll is how often Read looks for records: the kernel submits them
+// without waking the reader until the buffer is half full.
+const tracePoll = 100 * time.Millisecond
+
 // Read blocks for the next record.
 func (r *TraceReader) Read() (TraceRecord, error) {
-	rec, err := r.rd.Read()
+	var (
+		rec ringbuf.Record
+		err error
+	)
+	for {
+		r.rd.SetDeadline(time.Now().Add(tracePoll))
+		if rec, err = r.rd.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+	}
 	if err != nil {
 		return TraceRecord{}, err
 	}

@@ -98,14 +98,17 @@ stop_agent() {
 }
 
 # run_iperf <client args...>: one test against a fresh server; prints JSON.
+# The client runs on CPU 0 (with the softirq that receives its packets on
+# the veth) and the server on CPU 1: unpinned, the scheduler's placement
+# moves a single run by ±10 %.
 run_iperf() {
-	ip netns exec "$SRV" iperf3 -s -1 -B 10.201.200.1 >/dev/null 2>&1 &
+	ip netns exec "$SRV" iperf3 -s -1 -A 1 -B 10.201.200.1 >/dev/null 2>&1 &
 	local srv=$!
 	for _ in $(seq 50); do
 		ip netns exec "$SRV" ss -Hltn 'sport = :5201' | grep -q . && break
 		sleep 0.1
 	done
-	ip netns exec "$CLI" timeout $((SECS + 20)) iperf3 -c 10.201.200.1 -t "$SECS" -J "$@" || true
+	ip netns exec "$CLI" timeout $((SECS + 20)) iperf3 -A 0 -c 10.201.200.1 -t "$SECS" -J "$@" || true
 	# A server whose client failed would wait forever.
 	sleep 0.5
 	kill "$srv" 2>/dev/null || true
