@@ -6,8 +6,9 @@
 // events, all for one network namespace.
 //
 // Tracepoints are global, so every program that sees other namespaces' traffic
-// first compares the namespace inode with target_netns. Netfilter programs are
-// attached per namespace and need no such check.
+// first compares the namespace inode with target_netns. Netfilter and TCX
+// programs are attached per namespace (per device) and need no such check;
+// the per-packet counters are TCX programs for that reason.
 //
 // Latency is sampled: one skb in sample_every starts a sample at the first
 // boundary of its direction. A sample lives in a direct-mapped slot table keyed
@@ -34,11 +35,11 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 volatile const __u32 target_netns = 0;
 // Start a latency sample on one skb in sample_every (per CPU). Set from Go.
 volatile const __u32 sample_every = 64;
-// Whether the path programs (the stage boundaries only they mark) are
-// attached. Every program dispatched per packet costs tens of nanoseconds
-// before it runs a single instruction, so the boundaries are attached only
-// in windows (see bpf.Stack.AttachPath); the always-attached counting
-// programs, which are boundaries too, then act as such. Set from Go.
+// Whether the path programs (the stage boundaries) are attached. Every
+// program dispatched per packet costs tens of nanoseconds before it runs a
+// single instruction, so the boundaries are attached only in windows (see
+// bpf.Stack.AttachPath); kfree_skb, always attached, ends samples only then.
+// Set from Go.
 volatile __u32 path_on = 0;
 
 // Packet-path tracing (off unless trace_on). A packet is tracked when
@@ -377,6 +378,11 @@ struct {
 	__type(value, __u64); // events
 } lost_events SEC(".maps");
 
+// bpf_rdonly_cast turns an address into a read-only pointer of a kernel
+// type: loads through it are plain loads the kernel guards with an exception
+// table entry, much cheaper than a bpf_probe_read_kernel call per packet.
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 static __always_inline bool netns_match(const struct net *net)
 {
 	if (!target_netns)
@@ -411,10 +417,6 @@ static __always_inline void count_lost(__u32 cause)
 		*v += 1;
 }
 
-// bpf_rdonly_cast turns an address into a read-only pointer of a kernel
-// type: loads through it are plain loads the kernel guards with an exception
-// table entry, much cheaper than a bpf_probe_read_kernel call per packet.
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 // classify names the L4 protocol of the packet whose L3 header is at l3.
 static __always_inline __u8 classify(__u16 eth_proto_be, const unsigned char *l3)
@@ -465,12 +467,10 @@ static __always_inline __u64 wire_packets(const struct sk_buff *skb, const struc
 	if (len <= dev->mtu + dev->hard_header_len)
 		return 1;
 	__u64 end = skb->end;
-	const struct skb_shared_info *shinfo = (const void *)(skb->head + end);
-	__u16 segs = 0;
-
-	if (bpf_probe_read_kernel(&segs, sizeof(segs), &shinfo->gso_segs) || segs == 0)
-		return 1;
-	return segs;
+	const struct skb_shared_info *shinfo =
+		bpf_rdonly_cast(skb->head + end, bpf_core_type_id_kernel(struct skb_shared_info));
+	__u16 segs = shinfo->gso_segs;
+	return segs ? segs : 1;
 }
 
 static __always_inline void count_traffic(__u32 ifindex, __u8 direction, __u8 protocol,
@@ -987,16 +987,7 @@ int BPF_PROG(netif_receive_skb_list_entry, const struct sk_buff *skb)
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(netif_receive_skb, struct sk_buff *skb)
 {
-	const struct net_device *dev = skb->dev;
-	if (!dev_in_scope(dev))
-		return 0;
-
-	// eth_type_trans has pulled the link-layer header: data is L3, and the
-	// header the device added is hard_header_len long.
-	__u32 len = skb->len + dev->hard_header_len;
-	count_traffic(dev->ifindex, DIRECTION_RX, classify(skb->protocol, skb->data), wire_packets(skb, dev, len), len);
-	if (path_on)
-		sample_pass(skb, BOUNDARY_RX_NETIF_RECEIVE, STAGE_RX_BACKLOG, false);
+	sample_pass(skb, BOUNDARY_RX_NETIF_RECEIVE, STAGE_RX_BACKLOG, false);
 	return 0;
 }
 
@@ -1010,13 +1001,43 @@ int BPF_PROG(net_dev_queue, struct sk_buff *skb)
 SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(net_dev_start_xmit, const struct sk_buff *skb, const struct net_device *dev)
 {
-	if (path_on)
-		sample_pass(skb, BOUNDARY_TX_START_XMIT, STAGE_TX_QDISC, false);
-	if (!dev_in_scope(dev))
-		return 0;
-	count_traffic(dev->ifindex, DIRECTION_TX, classify(skb->protocol, network_header(skb)),
-		      wire_packets(skb, dev, skb->len), skb->len);
+	sample_pass(skb, BOUNDARY_TX_START_XMIT, STAGE_TX_QDISC, false);
 	return 0;
+}
+
+// bpf_cast_to_kern_ctx gives a tc program the kernel's sk_buff behind its
+// __sk_buff.
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+// count_skb counts a packet a device of the observed namespace receives or
+// sends. The link-layer header is in the skb at both TCX hooks.
+static __always_inline void count_skb(struct __sk_buff *ctx, __u8 direction)
+{
+	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+	const struct net_device *dev = skb->dev;
+	if (!dev)
+		return;
+	__u32 len = skb->len;
+	count_traffic(dev->ifindex, direction, classify(skb->protocol, network_header(skb)),
+		      wire_packets(skb, dev, len), len);
+}
+
+// The traffic counters run on the TCX hooks of the observed namespace's
+// devices (attached per device from Go), so other namespaces' packets do
+// not pay for them: rx after generic XDP and the taps, before netfilter; tx
+// before the queueing discipline. They never change a verdict.
+SEC("tcx/ingress")
+int tcx_ingress(struct __sk_buff *ctx)
+{
+	count_skb(ctx, DIRECTION_RX);
+	return TCX_NEXT;
+}
+
+SEC("tcx/egress")
+int tcx_egress(struct __sk_buff *ctx)
+{
+	count_skb(ctx, DIRECTION_TX);
+	return TCX_NEXT;
 }
 
 SEC("tp_btf/net_dev_xmit")

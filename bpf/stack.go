@@ -66,15 +66,17 @@ type StackConfig struct {
 
 // Stack holds the loaded stack observation programs and their links.
 //
-// The programs come in two sets. The counting programs (traffic, drops,
-// TCP) stay attached. The path programs mark the stage boundaries that
-// nothing else needs; each of them costs every packet a dispatch (tens of
-// nanoseconds) sampled or not, so they are attached only for windows
-// (AttachPath, DetachPath) and the stages are sampled then.
+// The counting programs stay attached: traffic on the TCX hooks of the
+// observed namespace's devices (AttachDevice), drops and TCP events on
+// tracepoints that fire per event, not per packet. The path programs mark
+// the stage boundaries and time the RTT; each of them costs every packet a
+// dispatch (tens of nanoseconds) whatever its namespace, so they are
+// attached only for windows (AttachPath, DetachPath).
 type Stack struct {
 	objs       stackObjects
-	links      []link.Link // counting programs
-	pathLinks  []link.Link // stage boundaries, while a window is open
+	links      []link.Link         // drop and TCP event counters
+	devLinks   map[int][]link.Link // traffic counters, by ifindex
+	pathLinks  []link.Link         // stage boundaries and RTT, while a window is open
 	ns         netns.NsHandle
 	trace      bool
 	NetnsInode uint64
@@ -131,9 +133,47 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 		return nil, fmt.Errorf("load stack programs: %w", err)
 	}
 	p := s.objs.stackPrograms
-	s.links, err = attachTracepoints(nil, p.NetifReceiveSkb, p.NetDevStartXmit, p.KfreeSkb, p.TcpProbe,
-		p.TcpRetransmitSkb, p.TcpSendReset, p.TcpReceiveReset, p.InetSockSetState)
+	s.devLinks = map[int][]link.Link{}
+	s.links, err = attachTracepoints(nil, p.KfreeSkb, p.TcpRetransmitSkb, p.TcpSendReset, p.TcpReceiveReset,
+		p.InetSockSetState)
 	return s, err
+}
+
+// AttachDevice attaches the traffic counters to a device of the observed
+// namespace (TCX ingress, first, and egress, last); a device already
+// counted is left alone.
+func (s *Stack) AttachDevice(ifindex int) error {
+	if _, ok := s.devLinks[ifindex]; ok {
+		return nil
+	}
+	var links []link.Link
+	err := InNetns(s.ns, func() error {
+		for _, o := range []link.TCXOptions{
+			{Program: s.objs.TcxIngress, Attach: ebpf.AttachTCXIngress, Interface: ifindex, Anchor: link.Head()},
+			{Program: s.objs.TcxEgress, Attach: ebpf.AttachTCXEgress, Interface: ifindex, Anchor: link.Tail()},
+		} {
+			l, err := link.AttachTCX(o)
+			if err != nil {
+				return err
+			}
+			links = append(links, l)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = closeLinks(links)
+		return fmt.Errorf("attach traffic counters to ifindex %d: %w", ifindex, err)
+	}
+	s.devLinks[ifindex] = links
+	return nil
+}
+
+// DetachDevice detaches the traffic counters from a device (the kernel
+// already did when the device is gone).
+func (s *Stack) DetachDevice(ifindex int) error {
+	err := closeLinks(s.devLinks[ifindex])
+	delete(s.devLinks, ifindex)
+	return err
 }
 
 // AttachPath opens a sampling window: it attaches the stage boundaries and
@@ -154,7 +194,8 @@ func (s *Stack) AttachPath() (err error) {
 	}
 	p := s.objs.stackPrograms
 	progs := []*ebpf.Program{p.NetifRx, p.NapiGroReceiveEntry, p.NapiGroFragsEntry, p.NetifReceiveSkbEntry,
-		p.NetifReceiveSkbListEntry, p.NetDevQueue, p.NetDevXmit, p.SkbCopyDatagramIovec, p.ConsumeSkb}
+		p.NetifReceiveSkbListEntry, p.NetifReceiveSkb, p.NetDevQueue, p.NetDevStartXmit, p.NetDevXmit,
+		p.SkbCopyDatagramIovec, p.ConsumeSkb, p.TcpProbe}
 	// sk_data_ready fires for every socket wake-up and serves only traces.
 	if s.trace {
 		progs = append(progs, p.SkDataReady)
@@ -276,6 +317,9 @@ func openNetns(path string) (netns.NsHandle, error) {
 func (s *Stack) Close() error {
 	errs := []error{s.DetachPath(), closeLinks(s.links)}
 	s.links = nil
+	for ifindex := range s.devLinks {
+		errs = append(errs, s.DetachDevice(ifindex))
+	}
 	if err := s.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close stack objects: %w", err))
 	}
@@ -310,6 +354,8 @@ func (s *Stack) Programs() map[string]*ebpf.Program {
 		"tcp_receive_reset":            p.TcpReceiveReset,
 		"inet_sock_set_state":          p.InetSockSetState,
 		"nf_boundary":                  p.NfBoundary,
+		"tcx_ingress":                  p.TcxIngress,
+		"tcx_egress":                   p.TcxEgress,
 		"sk_data_ready":                p.SkDataReady,
 	}
 }

@@ -140,6 +140,8 @@ const (
 	stackProgTcpReceiveReset          = "tcp_receive_reset"
 	stackProgTcpRetransmitSkb         = "tcp_retransmit_skb"
 	stackProgTcpSendReset             = "tcp_send_reset"
+	stackProgTcxEgress                = "tcx_egress"
+	stackProgTcxIngress               = "tcx_ingress"
 	stackVarPathOn                    = "path_on"
 	stackVarSampleEvery               = "sample_every"
 	stackVarTargetNetns               = "target_netns"
@@ -211,6 +213,8 @@ type stackProgramSpecs struct {
 	TcpReceiveReset          *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
 	TcpRetransmitSkb         *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb"`
 	TcpSendReset             *ebpf.ProgramSpec `ebpf:"tcp_send_reset"`
+	TcxEgress                *ebpf.ProgramSpec `ebpf:"tcx_egress"`
+	TcxIngress               *ebpf.ProgramSpec `ebpf:"tcx_ingress"`
 }
 
 // stackMapSpecs contains maps before they are loaded into the kernel.
@@ -354,6 +358,8 @@ type stackPrograms struct {
 	TcpReceiveReset          *ebpf.Program `ebpf:"tcp_receive_reset"`
 	TcpRetransmitSkb         *ebpf.Program `ebpf:"tcp_retransmit_skb"`
 	TcpSendReset             *ebpf.Program `ebpf:"tcp_send_reset"`
+	TcxEgress                *ebpf.Program `ebpf:"tcx_egress"`
+	TcxIngress               *ebpf.Program `ebpf:"tcx_ingress"`
 }
 
 func (p *stackPrograms) Close() error {
@@ -377,6 +383,8 @@ func (p *stackPrograms) Close() error {
 		p.TcpReceiveReset,
 		p.TcpRetransmitSkb,
 		p.TcpSendReset,
+		p.TcxEgress,
+		p.TcxIngress,
 	)
 }
 

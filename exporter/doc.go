@@ -8,7 +8,8 @@
 // Tracepoints are global; every program compares the network namespace of
 // the device or socket it sees with the observed one (Config.Netns, by
 // default the agent's own) and ignores the rest. The IP-layer boundaries
-// are BPF netfilter hooks attached in the observed namespace only.
+// are BPF netfilter hooks attached in the observed namespace only, the
+// traffic counters TCX programs on its devices.
 // Interface names are resolved in that namespace.
 //
 // # Stack latency stages
@@ -18,6 +19,18 @@
 // boundaries. A stage is observed only when the skb passes both of its
 // boundaries in order; an skb that leaves the path (dropped, forwarded,
 // reallocated) ends its sample without an observation.
+//
+// The stages are sampled in windows: the boundaries are attached for
+// Config.StageWindow (1 s) at the start of every Config.StagePeriod (20 s,
+// on the wall clock, so agents on several hosts sample the same seconds).
+// Every attached program costs every packet a dispatch, sampled or not:
+// about 35 ns on the 2-core VM of the benchmarks, where a 64-byte UDP packet
+// costs ~1.7 us end to end, so the boundaries attached all the time cost
+// ~20 % of the small-packet rate. The RTT probe (tcp:tcp_probe, per
+// segment) is attached in the same windows. The counters stay attached:
+// traffic on the TCX hooks of the observed namespace's devices, drops and
+// TCP events on per-event tracepoints. A window as long as the period keeps
+// every boundary attached.
 //
 //	direction stage    from (boundary)                        to (boundary)
 //	rx        backlog  net:netif_rx, net:napi_gro_receive_entry, net:netif_receive_skb
@@ -97,7 +110,8 @@
 // # Other metrics
 //
 //   - packetscope_packets_total, packetscope_bytes_total{interface,direction,protocol}:
-//     rx at net:netif_receive_skb, tx at net:net_dev_start_xmit; GSO/GRO
+//     rx at TCX ingress (after generic XDP and taps, before netfilter), tx at
+//     TCX egress (before the qdisc) of every device of the namespace; GSO/GRO
 //     aggregates count as their segments; bytes include the link-layer header.
 //     protocol is tcp, udp, icmp, icmpv6, arp or other.
 //   - packetscope_drops_total{reason,protocol}: skb:kfree_skb; reason is the
@@ -109,7 +123,8 @@
 //     sock:inet_sock_set_state. TIME_WAIT, CLOSE and NEW_SYN_RECV are not
 //     reported: time-wait and request sockets never pass that tracepoint.
 //   - packetscope_tcp_rtt_seconds: smoothed RTT at each tcp:tcp_probe
-//     (every segment received on an established socket).
+//     (every segment received on an established socket), in the stage
+//     windows.
 //   - packetscope_tcp_retransmits_total (tcp:tcp_retransmit_skb),
 //     packetscope_tcp_resets_total{direction} (tcp:tcp_send_reset = tx,
 //     tcp:tcp_receive_reset = rx).

@@ -88,6 +88,8 @@ type Exporter struct {
 
 	stopWindows context.CancelFunc
 	windowsDone chan struct{}
+	stopDevices chan struct{}
+	devicesDone chan struct{}
 
 	tracer *tracer // nil when tracing is off
 	// traceNames is the tracer's own interface name cache (it runs
@@ -171,6 +173,9 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	for i := range e.tcpBase {
 		e.tcpBase[i] = snap[i] - delta[i]
 	}
+	if err := e.startDevices(); err != nil {
+		return nil, err
+	}
 	// The first window opens now, so that a failure to attach the stage
 	// boundaries stops the start.
 	if err := e.stack.AttachPath(); err != nil {
@@ -199,6 +204,7 @@ func (e *Exporter) Close() error {
 		<-e.windowsDone
 		e.stopWindows = nil
 	}
+	e.closeDevices()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error

@@ -9,7 +9,7 @@ import (
 // for DefaultStageWindow at the start of every DefaultStagePeriod.
 const (
 	DefaultStageWindow = time.Second
-	DefaultStagePeriod = 10 * time.Second
+	DefaultStagePeriod = 20 * time.Second
 )
 
 // runStageWindows keeps the stage boundaries New attached for one window,

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -146,10 +147,16 @@ func BenchmarkXDP(b *testing.B) {
 		{"guard/fp=0+cidr=100000", 0, 100_000},
 		{"guard/fp=64+cidr=100000", 64, 100_000},
 		{"guard/fp=1000+cidr=100000", 1000, 100_000},
+		{"guard/fp=64+trace-xdp", 64, 0}, // the agent traces packet paths: a clock read per passed packet
 	}
 	for _, c := range configs {
 		b.Run(c.name, func(b *testing.B) {
 			g := openBenchGuard(b, c.fingerprints, c.cidr)
+			if strings.HasSuffix(c.name, "trace-xdp") {
+				if err := g.TraceXDP(true); err != nil {
+					b.Fatal(err)
+				}
+			}
 			if n := g.Rules().Len(); n != c.fingerprints+c.cidr {
 				b.Fatalf("%d rules in the table, want %d", n, c.fingerprints+c.cidr)
 			}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestXDPParserAgrees checks the kernel parser against ParseFrame on every
@@ -215,4 +217,61 @@ func TestXDPExpiry(t *testing.T) {
 	if n := g.Rules().Expire(time.Now()); n != 2 || g.Rules().Len() != 0 {
 		t.Errorf("Expire removed %d, %d left; want 2 removed, none left", n, g.Rules().Len())
 	}
+}
+
+// TestXDPTracePassRecord: with TraceXDP on, a passed frame leaves its
+// address and start time in xdp_pass for the stack's traces; a dropped one
+// and a guard with tracing off leave nothing.
+func TestXDPTracePassRecord(t *testing.T) {
+	syn := frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 64, l4: tcpHdr(40000, 80, FlagSYN, 1024)}.build()
+	echo := frame{src: v4a, dst: v4b, proto: ProtoICMP, ttl: 64, l4: icmpHdr(8)}.build()
+	g := openTestGuard(t, Config{NoSampling: true})
+	mustAdd(t, g.Rules(), Rule{Match: Match{Protocol: "icmp"}})
+	record := func() (data, ts uint64) {
+		var vals []struct{ Data, Ts uint64 }
+		if err := g.XDPPass().Lookup(uint32(0), &vals); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vals { // the CPU the test run used
+			if v.Data != 0 {
+				return v.Data, v.Ts
+			}
+		}
+		return 0, 0
+	}
+
+	run(t, g.Program(), syn)
+	if d, _ := record(); d != 0 {
+		t.Fatalf("tracing off: the guard noted a frame (%#x)", d)
+	}
+	if err := g.TraceXDP(true); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, g.Program(), echo); got != xdpDrop {
+		t.Fatalf("echo verdict %d, want drop", got)
+	}
+	if d, _ := record(); d != 0 {
+		t.Fatalf("a dropped frame was noted (%#x)", d)
+	}
+	before := monotonicNs(t)
+	if got := run(t, g.Program(), syn); got != xdpPass {
+		t.Fatalf("syn verdict %d, want pass", got)
+	}
+	after := monotonicNs(t)
+	d, ts := record()
+	if d == 0 || ts < before || ts > after {
+		t.Fatalf("a passed frame was not noted: data %#x, ts %d, want within [%d, %d]", d, ts, before, after)
+	}
+	if err := g.TraceXDP(false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// monotonicNs reads CLOCK_MONOTONIC, bpf_ktime_get_ns's clock.
+func monotonicNs(t *testing.T) uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return uint64(ts.Nano())
 }

@@ -4,22 +4,22 @@
 # off and on in alternating runs, then each program's ns per event from
 # bpf_stats. Needs root, iperf3, jq and Go (or AGENT_BIN, see below).
 #
-#   ROUNDS=5 SECONDS_PER_RUN=10 SAMPLE_EVERY=64 TRACE=1 FULL=1 bash scripts/bench-overhead.sh
+#   ROUNDS=3 SECONDS_PER_RUN=20 SAMPLE_EVERY=64 TRACE=1 FULL=1 bash scripts/bench-overhead.sh
 #
 # TRACE=1 (the default) adds a third mode, "trace": the agent with packet-path
 # tracing on at its default sampling, exporting every span through the
 # OpenTelemetry console exporter into /dev/null (OTEL_TRACES_EXPORTER=console),
 # which costs user space more than OTLP batches to a collector would. FULL=1
 # (the default) adds "full": the stage boundaries attached all the time
-# instead of in 1 s windows every 10 s, the price of continuous stages.
+# instead of in 1 s windows every 20 s, the price of continuous stages.
 #
 # The agent is exporter/internal/benchagent (the exporter alone, observing the
 # receiver's namespace); set AGENT_BIN to a binary taking the same flags.
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-5}
-# A run spans one stage period (10 s), so it holds one 1 s window.
-SECS=${SECONDS_PER_RUN:-10}
+ROUNDS=${ROUNDS:-3}
+# A run spans one stage period (20 s), so it holds one 1 s window.
+SECS=${SECONDS_PER_RUN:-20}
 SETTLE=${SETTLE:-1.5}
 FULL=${FULL:-1}
 SAMPLE_EVERY=${SAMPLE_EVERY:-64}
@@ -165,7 +165,7 @@ done
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
-echo "over $ROUNDS rounds of ${SECS}s (latency sampling 1 in $SAMPLE_EVERY; stages in 1 s windows every 10 s unless full):"
+echo "over $ROUNDS rounds of ${SECS}s (latency sampling 1 in $SAMPLE_EVERY; stages in 1 s windows every 20 s unless full):"
 printf '  off:   TCP bulk %.2f Gbit/s, UDP 64-byte %.0f pps (medians)\n' \
 	"$(printf '%s' "${res[off.tcp]}" | median)" "$(printf '%s' "${res[off.udp]}" | median)"
 for mode in "${modes[@]:1}"; do
