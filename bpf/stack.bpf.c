@@ -55,7 +55,7 @@ volatile const __u64 trace_slow_ns = 1000000;
 // Dropped or slow packets kept beyond the hash-kept ones, per CPU and
 // second (~1.07 s windows): a drop flood must not flood user space. The
 // excess is counted in lost_events[LOST_TRACE_RATE].
-volatile const __u32 trace_tail_budget = 100;
+volatile const __u32 trace_tail_budget = 20;
 
 enum direction {
 	DIRECTION_RX = 0,

@@ -82,7 +82,7 @@
 // tracepoint, or dropped) the kernel decides (tail sampling): drops and paths
 // slower than TraceSlow (1 ms; a received packet until LOCAL_IN,
 // not counting the wait for the reader) are kept within a per-CPU budget
-// (TraceTailBudget per ~second, default 100), and one packet in
+// (TraceTailBudget per ~second, default 20), and one packet in
 // TraceKeepEvery (by hash, default 4096, or 1/OTEL_TRACES_SAMPLER_ARG with
 // OTEL_TRACES_SAMPLER=traceidratio) always. Kept paths go to a 512 KiB ring
 // buffer; dropped packets that were not followed are kept too (within the

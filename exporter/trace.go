@@ -27,15 +27,17 @@ import (
 
 // Trace sampling defaults: one packet in 32 (by identity hash) is followed
 // through every stage, and kept when dropped or slower than 1 ms (within the
-// tail budget, 100 per CPU and second); one in 4096 is kept anyway. Dropped packets are traced even when not followed (with
-// the drop point only).
+// tail budget, 20 per CPU and second: a flow's duplicate segments alone make
+// TCP_OLD_SEQUENCE drops by the hundred per second); one in 4096 is kept
+// anyway. Dropped packets are traced even when not followed (with the drop
+// point only).
 const (
 	DefaultTraceTrackEvery = 32
 	DefaultTraceKeepEvery  = 4096
 	DefaultTraceSlow       = time.Millisecond
 	// DefaultTraceTailBudget: dropped or slow packets traced per CPU and
 	// second beyond the one in DefaultTraceKeepEvery.
-	DefaultTraceTailBudget = 100
+	DefaultTraceTailBudget = 20
 )
 
 // tracingFromEnv reports whether the standard OpenTelemetry environment

@@ -7,9 +7,9 @@
 #   ROUNDS=3 SECONDS_PER_RUN=20 SAMPLE_EVERY=64 TRACE=1 FULL=1 bash scripts/bench-overhead.sh
 #
 # TRACE=1 (the default) adds a third mode, "trace": the agent with packet-path
-# tracing on at its default sampling, exporting every span through the
-# OpenTelemetry console exporter into /dev/null (OTEL_TRACES_EXPORTER=console),
-# which costs user space more than OTLP batches to a collector would. FULL=1
+# tracing on at its default sampling, exporting over OTLP/HTTP (protobuf
+# batches, configured by OTEL_* only) to exporter/internal/otlpsink, a
+# collector that discards what it gets. FULL=1
 # (the default) adds "full": the stage boundaries attached all the time
 # instead of in 1 s windows every 20 s, the price of continuous stages.
 #
@@ -44,8 +44,10 @@ CLI=ps-exp-bcli-$suffix
 agent_pid=
 stats_before=$(cat /proc/sys/kernel/bpf_stats_enabled)
 
+sink_pid=
 cleanup() {
 	[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+	[ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null || true
 	for ns in "$SRV" "$CLI"; do
 		for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
 		ip netns del "$ns" 2>/dev/null || true
@@ -54,6 +56,11 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
+
+SINK_PORT=$((PORT + 1))
+go build -o "$work/otlpsink" ./exporter/internal/otlpsink
+"$work/otlpsink" -listen "127.0.0.1:$SINK_PORT" &
+sink_pid=$!
 
 ip netns add "$SRV"
 ip netns add "$CLI"
@@ -74,7 +81,8 @@ done
 start_agent() {
 	local args=(--netns "/var/run/netns/$SRV" --web.listen-address "127.0.0.1:$PORT" --latency.sample-every "$SAMPLE_EVERY")
 	case $1 in
-	trace) OTEL_TRACES_EXPORTER=console "$AGENT_BIN" "${args[@]}" >/dev/null 2>"$work/agent.log" & ;;
+	trace) OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
+		"$AGENT_BIN" "${args[@]}" >"$work/agent.log" 2>&1 & ;;
 	full) "$AGENT_BIN" "${args[@]}" --stack.stage-window 1s --stack.stage-period 1s >"$work/agent.log" 2>&1 & ;;
 	*) "$AGENT_BIN" "${args[@]}" >"$work/agent.log" 2>&1 & ;;
 	esac
@@ -175,6 +183,7 @@ for mode in "${modes[@]:1}"; do
 done
 echo "  goals: on <= 2 % (TCP) and <= 5 % (UDP); trace <= 1 point over on."
 echo "  full is the price of following every stage all the time (--stack.stage-window = --stack.stage-period)."
+echo "  trace export: $(curl -s "http://127.0.0.1:$SINK_PORT/stats" | tr '\n' ' ')(OTLP requests and bytes the sink received)"
 echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine makes single runs noisy)"
 
 # Per-program cost: one more agent-on round with bpf_stats (which itself adds
