@@ -36,6 +36,10 @@ type Config struct {
 	// received packets' traces then start at the guard. Nil: at the
 	// device's hand-over to the stack.
 	XDPPass *ebpf.Map
+	// XDPTrace turns the guard's pass records on and off
+	// (guard.Guard.TraceXDP); the exporter keeps them on during the stage
+	// windows while it traces.
+	XDPTrace func(on bool) error
 	// StageWindow and StagePeriod sample the stages in windows: the stage
 	// boundaries are attached for StageWindow at the start of every
 	// StagePeriod (on the wall clock). A window as long as the period keeps
@@ -88,6 +92,7 @@ type Exporter struct {
 
 	stopWindows context.CancelFunc
 	windowsDone chan struct{}
+	xdpTrace    func(on bool) error
 	stopDevices chan struct{}
 	devicesDone chan struct{}
 
@@ -120,7 +125,7 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read kernel drop reasons: %w", err)
 	}
-	e := &Exporter{logger: logger, reasons: reasons, ns: -1}
+	e := &Exporter{logger: logger, reasons: reasons, ns: -1, xdpTrace: cfg.XDPTrace}
 	defer func() {
 		if err != nil {
 			e.Close()
@@ -181,6 +186,7 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	if err := e.stack.AttachPath(); err != nil {
 		return nil, err
 	}
+	e.traceXDP(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stopWindows, e.windowsDone = cancel, make(chan struct{})
 	go func() {

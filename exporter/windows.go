@@ -54,6 +54,7 @@ func (e *Exporter) setStageWindow(open bool) {
 		return
 	}
 	if !open {
+		e.traceXDP(false)
 		if err := e.stack.DetachPath(); err != nil {
 			e.logger.Warn("detach stage boundaries", "err", err)
 		}
@@ -61,6 +62,20 @@ func (e *Exporter) setStageWindow(open bool) {
 	}
 	if err := e.stack.AttachPath(); err != nil {
 		e.logger.Warn("attach stage boundaries: stage latency is not sampled in this window", "err", err)
+		return
+	}
+	e.traceXDP(true)
+}
+
+// traceXDP turns the XDP guard's pass records on for a window in which
+// packets are followed: a clock read per packet the guard sees, too dear
+// outside the windows.
+func (e *Exporter) traceXDP(on bool) {
+	if e.tracer == nil || e.xdpTrace == nil {
+		return
+	}
+	if err := e.xdpTrace(on); err != nil {
+		e.logger.Warn("switch the xdp guard's pass records", "on", on, "err", err)
 	}
 }
 

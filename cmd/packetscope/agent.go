@@ -112,17 +112,12 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	// The guard first: the stack's traces start where the guard passed a frame.
 	exp, err := exporter.New(logger, exporter.Config{Netns: cfg.netns, LatencySampleEvery: cfg.latencySampleEvery,
 		StageWindow: cfg.stageWindow, StagePeriod: cfg.stagePeriod, TraceSlow: cfg.traceSlow,
-		TraceTrackEvery: cfg.traceTrackEvery, XDPPass: g.XDPPass()})
+		TraceTrackEvery: cfg.traceTrackEvery, XDPPass: g.XDPPass(), XDPTrace: g.TraceXDP})
 	if err != nil {
 		return err
 	}
 	defer exp.Close()
 	reg.MustRegister(exp)
-	if exp.Tracing() {
-		if err := g.TraceXDP(true); err != nil {
-			return err
-		}
-	}
 
 	nsHandle := netns.None() // NodeAddresses reads the agent's own namespace
 	if cfg.netns != "" {
