@@ -417,7 +417,6 @@ static __always_inline void count_lost(__u32 cause)
 		*v += 1;
 }
 
-
 // classify names the L4 protocol of the packet whose L3 header is at l3.
 static __always_inline __u8 classify(__u16 eth_proto_be, const unsigned char *l3)
 {

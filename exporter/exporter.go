@@ -182,8 +182,11 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 		return nil, err
 	}
 	// The first window opens now, so that a failure to attach the stage
-	// boundaries stops the start.
-	if err := e.stack.AttachPath(); err != nil {
+	// boundaries stops the start (the device watcher already runs: lock).
+	e.mu.Lock()
+	err = e.stack.AttachPath()
+	e.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	e.traceXDP(true)
@@ -198,9 +201,6 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 		"stage_period", cfg.StagePeriod, "drop_reasons", len(reasons))
 	return e, nil
 }
-
-// Tracing reports whether packet-path tracing is on.
-func (e *Exporter) Tracing() bool { return e.tracer != nil }
 
 // Close detaches every program and frees maps and handles. It may be called
 // more than once.
