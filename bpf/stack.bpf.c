@@ -837,23 +837,10 @@ static __always_inline bool sample_pass(const struct sk_buff *skb, __u32 boundar
 		return false;
 	}
 	bool same_dir = (s->boundary >= BOUNDARY_TX_LOCAL_OUT) == (boundary >= BOUNDARY_TX_LOCAL_OUT);
-	if (trace_on && s->traced && same_dir && boundary > s->boundary + 1) {
-		__u64 now = bpf_ktime_get_ns();
-		struct trace_record *tr = bpf_map_lookup_elem(&traces, &slot);
-		if (tr) {
-			tr->ts[boundary % TRACE_POINTS] = now;
-			if (final)
-				trace_emit(tr, TRACE_END_DONE, 0, now);
-		}
-		if (final) {
-			slot_release(bm, s, slot);
-			return false;
-		}
-		s->ts = now;
-		s->boundary = boundary;
-		return true;
-	}
-	if (s->boundary + 1 != boundary) {
+	bool traced = trace_on && s->traced;
+	// A traced skb may skip boundaries on its way (no stage observed).
+	bool skipped = traced && same_dir && boundary > s->boundary + 1;
+	if (!skipped && s->boundary + 1 != boundary) {
 		// Out of order in the same direction: the skb left the path this
 		// sample was following (or its address was reused), so the sample
 		// ends without an observation. The other direction's boundaries
@@ -864,9 +851,8 @@ static __always_inline bool sample_pass(const struct sk_buff *skb, __u32 boundar
 		return false;
 	}
 	__u64 now = bpf_ktime_get_ns();
-	if (now > s->ts)
+	if (!skipped && now > s->ts)
 		observe_stage(stage, now - s->ts);
-	bool traced = trace_on && s->traced;
 	if (traced) {
 		struct trace_record *tr = bpf_map_lookup_elem(&traces, &slot);
 		if (tr) {
