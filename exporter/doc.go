@@ -73,10 +73,11 @@
 // the packet's identity: addresses, protocol, ports, the IPv4 ID and the TCP
 // sequence (UDP: length, checksum and the first 8 payload bytes; ICMP: id
 // and sequence). Identical datagrams of one UDP flow over IPv6 (no IP ID)
-// therefore share a trace. Only the packet's bytes count, so the sender's agent and the receiver's compute the same hash for
-// the same packet with no coordination. One packet in TraceTrackEvery (by
-// hash, default 32) is followed inside a stage window: every boundary it passes is timestamped in
-// a slot next to its latency sample, plus the socket enqueue (sock:
+// therefore share a trace. Only the packet's bytes count, so the sender's
+// agent and the receiver's compute the same hash for the same packet with no
+// coordination. One packet in TraceTrackEvery (by hash, default 32) is
+// followed inside a stage window: every boundary it passes is timestamped
+// in a slot next to its latency sample, plus the socket enqueue (sock:
 // sk_data_ready right after LOCAL_IN on the same CPU). When its path ends
 // (transmitted, copied or consumed, queued for UDP/ICMP, whose reads have no
 // tracepoint, or dropped) the kernel decides (tail sampling): drops and paths
