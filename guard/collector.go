@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/packetscope/packetscope/bpf"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // Label values of the guard's counters, by kernel index (guard.h).
@@ -75,7 +76,7 @@ func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
 	type oa struct{ origin, action string }
 	counts := map[oa]int{}
 	for _, o := range []string{"manual", "builtin", "llm"} {
-		for _, a := range []Action{ActionDrop, ActionRateLimit, ActionMonitor} {
+		for _, a := range []rule.Action{rule.ActionDrop, rule.ActionRateLimit, rule.ActionMonitor} {
 			counts[oa{o, string(a)}] = 0
 		}
 	}

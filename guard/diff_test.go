@@ -5,6 +5,9 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/packetscope/packetscope/internal/testframe"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // The differential test: random rules and random packets (edge cases
@@ -71,15 +74,15 @@ func randRange(rng *rand.Rand, vals []uint16) string {
 }
 
 // randRule returns a valid random rule; about a third are source-only.
-func randRule(rng *rand.Rand) Rule {
-	r := Rule{TTLSeconds: 600}
+func randRule(rng *rand.Rand) rule.Rule {
+	r := rule.Rule{TTLSeconds: 600}
 	switch rng.IntN(6) {
 	case 0:
-		r.Action = ActionMonitor
+		r.Action = rule.ActionMonitor
 	case 1:
-		r.Action, r.RatePPS = ActionRateLimit, 1_000_000_000 // never limits: verdicts stay deterministic
+		r.Action, r.RatePPS = rule.ActionRateLimit, 1_000_000_000 // never limits: verdicts stay deterministic
 	default:
-		r.Action = ActionDrop
+		r.Action = rule.ActionDrop
 	}
 	v6 := rng.IntN(2) == 0
 	m := &r.Match
@@ -88,7 +91,7 @@ func randRule(rng *rand.Rand) Rule {
 		return r
 	}
 	for {
-		*m = Match{}
+		*m = rule.Match{}
 		if rng.IntN(4) == 0 {
 			m.Src = randPrefix(rng, v6)
 		}
@@ -123,7 +126,7 @@ func randRule(rng *rand.Rand) Rule {
 			m.TCPWindow = randRange(rng, []uint16{0, 512, 1024, 65535})
 		}
 		if rng.IntN(5) == 0 {
-			m.Fragment = pick(rng, []Fragment{FragmentAny, FragmentNone, FragmentFirst, FragmentLater})
+			m.Fragment = pick(rng, []rule.Fragment{rule.FragmentAny, rule.FragmentNone, rule.FragmentFirst, rule.FragmentLater})
 		}
 		if isCIDROnly(m) || fieldsGiven(m) < 4 {
 			continue // fingerprint rules specific enough that many packets match none
@@ -136,62 +139,62 @@ func randRule(rng *rand.Rand) Rule {
 
 // randFrame returns a random frame, often an odd one.
 func randFrame(rng *rand.Rand) []byte {
-	f := frame{ttl: pick(rng, diffTTLs)}
+	f := testframe.Frame{TTL: pick(rng, diffTTLs)}
 	v6 := rng.IntN(2) == 0
-	f.src, f.dst = randAddr(rng, v6), randAddr(rng, v6)
+	f.Src, f.Dst = randAddr(rng, v6), randAddr(rng, v6)
 	switch rng.IntN(8) {
 	case 0:
-		f.tags = []uint16{etherTypeVLAN}
+		f.Tags = []uint16{testframe.VLAN}
 	case 1:
-		f.tags = []uint16{etherTypeQinQ, etherTypeVLAN}
+		f.Tags = []uint16{testframe.QinQ, testframe.VLAN}
 	case 2:
 		if rng.IntN(4) == 0 {
-			f.tags = []uint16{etherTypeVLAN, etherTypeVLAN, etherTypeVLAN}
+			f.Tags = []uint16{testframe.VLAN, testframe.VLAN, testframe.VLAN}
 		}
 	}
 	sp, dp := pick(rng, diffPorts), pick(rng, diffPorts)
 	switch rng.IntN(6) {
 	case 0, 1:
-		f.proto = ProtoTCP
-		f.l4 = tcpHdr(sp, dp, uint8(rng.IntN(256)), pick(rng, []uint16{0, 512, 1024, 65535}))
+		f.Proto = rule.ProtoTCP
+		f.L4 = testframe.TCP(sp, dp, uint8(rng.IntN(256)), pick(rng, []uint16{0, 512, 1024, 65535}))
 	case 2:
-		f.proto = ProtoUDP
-		f.l4 = udpHdr(sp, dp, rng.IntN(40))
+		f.Proto = rule.ProtoUDP
+		f.L4 = testframe.UDP(sp, dp, rng.IntN(40))
 	case 3:
-		f.proto = ProtoICMP
-		if f.src.Is6() {
-			f.proto = ProtoICMPv6
+		f.Proto = rule.ProtoICMP
+		if f.Src.Is6() {
+			f.Proto = rule.ProtoICMPv6
 		}
 		if rng.IntN(5) == 0 {
-			f.proto = ProtoICMP + ProtoICMPv6 - f.proto // the other family's ICMP
+			f.Proto = rule.ProtoICMP + rule.ProtoICMPv6 - f.Proto // the other family's ICMP
 		}
-		f.l4 = icmpHdr(pick(rng, []uint8{0, 3, 8, 128, 129}))
+		f.L4 = testframe.ICMP(pick(rng, []uint8{0, 3, 8, 128, 129}))
 	case 4:
-		f.proto = 47
-		f.l4 = make([]byte, 8)
+		f.Proto = 47
+		f.L4 = make([]byte, 8)
 	case 5:
-		f.proto = ProtoTCP
-		f.l4 = tcpHdr(sp, dp, FlagSYN, 1024)
+		f.Proto = rule.ProtoTCP
+		f.L4 = testframe.TCP(sp, dp, rule.FlagSYN, 1024)
 	}
-	if f.src.Is4() && rng.IntN(5) == 0 {
-		f.ipv4Opts = 4 * (1 + rng.IntN(10))
+	if f.Src.Is4() && rng.IntN(5) == 0 {
+		f.IPv4Opts = 4 * (1 + rng.IntN(10))
 	}
-	if f.src.Is6() && rng.IntN(3) == 0 {
+	if f.Src.Is6() && rng.IntN(3) == 0 {
 		for range 1 + rng.IntN(7) {
-			f.ipv6Ext = append(f.ipv6Ext, pick(rng, []uint8{0, 43, 44, 51, 60}))
+			f.IPv6Ext = append(f.IPv6Ext, pick(rng, []uint8{0, 43, 44, 51, 60}))
 		}
-		f.extLen = uint8(rng.IntN(3))
+		f.ExtLen = uint8(rng.IntN(3))
 	}
 	switch rng.IntN(8) {
 	case 0:
-		f.fragOff = uint16(1 + rng.IntN(100))
+		f.FragOff = uint16(1 + rng.IntN(100))
 	case 1:
-		f.moreFrags = true
+		f.MoreFrags = true
 	}
 	if rng.IntN(6) == 0 {
-		f.lenDelta = rng.IntN(2000) - 20
+		f.LenDelta = rng.IntN(2000) - 20
 	}
-	b := f.build()
+	b := f.Build()
 	if rng.IntN(6) == 0 {
 		b = b[:14+rng.IntN(len(b)-13)]
 	}
@@ -204,7 +207,7 @@ func TestDifferential(t *testing.T) {
 	g := openTestGuard(t, Config{SampleEvery: 1, SampleBuffer: 1})
 	tbl := g.Rules()
 	type ruleState struct {
-		m       *Matcher
+		m       *rule.Matcher
 		slot    int
 		packets uint64
 		bytes   uint64
@@ -241,7 +244,7 @@ func TestDifferential(t *testing.T) {
 			live[r.ID].packets, live[r.ID].bytes = r.Packets, r.Bytes
 		}
 		ids := make([]string, 0, len(live))
-		matchers := make([]*Matcher, 0, len(live))
+		matchers := make([]*rule.Matcher, 0, len(live))
 		slots := make([]int, 0, len(live))
 		for id, st := range live {
 			ids = append(ids, id)
@@ -251,8 +254,8 @@ func TestDifferential(t *testing.T) {
 		mismatches := 0
 		for i := range packetsPerRound {
 			b := randFrame(rng)
-			p := ParseFrame(b)
-			want := Classify(matchers, slots, &p)
+			p := rule.ParseFrame(b)
+			want := rule.Classify(matchers, slots, &p)
 			wantRet, wantSlot := uint32(xdpPass), uint32(0xffffffff)
 			if want >= 0 {
 				matched++
@@ -263,7 +266,7 @@ func TestDifferential(t *testing.T) {
 				st.packets++
 				st.bytes += uint64(len(b))
 				wantSlot = uint32(st.slot)
-				if r := tbl.byID[ids[want]].rule; r.Action == ActionDrop {
+				if r := tbl.byID[ids[want]].rule; r.Action == rule.ActionDrop {
 					wantRet = xdpDrop
 				}
 			}
@@ -299,7 +302,7 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
-func fieldsGiven(m *Match) int {
+func fieldsGiven(m *rule.Match) int {
 	n := 0
 	for _, given := range []bool{m.Src != "", m.Dst != "", m.Protocol != "", m.SrcPorts != nil, m.DstPorts != nil,
 		m.TCPFlags != "", m.ICMPType != nil, m.TTL != "", m.Length != "", m.TCPWindow != "", m.Fragment != ""} {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/packetscope/packetscope/bpf"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // sampler reads sampled headers from the kernel's ring buffer and hands them
@@ -25,7 +26,7 @@ type sampler struct {
 	logger   *slog.Logger
 	rd       *ringbuf.Reader
 	ifaces   map[uint32]string
-	out      chan Sample
+	out      chan rule.Sample
 	bootWall time.Time // wall-clock time of CLOCK_MONOTONIC zero (the kernel's sample clock)
 	taken    atomic.Uint64
 	dropped  atomic.Uint64
@@ -37,7 +38,7 @@ func newSampler(logger *slog.Logger, m *ebpf.Map, ifaces map[uint32]string, buff
 	if err != nil {
 		return nil, fmt.Errorf("open sample ring buffer: %w", err)
 	}
-	return &sampler{logger: logger, rd: rd, ifaces: ifaces, out: make(chan Sample, buffer), bootWall: bootEpoch()}, nil
+	return &sampler{logger: logger, rd: rd, ifaces: ifaces, out: make(chan rule.Sample, buffer), bootWall: bootEpoch()}, nil
 }
 
 // bootEpoch returns the wall-clock time at which CLOCK_MONOTONIC was zero.
@@ -73,20 +74,20 @@ func (s *sampler) run() {
 
 func (s *sampler) close() { _ = s.rd.Close() }
 
-func (s *sampler) decode(raw []byte) (Sample, bool) {
+func (s *sampler) decode(raw []byte) (rule.Sample, bool) {
 	var k bpf.GuardSample
 	if len(raw) < int(unsafe.Sizeof(k)) {
-		return Sample{}, false
+		return rule.Sample{}, false
 	}
 	if _, err := binary.Decode(raw, binary.NativeEndian, &k); err != nil {
-		return Sample{}, false
+		return rule.Sample{}, false
 	}
 	s.lastSlot.Store(k.Slot)
 	name, ok := s.ifaces[k.Ifindex]
 	if !ok {
 		name = "ifindex_" + strconv.Itoa(int(k.Ifindex))
 	}
-	return Sample{
+	return rule.Sample{
 		Time:      s.bootWall.Add(time.Duration(k.TimeNs)),
 		Interface: name,
 		Packet:    packetFromSample(&k),
@@ -94,10 +95,10 @@ func (s *sampler) decode(raw []byte) (Sample, bool) {
 }
 
 // packetFromSample rebuilds the Packet the kernel parsed.
-func packetFromSample(k *bpf.GuardSample) Packet {
-	p := Packet{
+func packetFromSample(k *bpf.GuardSample) rule.Packet {
+	p := rule.Packet{
 		Family: k.Family, Protocol: k.Protocol, TTL: k.Ttl, Length: k.Length,
-		Fragment: FragKind(k.Fragment), HasL4: k.HasL4 != 0, SrcPort: k.Sport, DstPort: k.Dport,
+		Fragment: rule.FragKind(k.Fragment), HasL4: k.HasL4 != 0, SrcPort: k.Sport, DstPort: k.Dport,
 		TCPFlags: k.TcpFlags, TCPWindow: k.Window, ICMPType: k.IcmpType,
 	}
 	switch k.Family {

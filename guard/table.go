@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/packetscope/packetscope/bpf"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // Slot classes. Priority is the slot, lowest first (guard.Classify): a rule
@@ -60,8 +61,8 @@ type RuleTable struct {
 }
 
 type tableRule struct {
-	rule Rule
-	m    *Matcher
+	rule rule.Rule
+	m    *rule.Matcher
 	slot uint32
 }
 
@@ -84,20 +85,20 @@ func newRuleTable(logger *slog.Logger, maps *bpf.GuardMaps, maxRules int, sample
 }
 
 // isCIDROnly reports whether a match names a source prefix and nothing else.
-func isCIDROnly(m *Match) bool {
+func isCIDROnly(m *rule.Match) bool {
 	return m.Src != "" && m.Dst == "" && m.Protocol == "" && len(m.SrcPorts) == 0 && len(m.DstPorts) == 0 &&
 		m.TCPFlags == "" && m.ICMPType == nil && m.TTL == "" && m.Length == "" && m.TCPWindow == "" && m.Fragment == ""
 }
 
 // Add validates r, assigns an id when it has none, sets CreatedAt and
 // ExpiresAt, and puts it in force. It returns the rule as stored.
-func (t *RuleTable) Add(r Rule) (Rule, error) {
+func (t *RuleTable) Add(r rule.Rule) (rule.Rule, error) {
 	if err := r.Validate(); err != nil {
-		return Rule{}, err
+		return rule.Rule{}, err
 	}
 	m, err := r.Match.Compile()
 	if err != nil {
-		return Rule{}, err
+		return rule.Rule{}, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -106,10 +107,10 @@ func (t *RuleTable) Add(r Rule) (Rule, error) {
 			r.ID = newRuleID()
 		}
 	} else if t.byID[r.ID] != nil {
-		return Rule{}, ErrRuleExists
+		return rule.Rule{}, rule.ErrRuleExists
 	}
 	if len(t.byID) >= t.maxRules {
-		return Rule{}, fmt.Errorf("%w (%d rules, the configured maximum)", ErrRuleTableFull, t.maxRules)
+		return rule.Rule{}, fmt.Errorf("%w (%d rules, the configured maximum)", rule.ErrRuleTableFull, t.maxRules)
 	}
 	if r.Origin == "" {
 		r.Origin = "manual"
@@ -123,24 +124,24 @@ func (t *RuleTable) Add(r Rule) (Rule, error) {
 	var ok bool
 	if cidr {
 		if !t.cidrFor(m).canAdd(m.Src) {
-			return Rule{}, fieldErr("match.src", "the guard already uses %d distinct prefix lengths for source-only rules of this family: reuse one of them", bpf.GuardCIDRPlens)
+			return rule.Rule{}, rule.FieldErrorf("match.src", "the guard already uses %d distinct prefix lengths for source-only rules of this family: reuse one of them", bpf.GuardCIDRPlens)
 		}
 		tr.slot, ok = freeSlot(t.cidrSlots, FPSlots)
 	} else {
 		if err := t.fp.check(m); err != nil {
-			return Rule{}, err
+			return rule.Rule{}, err
 		}
 		tr.slot, ok = freeSlot(t.fpSlots, 0)
 	}
 	if !ok {
-		return Rule{}, fmt.Errorf("%w (all %d %s slots in use)", ErrRuleTableFull, cap(t.slotsFor(cidr)), map[bool]string{true: "source-CIDR", false: "fingerprint"}[cidr])
+		return rule.Rule{}, fmt.Errorf("%w (all %d %s slots in use)", rule.ErrRuleTableFull, cap(t.slotsFor(cidr)), map[bool]string{true: "source-CIDR", false: "fingerprint"}[cidr])
 	}
 	if err := t.install(tr); err != nil {
 		// Take back whatever made it into the maps.
 		if rerr := t.uninstall(tr); rerr != nil {
 			t.logger.Error("roll back failed rule", "rule_id", r.ID, "err", rerr)
 		}
-		return Rule{}, fmt.Errorf("install rule %s: %w", r.ID, err)
+		return rule.Rule{}, fmt.Errorf("install rule %s: %w", r.ID, err)
 	}
 	t.logger.Info("rule added", "rule_id", r.ID, "slot", tr.slot, "action", r.Action, "origin", r.Origin, "expires_at", r.ExpiresAt)
 	return r, nil
@@ -152,7 +153,7 @@ func (t *RuleTable) Delete(id string) error {
 	defer t.mu.Unlock()
 	tr := t.byID[id]
 	if tr == nil {
-		return ErrRuleNotFound
+		return rule.ErrRuleNotFound
 	}
 	if err := t.uninstall(tr); err != nil {
 		return fmt.Errorf("remove rule %s: %w", id, err)
@@ -162,7 +163,7 @@ func (t *RuleTable) Delete(id string) error {
 }
 
 // List returns the rules in priority order, with hit counters.
-func (t *RuleTable) List() []Rule {
+func (t *RuleTable) List() []rule.Rule {
 	t.mu.Lock()
 	trs := make([]*tableRule, 0, len(t.byID))
 	for _, tr := range t.byID {
@@ -170,7 +171,7 @@ func (t *RuleTable) List() []Rule {
 	}
 	t.mu.Unlock()
 	slices.SortFunc(trs, func(a, b *tableRule) int { return cmp.Compare(a.slot, b.slot) })
-	out := make([]Rule, 0, len(trs))
+	out := make([]rule.Rule, 0, len(trs))
 	for _, tr := range trs {
 		r := tr.rule
 		r.Packets, r.Bytes = t.ruleStats(tr.slot)
@@ -249,7 +250,7 @@ func (t *RuleTable) slotsFor(cidr bool) []*tableRule {
 	return t.fpSlots
 }
 
-func (t *RuleTable) cidrFor(m *Matcher) *cidrField {
+func (t *RuleTable) cidrFor(m *rule.Matcher) *cidrField {
 	if m.Src.Addr().Is4() {
 		return t.cidr4
 	}
@@ -339,11 +340,11 @@ func (t *RuleTable) uninstall(tr *tableRule) error {
 func (t *RuleTable) writeMeta(tr *tableRule) error {
 	meta := bpf.GuardRuleMeta{ExpiresNs: bootNs(tr.rule.ExpiresAt, t.now()), RatePps: tr.rule.RatePPS}
 	switch tr.rule.Action {
-	case ActionDrop:
+	case rule.ActionDrop:
 		meta.Action = kernelDrop
-	case ActionRateLimit:
+	case rule.ActionRateLimit:
 		meta.Action = kernelRateLimit
-	case ActionMonitor:
+	case rule.ActionMonitor:
 		meta.Action = kernelMonitor
 	}
 	if err := t.maps.RuleMeta.Update(tr.slot, meta, ebpf.UpdateAny); err != nil {
@@ -414,7 +415,7 @@ func (t *RuleTable) writeDef(tr *tableRule) error {
 		copy(c.Data[:], data[i*bpf.GuardDefChunkLen:])
 		if err := t.maps.RuleDefs.Update(bpf.GuardDefKey{Slot: tr.slot, Chunk: uint32(i)}, c, ebpf.UpdateAny); err != nil {
 			if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
-				return fmt.Errorf("%w (no room for rule definitions)", ErrRuleTableFull)
+				return fmt.Errorf("%w (no room for rule definitions)", rule.ErrRuleTableFull)
 			}
 			return fmt.Errorf("update rule_defs: %w", err)
 		}
@@ -437,7 +438,7 @@ func (t *RuleTable) deleteDef(slot uint32) error {
 func isNotExist(err error) bool { return errors.Is(err, ebpf.ErrKeyNotExist) }
 
 // readDefs returns the rule definitions stored in rule_defs, by slot.
-func readDefs(m *ebpf.Map) (map[uint32]Rule, error) {
+func readDefs(m *ebpf.Map) (map[uint32]rule.Rule, error) {
 	chunks := map[uint32]map[uint32][]byte{}
 	var k bpf.GuardDefKey
 	var v bpf.GuardDefChunk
@@ -451,14 +452,14 @@ func readDefs(m *ebpf.Map) (map[uint32]Rule, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read rule_defs: %w", err)
 	}
-	out := make(map[uint32]Rule, len(chunks))
+	out := make(map[uint32]rule.Rule, len(chunks))
 	for slot, cs := range chunks {
 		var data []byte
 		for i := uint32(0); cs[i] != nil; i++ {
 			data = append(data, cs[i]...)
 		}
 		data = bytes.TrimRight(data, "\x00")
-		var r Rule
+		var r rule.Rule
 		if err := json.Unmarshal(data, &r); err != nil {
 			continue // a definition cut short by a crash: its rule never went active
 		}

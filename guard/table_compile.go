@@ -8,13 +8,14 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/packetscope/packetscope/bpf"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // metaEntries is GUARD_META_ENTRIES: family x fragment kind x has_l4 x protocol.
 const metaEntries = 2 * 3 * 2 * 256
 
 // metaKey is the kernel's fp_meta index for a packet (guard_classify_fp).
-func metaKey(family uint8, frag FragKind, hasL4 bool, proto uint8) uint32 {
+func metaKey(family uint8, frag rule.FragKind, hasL4 bool, proto uint8) uint32 {
 	f := uint32(0)
 	if family == 6 {
 		f = 1
@@ -24,37 +25,6 @@ func metaKey(family uint8, frag FragKind, hasL4 bool, proto uint8) uint32 {
 		l4 = 1
 	}
 	return ((f*3+uint32(frag))*2+l4)<<8 | uint32(proto)
-}
-
-// allowsMeta reports whether m can match a packet with these header facts:
-// the part of Matches that depends only on family, fragment, L4 and protocol.
-func (m *Matcher) allowsMeta(family uint8, frag FragKind, hasL4 bool, proto uint8) bool {
-	if m.Family != 0 && m.Family != family {
-		return false
-	}
-	if m.Protocol >= 0 && int(proto) != m.Protocol {
-		return false
-	}
-	if m.NeedsPorts && !(hasL4 && (proto == ProtoTCP || proto == ProtoUDP)) {
-		return false
-	}
-	if m.NeedsTCP && !(hasL4 && proto == ProtoTCP) {
-		return false
-	}
-	if m.NeedsICMPType && !(hasL4 && (family == 4 && proto == ProtoICMP || family == 6 && proto == ProtoICMPv6)) {
-		return false
-	}
-	switch m.Fragment {
-	case FragmentAny:
-		return frag != FragNone
-	case FragmentNone:
-		return frag == FragNone
-	case FragmentFirst:
-		return frag == FragFirst
-	case FragmentLater:
-		return frag == FragLater
-	}
-	return true
 }
 
 // fpFields mirrors every map of the fingerprint classifier.
@@ -85,12 +55,12 @@ func newFPFields(m *bpf.GuardMaps, pf *prefilter) *fpFields {
 }
 
 // check reports a FieldError when the rule would exceed a per-field limit.
-func (f *fpFields) check(m *Matcher) error {
+func (f *fpFields) check(m *rule.Matcher) error {
 	if m.Src.IsValid() && !f.addrField(true, m.Src).canAdd(m.Src) {
-		return fieldErr("match.src", "the guard already uses %d distinct prefix lengths for this field and family: reuse one of them", bpf.GuardFPPlens)
+		return rule.FieldErrorf("match.src", "the guard already uses %d distinct prefix lengths for this field and family: reuse one of them", bpf.GuardFPPlens)
 	}
 	if m.Dst.IsValid() && !f.addrField(false, m.Dst).canAdd(m.Dst) {
-		return fieldErr("match.dst", "the guard already uses %d distinct prefix lengths for this field and family: reuse one of them", bpf.GuardFPPlens)
+		return rule.FieldErrorf("match.dst", "the guard already uses %d distinct prefix lengths for this field and family: reuse one of them", bpf.GuardFPPlens)
 	}
 	return nil
 }
@@ -108,14 +78,14 @@ func (f *fpFields) addrField(src bool, p netip.Prefix) *prefixField {
 }
 
 // apply sets (on) or clears the slot's bits in every field but the active set.
-func (f *fpFields) apply(slot uint32, m *Matcher, on bool) {
+func (f *fpFields) apply(slot uint32, m *rule.Matcher, on bool) {
 	var classes []uint32
 	for fam := range 2 {
 		family := uint8(4 + 2*fam)
-		for frag := FragNone; frag <= FragLater; frag++ {
+		for frag := rule.FragNone; frag <= rule.FragLater; frag++ {
 			for _, l4 := range []bool{false, true} {
 				for proto := range 256 {
-					if m.allowsMeta(family, frag, l4, uint8(proto)) {
+					if m.AllowsMeta(family, frag, l4, uint8(proto)) {
 						k := metaKey(family, frag, l4, uint8(proto))
 						f.meta.set(k, slot, on)
 						classes = append(classes, k)
@@ -131,7 +101,7 @@ func (f *fpFields) apply(slot uint32, m *Matcher, on bool) {
 		if !m.NeedsICMPType || int(v) == m.ICMPType {
 			f.icmp.set(v, slot, on)
 		}
-		if m.TTL.contains(v) {
+		if m.TTL.Contains(v) {
 			f.ttl.set(v, slot, on)
 		}
 	}
@@ -150,7 +120,7 @@ func (f *fpFields) setWild(field uint32, classes []uint32, slot uint32, on bool)
 	}
 }
 
-func (f *fpFields) applyPorts(a *arrayField, wild uint32, classes []uint32, ports []PortRange, slot uint32, on bool) {
+func (f *fpFields) applyPorts(a *arrayField, wild uint32, classes []uint32, ports []rule.PortRange, slot uint32, on bool) {
 	if ports == nil {
 		f.setWild(wild, classes, slot, on)
 		return
@@ -162,7 +132,7 @@ func (f *fpFields) applyPorts(a *arrayField, wild uint32, classes []uint32, port
 	}
 }
 
-func (f *fpFields) applyRange(a *arrayField, wild uint32, classes []uint32, r Range, slot uint32, on bool) {
+func (f *fpFields) applyRange(a *arrayField, wild uint32, classes []uint32, r rule.Range, slot uint32, on bool) {
 	if !r.Set {
 		f.setWild(wild, classes, slot, on)
 		return

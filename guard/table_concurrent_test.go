@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+
+	"github.com/packetscope/packetscope/rule"
 )
 
 // TestTableConcurrent runs writers adding and deleting rules at once, then
@@ -41,7 +43,7 @@ func TestTableConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	rules := tbl.List()
-	matchers := make([]*Matcher, len(rules))
+	matchers := make([]*rule.Matcher, len(rules))
 	slots := make([]int, len(rules))
 	for i, r := range rules {
 		matchers[i], _ = r.Match.Compile()
@@ -50,9 +52,9 @@ func TestTableConcurrent(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 2000 {
 		b := randFrame(rng)
-		p := ParseFrame(b)
+		p := rule.ParseFrame(b)
 		want := uint32(0xffffffff)
-		if w := Classify(matchers, slots, &p); w >= 0 {
+		if w := rule.Classify(matchers, slots, &p); w >= 0 {
 			want = uint32(slots[w])
 		}
 		run(t, g.Program(), b)

@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/packetscope/packetscope/bpf"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // Defaults of Config.
@@ -226,7 +227,7 @@ func (g *Guard) Rules() *RuleTable { return g.table }
 
 // Samples returns sampled packet headers; nil when sampling is off. The
 // channel is closed by Close.
-func (g *Guard) Samples() <-chan Sample {
+func (g *Guard) Samples() <-chan rule.Sample {
 	if g.sampler == nil {
 		return nil
 	}

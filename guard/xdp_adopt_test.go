@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/packetscope/packetscope/rule"
 )
 
 // TestPinAdopt closes a guard with rules of every kind in its pinned maps
@@ -44,7 +46,7 @@ func TestPinAdopt(t *testing.T) {
 		id   string
 		slot int
 	}
-	before := map[key]Rule{}
+	before := map[key]rule.Rule{}
 	for _, r := range g.Rules().List() {
 		s, _ := g.Rules().Slot(r.ID)
 		before[key{r.ID, s}] = r
@@ -79,7 +81,7 @@ func TestPinAdopt(t *testing.T) {
 		used = append(used, s)
 	}
 	for range 20 {
-		r := mustAdd(t, g2.Rules(), Rule{Match: Match{Protocol: "udp", DstPorts: []string{"7"}}})
+		r := mustAdd(t, g2.Rules(), rule.Rule{Match: rule.Match{Protocol: "udp", DstPorts: []string{"7"}}})
 		s, _ := g2.Rules().Slot(r.ID)
 		if slices.Contains(used, s) {
 			t.Fatalf("new rule got adopted slot %d", s)

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/packetscope/packetscope/internal/testframe"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // Benchmarks: ns per packet through BPF_PROG_TEST_RUN on 64-byte frames,
@@ -24,13 +26,13 @@ var (
 
 // benchFrame is a 64-byte Ethernet frame carrying UDP from sport to dport.
 func benchFrame(src, dst netip.Addr, sport, dport uint16) []byte {
-	f := frame{src: src, dst: dst, proto: ProtoUDP, ttl: 64}
+	f := testframe.Frame{Src: src, Dst: dst, Proto: rule.ProtoUDP, TTL: 64}
 	payload := 64 - 14 - 20 - 8
 	if src.Is6() {
 		payload = 64 - 14 - 40 - 8
 	}
-	f.l4 = udpHdr(sport, dport, payload)
-	b := f.build()
+	f.L4 = testframe.UDP(sport, dport, payload)
+	b := f.Build()
 	if len(b) != 64 {
 		panic(fmt.Sprintf("bench frame is %d bytes", len(b)))
 	}
@@ -67,34 +69,34 @@ func cidrDropPaths() []benchPath {
 // benchFingerprints returns n fingerprint rules of the kinds floods get:
 // ports, flags, TTL and length around the protected addresses, then the two
 // rules the drop frames hit.
-func benchFingerprints(n int) []Rule {
-	var out []Rule
+func benchFingerprints(n int) []rule.Rule {
+	var out []rule.Rule
 	for i := range max(n-2, 0) {
-		var m Match
+		var m rule.Match
 		switch i % 4 {
 		case 0:
-			m = Match{Protocol: "udp", Dst: benchVictim4.String(), DstPorts: []string{fmt.Sprint(1000 + i)}, Length: "28-1500"}
+			m = rule.Match{Protocol: "udp", Dst: benchVictim4.String(), DstPorts: []string{fmt.Sprint(1000 + i)}, Length: "28-1500"}
 		case 1:
-			m = Match{Protocol: "tcp", TCPFlags: "syn,!ack", DstPorts: []string{fmt.Sprint(1000 + i)}, TTL: "100-255"}
+			m = rule.Match{Protocol: "tcp", TCPFlags: "syn,!ack", DstPorts: []string{fmt.Sprint(1000 + i)}, TTL: "100-255"}
 		case 2:
-			m = Match{Protocol: "udp", Dst: benchVictim6.String(), SrcPorts: []string{fmt.Sprint(20000 + i)}}
+			m = rule.Match{Protocol: "udp", Dst: benchVictim6.String(), SrcPorts: []string{fmt.Sprint(20000 + i)}}
 		case 3:
-			m = Match{Protocol: "udp", Src: "10.202.128.0/17", DstPorts: []string{fmt.Sprint(1000 + i)}, TTL: "0-63"}
+			m = rule.Match{Protocol: "udp", Src: "10.202.128.0/17", DstPorts: []string{fmt.Sprint(1000 + i)}, TTL: "0-63"}
 		}
-		out = append(out, Rule{Action: ActionDrop, TTLSeconds: 3600, Match: m})
+		out = append(out, rule.Rule{Action: rule.ActionDrop, TTLSeconds: 3600, Match: m})
 	}
 	if n >= 2 {
 		out = append(out,
-			Rule{Action: ActionDrop, TTLSeconds: 3600, Match: Match{Protocol: "udp", Dst: benchVictim4.String(), SrcPorts: []string{"4444"}, DstPorts: []string{"53"}}},
-			Rule{Action: ActionDrop, TTLSeconds: 3600, Match: Match{Protocol: "udp", Dst: benchVictim6.String(), SrcPorts: []string{"4444"}, DstPorts: []string{"53"}}})
+			rule.Rule{Action: rule.ActionDrop, TTLSeconds: 3600, Match: rule.Match{Protocol: "udp", Dst: benchVictim4.String(), SrcPorts: []string{"4444"}, DstPorts: []string{"53"}}},
+			rule.Rule{Action: rule.ActionDrop, TTLSeconds: 3600, Match: rule.Match{Protocol: "udp", Dst: benchVictim6.String(), SrcPorts: []string{"4444"}, DstPorts: []string{"53"}}})
 	}
 	return out
 }
 
 // benchCIDRs returns n source-only rules that never cover the bench frames'
 // sources: 80% IPv4 /32, 10% IPv4 /24, 10% IPv6 /128 and /64.
-func benchCIDRs(n int) []Rule {
-	out := make([]Rule, 0, n)
+func benchCIDRs(n int) []rule.Rule {
+	out := make([]rule.Rule, 0, n)
 	for i := range n {
 		var p string
 		x := uint32(i)*2654435761 | 1
@@ -108,7 +110,7 @@ func benchCIDRs(n int) []Rule {
 		default:
 			p = fmt.Sprintf("2001:db8:%x:%x::/64", x>>16, x&0xffff)
 		}
-		out = append(out, Rule{Action: ActionDrop, TTLSeconds: 3600, Match: Match{Src: p}})
+		out = append(out, rule.Rule{Action: rule.ActionDrop, TTLSeconds: 3600, Match: rule.Match{Src: p}})
 	}
 	return out
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/packetscope/packetscope/internal/testframe"
+	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -16,9 +18,9 @@ func TestOpenMissingInterface(t *testing.T) {
 
 func TestCollector(t *testing.T) {
 	g := openTestGuard(t, Config{NoSampling: true})
-	mustAdd(t, g.Rules(), Rule{ID: "syn-flood", Origin: "builtin", Match: Match{TCPFlags: "syn,!ack"}})
-	syn := frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 1, l4: tcpHdr(1, 2, FlagSYN, 0)}.build()
-	udp := frame{src: v4a, dst: v4b, proto: ProtoUDP, ttl: 1, l4: udpHdr(1, 2, 0)}.build()
+	mustAdd(t, g.Rules(), rule.Rule{ID: "syn-flood", Origin: "builtin", Match: rule.Match{TCPFlags: "syn,!ack"}})
+	syn := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoTCP, TTL: 1, L4: testframe.TCP(1, 2, rule.FlagSYN, 0)}.Build()
+	udp := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoUDP, TTL: 1, L4: testframe.UDP(1, 2, 0)}.Build()
 	run(t, g.Program(), syn)
 	run(t, g.Program(), syn)
 	run(t, g.Program(), udp)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/packetscope/packetscope/agentapi"
 )
 
 // BenchmarkVethFlood measures, under the fastest flood this machine makes
@@ -21,7 +23,7 @@ func BenchmarkVethFlood(b *testing.B) {
 	for _, every := range []uint32{100, 1} {
 		b.Run(fmt.Sprintf("sample_every=%d", every), func(b *testing.B) {
 			ln := newLiveNetSampling(b, every)
-			window := NewTrafficWindow(WindowConfig{SampleEvery: every, MaxSamples: 100_000})
+			window := agentapi.NewTrafficWindow(agentapi.WindowConfig{SampleEvery: every, MaxSamples: 100_000})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			go func() {

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/packetscope/packetscope/internal/testnet"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // XDP return codes.
@@ -71,7 +72,7 @@ func run(tb testing.TB, prog *ebpf.Program, frame []byte) uint32 {
 }
 
 // nextSample waits for the sample of the packet just run.
-func nextSample(tb testing.TB, g *Guard) Sample {
+func nextSample(tb testing.TB, g *Guard) rule.Sample {
 	tb.Helper()
 	select {
 	case s := <-g.Samples():
@@ -79,16 +80,16 @@ func nextSample(tb testing.TB, g *Guard) Sample {
 	case <-time.After(2 * time.Second):
 		tb.Fatal("no sample from the ring buffer within 2s")
 	}
-	return Sample{}
+	return rule.Sample{}
 }
 
-func mustAdd(tb testing.TB, t *RuleTable, r Rule) Rule {
+func mustAdd(tb testing.TB, t *RuleTable, r rule.Rule) rule.Rule {
 	tb.Helper()
 	if r.TTLSeconds == 0 {
 		r.TTLSeconds = 600
 	}
 	if r.Action == "" {
-		r.Action = ActionDrop
+		r.Action = rule.ActionDrop
 	}
 	got, err := t.Add(r)
 	if err != nil {
@@ -98,7 +99,7 @@ func mustAdd(tb testing.TB, t *RuleTable, r Rule) Rule {
 }
 
 func isFieldError(err error) bool {
-	var fe *FieldError
+	var fe *rule.FieldError
 	return errors.As(err, &fe)
 }
 

@@ -19,7 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/internal/testnet"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // liveNet is a victim namespace guarded on two veths: one to an attacker
@@ -62,9 +64,9 @@ func newLiveNetSampling(t testing.TB, sampleEvery uint32) *liveNet {
 	testnet.Link(t, ln.victim, "vatk", victimAtkIP+"/24", ln.attacker, "atk0", "10.202.30.2/24")
 	testnet.Link(t, ln.victim, "vcli", victimCliIP+"/24", ln.client, "cli0", "10.202.31.2/24")
 	ln.open(t)
-	window := NewTrafficWindow(WindowConfig{SampleEvery: 1000})
+	window := agentapi.NewTrafficWindow(agentapi.WindowConfig{SampleEvery: 1000})
 	// The API serves on loopback of the test's own namespace.
-	ln.api = httptest.NewServer(NewAPI(testLogger(t), ruleStoreOf{ln}, window, ln.token))
+	ln.api = httptest.NewServer(agentapi.NewAPI(testLogger(t), ruleStoreOf{ln}, window, ln.token))
 	t.Cleanup(ln.api.Close)
 	for _, port := range []int{8080, 25565} {
 		ln.serveTCP(t, port)
@@ -75,9 +77,9 @@ func newLiveNetSampling(t testing.TB, sampleEvery uint32) *liveNet {
 // ruleStoreOf follows the live guard across restarts.
 type ruleStoreOf struct{ ln *liveNet }
 
-func (r ruleStoreOf) Add(x Rule) (Rule, error) { return r.ln.g.Rules().Add(x) }
-func (r ruleStoreOf) Delete(id string) error   { return r.ln.g.Rules().Delete(id) }
-func (r ruleStoreOf) List() []Rule             { return r.ln.g.Rules().List() }
+func (r ruleStoreOf) Add(x rule.Rule) (rule.Rule, error) { return r.ln.g.Rules().Add(x) }
+func (r ruleStoreOf) Delete(id string) error             { return r.ln.g.Rules().Delete(id) }
+func (r ruleStoreOf) List() []rule.Rule                  { return r.ln.g.Rules().List() }
 
 // open starts (or restarts) the agent's guard in the victim namespace.
 func (ln *liveNet) open(t testing.TB) {
@@ -144,7 +146,7 @@ func (ln *liveNet) startClient(t testing.TB, ctx context.Context, port int) *leg
 	return lc
 }
 
-func (ln *liveNet) post(t testing.TB, body string) Rule {
+func (ln *liveNet) post(t testing.TB, body string) rule.Rule {
 	t.Helper()
 	req, _ := http.NewRequest("POST", ln.api.URL+"/api/v1/rules", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+ln.token)
@@ -158,7 +160,7 @@ func (ln *liveNet) post(t testing.TB, body string) Rule {
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
 		t.Fatalf("POST rule: %s: %s", resp.Status, buf.String())
 	}
-	var r Rule
+	var r rule.Rule
 	if err := json.Unmarshal(buf.Bytes(), &r); err != nil {
 		t.Fatalf("decode rule: %v: %s", err, buf.String())
 	}
@@ -172,7 +174,7 @@ func (ln *liveNet) listIDs(t testing.TB) []string {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var rr RulesResponse
+	var rr agentapi.RulesResponse
 	if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil {
 		t.Fatal(err)
 	}

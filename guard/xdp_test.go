@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/packetscope/packetscope/internal/testframe"
+	"github.com/packetscope/packetscope/rule"
 	"golang.org/x/sys/unix"
 )
 
@@ -13,9 +15,9 @@ import (
 // parse case, through the sampled header the program emits.
 func TestXDPParserAgrees(t *testing.T) {
 	g := openTestGuard(t, Config{SampleEvery: 1})
-	for _, tc := range parseCases {
-		t.Run(tc.name, func(t *testing.T) {
-			frame := tc.f.build()
+	for _, tc := range testframe.ParseCases {
+		t.Run(tc.Name, func(t *testing.T) {
+			frame := tc.Frame.Build()
 			if len(frame) < 14 {
 				return // BPF_PROG_TEST_RUN refuses frames shorter than Ethernet; so do NICs
 			}
@@ -23,7 +25,7 @@ func TestXDPParserAgrees(t *testing.T) {
 				t.Fatalf("verdict %d, want pass", ret)
 			}
 			got := nextSample(t, g).Packet
-			if want := ParseFrame(frame); got != want {
+			if want := rule.ParseFrame(frame); got != want {
 				t.Errorf("kernel parsed\n %+v\nParseFrame\n %+v", got, want)
 			}
 		})
@@ -33,42 +35,42 @@ func TestXDPParserAgrees(t *testing.T) {
 func intp(v int) *int { return &v }
 
 func TestXDPVerdicts(t *testing.T) {
-	synV4 := frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 64, l4: tcpHdr(40000, 80, FlagSYN, 1024)}.build()
-	ackV4 := frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 64, l4: tcpHdr(40000, 80, FlagACK, 1024)}.build()
-	echoV4 := frame{src: v4a, dst: v4b, proto: ProtoICMP, ttl: 64, l4: icmpHdr(8)}.build()
-	udpV6 := frame{src: v6a, dst: v6b, proto: ProtoUDP, ttl: 200, l4: udpHdr(161, 5000, 100)}.build()
-	fragV4 := frame{src: v4a, dst: v4b, proto: ProtoUDP, ttl: 64, fragOff: 100, l4: udpHdr(1, 2, 0)}.build()
-	qinqSyn := frame{tags: []uint16{etherTypeQinQ, etherTypeVLAN}, src: v4a, dst: v4b, proto: ProtoTCP, ttl: 64, l4: tcpHdr(1, 80, FlagSYN, 0)}.build()
-	arp := frame{etherType: 0x0806}.build()
+	synV4 := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoTCP, TTL: 64, L4: testframe.TCP(40000, 80, rule.FlagSYN, 1024)}.Build()
+	ackV4 := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoTCP, TTL: 64, L4: testframe.TCP(40000, 80, rule.FlagACK, 1024)}.Build()
+	echoV4 := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoICMP, TTL: 64, L4: testframe.ICMP(8)}.Build()
+	udpV6 := testframe.Frame{Src: testframe.V6A, Dst: testframe.V6B, Proto: rule.ProtoUDP, TTL: 200, L4: testframe.UDP(161, 5000, 100)}.Build()
+	fragV4 := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoUDP, TTL: 64, FragOff: 100, L4: testframe.UDP(1, 2, 0)}.Build()
+	qinqSyn := testframe.Frame{Tags: []uint16{testframe.QinQ, testframe.VLAN}, Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoTCP, TTL: 64, L4: testframe.TCP(1, 80, rule.FlagSYN, 0)}.Build()
+	arp := testframe.Frame{EtherType: 0x0806}.Build()
 	cases := []struct {
 		name  string
-		rules []Rule
+		rules []rule.Rule
 		frame []byte
 		want  uint32
 		hit   int // index of the rule that must count the packet, -1 none
 	}{
 		{"no rules", nil, synV4, xdpPass, -1},
-		{"syn flood rule", []Rule{{Match: Match{Protocol: "tcp", TCPFlags: "syn,!ack", DstPorts: []string{"80"}}}}, synV4, xdpDrop, 0},
-		{"syn rule spares ack", []Rule{{Match: Match{TCPFlags: "syn,!ack"}}}, ackV4, xdpPass, -1},
-		{"icmp type", []Rule{{Match: Match{Protocol: "icmp", ICMPType: intp(8)}}}, echoV4, xdpDrop, 0},
-		{"icmp type other", []Rule{{Match: Match{Protocol: "icmp", ICMPType: intp(0)}}}, echoV4, xdpPass, -1},
-		{"udp v6 src port and ttl", []Rule{{Match: Match{Protocol: "udp", SrcPorts: []string{"100-200"}, TTL: "128-255", Dst: "fd00:202::/64"}}}, udpV6, xdpDrop, 0},
-		{"v4 rule spares v6", []Rule{{Match: Match{Src: "10.0.0.0/8", Protocol: "udp"}}}, udpV6, xdpPass, -1},
-		{"length range", []Rule{{Match: Match{Length: "148-148"}}}, udpV6, xdpDrop, 0},
-		{"window", []Rule{{Match: Match{TCPWindow: "1024"}}}, synV4, xdpDrop, 0},
-		{"later fragment", []Rule{{Match: Match{Fragment: FragmentLater}}}, fragV4, xdpDrop, 0},
-		{"ports never match a later fragment", []Rule{{Match: Match{DstPorts: []string{"0-65535"}}}}, fragV4, xdpPass, -1},
-		{"qinq", []Rule{{Match: Match{TCPFlags: "syn"}}}, qinqSyn, xdpDrop, 0},
-		{"non-ip never matches", []Rule{{Match: Match{}}}, arp, xdpPass, -1},
-		{"empty match matches all ip", []Rule{{Match: Match{}}}, udpV6, xdpDrop, 0},
-		{"monitor passes and counts", []Rule{{Action: ActionMonitor, Match: Match{Protocol: "tcp"}}}, synV4, xdpPass, 0},
-		{"first match wins", []Rule{{Action: ActionMonitor, Match: Match{Protocol: "tcp"}}, {Match: Match{Protocol: "tcp"}}}, synV4, xdpPass, 0},
-		{"cidr only rule", []Rule{{Match: Match{Src: "10.202.0.0/16"}}}, synV4, xdpDrop, 0},
-		{"cidr v6 host", []Rule{{Match: Match{Src: "fd00:202::1"}}}, udpV6, xdpDrop, 0},
-		{"fingerprint before cidr", []Rule{{Match: Match{Src: "10.202.1.1/32"}}, {Action: ActionMonitor, Match: Match{Protocol: "tcp"}}}, synV4, xdpPass, 1},
-		{"longer cidr inside a lower slot", []Rule{{Match: Match{Src: "10.0.0.0/8"}}, {Action: ActionMonitor, Match: Match{Src: "10.202.1.0/24"}}}, synV4, xdpDrop, 0},
-		{"src and dst prefixes", []Rule{{Match: Match{Src: "10.202.1.0/24", Dst: "10.202.1.2", Protocol: "tcp"}}}, synV4, xdpDrop, 0},
-		{"dst prefix misses", []Rule{{Match: Match{Src: "10.202.1.0/24", Dst: "10.202.1.3", Protocol: "tcp"}}}, synV4, xdpPass, -1},
+		{"syn flood rule", []rule.Rule{{Match: rule.Match{Protocol: "tcp", TCPFlags: "syn,!ack", DstPorts: []string{"80"}}}}, synV4, xdpDrop, 0},
+		{"syn rule spares ack", []rule.Rule{{Match: rule.Match{TCPFlags: "syn,!ack"}}}, ackV4, xdpPass, -1},
+		{"icmp type", []rule.Rule{{Match: rule.Match{Protocol: "icmp", ICMPType: intp(8)}}}, echoV4, xdpDrop, 0},
+		{"icmp type other", []rule.Rule{{Match: rule.Match{Protocol: "icmp", ICMPType: intp(0)}}}, echoV4, xdpPass, -1},
+		{"udp v6 src port and ttl", []rule.Rule{{Match: rule.Match{Protocol: "udp", SrcPorts: []string{"100-200"}, TTL: "128-255", Dst: "fd00:202::/64"}}}, udpV6, xdpDrop, 0},
+		{"v4 rule spares v6", []rule.Rule{{Match: rule.Match{Src: "10.0.0.0/8", Protocol: "udp"}}}, udpV6, xdpPass, -1},
+		{"length range", []rule.Rule{{Match: rule.Match{Length: "148-148"}}}, udpV6, xdpDrop, 0},
+		{"window", []rule.Rule{{Match: rule.Match{TCPWindow: "1024"}}}, synV4, xdpDrop, 0},
+		{"later fragment", []rule.Rule{{Match: rule.Match{Fragment: rule.FragmentLater}}}, fragV4, xdpDrop, 0},
+		{"ports never match a later fragment", []rule.Rule{{Match: rule.Match{DstPorts: []string{"0-65535"}}}}, fragV4, xdpPass, -1},
+		{"qinq", []rule.Rule{{Match: rule.Match{TCPFlags: "syn"}}}, qinqSyn, xdpDrop, 0},
+		{"non-ip never matches", []rule.Rule{{Match: rule.Match{}}}, arp, xdpPass, -1},
+		{"empty match matches all ip", []rule.Rule{{Match: rule.Match{}}}, udpV6, xdpDrop, 0},
+		{"monitor passes and counts", []rule.Rule{{Action: rule.ActionMonitor, Match: rule.Match{Protocol: "tcp"}}}, synV4, xdpPass, 0},
+		{"first match wins", []rule.Rule{{Action: rule.ActionMonitor, Match: rule.Match{Protocol: "tcp"}}, {Match: rule.Match{Protocol: "tcp"}}}, synV4, xdpPass, 0},
+		{"cidr only rule", []rule.Rule{{Match: rule.Match{Src: "10.202.0.0/16"}}}, synV4, xdpDrop, 0},
+		{"cidr v6 host", []rule.Rule{{Match: rule.Match{Src: "fd00:202::1"}}}, udpV6, xdpDrop, 0},
+		{"fingerprint before cidr", []rule.Rule{{Match: rule.Match{Src: "10.202.1.1/32"}}, {Action: rule.ActionMonitor, Match: rule.Match{Protocol: "tcp"}}}, synV4, xdpPass, 1},
+		{"longer cidr inside a lower slot", []rule.Rule{{Match: rule.Match{Src: "10.0.0.0/8"}}, {Action: rule.ActionMonitor, Match: rule.Match{Src: "10.202.1.0/24"}}}, synV4, xdpDrop, 0},
+		{"src and dst prefixes", []rule.Rule{{Match: rule.Match{Src: "10.202.1.0/24", Dst: "10.202.1.2", Protocol: "tcp"}}}, synV4, xdpDrop, 0},
+		{"dst prefix misses", []rule.Rule{{Match: rule.Match{Src: "10.202.1.0/24", Dst: "10.202.1.3", Protocol: "tcp"}}}, synV4, xdpPass, -1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,8 +99,8 @@ func TestXDPVerdicts(t *testing.T) {
 
 func TestXDPRateLimit(t *testing.T) {
 	g := openTestGuard(t, Config{NoSampling: true})
-	mustAdd(t, g.Rules(), Rule{Action: ActionRateLimit, RatePPS: 5, Match: Match{Protocol: "udp"}})
-	f := frame{src: v4a, dst: v4b, proto: ProtoUDP, ttl: 1, l4: udpHdr(1, 2, 0)}.build()
+	mustAdd(t, g.Rules(), rule.Rule{Action: rule.ActionRateLimit, RatePPS: 5, Match: rule.Match{Protocol: "udp"}})
+	f := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoUDP, TTL: 1, L4: testframe.UDP(1, 2, 0)}.Build()
 	passed := 0
 	for range 50 {
 		if run(t, g.Program(), f) == xdpPass {
@@ -122,12 +124,12 @@ func TestXDPRateLimit(t *testing.T) {
 
 func TestXDPCountsProtocolsAndFlags(t *testing.T) {
 	g := openTestGuard(t, Config{NoSampling: true})
-	mustAdd(t, g.Rules(), Rule{Match: Match{TCPFlags: "syn,!ack"}})
+	mustAdd(t, g.Rules(), rule.Rule{Match: rule.Match{TCPFlags: "syn,!ack"}})
 	frames := [][]byte{
-		frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 1, l4: tcpHdr(1, 2, FlagSYN, 0)}.build(),
-		frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 1, l4: tcpHdr(1, 2, FlagSYN|FlagACK, 0)}.build(),
-		frame{src: v6a, dst: v6b, proto: ProtoICMPv6, ttl: 1, l4: icmpHdr(128)}.build(),
-		frame{etherType: 0x0806}.build(),
+		testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoTCP, TTL: 1, L4: testframe.TCP(1, 2, rule.FlagSYN, 0)}.Build(),
+		testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoTCP, TTL: 1, L4: testframe.TCP(1, 2, rule.FlagSYN|rule.FlagACK, 0)}.Build(),
+		testframe.Frame{Src: testframe.V6A, Dst: testframe.V6B, Proto: rule.ProtoICMPv6, TTL: 1, L4: testframe.ICMP(128)}.Build(),
+		testframe.Frame{EtherType: 0x0806}.Build(),
 	}
 	for _, f := range frames {
 		run(t, g.Program(), f)
@@ -158,22 +160,22 @@ func TestXDPCountsProtocolsAndFlags(t *testing.T) {
 func TestTableErrors(t *testing.T) {
 	g := openTestGuard(t, Config{NoSampling: true, MaxRules: 3})
 	tb := g.Rules()
-	if _, err := tb.Add(Rule{Action: "explode", TTLSeconds: 5}); !isFieldError(err) {
+	if _, err := tb.Add(rule.Rule{Action: "explode", TTLSeconds: 5}); !isFieldError(err) {
 		t.Errorf("invalid action: %v, want a FieldError", err)
 	}
-	r := mustAdd(t, tb, Rule{ID: "a", Match: Match{Protocol: "udp"}})
+	r := mustAdd(t, tb, rule.Rule{ID: "a", Match: rule.Match{Protocol: "udp"}})
 	if r.ExpiresAt.Sub(r.CreatedAt) != 600*time.Second || r.Origin != "manual" {
 		t.Errorf("stored rule %+v: want expiry 600s after creation and origin manual", r)
 	}
-	if _, err := tb.Add(Rule{ID: "a", Action: ActionDrop, TTLSeconds: 5}); !errors.Is(err, ErrRuleExists) {
+	if _, err := tb.Add(rule.Rule{ID: "a", Action: rule.ActionDrop, TTLSeconds: 5}); !errors.Is(err, rule.ErrRuleExists) {
 		t.Errorf("duplicate id: %v, want ErrRuleExists", err)
 	}
-	mustAdd(t, tb, Rule{Match: Match{Src: "10.0.0.0/8"}})
-	mustAdd(t, tb, Rule{Match: Match{Protocol: "tcp"}})
-	if _, err := tb.Add(Rule{Action: ActionDrop, TTLSeconds: 5}); !errors.Is(err, ErrRuleTableFull) {
+	mustAdd(t, tb, rule.Rule{Match: rule.Match{Src: "10.0.0.0/8"}})
+	mustAdd(t, tb, rule.Rule{Match: rule.Match{Protocol: "tcp"}})
+	if _, err := tb.Add(rule.Rule{Action: rule.ActionDrop, TTLSeconds: 5}); !errors.Is(err, rule.ErrRuleTableFull) {
 		t.Errorf("full table: %v, want ErrRuleTableFull", err)
 	}
-	if err := tb.Delete("nope"); !errors.Is(err, ErrRuleNotFound) {
+	if err := tb.Delete("nope"); !errors.Is(err, rule.ErrRuleNotFound) {
 		t.Errorf("delete unknown: %v, want ErrRuleNotFound", err)
 	}
 	if err := tb.Delete("a"); err != nil {
@@ -187,10 +189,10 @@ func TestTableErrors(t *testing.T) {
 func TestTablePrefixLengthLimit(t *testing.T) {
 	g := openTestGuard(t, Config{NoSampling: true})
 	for l := 9; l < 9+8; l++ {
-		mustAdd(t, g.Rules(), Rule{Match: Match{Src: netip.PrefixFrom(v4a, l).Masked().String(), Protocol: "tcp"}})
+		mustAdd(t, g.Rules(), rule.Rule{Match: rule.Match{Src: netip.PrefixFrom(testframe.V4A, l).Masked().String(), Protocol: "tcp"}})
 	}
-	_, err := g.Rules().Add(Rule{Action: ActionDrop, TTLSeconds: 5, Match: Match{Src: "10.202.1.0/30", Protocol: "tcp"}})
-	var fe *FieldError
+	_, err := g.Rules().Add(rule.Rule{Action: rule.ActionDrop, TTLSeconds: 5, Match: rule.Match{Src: "10.202.1.0/30", Protocol: "tcp"}})
+	var fe *rule.FieldError
 	if !errors.As(err, &fe) || fe.Field != "match.src" {
 		t.Errorf("ninth prefix length: %v, want a match.src FieldError", err)
 	}
@@ -198,10 +200,10 @@ func TestTablePrefixLengthLimit(t *testing.T) {
 
 func TestXDPExpiry(t *testing.T) {
 	g := openTestGuard(t, Config{NoSampling: true, ExpireEvery: time.Hour})
-	mustAdd(t, g.Rules(), Rule{TTLSeconds: 1, Match: Match{Protocol: "udp"}})
-	mustAdd(t, g.Rules(), Rule{TTLSeconds: 1, Match: Match{Src: "10.202.0.0/16"}})
-	udp := frame{src: v4a, dst: v4b, proto: ProtoUDP, ttl: 1, l4: udpHdr(1, 2, 0)}.build()
-	tcp := frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 1, l4: tcpHdr(1, 2, 0, 0)}.build()
+	mustAdd(t, g.Rules(), rule.Rule{TTLSeconds: 1, Match: rule.Match{Protocol: "udp"}})
+	mustAdd(t, g.Rules(), rule.Rule{TTLSeconds: 1, Match: rule.Match{Src: "10.202.0.0/16"}})
+	udp := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoUDP, TTL: 1, L4: testframe.UDP(1, 2, 0)}.Build()
+	tcp := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoTCP, TTL: 1, L4: testframe.TCP(1, 2, 0, 0)}.Build()
 	if run(t, g.Program(), udp) != xdpDrop || run(t, g.Program(), tcp) != xdpDrop {
 		t.Fatal("rules not in force before expiry")
 	}
@@ -223,10 +225,10 @@ func TestXDPExpiry(t *testing.T) {
 // address and start time in xdp_pass for the stack's traces; a dropped one
 // and a guard with tracing off leave nothing.
 func TestXDPTracePassRecord(t *testing.T) {
-	syn := frame{src: v4a, dst: v4b, proto: ProtoTCP, ttl: 64, l4: tcpHdr(40000, 80, FlagSYN, 1024)}.build()
-	echo := frame{src: v4a, dst: v4b, proto: ProtoICMP, ttl: 64, l4: icmpHdr(8)}.build()
+	syn := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoTCP, TTL: 64, L4: testframe.TCP(40000, 80, rule.FlagSYN, 1024)}.Build()
+	echo := testframe.Frame{Src: testframe.V4A, Dst: testframe.V4B, Proto: rule.ProtoICMP, TTL: 64, L4: testframe.ICMP(8)}.Build()
 	g := openTestGuard(t, Config{NoSampling: true})
-	mustAdd(t, g.Rules(), Rule{Match: Match{Protocol: "icmp"}})
+	mustAdd(t, g.Rules(), rule.Rule{Match: rule.Match{Protocol: "icmp"}})
 	record := func() (data, ts uint64) {
 		var vals []struct{ Data, Ts uint64 }
 		if err := g.XDPPass().Lookup(uint32(0), &vals); err != nil {

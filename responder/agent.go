@@ -9,15 +9,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // Agent is what the responder needs from a PacketScope agent's API;
 // *guard.Client is the real one.
 type Agent interface {
-	Traffic(ctx context.Context, from, to time.Time, maxSamples int) (guard.TrafficReport, error)
-	ListRules(ctx context.Context) ([]guard.Rule, error)
-	AddRule(ctx context.Context, r guard.Rule) (guard.Rule, error)
+	Traffic(ctx context.Context, from, to time.Time, maxSamples int) (agentapi.TrafficReport, error)
+	ListRules(ctx context.Context) ([]rule.Rule, error)
+	AddRule(ctx context.Context, r rule.Rule) (rule.Rule, error)
 	DeleteRule(ctx context.Context, id string) error
 }
 
@@ -48,7 +49,7 @@ func agentURLFor(configured string, labels map[string]string) (string, error) {
 // isPermanent reports whether an agent error will not go away by retrying:
 // the agent refused the request itself (4xx other than 408/429).
 func isPermanent(err error) bool {
-	if ae, ok := guard.AsAPIError(err); ok {
+	if ae, ok := agentapi.AsAPIError(err); ok {
 		return ae.IsClientError() && ae.Status != 408 && ae.Status != 429
 	}
 	return false

@@ -5,7 +5,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // Evidence is everything an analyst may look at for one alert.
@@ -13,13 +14,13 @@ type Evidence struct {
 	Alert       AlertInfo
 	AttackFrom  time.Time
 	AttackTo    time.Time
-	Attack      []guard.Packet // sampled headers in the attack window
-	Baseline    []guard.Packet // sampled headers in the window before it
-	AttackTop   map[string][]guard.ValueCount
+	Attack      []rule.Packet // sampled headers in the attack window
+	Baseline    []rule.Packet // sampled headers in the window before it
+	AttackTop   map[string][]agentapi.ValueCount
 	SampleEvery uint32
 	Estimated   uint64         // packets in the attack window, estimated from sampling
 	Protected   []netip.Prefix // never-block: node addresses, gateways, configured CIDRs
-	ActiveRules []guard.Rule   // what the agent enforces now
+	ActiveRules []rule.Rule    // what the agent enforces now
 	Candidates  []Candidate    // the fingerprint miner's proposals with their replay
 }
 
@@ -35,8 +36,8 @@ type AlertInfo struct {
 
 // Answer is an analyst's proposal.
 type Answer struct {
-	Rules     []guard.Rule `json:"rules"`
-	Rationale string       `json:"rationale,omitempty"`
+	Rules     []rule.Rule `json:"rules"`
+	Rationale string      `json:"rationale,omitempty"`
 }
 
 // Analyst turns evidence into proposed rules. Proposals are untrusted: the

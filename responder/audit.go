@@ -12,7 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // Decision is one audit record: an alert and everything done about it, or a
@@ -40,29 +41,29 @@ type Decision struct {
 
 // EvidenceSummary is what the analyst saw, in brief.
 type EvidenceSummary struct {
-	AttackFrom      time.Time                     `json:"attack_from"`
-	AttackTo        time.Time                     `json:"attack_to"`
-	BaselineFrom    time.Time                     `json:"baseline_from"`
-	BaselineTo      time.Time                     `json:"baseline_to"`
-	BaselineSource  string                        `json:"baseline_source"` // agent, or responder (its own snapshots: the flood overwrote the agent's window)
-	AttackSamples   int                           `json:"attack_samples"`
-	BaselineSamples int                           `json:"baseline_samples"`
-	SampleEvery     uint32                        `json:"sample_every"`
-	Estimated       uint64                        `json:"attack_packets_estimated"`
-	Top             map[string][]guard.ValueCount `json:"top,omitempty"` // top 3 per field
-	Protected       []string                      `json:"protected,omitempty"`
-	Candidates      []Candidate                   `json:"candidates,omitempty"`
-	ActiveRules     int                           `json:"active_rules"`
+	AttackFrom      time.Time                        `json:"attack_from"`
+	AttackTo        time.Time                        `json:"attack_to"`
+	BaselineFrom    time.Time                        `json:"baseline_from"`
+	BaselineTo      time.Time                        `json:"baseline_to"`
+	BaselineSource  string                           `json:"baseline_source"` // agent, or responder (its own snapshots: the flood overwrote the agent's window)
+	AttackSamples   int                              `json:"attack_samples"`
+	BaselineSamples int                              `json:"baseline_samples"`
+	SampleEvery     uint32                           `json:"sample_every"`
+	Estimated       uint64                           `json:"attack_packets_estimated"`
+	Top             map[string][]agentapi.ValueCount `json:"top,omitempty"` // top 3 per field
+	Protected       []string                         `json:"protected,omitempty"`
+	Candidates      []Candidate                      `json:"candidates,omitempty"`
+	ActiveRules     int                              `json:"active_rules"`
 }
 
 // AnswerRecord is an analyst's answer as recorded.
 type AnswerRecord struct {
-	Analyst     string       `json:"analyst"`
-	Rationale   string       `json:"rationale,omitempty"`
-	Rules       []guard.Rule `json:"rules,omitempty"`
-	Error       string       `json:"error,omitempty"`
-	Cause       string       `json:"cause,omitempty"` // why the LLM's answer was not used
-	DurationSec float64      `json:"duration_seconds"`
+	Analyst     string      `json:"analyst"`
+	Rationale   string      `json:"rationale,omitempty"`
+	Rules       []rule.Rule `json:"rules,omitempty"`
+	Error       string      `json:"error,omitempty"`
+	Cause       string      `json:"cause,omitempty"` // why the LLM's answer was not used
+	DurationSec float64     `json:"duration_seconds"`
 }
 
 // AppliedRule is a rule pushed to the agent (or the failure to push it).

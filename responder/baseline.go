@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // A flood overwrites an agent's sample window within seconds (the window is
@@ -26,7 +26,7 @@ const (
 
 type baselineSnap struct {
 	from, to time.Time
-	pkts     []guard.Packet
+	pkts     []rule.Packet
 }
 
 type baselineCache struct {
@@ -67,10 +67,10 @@ func (c *baselineCache) add(url string, s baselineSnap) {
 }
 
 // window returns the cached packets of snapshots lying within [from, to].
-func (c *baselineCache) window(url string, from, to time.Time) []guard.Packet {
+func (c *baselineCache) window(url string, from, to time.Time) []rule.Packet {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []guard.Packet
+	var out []rule.Packet
 	for _, s := range c.agents[url] {
 		if !s.from.Before(from) && !s.to.After(to) {
 			out = append(out, s.pkts...)

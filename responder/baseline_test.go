@@ -6,7 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // floodedAgent is an agent whose sample window a flood has overwritten:
@@ -16,21 +17,21 @@ type floodedAgent struct {
 	Agent
 	clock    *fakeClock
 	flooding atomic.Bool
-	ordinary []guard.Packet
-	flood    []guard.Packet
+	ordinary []rule.Packet
+	flood    []rule.Packet
 }
 
-func (f *floodedAgent) Traffic(_ context.Context, from, to time.Time, n int) (guard.TrafficReport, error) {
-	var pkts []guard.Packet
+func (f *floodedAgent) Traffic(_ context.Context, from, to time.Time, n int) (agentapi.TrafficReport, error) {
+	var pkts []rule.Packet
 	switch {
 	case !f.flooding.Load():
 		pkts = f.ordinary
 	case f.clock.Now().Sub(to) < 5*time.Second:
 		pkts = f.flood
 	}
-	rep := guard.TrafficReport{From: from, To: to, SampleEvery: 1, Protected: []string{nodeAddr.String()}}
+	rep := agentapi.TrafficReport{From: from, To: to, SampleEvery: 1, Protected: []string{nodeAddr.String()}}
 	for _, p := range pkts[:min(n, len(pkts))] {
-		rep.Samples = append(rep.Samples, guard.Sample{Time: to, Packet: p})
+		rep.Samples = append(rep.Samples, rule.Sample{Time: to, Packet: p})
 	}
 	rep.Totals.SampledPackets = uint64(len(rep.Samples))
 	return rep, nil
@@ -44,7 +45,7 @@ func TestBaselineSurvivesFlood(t *testing.T) {
 	rulesAgent := newFakeAgent(t, nil, nil) // serves the rules API
 	fa := &floodedAgent{clock: clock, ordinary: ordinaryTraffic(101, 3000), flood: mix(7, hpingSYNFlood(12, 3000, true), ordinaryTraffic(102, 100))}
 	tr := startResponder(t, Config{AgentURL: rulesAgent.srv.URL, Now: clock.Now, BaselinePoll: 20 * time.Millisecond,
-		NewAgent: func(u, tok string) Agent { fa.Agent = guard.NewClient(u, tok, nil); return fa }}, true)
+		NewAgent: func(u, tok string) Agent { fa.Agent = agentapi.NewClient(u, tok, nil); return fa }}, true)
 	time.Sleep(200 * time.Millisecond) // a few snapshots of ordinary traffic
 	clock.Advance(3 * time.Minute)
 	fa.flooding.Store(true)

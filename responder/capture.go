@@ -10,12 +10,12 @@ import (
 
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // ReadCaptureFile reads a pcap or pcapng file and parses every frame with
 // guard.ParseFrame, so offline analysis sees exactly what the XDP guard sees.
-func ReadCaptureFile(path string) ([]guard.Packet, error) {
+func ReadCaptureFile(path string) ([]rule.Packet, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open capture: %w", err)
@@ -31,7 +31,7 @@ func ReadCaptureFile(path string) ([]guard.Packet, error) {
 // ReadCapture reads pcap or pcapng from r (told apart by the magic number).
 // Ethernet and raw-IP link types are supported; raw IP gets a synthetic
 // Ethernet header so ParseFrame reads it.
-func ReadCapture(r io.Reader) ([]guard.Packet, error) {
+func ReadCapture(r io.Reader) ([]rule.Packet, error) {
 	br := bufio.NewReader(r)
 	magic, err := br.Peek(4)
 	if err != nil {
@@ -72,7 +72,7 @@ func ReadCapture(r io.Reader) ([]guard.Packet, error) {
 	default:
 		return nil, fmt.Errorf("link type %v is not supported (Ethernet or raw IP)", linkType)
 	}
-	var out []guard.Packet
+	var out []rule.Packet
 	for {
 		d, err := next()
 		if errors.Is(err, io.EOF) {
@@ -81,6 +81,6 @@ func ReadCapture(r io.Reader) ([]guard.Packet, error) {
 		if err != nil {
 			return out, fmt.Errorf("read packet %d: %w", len(out)+1, err)
 		}
-		out = append(out, guard.ParseFrame(prefix(d)))
+		out = append(out, rule.ParseFrame(prefix(d)))
 	}
 }

@@ -20,25 +20,26 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/internal/testnet"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // memStore is an in-memory rule table behind the real agent API handler
 // (guard.NewAPI): the responder talks to it through the real client.
 type memStore struct {
 	mu    sync.Mutex
-	rules map[string]guard.Rule
+	rules map[string]rule.Rule
 	order []string
-	adds  []guard.Rule // every successful Add, in order
+	adds  []rule.Rule // every successful Add, in order
 	seq   int
 }
 
-func newMemStore() *memStore { return &memStore{rules: map[string]guard.Rule{}} }
+func newMemStore() *memStore { return &memStore{rules: map[string]rule.Rule{}} }
 
-func (s *memStore) Add(r guard.Rule) (guard.Rule, error) {
+func (s *memStore) Add(r rule.Rule) (rule.Rule, error) {
 	if err := r.Validate(); err != nil {
-		return guard.Rule{}, err
+		return rule.Rule{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -47,7 +48,7 @@ func (s *memStore) Add(r guard.Rule) (guard.Rule, error) {
 		r.ID = fmt.Sprintf("r%d", s.seq)
 	}
 	if _, ok := s.rules[r.ID]; ok {
-		return guard.Rule{}, guard.ErrRuleExists
+		return rule.Rule{}, rule.ErrRuleExists
 	}
 	r.CreatedAt = time.Now()
 	r.ExpiresAt = r.CreatedAt.Add(time.Duration(r.TTLSeconds) * time.Second)
@@ -61,17 +62,17 @@ func (s *memStore) Delete(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.rules[id]; !ok {
-		return guard.ErrRuleNotFound
+		return rule.ErrRuleNotFound
 	}
 	delete(s.rules, id)
 	s.order = slices.DeleteFunc(s.order, func(x string) bool { return x == id })
 	return nil
 }
 
-func (s *memStore) List() []guard.Rule {
+func (s *memStore) List() []rule.Rule {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []guard.Rule
+	var out []rule.Rule
 	for _, id := range s.order {
 		if r, ok := s.rules[id]; ok {
 			out = append(out, r)
@@ -80,10 +81,10 @@ func (s *memStore) List() []guard.Rule {
 	return out
 }
 
-func (s *memStore) Adds() []guard.Rule {
+func (s *memStore) Adds() []rule.Rule {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]guard.Rule(nil), s.adds...)
+	return append([]rule.Rule(nil), s.adds...)
 }
 
 // The node the fake agent runs on: its address is the captures' victim.
@@ -97,16 +98,16 @@ const agentToken = "agent-secret-token"
 type fakeAgent struct {
 	srv    *httptest.Server
 	store  *memStore
-	window *guard.TrafficWindow
+	window *agentapi.TrafficWindow
 }
 
 // newFakeAgent serves the real agent API over an in-memory rule store and a
 // real traffic window holding baseline packets from 6 min to 95 s ago (the
 // baseline window ends BaselineGap before the attack window) and
 // attack packets in the last 30 s.
-func newFakeAgent(tb testing.TB, baseline, attack []guard.Packet) *fakeAgent {
+func newFakeAgent(tb testing.TB, baseline, attack []rule.Packet) *fakeAgent {
 	tb.Helper()
-	w := guard.NewTrafficWindow(guard.WindowConfig{
+	w := agentapi.NewTrafficWindow(agentapi.WindowConfig{
 		MaxSamples: 200_000, MaxAge: 10 * time.Minute, SampleEvery: 1,
 		Protected: func() []netip.Prefix { return []netip.Prefix{nodeAddr, nodeGateway} },
 	})
@@ -114,18 +115,18 @@ func newFakeAgent(tb testing.TB, baseline, attack []guard.Packet) *fakeAgent {
 	fill(w, baseline, now.Add(-6*time.Minute), now.Add(-95*time.Second))
 	fill(w, attack, now.Add(-29*time.Second), now.Add(-100*time.Millisecond))
 	st := newMemStore()
-	srv := httptest.NewServer(guard.NewAPI(slog.New(slog.DiscardHandler), st, w, agentToken))
+	srv := httptest.NewServer(agentapi.NewAPI(slog.New(slog.DiscardHandler), st, w, agentToken))
 	tb.Cleanup(srv.Close)
 	return &fakeAgent{srv: srv, store: st, window: w}
 }
 
-func fill(w *guard.TrafficWindow, pkts []guard.Packet, from, to time.Time) {
+func fill(w *agentapi.TrafficWindow, pkts []rule.Packet, from, to time.Time) {
 	if len(pkts) == 0 {
 		return
 	}
 	step := to.Sub(from) / time.Duration(len(pkts))
 	for i, p := range pkts {
-		w.Add(guard.Sample{Time: from.Add(time.Duration(i) * step), Interface: "eth0", Packet: p})
+		w.Add(rule.Sample{Time: from.Add(time.Duration(i) * step), Interface: "eth0", Packet: p})
 	}
 }
 

@@ -9,15 +9,16 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // Candidate is a rule the fingerprint miner proposes, with what it would
 // have done to the recent traffic.
 type Candidate struct {
-	Rule       guard.Rule `json:"rule"`
-	Coverage   float64    `json:"coverage"`   // share of the attack window it matches
-	Collateral float64    `json:"collateral"` // share of the baseline it matches
+	Rule       rule.Rule `json:"rule"`
+	Coverage   float64   `json:"coverage"`   // share of the attack window it matches
+	Collateral float64   `json:"collateral"` // share of the baseline it matches
 }
 
 // MinerConfig tunes the fingerprint miner. Zero values take the defaults.
@@ -60,7 +61,7 @@ func (c MinerConfig) withDefaults() MinerConfig {
 // carry the excess traffic, otherwise fingerprints (field-value conjunctions
 // that cover a traffic class which grew in the attack window and are rare in
 // the baseline). Protected sources never get a per-source rule.
-func Mine(cfg MinerConfig, attack, baseline []guard.Packet, protected []netip.Prefix) []Candidate {
+func Mine(cfg MinerConfig, attack, baseline []rule.Packet, protected []netip.Prefix) []Candidate {
 	cfg = cfg.withDefaults()
 	attack = ipOnly(attack)
 	baseline = ipOnly(baseline)
@@ -73,8 +74,8 @@ func Mine(cfg MinerConfig, attack, baseline []guard.Packet, protected []netip.Pr
 	return mineFingerprints(cfg, attack, baseline)
 }
 
-func ipOnly(pkts []guard.Packet) []guard.Packet {
-	out := make([]guard.Packet, 0, len(pkts))
+func ipOnly(pkts []rule.Packet) []rule.Packet {
+	out := make([]rule.Packet, 0, len(pkts))
 	for _, p := range pkts {
 		if p.Family != 0 {
 			out = append(out, p)
@@ -85,7 +86,7 @@ func ipOnly(pkts []guard.Packet) []guard.Packet {
 
 // mineSources returns per-source rules when at most MaxSources addresses,
 // each grown over the baseline, carry SourceShare of the attack window.
-func mineSources(cfg MinerConfig, attack, baseline []guard.Packet, protected []netip.Prefix) []Candidate {
+func mineSources(cfg MinerConfig, attack, baseline []rule.Packet, protected []netip.Prefix) []Candidate {
 	ac := map[netip.Addr]int{}
 	for _, p := range attack {
 		ac[p.Src]++
@@ -125,7 +126,7 @@ func mineSources(cfg MinerConfig, attack, baseline []guard.Packet, protected []n
 		if len(out) == cfg.MaxRules {
 			break
 		}
-		m := guard.Match{Src: netip.PrefixFrom(g.addr, g.addr.BitLen()).String()}
+		m := rule.Match{Src: netip.PrefixFrom(g.addr, g.addr.BitLen()).String()}
 		// Narrow to the source's protocol when it sends only one: a flooding
 		// host may still be a client whose other traffic should pass.
 		protos := map[uint8]int{}
@@ -136,7 +137,7 @@ func mineSources(cfg MinerConfig, attack, baseline []guard.Packet, protected []n
 		}
 		if len(protos) == 1 {
 			for pr := range protos {
-				m.Protocol = guard.FormatProtocol(uint32(pr))
+				m.Protocol = agentapi.FormatProtocol(uint32(pr))
 			}
 		}
 		reason := fmt.Sprintf("source %s carries %.0f%% of the attack window", g.addr, 100*ratio(g.n, len(attack)))
@@ -151,7 +152,7 @@ const emptyBaselineShare = 0.05
 
 // classExcess is the total share of the attack window by which grown
 // traffic classes exceed the baseline: the attack's share of the window.
-func classExcess(cfg MinerConfig, attack, baseline []guard.Packet) float64 {
+func classExcess(cfg MinerConfig, attack, baseline []rule.Packet) float64 {
 	ac, bc := map[classKey]int{}, map[classKey]int{}
 	for i := range attack {
 		ac[keyOf(&attack[i])]++
@@ -186,15 +187,15 @@ func isProtected(a netip.Addr, protected []netip.Prefix) bool {
 type classKey struct {
 	protocol uint8
 	hasL4    bool
-	frag     guard.FragKind
+	frag     rule.FragKind
 	flags    uint8 // TCP only
 	icmpType uint8 // ICMP only
 	icmp     bool
 }
 
-func keyOf(p *guard.Packet) classKey {
+func keyOf(p *rule.Packet) classKey {
 	k := classKey{protocol: p.Protocol, hasL4: p.HasL4, frag: p.Fragment}
-	if p.HasL4 && p.Protocol == guard.ProtoTCP {
+	if p.HasL4 && p.Protocol == rule.ProtoTCP {
 		k.flags = p.TCPFlags
 	}
 	if p.IsICMP() {
@@ -203,7 +204,7 @@ func keyOf(p *guard.Packet) classKey {
 	return k
 }
 
-func mineFingerprints(cfg MinerConfig, attack, baseline []guard.Packet) []Candidate {
+func mineFingerprints(cfg MinerConfig, attack, baseline []rule.Packet) []Candidate {
 	ac := map[classKey][]int{}
 	for i := range attack {
 		k := keyOf(&attack[i])
@@ -252,8 +253,8 @@ func mineFingerprints(cfg MinerConfig, attack, baseline []guard.Packet) []Candid
 	return out
 }
 
-func pick(pkts []guard.Packet, idx []int) []guard.Packet {
-	out := make([]guard.Packet, len(idx))
+func pick(pkts []rule.Packet, idx []int) []rule.Packet {
+	out := make([]rule.Packet, len(idx))
 	for i, j := range idx {
 		out[i] = pkts[j]
 	}
@@ -263,7 +264,7 @@ func pick(pkts []guard.Packet, idx []int) []guard.Packet {
 // predicate is one field constraint of a fingerprint.
 type predicate struct {
 	field    string
-	apply    func(*guard.Match)
+	apply    func(*rule.Match)
 	prunable bool
 }
 
@@ -272,8 +273,8 @@ type predicate struct {
 // length and window ranges, a source prefix), then drops the constraints the
 // baseline shows are not needed, so the rule is as general as the evidence
 // allows (a longer attack varies more than a sample does).
-func fingerprint(cfg MinerConfig, k classKey, pk, bk []guard.Packet, baselineTotal int, scale float64) (guard.Match, string) {
-	hist := func(get func(*guard.Packet) uint32) map[uint32]float64 { return excessHist(pk, bk, get, scale) }
+func fingerprint(cfg MinerConfig, k classKey, pk, bk []rule.Packet, baselineTotal int, scale float64) (rule.Match, string) {
+	hist := func(get func(*rule.Packet) uint32) map[uint32]float64 { return excessHist(pk, bk, get, scale) }
 	// The attack's size within the class: what the constraints must keep.
 	// Excess beyond it is ordinary traffic with values the baseline sample
 	// happened not to hold (random ephemeral ports, say).
@@ -283,44 +284,44 @@ func fingerprint(cfg MinerConfig, k classKey, pk, bk []guard.Packet, baselineTot
 	}
 	keep *= 1 - 2*cfg.Trim
 	var preds []predicate
-	proto := guard.FormatProtocol(uint32(k.protocol))
-	preds = append(preds, predicate{"protocol", func(m *guard.Match) { m.Protocol = proto }, false})
-	frag := guard.Fragment(k.frag.String())
-	preds = append(preds, predicate{"fragment", func(m *guard.Match) { m.Fragment = frag }, true})
-	if k.hasL4 && k.protocol == guard.ProtoTCP {
-		flags := guard.FormatTCPFlags(k.flags, ^k.flags)
-		preds = append(preds, predicate{"tcp_flags", func(m *guard.Match) { m.TCPFlags = flags }, false})
+	proto := agentapi.FormatProtocol(uint32(k.protocol))
+	preds = append(preds, predicate{"protocol", func(m *rule.Match) { m.Protocol = proto }, false})
+	frag := rule.Fragment(k.frag.String())
+	preds = append(preds, predicate{"fragment", func(m *rule.Match) { m.Fragment = frag }, true})
+	if k.hasL4 && k.protocol == rule.ProtoTCP {
+		flags := rule.FormatTCPFlags(k.flags, ^k.flags)
+		preds = append(preds, predicate{"tcp_flags", func(m *rule.Match) { m.TCPFlags = flags }, false})
 	}
 	if k.icmp {
 		t := int(k.icmpType)
-		preds = append(preds, predicate{"icmp_type", func(m *guard.Match) { m.ICMPType = &t }, false})
+		preds = append(preds, predicate{"icmp_type", func(m *rule.Match) { m.ICMPType = &t }, false})
 	}
-	if k.hasL4 && (k.protocol == guard.ProtoTCP || k.protocol == guard.ProtoUDP) {
-		if ports := portSet(keep, hist(func(p *guard.Packet) uint32 { return uint32(p.DstPort) })); ports != nil {
-			preds = append(preds, predicate{"dst_ports", func(m *guard.Match) { m.DstPorts = ports }, true})
+	if k.hasL4 && (k.protocol == rule.ProtoTCP || k.protocol == rule.ProtoUDP) {
+		if ports := portSet(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.DstPort) })); ports != nil {
+			preds = append(preds, predicate{"dst_ports", func(m *rule.Match) { m.DstPorts = ports }, true})
 		}
-		if ports := portSet(keep, hist(func(p *guard.Packet) uint32 { return uint32(p.SrcPort) })); ports != nil {
-			preds = append(preds, predicate{"src_ports", func(m *guard.Match) { m.SrcPorts = ports }, true})
-		}
-	}
-	if k.hasL4 && k.protocol == guard.ProtoTCP {
-		if r, ok := valueRange(keep, hist(func(p *guard.Packet) uint32 { return uint32(p.TCPWindow) }), 65535, 8192); ok {
-			preds = append(preds, predicate{"tcp_window", func(m *guard.Match) { m.TCPWindow = r }, true})
+		if ports := portSet(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.SrcPort) })); ports != nil {
+			preds = append(preds, predicate{"src_ports", func(m *rule.Match) { m.SrcPorts = ports }, true})
 		}
 	}
-	if r, ok := valueRange(keep, hist(func(p *guard.Packet) uint32 { return uint32(p.TTL) }), 255, 128); ok {
-		preds = append(preds, predicate{"ttl", func(m *guard.Match) { m.TTL = r }, true})
+	if k.hasL4 && k.protocol == rule.ProtoTCP {
+		if r, ok := valueRange(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.TCPWindow) }), 65535, 8192); ok {
+			preds = append(preds, predicate{"tcp_window", func(m *rule.Match) { m.TCPWindow = r }, true})
+		}
 	}
-	if r, ok := valueRange(keep, hist(func(p *guard.Packet) uint32 { return uint32(p.Length) }), 65535, 1024); ok {
-		preds = append(preds, predicate{"length", func(m *guard.Match) { m.Length = r }, true})
+	if r, ok := valueRange(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.TTL) }), 255, 128); ok {
+		preds = append(preds, predicate{"ttl", func(m *rule.Match) { m.TTL = r }, true})
+	}
+	if r, ok := valueRange(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.Length) }), 65535, 1024); ok {
+		preds = append(preds, predicate{"length", func(m *rule.Match) { m.Length = r }, true})
 	}
 	if pfx, ok := commonSourcePrefix(cfg, pk, bk, scale); ok {
 		s := pfx.String()
-		preds = append(preds, predicate{"src", func(m *guard.Match) { m.Src = s }, true})
+		preds = append(preds, predicate{"src", func(m *rule.Match) { m.Src = s }, true})
 	}
 
-	build := func(ps []predicate) guard.Match {
-		var m guard.Match
+	build := func(ps []predicate) rule.Match {
+		var m rule.Match
 		for _, p := range ps {
 			p.apply(&m)
 		}
@@ -366,32 +367,32 @@ func hasSignature(ps []predicate) bool {
 }
 
 func describeClass(k classKey) string {
-	s := guard.FormatProtocol(uint32(k.protocol))
+	s := agentapi.FormatProtocol(uint32(k.protocol))
 	switch {
-	case k.hasL4 && k.protocol == guard.ProtoTCP:
-		s += " " + guard.FormatTCPFlags(k.flags, 0)
+	case k.hasL4 && k.protocol == rule.ProtoTCP:
+		s += " " + rule.FormatTCPFlags(k.flags, 0)
 	case k.icmp:
 		s += " type " + strconv.Itoa(int(k.icmpType))
 	}
-	if k.frag != guard.FragNone {
+	if k.frag != rule.FragNone {
 		s += " " + k.frag.String() + "-fragment"
 	}
 	return s
 }
 
-func matchedCount(m guard.Match, pkts []guard.Packet) int {
+func matchedCount(m rule.Match, pkts []rule.Packet) int {
 	c, err := m.Compile()
 	if err != nil {
 		return len(pkts)
 	}
-	return countMatched([]*guard.Matcher{c}, pkts)
+	return countMatched([]*rule.Matcher{c}, pkts)
 }
 
 // excessHist is, per value of a field, how many more class packets the
 // attack window holds than the baseline predicts (baseline counts scaled by
 // the windows' size ratio). The ordinary traffic that shares the class is
 // subtracted out, so the fingerprint describes the attack alone.
-func excessHist(pk, bk []guard.Packet, get func(*guard.Packet) uint32, scale float64) map[uint32]float64 {
+func excessHist(pk, bk []rule.Packet, get func(*rule.Packet) uint32, scale float64) map[uint32]float64 {
 	h := map[uint32]float64{}
 	for i := range pk {
 		h[get(&pk[i])]++
@@ -495,9 +496,9 @@ func valueRange(keep float64, h map[uint32]float64, max, maxWidth uint32) (strin
 
 // commonSourcePrefix returns the /24 (v4) or /48 (v6), if allowed by the
 // breadth limit, that holds all but Trim of the class's excess sources.
-func commonSourcePrefix(cfg MinerConfig, pk, bk []guard.Packet, scale float64) (netip.Prefix, bool) {
+func commonSourcePrefix(cfg MinerConfig, pk, bk []rule.Packet, scale float64) (netip.Prefix, bool) {
 	counts := map[netip.Prefix]float64{}
-	pfxOf := func(p *guard.Packet) (netip.Prefix, bool) {
+	pfxOf := func(p *rule.Packet) (netip.Prefix, bool) {
 		bits := 24
 		if p.Family == 6 {
 			bits = 48
@@ -551,8 +552,8 @@ func grown(na, totalA, nb, totalB int, minExcess float64) (float64, bool) {
 	return ex, se == 0 || ex/se > 4
 }
 
-func candidateFor(m guard.Match, reason string, attack, baseline []guard.Packet) Candidate {
-	r := guard.Rule{Action: guard.ActionDrop, Match: m, Reason: reason, Origin: "builtin"}
-	rp := ReplayRules([]guard.Rule{r}, attack, baseline)
+func candidateFor(m rule.Match, reason string, attack, baseline []rule.Packet) Candidate {
+	r := rule.Rule{Action: rule.ActionDrop, Match: m, Reason: reason, Origin: "builtin"}
+	rp := ReplayRules([]rule.Rule{r}, attack, baseline)
 	return Candidate{Rule: r, Coverage: rp.Coverage, Collateral: rp.Collateral}
 }

@@ -5,15 +5,15 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/rule"
 )
 
 var captureCache sync.Map
 
-func readCapture(tb testing.TB, name string) []guard.Packet {
+func readCapture(tb testing.TB, name string) []rule.Packet {
 	tb.Helper()
 	if v, ok := captureCache.Load(name); ok {
-		return v.([]guard.Packet)
+		return v.([]rule.Packet)
 	}
 	pkts, err := ReadCaptureFile("testdata/" + name)
 	if err != nil {
@@ -53,8 +53,8 @@ func TestMineMitigates(t *testing.T) {
 	snmp := readCapture(t, "amp.UDP.snmp.src161.pcapng")
 	for _, tc := range []struct {
 		name       string
-		attack     []guard.Packet
-		window     []guard.Packet // what the agent's attack window holds
+		attack     []rule.Packet
+		window     []rule.Packet // what the agent's attack window holds
 		perSource  bool
 		wantFields []string // match fields every rule must pin
 	}{
@@ -76,7 +76,7 @@ func TestMineMitigates(t *testing.T) {
 			if len(cands) == 0 {
 				t.Fatal("no candidates")
 			}
-			var rules []guard.Rule
+			var rules []rule.Rule
 			for _, c := range cands {
 				js, _ := json.Marshal(c.Rule.Match)
 				t.Logf("rule %s coverage=%.4f collateral=%.4f reason=%q", js, c.Coverage, c.Collateral, c.Rule.Reason)
@@ -124,7 +124,7 @@ func TestMineWithoutBaseline(t *testing.T) {
 	flood := hpingSYNFlood(11, 4000, true)
 	window := mix(12, flood, ordinaryTraffic(13, 400))
 	cands := Mine(MinerConfig{}, window, nil, nil)
-	var rules []guard.Rule
+	var rules []rule.Rule
 	for _, c := range cands {
 		rules = append(rules, c.Rule)
 	}

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 )
 
 func FuzzDecodeMessage(f *testing.F) {
@@ -75,7 +76,7 @@ func FuzzGuardrails(f *testing.F) {
 	baseline := ordinaryTraffic(72, 1000)
 	protected := []netip.Prefix{nodeAddr, nodeGateway}
 	f.Fuzz(func(t *testing.T, ruleJSON []byte, monitor bool) {
-		var r guard.Rule
+		var r rule.Rule
 		if json.Unmarshal(ruleJSON, &r) != nil {
 			return
 		}
@@ -83,7 +84,7 @@ func FuzzGuardrails(f *testing.F) {
 		if monitor {
 			mode = "monitor"
 		}
-		vs := fuzzGuard.Check(CheckInput{Attack: attack, Baseline: baseline, Protected: protected, Mode: mode, TTL: 10 * time.Minute, Origin: "llm"}, []guard.Rule{r})
+		vs := fuzzGuard.Check(CheckInput{Attack: attack, Baseline: baseline, Protected: protected, Mode: mode, TTL: 10 * time.Minute, Origin: "llm"}, []rule.Rule{r})
 		if len(vs) != 1 {
 			t.Fatalf("%d validations for one rule", len(vs))
 		}
@@ -98,13 +99,13 @@ func FuzzGuardrails(f *testing.F) {
 		if err := got.Validate(); err != nil {
 			t.Fatalf("accepted an invalid rule: %v", err)
 		}
-		if got.Origin != "llm" || monitor && got.Action != guard.ActionMonitor {
+		if got.Origin != "llm" || monitor && got.Action != rule.ActionMonitor {
 			t.Fatalf("origin %q action %q", got.Origin, got.Action)
 		}
 		if ttl := time.Duration(got.TTLSeconds) * time.Second; ttl < fuzzGuard.MinTTL || ttl > fuzzGuard.MaxTTL {
 			t.Fatalf("ttl %s out of bounds", ttl)
 		}
-		if strings.ContainsAny(got.Reason, "\n\r\x00") || len(got.Reason) > guard.MaxReasonLen {
+		if strings.ContainsAny(got.Reason, "\n\r\x00") || len(got.Reason) > rule.MaxReasonLen {
 			t.Fatalf("reason not sanitized: %q", got.Reason)
 		}
 		m, _ := got.Match.Compile()
@@ -153,10 +154,10 @@ func TestPromptBounded(t *testing.T) {
 	ev := &Evidence{
 		Alert:     AlertInfo{Name: long, Fingerprint: "f", Status: "firing", Labels: map[string]string{"a": long}, Annotations: map[string]string{"description": long}},
 		Attack:    hpingSYNFlood(1, 20000, true),
-		AttackTop: map[string][]guard.ValueCount{"src": {{Value: long, Count: 1}}},
+		AttackTop: map[string][]agentapi.ValueCount{"src": {{Value: long, Count: 1}}},
 	}
 	for range 200 {
-		ev.ActiveRules = append(ev.ActiveRules, guard.Rule{ID: "x", Action: guard.ActionDrop, TTLSeconds: 60, Reason: long})
+		ev.ActiveRules = append(ev.ActiveRules, rule.Rule{ID: "x", Action: rule.ActionDrop, TTLSeconds: 60, Reason: long})
 	}
 	ev.Candidates = Mine(MinerConfig{}, ev.Attack, nil, nil)
 	for _, max := range []int{4 << 10, 24 << 10} {
@@ -181,15 +182,15 @@ func TestGuardrailsProtectedSources(t *testing.T) {
 	flood := hpingSYNFlood(21, 2000, true)
 	flood[0].Src = netip.MustParseAddr("127.0.0.1")
 	flood[1].Src = nodeGateway.Addr()
-	rule := guard.Rule{Action: guard.ActionDrop, TTLSeconds: 600, Match: guard.Match{Protocol: "tcp", TCPFlags: "syn,!ack", TCPWindow: "512"}}
+	r := rule.Rule{Action: rule.ActionDrop, TTLSeconds: 600, Match: rule.Match{Protocol: "tcp", TCPFlags: "syn,!ack", TCPWindow: "512"}}
 	baseline := ordinaryTraffic(22, 2000)
 	in := CheckInput{Attack: flood, Baseline: baseline, Protected: []netip.Prefix{nodeAddr, nodeGateway}, Mode: "enforce", TTL: time.Minute, Origin: "builtin"}
-	if v := DefaultGuardrails.Check(in, []guard.Rule{rule})[0]; !v.Accepted {
+	if v := DefaultGuardrails.Check(in, []rule.Rule{r})[0]; !v.Accepted {
 		t.Errorf("rejected: %s", v.Reason)
 	}
-	gw := tcpPkt(nodeGateway.Addr(), victim4, 40000, 80, guard.FlagSYN, 512, 40, 64)
+	gw := tcpPkt(nodeGateway.Addr(), victim4, 40000, 80, rule.FlagSYN, 512, 40, 64)
 	in.Baseline = append(baseline, gw)
-	if v := DefaultGuardrails.Check(in, []guard.Rule{rule})[0]; v.Accepted || !strings.Contains(v.Reason, "protected") {
+	if v := DefaultGuardrails.Check(in, []rule.Rule{r})[0]; v.Accepted || !strings.Contains(v.Reason, "protected") {
 		t.Errorf("a rule cutting off the gateway's traffic: accepted=%v reason=%q", v.Accepted, v.Reason)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // Guardrails are the checks every proposed rule passes before it reaches an
@@ -46,18 +46,18 @@ var alwaysProtected = []netip.Prefix{
 
 // Validation is the verdict on one proposed rule, as the audit trail shows it.
 type Validation struct {
-	Rule       guard.Rule `json:"rule"`
-	Accepted   bool       `json:"accepted"`
-	Reason     string     `json:"reason,omitempty"` // why it was rejected
-	Notes      []string   `json:"notes,omitempty"`  // adjustments made (TTL clamped, action set by mode)
-	Coverage   float64    `json:"coverage"`
-	Collateral float64    `json:"collateral"`
-	Replay     Replay     `json:"replay"`
+	Rule       rule.Rule `json:"rule"`
+	Accepted   bool      `json:"accepted"`
+	Reason     string    `json:"reason,omitempty"` // why it was rejected
+	Notes      []string  `json:"notes,omitempty"`  // adjustments made (TTL clamped, action set by mode)
+	Coverage   float64   `json:"coverage"`
+	Collateral float64   `json:"collateral"`
+	Replay     Replay    `json:"replay"`
 }
 
 // CheckInput is what the guardrails judge a proposal against.
 type CheckInput struct {
-	Attack, Baseline []guard.Packet
+	Attack, Baseline []rule.Packet
 	Protected        []netip.Prefix // the node's addresses and gateways (from the agent)
 	ActiveRules      int            // responder rules already active on the agent
 	Mode             string         // enforce or monitor
@@ -70,7 +70,7 @@ type CheckInput struct {
 // responder's (monitor mode forces monitor), the reason is sanitized, the TTL
 // clamped to bounds; then schema, never-block, breadth, emptiness, the rule
 // cap and the replay decide.
-func (g Guardrails) Check(in CheckInput, proposed []guard.Rule) []Validation {
+func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 	protected := normalizePrefixes(append(append(append([]netip.Prefix{}, alwaysProtected...), g.NeverBlock...), in.Protected...))
 	accepted := 0
 	out := make([]Validation, 0, len(proposed))
@@ -83,7 +83,7 @@ func (g Guardrails) Check(in CheckInput, proposed []guard.Rule) []Validation {
 		} else if m, err := r.Match.Compile(); err != nil {
 			v.Reason = "schema: " + err.Error()
 		} else {
-			v.Replay = replayMatchers([]*guard.Matcher{m}, in.Attack, in.Baseline)
+			v.Replay = replayMatchers([]*rule.Matcher{m}, in.Attack, in.Baseline)
 			v.Coverage, v.Collateral = v.Replay.Coverage, v.Replay.Collateral
 			switch {
 			case hitsProtected(m, in.Baseline, protected):
@@ -107,19 +107,19 @@ func (g Guardrails) Check(in CheckInput, proposed []guard.Rule) []Validation {
 	return out
 }
 
-func (g Guardrails) adjust(in CheckInput, r guard.Rule) (guard.Rule, []string) {
+func (g Guardrails) adjust(in CheckInput, r rule.Rule) (rule.Rule, []string) {
 	var notes []string
 	r.Origin = in.Origin
-	r.Reason = SanitizeText(r.Reason, guard.MaxReasonLen)
+	r.Reason = SanitizeText(r.Reason, rule.MaxReasonLen)
 	r.CreatedAt, r.ExpiresAt, r.Packets, r.Bytes = time.Time{}, time.Time{}, 0, 0
 	if in.Mode == "monitor" {
-		if r.Action != guard.ActionMonitor {
+		if r.Action != rule.ActionMonitor {
 			notes = append(notes, fmt.Sprintf("mode monitor: action %q installed as monitor", r.Action))
 		}
-		r.Action, r.RatePPS = guard.ActionMonitor, 0
+		r.Action, r.RatePPS = rule.ActionMonitor, 0
 	}
 	if r.Action == "" {
-		r.Action = guard.ActionDrop
+		r.Action = rule.ActionDrop
 	}
 	ttl := time.Duration(r.TTLSeconds) * time.Second
 	if ttl <= 0 {
@@ -138,7 +138,7 @@ func (g Guardrails) adjust(in CheckInput, r guard.Rule) (guard.Rule, []string) {
 }
 
 // judge returns why r must not be installed, or "" for the replay to decide.
-func (g Guardrails) judge(in CheckInput, r guard.Rule, protected []netip.Prefix) string {
+func (g Guardrails) judge(in CheckInput, r rule.Rule, protected []netip.Prefix) string {
 	if err := r.Validate(); err != nil {
 		return "schema: " + err.Error()
 	}
@@ -169,13 +169,13 @@ func (g Guardrails) judge(in CheckInput, r guard.Rule, protected []netip.Prefix)
 			}
 		}
 	}
-	if r.Action == guard.ActionRateLimit && r.RatePPS == 0 {
+	if r.Action == rule.ActionRateLimit && r.RatePPS == 0 {
 		return "rate_limit needs rate_pps"
 	}
 	return ""
 }
 
-func matchIsEmpty(m guard.Match) bool {
+func matchIsEmpty(m rule.Match) bool {
 	return m.Src == "" && m.Dst == "" && m.Protocol == "" && len(m.SrcPorts) == 0 && len(m.DstPorts) == 0 &&
 		m.TCPFlags == "" && m.ICMPType == nil && m.TTL == "" && m.Length == "" && m.TCPWindow == "" && m.Fragment == ""
 }
@@ -198,7 +198,7 @@ func normalizePrefixes(ps []netip.Prefix) []netip.Prefix {
 // Only the baseline counts: in the attack window a spoofed flood claims
 // random sources, loopback and the gateway among them, and those packets
 // are the attack's, not the gateway's.
-func hitsProtected(m *guard.Matcher, baseline []guard.Packet, protected []netip.Prefix) bool {
+func hitsProtected(m *rule.Matcher, baseline []rule.Packet, protected []netip.Prefix) bool {
 	for i := range baseline {
 		if isProtected(baseline[i].Src, protected) && m.Matches(&baseline[i]) {
 			return true

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 	"github.com/sashabaranov/go-openai"
-
-	"github.com/packetscope/packetscope/guard"
 )
 
 // LLMConfig configures the LLM analyst.
@@ -249,7 +249,7 @@ func parseToolAnswer(resp openai.ChatCompletionResponse) (Answer, *LLMError) {
 	}
 	out := Answer{Rationale: SanitizeText(a.Rationale, 500)}
 	for _, r := range a.Rules {
-		g := guard.Rule{Action: guard.Action(r.Action), TTLSeconds: r.TTLSeconds, Reason: r.Reason}
+		g := rule.Rule{Action: rule.Action(r.Action), TTLSeconds: r.TTLSeconds, Reason: r.Reason}
 		if r.RatePPS != nil {
 			if *r.RatePPS < 0 || *r.RatePPS > 1<<32-1 {
 				return Answer{}, &LLMError{Cause: "invalid_answer", Err: fmt.Errorf("rate_pps %d out of range", *r.RatePPS)}
@@ -263,8 +263,8 @@ func parseToolAnswer(resp openai.ChatCompletionResponse) (Answer, *LLMError) {
 			}
 			return *p
 		}
-		g.Match = guard.Match{Src: str(m.Src), Dst: str(m.Dst), Protocol: str(m.Protocol), TCPFlags: str(m.TCPFlags),
-			TTL: str(m.TTL), Length: str(m.Length), TCPWindow: str(m.TCPWindow), Fragment: guard.Fragment(str(m.Fragment)), ICMPType: m.ICMPType}
+		g.Match = rule.Match{Src: str(m.Src), Dst: str(m.Dst), Protocol: str(m.Protocol), TCPFlags: str(m.TCPFlags),
+			TTL: str(m.TTL), Length: str(m.Length), TCPWindow: str(m.TCPWindow), Fragment: rule.Fragment(str(m.Fragment)), ICMPType: m.ICMPType}
 		if m.SrcPorts != nil {
 			g.Match.SrcPorts = slices.Clone(*m.SrcPorts)
 		}
@@ -278,17 +278,17 @@ func parseToolAnswer(resp openai.ChatCompletionResponse) (Answer, *LLMError) {
 
 // promptEvidence is the evidence as the model sees it.
 type promptEvidence struct {
-	Alert       AlertInfo                     `json:"alert"`
-	Window      string                        `json:"attack_window"`
-	Estimated   uint64                        `json:"attack_packets_estimated"`
-	SampleEvery uint32                        `json:"sample_every"`
-	Sampled     int                           `json:"attack_samples"`
-	Baseline    int                           `json:"baseline_samples"`
-	Top         map[string][]guard.ValueCount `json:"attack_top_values"`
-	Candidates  []Candidate                   `json:"miner_candidates"`
-	Protected   []string                      `json:"protected"`
-	ActiveRules []guard.Rule                  `json:"active_rules"`
-	Samples     []string                      `json:"attack_samples_headers"`
+	Alert       AlertInfo                        `json:"alert"`
+	Window      string                           `json:"attack_window"`
+	Estimated   uint64                           `json:"attack_packets_estimated"`
+	SampleEvery uint32                           `json:"sample_every"`
+	Sampled     int                              `json:"attack_samples"`
+	Baseline    int                              `json:"baseline_samples"`
+	Top         map[string][]agentapi.ValueCount `json:"attack_top_values"`
+	Candidates  []Candidate                      `json:"miner_candidates"`
+	Protected   []string                         `json:"protected"`
+	ActiveRules []rule.Rule                      `json:"active_rules"`
+	Samples     []string                         `json:"attack_samples_headers"`
 }
 
 // buildPrompt renders the evidence as JSON within maxBytes: untrusted text
@@ -302,13 +302,13 @@ func buildPrompt(ev *Evidence, maxBytes int) string {
 		SampleEvery: ev.SampleEvery,
 		Sampled:     len(ev.Attack),
 		Baseline:    len(ev.Baseline),
-		Top:         map[string][]guard.ValueCount{},
+		Top:         map[string][]agentapi.ValueCount{},
 		Candidates:  ev.Candidates,
 	}
 	for k, vs := range ev.AttackTop {
-		var top []guard.ValueCount
+		var top []agentapi.ValueCount
 		for _, v := range vs[:min(len(vs), 5)] {
-			top = append(top, guard.ValueCount{Value: SanitizeText(v.Value, 48), Count: v.Count})
+			top = append(top, agentapi.ValueCount{Value: SanitizeText(v.Value, 48), Count: v.Count})
 		}
 		pe.Top[SanitizeText(k, 32)] = top
 	}
@@ -362,14 +362,14 @@ func sanitizeAlert(a AlertInfo, maxLen int) AlertInfo {
 }
 
 // headerLine writes one sampled header compactly, like a tcpdump line.
-func headerLine(p *guard.Packet) string {
-	s := fmt.Sprintf("%s>%s %s ttl=%d len=%d", p.Src, p.Dst, guard.FormatProtocol(uint32(p.Protocol)), p.TTL, p.Length)
-	if p.Fragment != guard.FragNone {
+func headerLine(p *rule.Packet) string {
+	s := fmt.Sprintf("%s>%s %s ttl=%d len=%d", p.Src, p.Dst, agentapi.FormatProtocol(uint32(p.Protocol)), p.TTL, p.Length)
+	if p.Fragment != rule.FragNone {
 		s += " frag=" + p.Fragment.String()
 	}
 	switch {
-	case p.HasPorts() && p.Protocol == guard.ProtoTCP:
-		s += fmt.Sprintf(" sport=%d dport=%d flags=%s win=%d", p.SrcPort, p.DstPort, guard.FormatTCPFlags(p.TCPFlags, 0), p.TCPWindow)
+	case p.HasPorts() && p.Protocol == rule.ProtoTCP:
+		s += fmt.Sprintf(" sport=%d dport=%d flags=%s win=%d", p.SrcPort, p.DstPort, rule.FormatTCPFlags(p.TCPFlags, 0), p.TCPWindow)
 	case p.HasPorts():
 		s += fmt.Sprintf(" sport=%d dport=%d", p.SrcPort, p.DstPort)
 	case p.IsICMP():

@@ -7,9 +7,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/packetscope/packetscope/guard"
 )
 
 // OfflineConfig configures AnalyzeOffline.
@@ -30,13 +29,13 @@ type OfflineResult struct {
 	Rationale   string
 	LLMError    string // why the LLM's answer was not used, if it was not
 	Validations []Validation
-	Accepted    []guard.Rule
+	Accepted    []rule.Rule
 	Replay      Replay // the accepted rules together
 }
 
 // AnalyzeOffline runs the analyst and the guardrails on packets read from a
 // capture: attack is the capture, baseline (possibly empty) ordinary traffic.
-func AnalyzeOffline(ctx context.Context, cfg OfflineConfig, attack, baseline []guard.Packet) (OfflineResult, error) {
+func AnalyzeOffline(ctx context.Context, cfg OfflineConfig, attack, baseline []rule.Packet) (OfflineResult, error) {
 	rc := Config{Analyst: cfg.Analyst, Mode: cfg.Mode, RuleTTL: cfg.RuleTTL, Guardrails: cfg.Guardrails, Miner: cfg.Miner, LLM: cfg.LLM}
 	if err := rc.setDefaults(); err != nil {
 		return OfflineResult{}, err
@@ -77,7 +76,7 @@ func AnalyzeOffline(ctx context.Context, cfg OfflineConfig, attack, baseline []g
 	return finishOffline(res, attack, baseline), nil
 }
 
-func finishOffline(res OfflineResult, attack, baseline []guard.Packet) OfflineResult {
+func finishOffline(res OfflineResult, attack, baseline []rule.Packet) OfflineResult {
 	for _, v := range res.Validations {
 		if v.Accepted {
 			res.Accepted = append(res.Accepted, v.Rule)

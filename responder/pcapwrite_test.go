@@ -11,8 +11,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
-
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/rule"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/ordinary.pcap")
@@ -27,26 +26,26 @@ const (
 // frameOf builds an Ethernet frame whose headers parse back to p. The IP
 // length fields say p.Length; the payload is cut at the snap length as a
 // capture would be.
-func frameOf(tb testing.TB, p guard.Packet) []byte {
+func frameOf(tb testing.TB, p rule.Packet) []byte {
 	tb.Helper()
 	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}
 	var ls []gopacket.SerializableLayer
 	ls = append(ls, eth)
 	var l4 []gopacket.SerializableLayer
 	var next layers.IPProtocol = layers.IPProtocol(p.Protocol)
-	if p.Fragment != guard.FragLater {
+	if p.Fragment != rule.FragLater {
 		switch p.Protocol {
-		case guard.ProtoTCP:
+		case rule.ProtoTCP:
 			tcp := &layers.TCP{SrcPort: layers.TCPPort(p.SrcPort), DstPort: layers.TCPPort(p.DstPort), Window: p.TCPWindow, DataOffset: 5,
-				FIN: p.TCPFlags&guard.FlagFIN != 0, SYN: p.TCPFlags&guard.FlagSYN != 0, RST: p.TCPFlags&guard.FlagRST != 0,
-				PSH: p.TCPFlags&guard.FlagPSH != 0, ACK: p.TCPFlags&guard.FlagACK != 0, URG: p.TCPFlags&guard.FlagURG != 0,
-				ECE: p.TCPFlags&guard.FlagECE != 0, CWR: p.TCPFlags&guard.FlagCWR != 0}
+				FIN: p.TCPFlags&rule.FlagFIN != 0, SYN: p.TCPFlags&rule.FlagSYN != 0, RST: p.TCPFlags&rule.FlagRST != 0,
+				PSH: p.TCPFlags&rule.FlagPSH != 0, ACK: p.TCPFlags&rule.FlagACK != 0, URG: p.TCPFlags&rule.FlagURG != 0,
+				ECE: p.TCPFlags&rule.FlagECE != 0, CWR: p.TCPFlags&rule.FlagCWR != 0}
 			l4 = append(l4, tcp)
-		case guard.ProtoUDP:
+		case rule.ProtoUDP:
 			l4 = append(l4, &layers.UDP{SrcPort: layers.UDPPort(p.SrcPort), DstPort: layers.UDPPort(p.DstPort), Length: 8})
-		case guard.ProtoICMP:
+		case rule.ProtoICMP:
 			l4 = append(l4, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(p.ICMPType, 0)})
-		case guard.ProtoICMPv6:
+		case rule.ProtoICMPv6:
 			l4 = append(l4, &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(p.ICMPType, 0)})
 		}
 	}
@@ -54,9 +53,9 @@ func frameOf(tb testing.TB, p guard.Packet) []byte {
 		eth.EthernetType = layers.EthernetTypeIPv4
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: p.TTL, Protocol: next, SrcIP: p.Src.AsSlice(), DstIP: p.Dst.AsSlice(), Length: p.Length}
 		switch p.Fragment {
-		case guard.FragFirst:
+		case rule.FragFirst:
 			ip.Flags = layers.IPv4MoreFragments
-		case guard.FragLater:
+		case rule.FragLater:
 			ip.FragOffset = 185
 		}
 		ls = append(ls, ip)
@@ -73,7 +72,7 @@ func frameOf(tb testing.TB, p guard.Packet) []byte {
 	return buf.Bytes()
 }
 
-func writePcap(tb testing.TB, pkts []guard.Packet) []byte {
+func writePcap(tb testing.TB, pkts []rule.Packet) []byte {
 	var b bytes.Buffer
 	w := pcapgo.NewWriter(&b)
 	if err := w.WriteFileHeader(pcapSnapLen, layers.LinkTypeEthernet); err != nil {

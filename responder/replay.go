@@ -1,8 +1,6 @@
 package responder
 
-import (
-	"github.com/packetscope/packetscope/guard"
-)
+import "github.com/packetscope/packetscope/rule"
 
 // Replay is what one rule (or a set) would have done to the recent traffic:
 // how much of the attack window it matches and how much of the baseline.
@@ -17,7 +15,7 @@ type Replay struct {
 
 // replayMatchers runs the reference matcher (the kernel's semantics) over both
 // windows; a packet counts once even if several matchers match it.
-func replayMatchers(ms []*guard.Matcher, attack, baseline []guard.Packet) Replay {
+func replayMatchers(ms []*rule.Matcher, attack, baseline []rule.Packet) Replay {
 	r := Replay{AttackTotal: len(attack), BaselineTotal: len(baseline)}
 	r.AttackMatched = countMatched(ms, attack)
 	r.BaselineMatched = countMatched(ms, baseline)
@@ -26,7 +24,7 @@ func replayMatchers(ms []*guard.Matcher, attack, baseline []guard.Packet) Replay
 	return r
 }
 
-func countMatched(ms []*guard.Matcher, pkts []guard.Packet) int {
+func countMatched(ms []*rule.Matcher, pkts []rule.Packet) int {
 	n := 0
 	for i := range pkts {
 		for _, m := range ms {
@@ -48,8 +46,8 @@ func ratio(a, b int) float64 {
 
 // ReplayRules compiles rules and replays them as a set. Rules that do not
 // compile are skipped (the guardrails reject them separately).
-func ReplayRules(rules []guard.Rule, attack, baseline []guard.Packet) Replay {
-	var ms []*guard.Matcher
+func ReplayRules(rules []rule.Rule, attack, baseline []rule.Packet) Replay {
+	var ms []*rule.Matcher
 	for _, r := range rules {
 		if m, err := r.Match.Compile(); err == nil {
 			ms = append(ms, m)

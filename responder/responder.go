@@ -18,9 +18,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/packetscope/packetscope/guard"
 )
 
 // Config configures a Responder. Zero values take the defaults noted.
@@ -120,7 +120,7 @@ func (c *Config) setDefaults() error {
 		c.Miner.MaxPrefixV6 = g.MaxPrefixV6
 	}
 	if c.NewAgent == nil {
-		c.NewAgent = func(baseURL, token string) Agent { return guard.NewClient(baseURL, token, nil) }
+		c.NewAgent = func(baseURL, token string) Agent { return agentapi.NewClient(baseURL, token, nil) }
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -380,7 +380,7 @@ func (r *Responder) decide(ctx context.Context, j job) {
 	d.Evidence = summary
 	validations, analyst := r.analyze(ctx, ev, &d)
 	d.Analyst, d.Validations = analyst, validations
-	var accepted []guard.Rule
+	var accepted []rule.Rule
 	for _, v := range validations {
 		res := "rejected"
 		if v.Accepted {
@@ -424,7 +424,7 @@ func (r *Responder) decide(ctx context.Context, j job) {
 // added twice, and rules an earlier decision for this alert left behind (a
 // restart lost the state, say) are replaced, never duplicated. It returns how
 // many pushes failed.
-func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []guard.Rule, vs []Validation, d *Decision) int {
+func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rule.Rule, vs []Validation, d *Decision) int {
 	r.pushMu.Lock()
 	defer r.pushMu.Unlock()
 	active, err := agent.ListRules(ctx)
@@ -435,7 +435,7 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []gua
 		return len(accepted)
 	}
 	prefix := ruleIDPrefix(j.alert.Fingerprint)
-	var others []guard.Rule
+	var others []rule.Rule
 	for _, old := range active {
 		if strings.HasPrefix(old.ID, prefix) {
 			_ = agent.DeleteRule(ctx, old.ID)
@@ -473,7 +473,7 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []gua
 }
 
 // sameRule returns the active rule that already does what r would do.
-func sameRule(active []guard.Rule, r guard.Rule) *guard.Rule {
+func sameRule(active []rule.Rule, r rule.Rule) *rule.Rule {
 	want, _ := json.Marshal(r.Match)
 	for i := range active {
 		a := &active[i]
@@ -586,7 +586,7 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	sum := &EvidenceSummary{
 		AttackFrom: from, AttackTo: now, BaselineFrom: baseEnd.Add(-r.cfg.BaselineWindow), BaselineTo: baseEnd, BaselineSource: baseSource,
 		AttackSamples: len(ev.Attack), BaselineSamples: len(ev.Baseline), SampleEvery: ev.SampleEvery,
-		Estimated: ev.Estimated, Candidates: ev.Candidates, ActiveRules: len(active), Top: map[string][]guard.ValueCount{},
+		Estimated: ev.Estimated, Candidates: ev.Candidates, ActiveRules: len(active), Top: map[string][]agentapi.ValueCount{},
 	}
 	for k, vs := range attack.Top {
 		sum.Top[k] = vs[:min(3, len(vs))]
@@ -597,8 +597,8 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	return ev, sum, nil
 }
 
-func packetsOf(ss []guard.Sample) []guard.Packet {
-	out := make([]guard.Packet, len(ss))
+func packetsOf(ss []rule.Sample) []rule.Packet {
+	out := make([]rule.Packet, len(ss))
 	for i := range ss {
 		out[i] = ss[i].Packet
 	}
@@ -610,7 +610,7 @@ func packetsOf(ss []guard.Sample) []guard.Packet {
 // rejected (if configured). It returns the validations that count and the
 // analyst they came from.
 func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]Validation, string) {
-	check := func(origin string, rules []guard.Rule) []Validation {
+	check := func(origin string, rules []rule.Rule) []Validation {
 		return r.cfg.Guardrails.Check(CheckInput{
 			Attack: ev.Attack, Baseline: ev.Baseline, Protected: ev.Protected,
 			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, TTL: r.cfg.RuleTTL, Origin: origin,
@@ -689,7 +689,7 @@ func rejectedOnly(vs []Validation) []Validation {
 	return out
 }
 
-func countResponderRules(rules []guard.Rule) int {
+func countResponderRules(rules []rule.Rule) int {
 	n := 0
 	for _, r := range rules {
 		if r.Origin == "builtin" || r.Origin == "llm" {
@@ -723,7 +723,7 @@ func (r *Responder) refresh(ctx context.Context, j job) {
 		r.record(d)
 		return
 	}
-	byID := map[string]guard.Rule{}
+	byID := map[string]rule.Rule{}
 	for _, a := range active {
 		byID[a.ID] = a
 	}
@@ -834,7 +834,7 @@ func (r *Responder) sweep(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		byID := map[string]guard.Rule{}
+		byID := map[string]rule.Rule{}
 		for _, a := range active {
 			byID[a.ID] = a
 		}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/rule"
 )
 
 func TestWebhookStatuses(t *testing.T) {
@@ -101,7 +101,7 @@ func TestDecisionBuiltin(t *testing.T) {
 	}
 	adds := agent.store.Adds()
 	for _, r := range adds {
-		if r.Origin != "builtin" || r.Action != guard.ActionDrop || r.TTLSeconds != 600 || !strings.HasPrefix(r.ID, "ps-7c2b1a9e4f3d5e60-") {
+		if r.Origin != "builtin" || r.Action != rule.ActionDrop || r.TTLSeconds != 600 || !strings.HasPrefix(r.ID, "ps-7c2b1a9e4f3d5e60-") {
 			t.Errorf("pushed rule %+v", r)
 		}
 	}
@@ -163,7 +163,7 @@ func TestMonitorMode(t *testing.T) {
 		t.Fatalf("outcome %s, want monitor (%v)", d.Outcome, tr.decisionSummary())
 	}
 	for _, r := range agent.store.Adds() {
-		if r.Action != guard.ActionMonitor {
+		if r.Action != rule.ActionMonitor {
 			t.Errorf("rule %s installed with action %s in monitor mode", r.ID, r.Action)
 		}
 	}

@@ -4,7 +4,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // Synthetic traffic for tests. ordinaryTraffic is what a busy server sees on
@@ -42,18 +42,18 @@ func pathTTL(r *rand.Rand) uint8 {
 
 func ephemeral(r *rand.Rand) uint16 { return uint16(32768 + r.IntN(28000)) }
 
-func tcpPkt(src, dst netip.Addr, sport, dport uint16, flags uint8, win uint16, length uint16, ttl uint8) guard.Packet {
+func tcpPkt(src, dst netip.Addr, sport, dport uint16, flags uint8, win uint16, length uint16, ttl uint8) rule.Packet {
 	fam := uint8(4)
 	if src.Is6() {
 		fam = 6
 	}
-	return guard.Packet{Family: fam, Src: src, Dst: dst, Protocol: guard.ProtoTCP, TTL: ttl, Length: length,
+	return rule.Packet{Family: fam, Src: src, Dst: dst, Protocol: rule.ProtoTCP, TTL: ttl, Length: length,
 		HasL4: true, SrcPort: sport, DstPort: dport, TCPFlags: flags, TCPWindow: win}
 }
 
-func ordinaryTraffic(seed uint64, n int) []guard.Packet {
+func ordinaryTraffic(seed uint64, n int) []rule.Packet {
 	r := rand.New(rand.NewPCG(seed, 42))
-	out := make([]guard.Packet, 0, n)
+	out := make([]rule.Packet, 0, n)
 	services := []uint16{443, 443, 443, 80, 22, 25565, 8080}
 	for len(out) < n {
 		v6 := r.IntN(10) == 0
@@ -66,35 +66,35 @@ func ordinaryTraffic(seed uint64, n int) []guard.Packet {
 		x := r.IntN(1000)
 		switch {
 		case x < 560: // established TCP to our services: ACKs and data
-			flags := guard.FlagACK
+			flags := rule.FlagACK
 			length := uint16(52)
 			if r.IntN(3) == 0 {
-				flags |= guard.FlagPSH
+				flags |= rule.FlagPSH
 				length = uint16(60 + r.IntN(1440))
 			}
 			out = append(out, tcpPkt(src, dst, ephemeral(r), services[r.IntN(len(services))], flags, uint16(500+r.IntN(65000)), length, ttl))
 		case x < 700: // replies to our own outgoing connections
-			flags := guard.FlagACK | guard.FlagPSH
+			flags := rule.FlagACK | rule.FlagPSH
 			out = append(out, tcpPkt(src, dst, []uint16{443, 80, 5432}[r.IntN(3)], ephemeral(r), flags, uint16(1000+r.IntN(64000)), uint16(52+r.IntN(1448)), ttl))
 		case x < 740: // new connections
 			shape := r.IntN(4)
-			win, length, flags := uint16(64240), uint16(60), guard.FlagSYN
+			win, length, flags := uint16(64240), uint16(60), rule.FlagSYN
 			switch shape {
 			case 1:
 				win, length = 65535, 52
 			case 2:
 				win, length = 65535, 64
 			case 3:
-				win, flags = 29200, guard.FlagSYN|guard.FlagECE|guard.FlagCWR
+				win, flags = 29200, rule.FlagSYN|rule.FlagECE|rule.FlagCWR
 			}
 			out = append(out, tcpPkt(src, dst, ephemeral(r), services[r.IntN(len(services))], flags, win, length, ttl))
 		case x < 760: // SYN-ACKs for our outgoing connections
-			out = append(out, tcpPkt(src, dst, 443, ephemeral(r), guard.FlagSYN|guard.FlagACK, 65160, 60, ttl))
+			out = append(out, tcpPkt(src, dst, 443, ephemeral(r), rule.FlagSYN|rule.FlagACK, 65160, 60, ttl))
 		case x < 790: // FIN and RST
-			f := []uint8{guard.FlagFIN | guard.FlagACK, guard.FlagRST, guard.FlagRST | guard.FlagACK}[r.IntN(3)]
+			f := []uint8{rule.FlagFIN | rule.FlagACK, rule.FlagRST, rule.FlagRST | rule.FlagACK}[r.IntN(3)]
 			out = append(out, tcpPkt(src, dst, ephemeral(r), services[r.IntN(len(services))], f, uint16(r.IntN(65535)), 40+uint16(r.IntN(2))*12, ttl))
 		case x < 900: // UDP: DNS answers, NTP, QUIC, syslog
-			p := guard.Packet{Family: 4, Src: src, Dst: dst, Protocol: guard.ProtoUDP, TTL: ttl, HasL4: true}
+			p := rule.Packet{Family: 4, Src: src, Dst: dst, Protocol: rule.ProtoUDP, TTL: ttl, HasL4: true}
 			if v6 {
 				p.Family = 6
 			}
@@ -111,23 +111,23 @@ func ordinaryTraffic(seed uint64, n int) []guard.Packet {
 			out = append(out, p)
 		case x < 990: // pings both ways
 			if v6 {
-				out = append(out, guard.Packet{Family: 6, Src: src, Dst: dst, Protocol: guard.ProtoICMPv6, TTL: ttl, Length: 104, HasL4: true, ICMPType: []uint8{128, 129}[r.IntN(2)]})
+				out = append(out, rule.Packet{Family: 6, Src: src, Dst: dst, Protocol: rule.ProtoICMPv6, TTL: ttl, Length: 104, HasL4: true, ICMPType: []uint8{128, 129}[r.IntN(2)]})
 				continue
 			}
-			out = append(out, guard.Packet{Family: 4, Src: src, Dst: dst, Protocol: guard.ProtoICMP, TTL: ttl, Length: 84, HasL4: true, ICMPType: []uint8{0, 8}[r.IntN(2)]})
+			out = append(out, rule.Packet{Family: 4, Src: src, Dst: dst, Protocol: rule.ProtoICMP, TTL: ttl, Length: 84, HasL4: true, ICMPType: []uint8{0, 8}[r.IntN(2)]})
 		case x < 995: // ICMP errors: unreachable, time exceeded (traceroutes)
 			if v6 {
 				src = randAddr4(r)
 			}
 			t := []uint8{3, 3, 11}[r.IntN(3)]
-			out = append(out, guard.Packet{Family: 4, Src: src, Dst: victim4, Protocol: guard.ProtoICMP, TTL: ttl, Length: uint16(56 + r.IntN(40)), HasL4: true, ICMPType: t})
+			out = append(out, rule.Packet{Family: 4, Src: src, Dst: victim4, Protocol: rule.ProtoICMP, TTL: ttl, Length: uint16(56 + r.IntN(40)), HasL4: true, ICMPType: t})
 		default: // fragments of large UDP answers (EDNS)
 			if v6 {
 				src = randAddr4(r)
 			}
-			p := guard.Packet{Family: 4, Src: src, Dst: victim4, Protocol: guard.ProtoUDP, TTL: ttl, Length: 1500, Fragment: guard.FragFirst, HasL4: true, SrcPort: 53, DstPort: ephemeral(r)}
+			p := rule.Packet{Family: 4, Src: src, Dst: victim4, Protocol: rule.ProtoUDP, TTL: ttl, Length: 1500, Fragment: rule.FragFirst, HasL4: true, SrcPort: 53, DstPort: ephemeral(r)}
 			out = append(out, p)
-			out = append(out, guard.Packet{Family: 4, Src: src, Dst: victim4, Protocol: guard.ProtoUDP, TTL: ttl, Length: uint16(100 + r.IntN(1400)), Fragment: guard.FragLater})
+			out = append(out, rule.Packet{Family: 4, Src: src, Dst: victim4, Protocol: rule.ProtoUDP, TTL: ttl, Length: uint16(100 + r.IntN(1400)), Fragment: rule.FragLater})
 		}
 	}
 	return out[:n]
@@ -135,39 +135,39 @@ func ordinaryTraffic(seed uint64, n int) []guard.Packet {
 
 // hpingICMPFlood is `hping3 --icmp --flood [--rand-source]`: echo requests
 // with no payload (IP length 28), TTL 64.
-func hpingICMPFlood(seed uint64, n int, spoofed bool) []guard.Packet {
+func hpingICMPFlood(seed uint64, n int, spoofed bool) []rule.Packet {
 	r := rand.New(rand.NewPCG(seed, 7))
 	src := netip.MustParseAddr("198.51.100.66")
-	out := make([]guard.Packet, n)
+	out := make([]rule.Packet, n)
 	for i := range out {
 		if spoofed {
 			src = randAddr4(r)
 		}
-		out[i] = guard.Packet{Family: 4, Src: src, Dst: victim4, Protocol: guard.ProtoICMP, TTL: 64, Length: 28, HasL4: true, ICMPType: 8}
+		out[i] = rule.Packet{Family: 4, Src: src, Dst: victim4, Protocol: rule.ProtoICMP, TTL: 64, Length: 28, HasL4: true, ICMPType: 8}
 	}
 	return out
 }
 
 // hpingSYNFlood is `hping3 -S -p 80 --flood [--rand-source]`: SYN, window
 // 512, no options (IP length 40), TTL 64, incrementing source ports.
-func hpingSYNFlood(seed uint64, n int, spoofed bool) []guard.Packet {
+func hpingSYNFlood(seed uint64, n int, spoofed bool) []rule.Packet {
 	r := rand.New(rand.NewPCG(seed, 9))
 	src := netip.MustParseAddr("198.51.100.77")
-	out := make([]guard.Packet, n)
+	out := make([]rule.Packet, n)
 	base := 1000 + r.IntN(20000)
 	for i := range out {
 		if spoofed {
 			src = randAddr4(r)
 		}
-		out[i] = tcpPkt(src, victim4, uint16(base+i), 80, guard.FlagSYN, 512, 40, 64)
+		out[i] = tcpPkt(src, victim4, uint16(base+i), 80, rule.FlagSYN, 512, 40, 64)
 	}
 	return out
 }
 
 // mix interleaves an attack into ordinary traffic: what a window during a
 // flood holds.
-func mix(seed uint64, attack, ordinary []guard.Packet) []guard.Packet {
-	out := append(append([]guard.Packet{}, attack...), ordinary...)
+func mix(seed uint64, attack, ordinary []rule.Packet) []rule.Packet {
+	out := append(append([]rule.Packet{}, attack...), ordinary...)
 	r := rand.New(rand.NewPCG(seed, 3))
 	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out

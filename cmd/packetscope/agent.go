@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 	"github.com/vishvananda/netns"
 
+	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/bpf"
 	"github.com/packetscope/packetscope/exporter"
 	"github.com/packetscope/packetscope/guard"
@@ -126,11 +127,11 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 		}
 		defer nsHandle.Close()
 	}
-	window := guard.NewTrafficWindow(guard.WindowConfig{
+	window := agentapi.NewTrafficWindow(agentapi.WindowConfig{
 		MaxAge:      cfg.trafficWindow,
 		MaxSamples:  cfg.trafficMaxSamples,
 		SampleEvery: g.SampleEvery(),
-		Protected:   guard.ProtectedAddresses(logger, nsHandle, 30*time.Second),
+		Protected:   agentapi.ProtectedAddresses(logger, nsHandle, 30*time.Second),
 	})
 	reg.MustRegister(window.Collector())
 	go feedWindow(ctx, g, window)
@@ -146,7 +147,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 		}
 		fmt.Fprintln(w, "ready: programs attached")
 	})
-	mux.Handle("/api/v1/", guard.NewAPI(logger, g.Rules(), window, token))
+	mux.Handle("/api/v1/", agentapi.NewAPI(logger, g.Rules(), window, token))
 	if extra != nil {
 		extra(mux)
 	}
@@ -174,7 +175,7 @@ func serve(ctx context.Context, logger *slog.Logger, handler http.Handler, flags
 	return nil
 }
 
-func feedWindow(ctx context.Context, g *guard.Guard, w *guard.TrafficWindow) {
+func feedWindow(ctx context.Context, g *guard.Guard, w *agentapi.TrafficWindow) {
 	samples := g.Samples()
 	for {
 		select {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
-	"github.com/packetscope/packetscope/guard"
 	"github.com/packetscope/packetscope/responder"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // analyzeConfig is `packetscope analyze`: the analyst and guardrails run
@@ -56,7 +56,7 @@ func runAnalyze(ctx context.Context, c analyzeConfig) error {
 	if err != nil {
 		return err
 	}
-	var baseline []guard.Packet
+	var baseline []rule.Packet
 	if c.baseline != "" {
 		if baseline, err = responder.ReadCaptureFile(c.baseline); err != nil {
 			return err
@@ -111,14 +111,14 @@ func printAnalysis(w io.Writer, c analyzeConfig, nAttack, nBaseline int, res res
 		if !v.Accepted {
 			verdict = "REJECTED: " + v.Reason
 		}
-		rule := v.Rule
+		r := v.Rule
 		js, _ := json.Marshal(struct {
-			Action     guard.Action `json:"action"`
-			Match      guard.Match  `json:"match"`
-			TTLSeconds int64        `json:"ttl_seconds"`
-			Reason     string       `json:"reason,omitempty"`
-			Origin     string       `json:"origin"`
-		}{rule.Action, rule.Match, rule.TTLSeconds, rule.Reason, rule.Origin})
+			Action     rule.Action `json:"action"`
+			Match      rule.Match  `json:"match"`
+			TTLSeconds int64       `json:"ttl_seconds"`
+			Reason     string      `json:"reason,omitempty"`
+			Origin     string      `json:"origin"`
+		}{r.Action, r.Match, r.TTLSeconds, r.Reason, r.Origin})
 		fmt.Fprintf(w, "rule %d  %s\n", i+1, verdict)
 		fmt.Fprintf(w, "  coverage   %7.3f %%  (%d of %d capture packets)\n", 100*v.Coverage, v.Replay.AttackMatched, v.Replay.AttackTotal)
 		fmt.Fprintf(w, "  collateral %7.3f %%  (%d of %d baseline packets)\n", 100*v.Collateral, v.Replay.BaselineMatched, v.Replay.BaselineTotal)

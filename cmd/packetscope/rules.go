@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 )
 
 const defaultAgentURL = "http://127.0.0.1:9436"
@@ -34,7 +34,7 @@ type rulesConfig struct {
 	stdin                            bool
 	ratePPS                          uint32
 	lifetime                         time.Duration
-	match                            guard.Match
+	match                            rule.Match
 	icmpType                         string
 
 	// rules delete
@@ -99,7 +99,7 @@ func runRules(ctx context.Context, cfg rulesConfig, cmd string) error {
 	if err != nil {
 		return err
 	}
-	client := guard.NewClient(cfg.agentURL, token, &http.Client{Timeout: cfg.timeout})
+	client := agentapi.NewClient(cfg.agentURL, token, &http.Client{Timeout: cfg.timeout})
 	switch cmd {
 	case cfg.listCmd:
 		return rulesList(ctx, cfg, client)
@@ -123,7 +123,7 @@ func runRules(ctx context.Context, cfg rulesConfig, cmd string) error {
 	return fmt.Errorf("unknown rules command %q", cmd)
 }
 
-func rulesList(ctx context.Context, cfg rulesConfig, client *guard.Client) error {
+func rulesList(ctx context.Context, cfg rulesConfig, client *agentapi.Client) error {
 	rules, err := client.ListRules(ctx)
 	if err != nil {
 		return explainAPIError(err, cfg.agentURL)
@@ -134,71 +134,71 @@ func rulesList(ctx context.Context, cfg rulesConfig, client *guard.Client) error
 	return writeRulesTable(cfg.out, rules, time.Now())
 }
 
-func rulesAdd(ctx context.Context, cfg rulesConfig, client *guard.Client) error {
-	rule, err := ruleFromConfig(cfg)
+func rulesAdd(ctx context.Context, cfg rulesConfig, client *agentapi.Client) error {
+	r, err := ruleFromConfig(cfg)
 	if err != nil {
 		return err
 	}
-	added, err := client.AddRule(ctx, rule)
+	added, err := client.AddRule(ctx, r)
 	if err != nil {
 		return explainAPIError(err, cfg.agentURL)
 	}
 	if cfg.output == "json" {
 		return writeRulesJSON(cfg.out, added)
 	}
-	return writeRulesTable(cfg.out, []guard.Rule{added}, time.Now())
+	return writeRulesTable(cfg.out, []rule.Rule{added}, time.Now())
 }
 
 // ruleFromConfig builds the rule from --file/--stdin, or from the match flags;
 // it is validated here so a typo is reported without a round trip.
-func ruleFromConfig(cfg rulesConfig) (guard.Rule, error) {
+func ruleFromConfig(cfg rulesConfig) (rule.Rule, error) {
 	fromFlags := cfg.match.Src != "" || cfg.match.Dst != "" || cfg.match.Protocol != "" ||
 		len(cfg.match.SrcPorts) > 0 || len(cfg.match.DstPorts) > 0 || cfg.match.TCPFlags != "" ||
 		cfg.icmpType != "" || cfg.match.TTL != "" || cfg.match.Length != "" || cfg.match.TCPWindow != "" ||
 		cfg.match.Fragment != ""
 	if cfg.file != "" || cfg.stdin {
 		if fromFlags {
-			return guard.Rule{}, errors.New("give the rule as JSON (--file/--stdin) or as match flags, not both")
+			return rule.Rule{}, errors.New("give the rule as JSON (--file/--stdin) or as match flags, not both")
 		}
 		var data []byte
 		var err error
 		if cfg.stdin || cfg.file == "-" {
-			data, err = io.ReadAll(io.LimitReader(cfg.in, guard.MaxRuleBodyBytes+1))
+			data, err = io.ReadAll(io.LimitReader(cfg.in, agentapi.MaxRuleBodyBytes+1))
 		} else {
 			data, err = os.ReadFile(cfg.file)
 		}
 		if err != nil {
-			return guard.Rule{}, fmt.Errorf("read rule: %w", err)
+			return rule.Rule{}, fmt.Errorf("read rule: %w", err)
 		}
-		r, err := guard.ParseRule(data)
+		r, err := rule.ParseRule(data)
 		if err != nil {
-			return guard.Rule{}, fmt.Errorf("invalid rule: %w", err)
+			return rule.Rule{}, fmt.Errorf("invalid rule: %w", err)
 		}
 		return r, nil
 	}
 	if !fromFlags {
 		// A rule with no match field would match every packet: refuse to
 		// build one by accident from a forgotten flag.
-		return guard.Rule{}, errors.New("no match given: pass match flags (--src, --protocol, --dst-port, ...) or --file")
+		return rule.Rule{}, errors.New("no match given: pass match flags (--src, --protocol, --dst-port, ...) or --file")
 	}
 	m := cfg.match
 	m.SrcPorts, m.DstPorts = splitList(m.SrcPorts), splitList(m.DstPorts)
 	if cfg.icmpType != "" {
 		n, err := strconv.Atoi(cfg.icmpType)
 		if err != nil {
-			return guard.Rule{}, fmt.Errorf("--icmp-type: %q is not a number 0-255", cfg.icmpType)
+			return rule.Rule{}, fmt.Errorf("--icmp-type: %q is not a number 0-255", cfg.icmpType)
 		}
 		m.ICMPType = &n
 	}
 	if cfg.lifetime%time.Second != 0 || cfg.lifetime <= 0 {
-		return guard.Rule{}, fmt.Errorf("--ttl: %s is not a positive whole number of seconds", cfg.lifetime)
+		return rule.Rule{}, fmt.Errorf("--ttl: %s is not a positive whole number of seconds", cfg.lifetime)
 	}
-	r := guard.Rule{
-		ID: cfg.id, Action: guard.Action(cfg.action), RatePPS: cfg.ratePPS, Match: m,
+	r := rule.Rule{
+		ID: cfg.id, Action: rule.Action(cfg.action), RatePPS: cfg.ratePPS, Match: m,
 		TTLSeconds: int64(cfg.lifetime / time.Second), Reason: cfg.reason, Origin: cfg.origin,
 	}
 	if err := r.Validate(); err != nil {
-		return guard.Rule{}, fmt.Errorf("invalid rule: %w", err)
+		return rule.Rule{}, fmt.Errorf("invalid rule: %w", err)
 	}
 	return r, nil
 }
@@ -233,7 +233,7 @@ func loadAPIToken(path string) (string, error) {
 
 // explainAPIError adds what an operator should do about common failures.
 func explainAPIError(err error, agentURL string) error {
-	if ae, ok := guard.AsAPIError(err); ok {
+	if ae, ok := agentapi.AsAPIError(err); ok {
 		switch ae.Status {
 		case http.StatusUnauthorized:
 			return fmt.Errorf("%w (check --api.token-file against the agent's)", err)
@@ -249,12 +249,12 @@ func writeRulesJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func writeRulesTable(w io.Writer, rules []guard.Rule, now time.Time) error {
+func writeRulesTable(w io.Writer, rules []rule.Rule, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tACTION\tMATCH\tEXPIRES IN\tPACKETS\tBYTES\tORIGIN\tREASON")
 	for _, r := range rules {
 		action := string(r.Action)
-		if r.Action == guard.ActionRateLimit {
+		if r.Action == rule.ActionRateLimit {
 			action += fmt.Sprintf("(%d pps)", r.RatePPS)
 		}
 		expires := "-"
@@ -272,7 +272,7 @@ func writeRulesTable(w io.Writer, rules []guard.Rule, now time.Time) error {
 }
 
 // describeMatch writes a match compactly, in the rule JSON's field names.
-func describeMatch(m guard.Match) string {
+func describeMatch(m rule.Match) string {
 	var parts []string
 	add := func(k, v string) {
 		if v != "" {

@@ -15,18 +15,18 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-
-	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 )
 
 // cliFakeRuleStore is an in-memory guard.RuleStore.
 type cliFakeRuleStore struct {
 	mu    sync.Mutex
-	rules []guard.Rule
+	rules []rule.Rule
 	n     int
 }
 
-func (f *cliFakeRuleStore) Add(r guard.Rule) (guard.Rule, error) {
+func (f *cliFakeRuleStore) Add(r rule.Rule) (rule.Rule, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if r.ID == "" {
@@ -35,7 +35,7 @@ func (f *cliFakeRuleStore) Add(r guard.Rule) (guard.Rule, error) {
 	}
 	for _, o := range f.rules {
 		if o.ID == r.ID {
-			return guard.Rule{}, guard.ErrRuleExists
+			return rule.Rule{}, rule.ErrRuleExists
 		}
 	}
 	r.CreatedAt = time.Now()
@@ -54,13 +54,13 @@ func (f *cliFakeRuleStore) Delete(id string) error {
 			return nil
 		}
 	}
-	return guard.ErrRuleNotFound
+	return rule.ErrRuleNotFound
 }
 
-func (f *cliFakeRuleStore) List() []guard.Rule {
+func (f *cliFakeRuleStore) List() []rule.Rule {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]guard.Rule(nil), f.rules...)
+	return append([]rule.Rule(nil), f.rules...)
 }
 
 type rulesHarness struct {
@@ -72,8 +72,8 @@ type rulesHarness struct {
 func newRulesHarness(t *testing.T) *rulesHarness {
 	t.Helper()
 	store := &cliFakeRuleStore{}
-	w := guard.NewTrafficWindow(guard.WindowConfig{})
-	srv := httptest.NewServer(guard.NewAPI(slog.New(slog.NewTextHandler(io.Discard, nil)), store, w, "tok-123"))
+	w := agentapi.NewTrafficWindow(agentapi.WindowConfig{})
+	srv := httptest.NewServer(agentapi.NewAPI(slog.New(slog.NewTextHandler(io.Discard, nil)), store, w, "tok-123"))
 	t.Cleanup(srv.Close)
 	tf := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tf, []byte("tok-123\n"), 0o600); err != nil {
@@ -118,7 +118,7 @@ func TestRulesCLI(t *testing.T) {
 		t.Fatalf("store holds %d rules", len(got))
 	}
 	r := got[0]
-	if r.TTLSeconds != 300 || r.Match.TTL != "200-255" || r.Origin != "manual" || r.Action != guard.ActionDrop ||
+	if r.TTLSeconds != 300 || r.Match.TTL != "200-255" || r.Origin != "manual" || r.Action != rule.ActionDrop ||
 		strings.Join(r.Match.DstPorts, " ") != "80 443 8000-8080" || r.Match.TCPFlags != "syn,!ack" {
 		t.Fatalf("stored rule %+v", r)
 	}
@@ -143,7 +143,7 @@ func TestRulesCLI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rules list -o json: %v", err)
 	}
-	var listed []guard.Rule
+	var listed []rule.Rule
 	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed) != 2 {
 		t.Fatalf("rules list -o json: %v\n%s", err, out)
 	}

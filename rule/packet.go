@@ -1,6 +1,9 @@
-package guard
+package rule
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // FragKind is how a packet is fragmented, as the guard parsed it.
 type FragKind uint8
@@ -100,14 +103,14 @@ func (m *Matcher) Matches(p *Packet) bool {
 		if p.TCPFlags&m.FlagsSet != m.FlagsSet || p.TCPFlags&m.FlagsUnset != 0 {
 			return false
 		}
-		if !m.TCPWindow.contains(uint32(p.TCPWindow)) {
+		if !m.TCPWindow.Contains(uint32(p.TCPWindow)) {
 			return false
 		}
 	}
 	if m.NeedsICMPType && (!p.IsICMP() || int(p.ICMPType) != m.ICMPType) {
 		return false
 	}
-	if !m.TTL.contains(uint32(p.TTL)) || !m.Length.contains(uint32(p.Length)) {
+	if !m.TTL.Contains(uint32(p.TTL)) || !m.Length.Contains(uint32(p.Length)) {
 		return false
 	}
 	switch m.Fragment {
@@ -123,7 +126,8 @@ func (m *Matcher) Matches(p *Packet) bool {
 	return true
 }
 
-func (r Range) contains(v uint32) bool { return !r.Set || v >= r.Lo && v <= r.Hi }
+// Contains reports whether v is in the range (an unset range holds everything).
+func (r Range) Contains(v uint32) bool { return !r.Set || v >= r.Lo && v <= r.Hi }
 
 // inPorts reports whether port is in any of the ranges; no ranges means any port.
 func inPorts(ranges []PortRange, port uint16) bool {
@@ -150,4 +154,43 @@ func Classify(matchers []*Matcher, slots []int, p *Packet) int {
 		}
 	}
 	return best
+}
+
+// Sample is one sampled packet header as the XDP guard's sampler hands it to
+// the agent: when it was seen, on which interface, and its parsed header.
+type Sample struct {
+	Time      time.Time `json:"time"`
+	Interface string    `json:"interface"`
+	Packet    Packet    `json:"packet"`
+}
+
+// AllowsMeta reports whether m can match a packet with these header facts:
+// the part of Matches that depends only on family, fragment, L4 and protocol.
+func (m *Matcher) AllowsMeta(family uint8, frag FragKind, hasL4 bool, proto uint8) bool {
+	if m.Family != 0 && m.Family != family {
+		return false
+	}
+	if m.Protocol >= 0 && int(proto) != m.Protocol {
+		return false
+	}
+	if m.NeedsPorts && !(hasL4 && (proto == ProtoTCP || proto == ProtoUDP)) {
+		return false
+	}
+	if m.NeedsTCP && !(hasL4 && proto == ProtoTCP) {
+		return false
+	}
+	if m.NeedsICMPType && !(hasL4 && (family == 4 && proto == ProtoICMP || family == 6 && proto == ProtoICMPv6)) {
+		return false
+	}
+	switch m.Fragment {
+	case FragmentAny:
+		return frag != FragNone
+	case FragmentNone:
+		return frag == FragNone
+	case FragmentFirst:
+		return frag == FragFirst
+	case FragmentLater:
+		return frag == FragLater
+	}
+	return true
 }

@@ -1,7 +1,4 @@
-// Package guard owns the XDP guard: the rule model, the Go reference matcher,
-// the kernel rule table, expiry, counters, the recent-traffic window and the
-// agent API handlers.
-package guard
+package rule
 
 import (
 	"encoding/json"
@@ -82,7 +79,9 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
-func fieldErr(field, format string, args ...any) error {
+// FieldErrorf builds the error a caller gets for an invalid field: it names
+// the field (as the rule JSON spells it) and why.
+func FieldErrorf(field, format string, args ...any) error {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
@@ -92,10 +91,10 @@ func ParseRule(data []byte) (Rule, error) {
 	dec := json.NewDecoder(strings.NewReader(string(data)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return Rule{}, fieldErr("body", "invalid JSON: %v", err)
+		return Rule{}, FieldErrorf("body", "invalid JSON: %v", err)
 	}
 	if dec.More() {
-		return Rule{}, fieldErr("body", "trailing data after the rule object")
+		return Rule{}, FieldErrorf("body", "trailing data after the rule object")
 	}
 	if err := r.Validate(); err != nil {
 		return Rule{}, err
@@ -107,37 +106,37 @@ func ParseRule(data []byte) (Rule, error) {
 // Policy (never-block lists, breadth limits, replay) is the responder's.
 func (r *Rule) Validate() error {
 	if len(r.ID) > MaxRuleIDLen {
-		return fieldErr("id", "longer than %d characters", MaxRuleIDLen)
+		return FieldErrorf("id", "longer than %d characters", MaxRuleIDLen)
 	}
 	for _, c := range r.ID {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fieldErr("id", "may hold only letters, digits, '-', '_' and '.'")
+			return FieldErrorf("id", "may hold only letters, digits, '-', '_' and '.'")
 		}
 	}
 	switch r.Action {
 	case ActionDrop, ActionMonitor:
 		if r.RatePPS != 0 {
-			return fieldErr("rate_pps", "only valid with action rate_limit")
+			return FieldErrorf("rate_pps", "only valid with action rate_limit")
 		}
 	case ActionRateLimit:
 		if r.RatePPS == 0 {
-			return fieldErr("rate_pps", "required and > 0 with action rate_limit")
+			return FieldErrorf("rate_pps", "required and > 0 with action rate_limit")
 		}
 	case "":
-		return fieldErr("action", "required: drop, rate_limit or monitor")
+		return FieldErrorf("action", "required: drop, rate_limit or monitor")
 	default:
-		return fieldErr("action", "%q is not one of drop, rate_limit, monitor", r.Action)
+		return FieldErrorf("action", "%q is not one of drop, rate_limit, monitor", r.Action)
 	}
 	if r.TTLSeconds < MinTTLSeconds || r.TTLSeconds > MaxTTLSeconds {
-		return fieldErr("ttl_seconds", "required, between %d and %d", MinTTLSeconds, MaxTTLSeconds)
+		return FieldErrorf("ttl_seconds", "required, between %d and %d", MinTTLSeconds, MaxTTLSeconds)
 	}
 	if len(r.Reason) > MaxReasonLen {
-		return fieldErr("reason", "longer than %d characters", MaxReasonLen)
+		return FieldErrorf("reason", "longer than %d characters", MaxReasonLen)
 	}
 	switch r.Origin {
 	case "", "manual", "builtin", "llm":
 	default:
-		return fieldErr("origin", "%q is not one of manual, builtin, llm", r.Origin)
+		return FieldErrorf("origin", "%q is not one of manual, builtin, llm", r.Origin)
 	}
 	_, err := r.Match.Compile()
 	return err
@@ -205,101 +204,101 @@ func (m Match) Compile() (*Matcher, error) {
 	var err error
 	if m.Src != "" {
 		if c.Src, err = parsePrefix(m.Src); err != nil {
-			return nil, fieldErr("match.src", "%v", err)
+			return nil, FieldErrorf("match.src", "%v", err)
 		}
 		c.Family = familyOf(c.Src.Addr())
 	}
 	if m.Dst != "" {
 		if c.Dst, err = parsePrefix(m.Dst); err != nil {
-			return nil, fieldErr("match.dst", "%v", err)
+			return nil, FieldErrorf("match.dst", "%v", err)
 		}
 		f := familyOf(c.Dst.Addr())
 		if c.Family != 0 && c.Family != f {
-			return nil, fieldErr("match.dst", "address family differs from match.src")
+			return nil, FieldErrorf("match.dst", "address family differs from match.src")
 		}
 		c.Family = f
 	}
 	if m.Protocol != "" {
 		if c.Protocol, err = parseProtocol(m.Protocol); err != nil {
-			return nil, fieldErr("match.protocol", "%v", err)
+			return nil, FieldErrorf("match.protocol", "%v", err)
 		}
 		switch c.Protocol {
 		case ProtoICMP:
 			if c.Family == 6 {
-				return nil, fieldErr("match.protocol", "icmp is IPv4; use icmpv6 with IPv6 addresses")
+				return nil, FieldErrorf("match.protocol", "icmp is IPv4; use icmpv6 with IPv6 addresses")
 			}
 			c.Family = 4
 		case ProtoICMPv6:
 			if c.Family == 4 {
-				return nil, fieldErr("match.protocol", "icmpv6 is IPv6; use icmp with IPv4 addresses")
+				return nil, FieldErrorf("match.protocol", "icmpv6 is IPv6; use icmp with IPv4 addresses")
 			}
 			c.Family = 6
 		}
 	}
 	if len(m.SrcPorts) > 0 {
 		if c.SrcPorts, err = parsePorts(m.SrcPorts); err != nil {
-			return nil, fieldErr("match.src_ports", "%v", err)
+			return nil, FieldErrorf("match.src_ports", "%v", err)
 		}
 		c.NeedsPorts = true
 	}
 	if len(m.DstPorts) > 0 {
 		if c.DstPorts, err = parsePorts(m.DstPorts); err != nil {
-			return nil, fieldErr("match.dst_ports", "%v", err)
+			return nil, FieldErrorf("match.dst_ports", "%v", err)
 		}
 		c.NeedsPorts = true
 	}
 	if c.NeedsPorts && c.Protocol >= 0 && c.Protocol != ProtoTCP && c.Protocol != ProtoUDP {
-		return nil, fieldErr("match.protocol", "ports need protocol tcp or udp")
+		return nil, FieldErrorf("match.protocol", "ports need protocol tcp or udp")
 	}
 	if m.TCPFlags != "" {
 		if c.FlagsSet, c.FlagsUnset, err = parseTCPFlags(m.TCPFlags); err != nil {
-			return nil, fieldErr("match.tcp_flags", "%v", err)
+			return nil, FieldErrorf("match.tcp_flags", "%v", err)
 		}
 		c.NeedsTCP = true
 	}
 	if m.TCPWindow != "" {
 		if c.TCPWindow, err = parseRange(m.TCPWindow, 65535); err != nil {
-			return nil, fieldErr("match.tcp_window", "%v", err)
+			return nil, FieldErrorf("match.tcp_window", "%v", err)
 		}
 		c.NeedsTCP = true
 	}
 	if c.NeedsTCP {
 		if c.Protocol >= 0 && c.Protocol != ProtoTCP {
-			return nil, fieldErr("match.protocol", "tcp_flags and tcp_window need protocol tcp")
+			return nil, FieldErrorf("match.protocol", "tcp_flags and tcp_window need protocol tcp")
 		}
 		c.Protocol = ProtoTCP
 	}
 	if m.ICMPType != nil {
 		if *m.ICMPType < 0 || *m.ICMPType > 255 {
-			return nil, fieldErr("match.icmp_type", "must be 0-255")
+			return nil, FieldErrorf("match.icmp_type", "must be 0-255")
 		}
 		if c.Protocol >= 0 && c.Protocol != ProtoICMP && c.Protocol != ProtoICMPv6 {
-			return nil, fieldErr("match.icmp_type", "needs protocol icmp or icmpv6")
+			return nil, FieldErrorf("match.icmp_type", "needs protocol icmp or icmpv6")
 		}
 		if c.NeedsPorts {
-			return nil, fieldErr("match.icmp_type", "cannot be combined with ports")
+			return nil, FieldErrorf("match.icmp_type", "cannot be combined with ports")
 		}
 		c.ICMPType = *m.ICMPType
 		c.NeedsICMPType = true
 	}
 	if m.TTL != "" {
 		if c.TTL, err = parseRange(m.TTL, 255); err != nil {
-			return nil, fieldErr("match.ttl", "%v", err)
+			return nil, FieldErrorf("match.ttl", "%v", err)
 		}
 	}
 	if m.Length != "" {
 		if c.Length, err = parseRange(m.Length, 65535); err != nil {
-			return nil, fieldErr("match.length", "%v", err)
+			return nil, FieldErrorf("match.length", "%v", err)
 		}
 	}
 	switch m.Fragment {
 	case "", FragmentAny, FragmentNone, FragmentFirst:
 	case FragmentLater:
 		if c.NeedsPorts || c.NeedsTCP || c.NeedsICMPType {
-			return nil, fieldErr("match.fragment", "later fragments carry no L4 header: drop ports, tcp_flags, tcp_window and icmp_type")
+			return nil, FieldErrorf("match.fragment", "later fragments carry no L4 header: drop ports, tcp_flags, tcp_window and icmp_type")
 		}
 	default:
-		return nil, fieldErr("match.fragment", "%q is not one of any, none, first, later", m.Fragment)
+		return nil, FieldErrorf("match.fragment", "%q is not one of any, none, first, later", m.Fragment)
 	}
 	c.Fragment = m.Fragment
 	return c, nil

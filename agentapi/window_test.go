@@ -1,4 +1,4 @@
-package guard
+package agentapi
 
 import (
 	"encoding/json"
@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/packetscope/packetscope/rule"
 )
 
 // fakeClock is a settable clock for the window.
@@ -17,10 +19,10 @@ func (c *fakeClock) now() time.Time { return c.t }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func tcpSample(at time.Time, src string, dport uint16, flags uint8) Sample {
-	return Sample{Time: at, Interface: "eth0", Packet: Packet{
+func tcpSample(at time.Time, src string, dport uint16, flags uint8) rule.Sample {
+	return rule.Sample{Time: at, Interface: "eth0", Packet: rule.Packet{
 		Family: 4, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("192.0.2.10"),
-		Protocol: ProtoTCP, TTL: 64, Length: 40, HasL4: true,
+		Protocol: rule.ProtoTCP, TTL: 64, Length: 40, HasL4: true,
 		SrcPort: 40000, DstPort: dport, TCPFlags: flags, TCPWindow: 512,
 	}}
 }
@@ -28,7 +30,7 @@ func tcpSample(at time.Time, src string, dport uint16, flags uint8) Sample {
 func TestWindowEvictsByCount(t *testing.T) {
 	clk := &fakeClock{t0}
 	w := NewTrafficWindow(WindowConfig{MaxSamples: 100_000, MaxAge: time.Hour, Now: clk.now})
-	s := tcpSample(t0, "198.51.100.1", 80, FlagSYN)
+	s := tcpSample(t0, "198.51.100.1", 80, rule.FlagSYN)
 	const adds = 1_000_000
 	for i := range adds {
 		s.Packet.SrcPort = uint16(i)
@@ -62,7 +64,7 @@ func TestWindowEvictsByAge(t *testing.T) {
 	// 1M samples over 100 s: 10,000/s, so at most ~100,000 (10 s) are kept.
 	for i := range adds {
 		clk.t = t0.Add(time.Duration(i) * 100 * time.Microsecond)
-		w.Add(tcpSample(clk.t, "198.51.100.1", 80, FlagSYN))
+		w.Add(tcpSample(clk.t, "198.51.100.1", 80, rule.FlagSYN))
 	}
 	st := w.Stats()
 	if st.Samples > 100_001 || st.Samples < 99_000 {
@@ -84,7 +86,7 @@ func TestWindowEvictsByAge(t *testing.T) {
 
 func TestWindowMemoryBounded(t *testing.T) {
 	w := NewTrafficWindow(WindowConfig{MaxSamples: 10_000, MaxAge: time.Hour})
-	s := tcpSample(time.Now(), "198.51.100.1", 80, FlagSYN)
+	s := tcpSample(time.Now(), "198.51.100.1", 80, rule.FlagSYN)
 	for range 20_000 { // fill the ring first
 		w.Add(s)
 	}
@@ -114,7 +116,7 @@ func TestWindowRingWrapAfterAgeEviction(t *testing.T) {
 		if i%13 == 0 { // a sample from the future, so times are not monotonic
 			clk.t = clk.t.Add(time.Duration(i%3) * 8 * time.Second)
 		}
-		s := tcpSample(clk.t, "198.51.100.1", 80, FlagSYN)
+		s := tcpSample(clk.t, "198.51.100.1", 80, rule.FlagSYN)
 		s.Packet.SrcPort = uint16(i)
 		w.Add(s)
 		for len(model) > 0 && model[0].at.Before(clk.t.Add(-10*time.Second)) {
@@ -142,7 +144,7 @@ func TestWindowTimeFilter(t *testing.T) {
 	clk := &fakeClock{t0.Add(time.Hour)}
 	w := NewTrafficWindow(WindowConfig{MaxAge: 2 * time.Hour, SampleEvery: 100, Now: clk.now})
 	for i := range 60 {
-		s := tcpSample(t0.Add(time.Duration(i)*time.Second), "198.51.100.1", 80, FlagSYN)
+		s := tcpSample(t0.Add(time.Duration(i)*time.Second), "198.51.100.1", 80, rule.FlagSYN)
 		s.Packet.SrcPort = uint16(i)
 		w.Add(s)
 	}
@@ -168,7 +170,7 @@ func TestWindowTopK(t *testing.T) {
 	clk := &fakeClock{t0}
 	w := NewTrafficWindow(WindowConfig{TopK: 3, Now: clk.now,
 		Protected: func() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")} }})
-	add := func(n int, s Sample) {
+	add := func(n int, s rule.Sample) {
 		for range n {
 			w.Add(s)
 		}
@@ -176,23 +178,23 @@ func TestWindowTopK(t *testing.T) {
 	// A SYN flood from a spread of 10.1.x.y sources to port 80, some ordinary
 	// traffic, a UDP flow, ICMP echo, an IPv6 flow, a later fragment, a non-IP frame.
 	for i := range 500 {
-		add(1, tcpSample(t0, fmt.Sprintf("10.1.%d.%d", i%4, i%250+1), 80, FlagSYN))
+		add(1, tcpSample(t0, fmt.Sprintf("10.1.%d.%d", i%4, i%250+1), 80, rule.FlagSYN))
 	}
-	add(30, tcpSample(t0, "198.51.100.7", 443, FlagACK|FlagPSH))
+	add(30, tcpSample(t0, "198.51.100.7", 443, rule.FlagACK|rule.FlagPSH))
 	add(20, tcpSample(t0, "198.51.100.8", 443, 0))
-	udp := Sample{Time: t0, Packet: Packet{Family: 4, Src: netip.MustParseAddr("198.51.100.9"),
-		Dst: netip.MustParseAddr("192.0.2.10"), Protocol: ProtoUDP, TTL: 250, Length: 1200, HasL4: true, SrcPort: 53, DstPort: 5353}}
+	udp := rule.Sample{Time: t0, Packet: rule.Packet{Family: 4, Src: netip.MustParseAddr("198.51.100.9"),
+		Dst: netip.MustParseAddr("192.0.2.10"), Protocol: rule.ProtoUDP, TTL: 250, Length: 1200, HasL4: true, SrcPort: 53, DstPort: 5353}}
 	add(40, udp)
-	icmp := Sample{Time: t0, Packet: Packet{Family: 4, Src: netip.MustParseAddr("198.51.100.10"),
-		Dst: netip.MustParseAddr("192.0.2.10"), Protocol: ProtoICMP, TTL: 64, Length: 84, HasL4: true, ICMPType: 8}}
+	icmp := rule.Sample{Time: t0, Packet: rule.Packet{Family: 4, Src: netip.MustParseAddr("198.51.100.10"),
+		Dst: netip.MustParseAddr("192.0.2.10"), Protocol: rule.ProtoICMP, TTL: 64, Length: 84, HasL4: true, ICMPType: 8}}
 	add(15, icmp)
-	v6 := Sample{Time: t0, Packet: Packet{Family: 6, Src: netip.MustParseAddr("2001:db8:1:2::5"),
-		Dst: netip.MustParseAddr("2001:db8:ff::1"), Protocol: ProtoICMPv6, TTL: 64, Length: 104, HasL4: true, ICMPType: 128}}
+	v6 := rule.Sample{Time: t0, Packet: rule.Packet{Family: 6, Src: netip.MustParseAddr("2001:db8:1:2::5"),
+		Dst: netip.MustParseAddr("2001:db8:ff::1"), Protocol: rule.ProtoICMPv6, TTL: 64, Length: 104, HasL4: true, ICMPType: 128}}
 	add(12, v6)
 	frag := udp
-	frag.Packet.Fragment, frag.Packet.HasL4 = FragLater, false
+	frag.Packet.Fragment, frag.Packet.HasL4 = rule.FragLater, false
 	add(11, frag)
-	add(1000, Sample{Time: t0, Packet: Packet{Family: 0}}) // not IP: counted nowhere but totals
+	add(1000, rule.Sample{Time: t0, Packet: rule.Packet{Family: 0}}) // not IP: counted nowhere but totals
 
 	r := w.Report(t0, t0, 0)
 	want := map[string][]ValueCount{
@@ -232,7 +234,7 @@ func TestWindowTopK(t *testing.T) {
 	// Every top value of a rule field must be accepted by the rule parser as that field.
 	for _, f := range []string{"protocol", "tcp_flags"} {
 		for _, vc := range r.Top[f] {
-			var m Match
+			var m rule.Match
 			if f == "protocol" {
 				m.Protocol = vc.Value
 			} else {
@@ -259,7 +261,7 @@ func TestWindowTopK(t *testing.T) {
 
 func BenchmarkWindowAdd(b *testing.B) {
 	w := NewTrafficWindow(WindowConfig{MaxSamples: 100_000, MaxAge: time.Minute})
-	s := tcpSample(time.Now(), "198.51.100.1", 80, FlagSYN)
+	s := tcpSample(time.Now(), "198.51.100.1", 80, rule.FlagSYN)
 	b.ReportAllocs()
 	for b.Loop() {
 		w.Add(s)
@@ -270,7 +272,7 @@ func BenchmarkWindowReport100k(b *testing.B) {
 	w := NewTrafficWindow(WindowConfig{MaxSamples: 100_000, MaxAge: time.Hour})
 	now := time.Now()
 	for i := range 100_000 {
-		w.Add(tcpSample(now, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), uint16(i%1000), FlagSYN))
+		w.Add(tcpSample(now, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), uint16(i%1000), rule.FlagSYN))
 	}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -285,7 +287,7 @@ func BenchmarkWindowAddWhileReporting(b *testing.B) {
 	w := NewTrafficWindow(WindowConfig{MaxSamples: 100_000, MaxAge: time.Hour})
 	now := time.Now()
 	for i := range 100_000 {
-		w.Add(tcpSample(now, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), uint16(i%1000), FlagSYN))
+		w.Add(tcpSample(now, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), uint16(i%1000), rule.FlagSYN))
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -299,7 +301,7 @@ func BenchmarkWindowAddWhileReporting(b *testing.B) {
 			w.Report(now.Add(-time.Minute), now.Add(time.Minute), 100)
 		}
 	}()
-	s := tcpSample(now, "198.51.100.1", 80, FlagSYN)
+	s := tcpSample(now, "198.51.100.1", 80, rule.FlagSYN)
 	b.ReportAllocs()
 	for b.Loop() {
 		w.Add(s)

@@ -1,4 +1,4 @@
-package guard
+package agentapi
 
 import (
 	"cmp"
@@ -7,15 +7,9 @@ import (
 	"strconv"
 	"sync"
 	"time"
-)
 
-// Sample is one sampled packet header as the XDP guard's sampler hands it to
-// the agent: when it was seen, on which interface, and its parsed header.
-type Sample struct {
-	Time      time.Time `json:"time"`
-	Interface string    `json:"interface"`
-	Packet    Packet    `json:"packet"`
-}
+	"github.com/packetscope/packetscope/rule"
+)
 
 // TrafficReport is what GET /api/v1/traffic returns: the evidence an analyst
 // (or a person) needs to write a fingerprint rule for recent traffic.
@@ -29,7 +23,7 @@ type TrafficReport struct {
 	// written in the rule JSON's syntax so they can be pasted into a rule.
 	Top map[string][]ValueCount `json:"top"`
 	// Samples are the newest sampled headers in [From, To], oldest first.
-	Samples []Sample `json:"samples"`
+	Samples []rule.Sample `json:"samples"`
 	// Protected are the node's own addresses and default gateways (CIDRs):
 	// a rule must never block them.
 	Protected []string `json:"protected"`
@@ -94,9 +88,9 @@ type WindowStats struct {
 type TrafficWindow struct {
 	mu    sync.Mutex
 	cfg   WindowConfig
-	ring  []Sample // grows up to cfg.MaxSamples, then wraps
-	head  int      // index of the oldest sample
-	n     int      // samples held
+	ring  []rule.Sample // grows up to cfg.MaxSamples, then wraps
+	head  int           // index of the oldest sample
+	n     int           // samples held
 	every uint32
 	stats WindowStats
 }
@@ -121,7 +115,7 @@ func NewTrafficWindow(cfg WindowConfig) *TrafficWindow {
 	}
 	// The ring grows on demand (to at most MaxSamples) rather than being
 	// allocated up front, so a large bound costs nothing on a quiet node.
-	return &TrafficWindow{cfg: cfg, ring: make([]Sample, 0, min(cfg.MaxSamples, 1024)), every: cfg.SampleEvery}
+	return &TrafficWindow{cfg: cfg, ring: make([]rule.Sample, 0, min(cfg.MaxSamples, 1024)), every: cfg.SampleEvery}
 }
 
 // SetSampleEvery records the sampler's current 1-in-N rate.
@@ -132,7 +126,7 @@ func (w *TrafficWindow) SetSampleEvery(n uint32) {
 }
 
 // Add appends one sample, evicting the oldest if the window is full or old.
-func (w *TrafficWindow) Add(s Sample) {
+func (w *TrafficWindow) Add(s rule.Sample) {
 	w.mu.Lock()
 	w.evictOld(w.cfg.Now().Add(-w.cfg.MaxAge))
 	w.add(s)
@@ -141,7 +135,7 @@ func (w *TrafficWindow) Add(s Sample) {
 
 // AddBatch appends samples in order under one lock: the cheap path for a
 // reader that drains many samples at a time.
-func (w *TrafficWindow) AddBatch(ss []Sample) {
+func (w *TrafficWindow) AddBatch(ss []rule.Sample) {
 	if len(ss) == 0 {
 		return
 	}
@@ -153,7 +147,7 @@ func (w *TrafficWindow) AddBatch(ss []Sample) {
 	w.mu.Unlock()
 }
 
-func (w *TrafficWindow) add(s Sample) {
+func (w *TrafficWindow) add(s rule.Sample) {
 	w.stats.Added++
 	if w.n < w.cfg.MaxSamples {
 		// Not full: the ring is contiguous from head (head is 0 until it wraps,
@@ -170,7 +164,7 @@ func (w *TrafficWindow) add(s Sample) {
 		if idx == len(w.ring) {
 			if len(w.ring) == cap(w.ring) {
 				// Grow by doubling, but never past MaxSamples: the bound is the point.
-				grown := make([]Sample, len(w.ring), min(max(2*cap(w.ring), 1024), w.cfg.MaxSamples))
+				grown := make([]rule.Sample, len(w.ring), min(max(2*cap(w.ring), 1024), w.cfg.MaxSamples))
 				copy(grown, w.ring)
 				w.ring = grown
 			}
@@ -192,7 +186,7 @@ func (w *TrafficWindow) add(s Sample) {
 // Report filters by time anyway.
 func (w *TrafficWindow) evictOld(cutoff time.Time) {
 	for w.n > 0 && w.ring[w.head].Time.Before(cutoff) {
-		w.ring[w.head] = Sample{} // release the interface string
+		w.ring[w.head] = rule.Sample{} // release the interface string
 		w.head = (w.head + 1) % w.cfg.MaxSamples
 		w.n--
 		w.stats.EvictedAge++
@@ -201,7 +195,7 @@ func (w *TrafficWindow) evictOld(cutoff time.Time) {
 		w.head = 0
 		w.ring = w.ring[:0]
 		if cap(w.ring) > 4096 { // idle after a flood: give the memory back
-			w.ring = make([]Sample, 0, 1024)
+			w.ring = make([]rule.Sample, 0, 1024)
 		}
 	}
 }
@@ -231,9 +225,9 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 	every := w.every
 	var tot Totals
 	// Walk newest to oldest so the newest matching samples are the ones kept.
-	var samples []Sample
+	var samples []rule.Sample
 	if maxSamples > 0 {
-		samples = make([]Sample, 0, min(maxSamples, w.n))
+		samples = make([]rule.Sample, 0, min(maxSamples, w.n))
 	}
 	for i := w.n - 1; i >= 0; i-- {
 		s := &w.ring[(w.head+i)%w.cfg.MaxSamples]
@@ -253,7 +247,7 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 	tot.EstimatedPackets = tot.SampledPackets * uint64(every)
 	tot.EstimatedBytes = tot.SampledBytes * uint64(every)
 	if samples == nil {
-		samples = []Sample{}
+		samples = []rule.Sample{}
 	}
 	if protected == nil {
 		protected = []string{}
@@ -311,7 +305,7 @@ func newFieldCounts() *fieldCounts {
 // add counts one packet. A field is counted only where a rule could match
 // it: non-IP frames count nowhere, ports only with a TCP/UDP header, flags and
 // window only with a TCP header, the ICMP type only with an ICMP header.
-func (c *fieldCounts) add(p *Packet) {
+func (c *fieldCounts) add(p *rule.Packet) {
 	if p.Family == 0 {
 		return
 	}
@@ -332,7 +326,7 @@ func (c *fieldCounts) add(p *Packet) {
 		c.num[fSrcPort][p.SrcPort]++
 		c.num[fDstPort][p.DstPort]++
 	}
-	if p.HasL4 && p.Protocol == ProtoTCP {
+	if p.HasL4 && p.Protocol == rule.ProtoTCP {
 		c.num[fTCPFlags][p.TCPFlags]++
 		c.num[fTCPWindow][p.TCPWindow]++
 	}
@@ -386,12 +380,12 @@ func formatterFor(field int) func(uint32) string {
 		// all is written as every flag unset, which is also a valid rule value.
 		return func(v uint32) string {
 			if v == 0 {
-				return FormatTCPFlags(0, 0xff)
+				return rule.FormatTCPFlags(0, 0xff)
 			}
-			return FormatTCPFlags(uint8(v), 0)
+			return rule.FormatTCPFlags(uint8(v), 0)
 		}
 	case fFragment:
-		return func(v uint32) string { return FragKind(v).String() }
+		return func(v uint32) string { return rule.FragKind(v).String() }
 	}
 	return func(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
 }
@@ -399,13 +393,13 @@ func formatterFor(field int) func(uint32) string {
 // FormatProtocol writes an IP protocol number as the rule JSON's protocol value.
 func FormatProtocol(v uint32) string {
 	switch v {
-	case ProtoTCP:
+	case rule.ProtoTCP:
 		return "tcp"
-	case ProtoUDP:
+	case rule.ProtoUDP:
 		return "udp"
-	case ProtoICMP:
+	case rule.ProtoICMP:
 		return "icmp"
-	case ProtoICMPv6:
+	case rule.ProtoICMPv6:
 		return "icmpv6"
 	}
 	return strconv.FormatUint(uint64(v), 10)

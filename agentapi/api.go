@@ -1,4 +1,4 @@
-package guard
+package agentapi
 
 import (
 	"crypto/sha256"
@@ -12,14 +12,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/packetscope/packetscope/rule"
 )
 
 // RuleStore is what the agent API needs from the rule table; *RuleTable
 // satisfies it. Add returns the rule as stored (id, created and expiry set).
 type RuleStore interface {
-	Add(Rule) (Rule, error)
+	Add(rule.Rule) (rule.Rule, error)
 	Delete(id string) error
-	List() []Rule
+	List() []rule.Rule
 }
 
 // API limits.
@@ -33,7 +35,7 @@ const (
 
 // RulesResponse is the body of GET /api/v1/rules.
 type RulesResponse struct {
-	Rules []Rule `json:"rules"`
+	Rules []rule.Rule `json:"rules"`
 }
 
 // ErrorResponse is the body of every API error.
@@ -121,7 +123,7 @@ func (a *api) requireToken(next http.HandlerFunc) http.HandlerFunc {
 func (a *api) listRules(w http.ResponseWriter, _ *http.Request) {
 	rules := a.rules.List()
 	if rules == nil {
-		rules = []Rule{}
+		rules = []rule.Rule{}
 	}
 	writeJSON(w, http.StatusOK, RulesResponse{Rules: rules})
 }
@@ -136,7 +138,7 @@ func (a *api) addRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
-	rule, err := ParseRule(body)
+	rule, err := rule.ParseRule(body)
 	if err != nil {
 		a.writeStoreError(w, err)
 		return
@@ -167,16 +169,16 @@ func (a *api) deleteRule(w http.ResponseWriter, r *http.Request) {
 
 // writeStoreError maps rule parsing and rule table errors to statuses.
 func (a *api) writeStoreError(w http.ResponseWriter, err error) {
-	if fe, ok := errors.AsType[*FieldError](err); ok {
+	if fe, ok := errors.AsType[*rule.FieldError](err); ok {
 		writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: "invalid rule: " + fe.Error(), Field: fe.Field})
 		return
 	}
 	switch {
-	case errors.Is(err, ErrRuleNotFound):
+	case errors.Is(err, rule.ErrRuleNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrRuleExists):
+	case errors.Is(err, rule.ErrRuleExists):
 		writeError(w, http.StatusConflict, err.Error())
-	case errors.Is(err, ErrRuleTableFull):
+	case errors.Is(err, rule.ErrRuleTableFull):
 		writeError(w, http.StatusInsufficientStorage, err.Error())
 	default:
 		a.logger.Error("rule table operation failed", "err", err)

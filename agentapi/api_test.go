@@ -1,4 +1,4 @@
-package guard
+package agentapi
 
 import (
 	"encoding/json"
@@ -14,35 +14,39 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/packetscope/packetscope/rule"
 )
 
 // memStore is an in-memory RuleStore with the rule table's error contract.
 type memStore struct {
 	mu    sync.Mutex
-	rules map[string]Rule
+	rules map[string]rule.Rule
 	order []string
 	cap   int
 	next  int
 	fail  error // returned by every call when set
 }
 
-func newMemStore(capacity int) *memStore { return &memStore{rules: map[string]Rule{}, cap: capacity} }
+func newMemStore(capacity int) *memStore {
+	return &memStore{rules: map[string]rule.Rule{}, cap: capacity}
+}
 
-func (s *memStore) Add(r Rule) (Rule, error) {
+func (s *memStore) Add(r rule.Rule) (rule.Rule, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {
-		return Rule{}, s.fail
+		return rule.Rule{}, s.fail
 	}
 	if r.ID == "" {
 		s.next++
 		r.ID = fmt.Sprintf("r%d", s.next)
 	}
 	if _, ok := s.rules[r.ID]; ok {
-		return Rule{}, fmt.Errorf("add rule %q: %w", r.ID, ErrRuleExists)
+		return rule.Rule{}, fmt.Errorf("add rule %q: %w", r.ID, rule.ErrRuleExists)
 	}
 	if len(s.rules) >= s.cap {
-		return Rule{}, fmt.Errorf("add rule %q: %w", r.ID, ErrRuleTableFull)
+		return rule.Rule{}, fmt.Errorf("add rule %q: %w", r.ID, rule.ErrRuleTableFull)
 	}
 	r.CreatedAt = time.Now().UTC()
 	r.ExpiresAt = r.CreatedAt.Add(time.Duration(r.TTLSeconds) * time.Second)
@@ -58,7 +62,7 @@ func (s *memStore) Delete(id string) error {
 		return s.fail
 	}
 	if _, ok := s.rules[id]; !ok {
-		return fmt.Errorf("delete rule %q: %w", id, ErrRuleNotFound)
+		return fmt.Errorf("delete rule %q: %w", id, rule.ErrRuleNotFound)
 	}
 	delete(s.rules, id)
 	for i, o := range s.order {
@@ -70,10 +74,10 @@ func (s *memStore) Delete(id string) error {
 	return nil
 }
 
-func (s *memStore) List() []Rule {
+func (s *memStore) List() []rule.Rule {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Rule, 0, len(s.order))
+	out := make([]rule.Rule, 0, len(s.order))
 	for _, id := range s.order {
 		out = append(out, s.rules[id])
 	}
@@ -97,7 +101,7 @@ func newAPIFixture(t *testing.T, token string, capacity int) *apiFixture {
 		Protected: func() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("10.203.0.1/32")} }})
 	now := time.Now()
 	for i := range 50 {
-		w.Add(tcpSample(now.Add(-time.Duration(i)*time.Second), "198.51.100.1", 80, FlagSYN))
+		w.Add(tcpSample(now.Add(-time.Duration(i)*time.Second), "198.51.100.1", 80, rule.FlagSYN))
 	}
 	return &apiFixture{store: st, window: w, h: NewAPI(quietLogger, st, w, token)}
 }
@@ -152,17 +156,19 @@ func TestAPIStatuses(t *testing.T) {
 		{name: "not json", method: "POST", path: "/api/v1/rules", auth: bearer, body: `drop everything`, status: 400, field: "body"},
 		{name: "oversized body", method: "POST", path: "/api/v1/rules", auth: bearer, body: big, status: 413, errContains: "65536"},
 		{name: "duplicate id", method: "POST", path: "/api/v1/rules", auth: bearer,
-			setup:  func(f *apiFixture) { _, _ = f.store.Add(Rule{ID: "dup", Action: ActionDrop, TTLSeconds: 60}) },
+			setup:  func(f *apiFixture) { _, _ = f.store.Add(rule.Rule{ID: "dup", Action: rule.ActionDrop, TTLSeconds: 60}) },
 			body:   `{"id":"dup","action":"drop","match":{},"ttl_seconds":60}`,
 			status: 409, errContains: "already exists"},
 		{name: "table full", capacity: 1, method: "POST", path: "/api/v1/rules", auth: bearer,
-			setup:  func(f *apiFixture) { _, _ = f.store.Add(Rule{ID: "x", Action: ActionDrop, TTLSeconds: 60}) },
+			setup:  func(f *apiFixture) { _, _ = f.store.Add(rule.Rule{ID: "x", Action: rule.ActionDrop, TTLSeconds: 60}) },
 			body:   goodRule,
 			status: 507, errContains: "rule table is full"},
 		{name: "store failure", method: "POST", path: "/api/v1/rules", auth: bearer,
 			setup: func(f *apiFixture) { f.store.fail = errors.New("update map: boom") }, body: goodRule, status: 500, errContains: "boom"},
 		{name: "delete", method: "DELETE", path: "/api/v1/rules/keep", auth: bearer, status: 204,
-			setup: func(f *apiFixture) { _, _ = f.store.Add(Rule{ID: "keep", Action: ActionDrop, TTLSeconds: 60}) }},
+			setup: func(f *apiFixture) {
+				_, _ = f.store.Add(rule.Rule{ID: "keep", Action: rule.ActionDrop, TTLSeconds: 60})
+			}},
 		{name: "delete unknown", method: "DELETE", path: "/api/v1/rules/nope", auth: bearer, status: 404, errContains: "no rule with that id"},
 		{name: "delete without token", method: "DELETE", path: "/api/v1/rules/nope", status: 401},
 		{name: "traffic default", method: "GET", path: "/api/v1/traffic", status: 200},
@@ -233,7 +239,7 @@ func TestAPIAddReturnsStoredRule(t *testing.T) {
 	if resp.StatusCode != 201 {
 		t.Fatalf("status %d: %s", resp.StatusCode, data)
 	}
-	var r Rule
+	var r rule.Rule
 	if err := json.Unmarshal(data, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +292,7 @@ func TestAPITraffic(t *testing.T) {
 	}
 	// samples is capped.
 	for range MaxReportSamples + 10 {
-		f.window.Add(tcpSample(time.Now(), "198.51.100.2", 80, FlagSYN))
+		f.window.Add(tcpSample(time.Now(), "198.51.100.2", 80, rule.FlagSYN))
 	}
 	_, data = f.do(t, "GET", "/api/v1/traffic?samples=999999", "", "")
 	if err := json.Unmarshal(data, &r); err != nil {
@@ -314,8 +320,8 @@ func TestAPIConcurrentWriters(t *testing.T) {
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 40 {
-				r := Rule{ID: fmt.Sprintf("g%d-%d", g, i), Action: ActionDrop, TTLSeconds: 60,
-					Match: Match{Src: fmt.Sprintf("10.203.%d.%d/32", g, i)}}
+				r := rule.Rule{ID: fmt.Sprintf("g%d-%d", g, i), Action: rule.ActionDrop, TTLSeconds: 60,
+					Match: rule.Match{Src: fmt.Sprintf("10.203.%d.%d/32", g, i)}}
 				_, err := c.AddRule(t.Context(), r)
 				if ae, ok := AsAPIError(err); ok && ae.Status == http.StatusInsufficientStorage {
 					mu.Lock()

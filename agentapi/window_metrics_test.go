@@ -1,10 +1,11 @@
-package guard
+package agentapi
 
 import (
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -12,10 +13,10 @@ func TestWindowCollector(t *testing.T) {
 	clk := &fakeClock{t0}
 	w := NewTrafficWindow(WindowConfig{MaxSamples: 3, MaxAge: time.Minute, SampleEvery: 64, Now: clk.now})
 	for i := range 5 {
-		w.Add(tcpSample(t0.Add(time.Duration(i)*time.Second), "198.51.100.1", 80, FlagSYN))
+		w.Add(tcpSample(t0.Add(time.Duration(i)*time.Second), "198.51.100.1", 80, rule.FlagSYN))
 	}
 	clk.t = t0.Add(time.Minute + 3500*time.Millisecond) // samples at 0..2 s are now too old
-	w.Add(tcpSample(clk.t, "198.51.100.1", 80, FlagSYN))
+	w.Add(tcpSample(clk.t, "198.51.100.1", 80, rule.FlagSYN))
 
 	c := w.Collector()
 	want := `

@@ -1,4 +1,4 @@
-package guard
+package agentapi
 
 import (
 	"net/http"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/packetscope/packetscope/rule"
 )
 
 func TestClientRoundTrip(t *testing.T) {
@@ -16,7 +18,7 @@ func TestClientRoundTrip(t *testing.T) {
 	c := NewClient(srv.URL+"/", testToken, nil)
 	ctx := t.Context()
 
-	r, err := ParseRule([]byte(goodRule))
+	r, err := rule.ParseRule([]byte(goodRule))
 	if err != nil {
 		t.Fatal(err)
 	}

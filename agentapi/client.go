@@ -1,4 +1,4 @@
-package guard
+package agentapi
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/packetscope/packetscope/rule"
 )
 
 // APIError is a response from the agent API with an error status. Callers can
@@ -64,7 +66,7 @@ func NewClient(baseURL, token string, hc *http.Client) *Client {
 }
 
 // ListRules returns the agent's active rules with their counters and expiry.
-func (c *Client) ListRules(ctx context.Context) ([]Rule, error) {
+func (c *Client) ListRules(ctx context.Context) ([]rule.Rule, error) {
 	var resp RulesResponse
 	if err := c.do(ctx, http.MethodGet, "/api/v1/rules", nil, nil, &resp); err != nil {
 		return nil, fmt.Errorf("list rules: %w", err)
@@ -74,14 +76,14 @@ func (c *Client) ListRules(ctx context.Context) ([]Rule, error) {
 
 // AddRule installs a rule and returns it as the agent stored it (id,
 // created_at and expires_at set).
-func (c *Client) AddRule(ctx context.Context, r Rule) (Rule, error) {
+func (c *Client) AddRule(ctx context.Context, r rule.Rule) (rule.Rule, error) {
 	body, err := json.Marshal(r)
 	if err != nil {
-		return Rule{}, fmt.Errorf("encode rule: %w", err)
+		return rule.Rule{}, fmt.Errorf("encode rule: %w", err)
 	}
-	var added Rule
+	var added rule.Rule
 	if err := c.do(ctx, http.MethodPost, "/api/v1/rules", nil, body, &added); err != nil {
-		return Rule{}, fmt.Errorf("add rule: %w", err)
+		return rule.Rule{}, fmt.Errorf("add rule: %w", err)
 	}
 	return added, nil
 }
