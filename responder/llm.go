@@ -16,12 +16,15 @@ import (
 	"github.com/sashabaranov/go-openai"
 )
 
+// DefaultLLMTimeout bounds one request to the model.
+const DefaultLLMTimeout = 20 * time.Second
+
 // LLMConfig configures the LLM analyst.
 type LLMConfig struct {
 	BaseURL           string        // any OpenAI-compatible API, e.g. https://api.openai.com/v1
 	Model             string        // model name
 	APIKey            string        // never logged, exported or audited
-	Timeout           time.Duration // per request; past it the analyst fails (default 20s)
+	Timeout           time.Duration // per request; past it the analyst fails (default DefaultLLMTimeout)
 	FallbackToBuiltin bool          // on failure or a fully rejected answer, use the builtin analyst
 	MaxPromptBytes    int           // bound on the evidence sent (default 24 KiB)
 	HTTPClient        *http.Client  // nil: a plain client
@@ -49,7 +52,7 @@ const proposeTool = "propose_rules"
 
 func newLLM(cfg LLMConfig, m *metrics) *LLM {
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 20 * time.Second
+		cfg.Timeout = DefaultLLMTimeout
 	}
 	if cfg.MaxPromptBytes <= 0 {
 		cfg.MaxPromptBytes = 24 << 10

@@ -16,7 +16,7 @@ type OfflineConfig struct {
 	Analyst    string // builtin (default) or llm
 	LLM        LLMConfig
 	Mode       string        // enforce (default) or monitor
-	RuleTTL    time.Duration // default 10m
+	RuleTTL    time.Duration // default DefaultRuleTTL
 	Protected  []netip.Prefix
 	Guardrails Guardrails // zero fields take DefaultGuardrails
 	Miner      MinerConfig

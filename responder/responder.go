@@ -23,6 +23,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Defaults of Config that operators see as flag defaults.
+const (
+	DefaultRuleTTL         = 10 * time.Minute
+	DefaultAttackWindowMin = 30 * time.Second
+	DefaultBaselineGap     = time.Minute
+)
+
 // Config configures a Responder. Zero values take the defaults noted.
 type Config struct {
 	AgentURL     string // the agent for every alert; "" derives it from the alert's instance label
@@ -34,18 +41,19 @@ type Config struct {
 	AuditFile    string // JSON-lines audit trail; "" keeps it in memory only
 
 	RemoveOnResolve bool          // delete an alert's rules when it resolves
-	RuleTTL         time.Duration // TTL of installed rules (default 10m)
+	RuleTTL         time.Duration // TTL of installed rules (default DefaultRuleTTL)
 	Reanalyze       time.Duration // a firing alert that got no rules is analyzed again after this (default 2m)
 
 	Guardrails Guardrails  // zero fields take DefaultGuardrails
 	Miner      MinerConfig // fingerprint miner tuning
 
-	AttackWindowMin time.Duration // the attack window is at least this long (default 30s)
+	AttackWindowMin time.Duration // the attack window is at least this long (default DefaultAttackWindowMin)
 	AttackWindowMax time.Duration // ...and at most this (default 2m)
 	BaselineWindow  time.Duration // the baseline window before the attack (default 5m)
 	// BaselineGap separates the baseline from the attack window: an alert
 	// starts after its expression crossed the threshold over a rate window,
-	// so the flood began earlier than the alert's StartsAt (default 1m).
+	// so the flood began earlier than the alert's StartsAt (default
+	// DefaultBaselineGap).
 	BaselineGap time.Duration
 	// BaselinePoll is how often the responder snapshots each known agent's
 	// traffic, so a baseline survives a flood that overwrites the agent's
@@ -89,12 +97,12 @@ func (c *Config) setDefaults() error {
 			*v = d
 		}
 	}
-	dur(&c.RuleTTL, 10*time.Minute)
+	dur(&c.RuleTTL, DefaultRuleTTL)
 	dur(&c.Reanalyze, 2*time.Minute)
-	dur(&c.AttackWindowMin, 30*time.Second)
+	dur(&c.AttackWindowMin, DefaultAttackWindowMin)
 	dur(&c.AttackWindowMax, 2*time.Minute)
 	dur(&c.BaselineWindow, 5*time.Minute)
-	dur(&c.BaselineGap, time.Minute)
+	dur(&c.BaselineGap, DefaultBaselineGap)
 	dur(&c.BaselinePoll, baselinePollEvery)
 	num(&c.MaxSamples, 5000)
 	num(&c.QueueSize, 256)

@@ -18,8 +18,6 @@ import (
 	"github.com/packetscope/packetscope/rule"
 )
 
-const defaultAgentURL = "http://127.0.0.1:9436"
-
 // rulesConfig holds the flags of `packetscope rules list|add|delete`.
 type rulesConfig struct {
 	agentURL  string
@@ -47,7 +45,7 @@ type rulesConfig struct {
 }
 
 func (c *rulesConfig) addFlags(cmd *kingpin.CmdClause) {
-	cmd.Flag("agent.url", "Agent API base URL.").Default(defaultAgentURL).StringVar(&c.agentURL)
+	cmd.Flag("agent.url", "Agent API base URL.").Default("http://" + loopbackURLHost(defaultAgentListenAddress)).StringVar(&c.agentURL)
 	cmd.Flag("api.token-file", "File holding the agent's bearer token (needed by add and delete).").StringVar(&c.tokenFile)
 	cmd.Flag("timeout", "Timeout of each call to the agent.").Default("10s").DurationVar(&c.timeout)
 	cmd.Flag("output", "Output format: table or json.").Short('o').Default("table").EnumVar(&c.output, "table", "json")
@@ -95,7 +93,7 @@ func runRules(ctx context.Context, cfg rulesConfig, cmd string) error {
 	if cfg.in == nil {
 		cfg.in = os.Stdin
 	}
-	token, err := loadAPIToken(cfg.tokenFile)
+	token, err := readSecretFile(cfg.tokenFile, "--api.token-file")
 	if err != nil {
 		return err
 	}
@@ -214,21 +212,6 @@ func splitList(items []string) []string {
 		}
 	}
 	return out
-}
-
-func loadAPIToken(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read --api.token-file: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("--api.token-file %s is empty", path)
-	}
-	return tok, nil
 }
 
 // explainAPIError adds what an operator should do about common failures.
