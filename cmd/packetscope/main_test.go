@@ -146,7 +146,7 @@ func TestReadSecretFile(t *testing.T) {
 		{"no file configured", "", "", ""},
 		{"token with newline", write("tok", "  s3cret\n"), "s3cret", ""},
 		{"empty file", write("empty", "\n"), "", "is empty"},
-		{"missing file", dir + "/nope", "", "read --api.token-file"},
+		{"missing file", dir + "/nope", "", "cannot read --api.token-file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,7 +16,7 @@ func readSecretFile(path, flag string) (string, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("read %s %s: %w", flag, path, err)
+		return "", fmt.Errorf("cannot read %s %s: %w", flag, path, err)
 	}
 	secret := strings.TrimSpace(string(b))
 	if secret == "" {
