@@ -48,7 +48,7 @@ func AnalyzeOffline(ctx context.Context, cfg OfflineConfig, attack, baseline []r
 	ev := &Evidence{Alert: AlertInfo{Name: "offline", Fingerprint: "offline", Status: "firing"}, Attack: attack, Baseline: baseline,
 		Protected: cfg.Protected, SampleEvery: 1, Estimated: uint64(len(attack))}
 	ev.Candidates = Mine(rc.Miner, attack, baseline, protected)
-	in := CheckInput{Attack: attack, Baseline: baseline, Protected: cfg.Protected, Mode: rc.Mode, TTL: rc.RuleTTL}
+	in := CheckInput{Attack: attack, Baseline: baseline, Protected: cfg.Protected, Mode: rc.Mode, RuleTTL: rc.RuleTTL}
 
 	res := OfflineResult{Analyst: rc.Analyst}
 	if rc.Analyst == "llm" {

@@ -66,7 +66,7 @@ type Config struct {
 	MaxAlerts    int // alerts tracked at once (default 10000); beyond → 503
 	MaxDecisions int // decisions kept in memory for GET /api/v1/decisions (default 1000)
 
-	// NewAgent returns the client for an agent URL; nil means guard.NewClient.
+	// NewAgent returns the client for an agent URL; nil means agentapi.NewClient.
 	NewAgent func(baseURL, token string) Agent
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -110,10 +110,10 @@ func (c *Config) setDefaults() error {
 	num(&c.MaxAlerts, 10000)
 	num(&c.MaxDecisions, 1000)
 	g, d := &c.Guardrails, DefaultGuardrails
-	num(&g.MaxPrefixV4, d.MaxPrefixV4)
-	num(&g.MaxPrefixV6, d.MaxPrefixV6)
-	dur(&g.MinTTL, d.MinTTL)
-	dur(&g.MaxTTL, d.MaxTTL)
+	num(&g.MinPrefixLenV4, d.MinPrefixLenV4)
+	num(&g.MinPrefixLenV6, d.MinPrefixLenV6)
+	dur(&g.MinRuleTTL, d.MinRuleTTL)
+	dur(&g.MaxRuleTTL, d.MaxRuleTTL)
 	num(&g.MaxRules, d.MaxRules)
 	if g.MinCoverage <= 0 {
 		g.MinCoverage = d.MinCoverage
@@ -121,11 +121,11 @@ func (c *Config) setDefaults() error {
 	if g.MaxCollateral <= 0 {
 		g.MaxCollateral = d.MaxCollateral
 	}
-	if c.Miner.MaxPrefixV4 == 0 {
-		c.Miner.MaxPrefixV4 = g.MaxPrefixV4
+	if c.Miner.MinPrefixLenV4 == 0 {
+		c.Miner.MinPrefixLenV4 = g.MinPrefixLenV4
 	}
-	if c.Miner.MaxPrefixV6 == 0 {
-		c.Miner.MaxPrefixV6 = g.MaxPrefixV6
+	if c.Miner.MinPrefixLenV6 == 0 {
+		c.Miner.MinPrefixLenV6 = g.MinPrefixLenV6
 	}
 	if c.NewAgent == nil {
 		c.NewAgent = func(baseURL, token string) Agent { return agentapi.NewClient(baseURL, token, nil) }
@@ -621,7 +621,7 @@ func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]V
 	check := func(origin string, rules []rule.Rule) []Validation {
 		return r.cfg.Guardrails.Check(CheckInput{
 			Attack: ev.Attack, Baseline: ev.Baseline, Protected: ev.Protected,
-			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, TTL: r.cfg.RuleTTL, Origin: origin,
+			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, RuleTTL: r.cfg.RuleTTL, Origin: origin,
 		}, rules)
 	}
 	builtin := func() []Validation {

@@ -22,9 +22,9 @@ func flagNames(cmd *kingpin.CmdClause) []string {
 	return names
 }
 
-// TestCommandFlags: each command has the contract's flags (DESIGN's
-// Contract section), and `run` has both the agent's and the responder's
-// own flags, each once.
+// TestCommandFlags: each command has the flags the README's configuration
+// table promises, and `run` has both the agent's and the responder's own
+// flags, each once.
 func TestCommandFlags(t *testing.T) {
 	c := newCLI()
 	agentFlags := []string{"web.listen-address", "web.config.file", "interfaces", "api.token-file", "bpf.pin-path",
