@@ -553,7 +553,7 @@ func grown(na, totalA, nb, totalB int, minExcess float64) (float64, bool) {
 }
 
 func candidateFor(m rule.Match, reason string, attack, baseline []rule.Packet) Candidate {
-	r := rule.Rule{Action: rule.ActionDrop, Match: m, Reason: reason, Origin: "builtin"}
+	r := rule.Rule{Action: rule.ActionDrop, Match: m, Reason: reason, Origin: rule.OriginBuiltin}
 	rp := ReplayRules([]rule.Rule{r}, attack, baseline)
 	return Candidate{Rule: r, Coverage: rp.Coverage, Collateral: rp.Collateral}
 }

@@ -80,9 +80,9 @@ func FuzzGuardrails(f *testing.F) {
 		if json.Unmarshal(ruleJSON, &r) != nil {
 			return
 		}
-		mode := "enforce"
+		mode := ModeEnforce
 		if monitor {
-			mode = "monitor"
+			mode = ModeMonitor
 		}
 		vs := fuzzGuard.Check(CheckInput{Attack: attack, Baseline: baseline, Protected: protected, Mode: mode, RuleTTL: 10 * time.Minute, Origin: "llm"}, []rule.Rule{r})
 		if len(vs) != 1 {

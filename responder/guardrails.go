@@ -60,7 +60,7 @@ type CheckInput struct {
 	Attack, Baseline []rule.Packet
 	Protected        []netip.Prefix // the node's addresses and gateways (from the agent)
 	ActiveRules      int            // responder rules already active on the agent
-	Mode             string         // enforce or monitor
+	Mode             Mode           // ModeEnforce or ModeMonitor
 	RuleTTL          time.Duration  // the lifetime to give a rule that asks for none
 	Origin           string         // builtin or llm: set on every rule, whatever it claims
 }
@@ -112,7 +112,7 @@ func (g Guardrails) adjust(in CheckInput, r rule.Rule) (rule.Rule, []string) {
 	r.Origin = in.Origin
 	r.Reason = SanitizeText(r.Reason, rule.MaxReasonLen)
 	r.CreatedAt, r.ExpiresAt, r.Packets, r.Bytes = time.Time{}, time.Time{}, 0, 0
-	if in.Mode == "monitor" {
+	if in.Mode == ModeMonitor {
 		if r.Action != rule.ActionMonitor {
 			notes = append(notes, fmt.Sprintf("mode monitor: action %q installed as monitor", r.Action))
 		}

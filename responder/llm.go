@@ -67,7 +67,7 @@ func newLLM(cfg LLMConfig, m *metrics) *LLM {
 	return &LLM{cfg: cfg, client: openai.NewClientWithConfig(oc), metrics: m}
 }
 
-func (*LLM) Name() string { return "llm" }
+func (*LLM) Name() AnalystName { return AnalystLLM }
 
 const systemPrompt = `You are the analyst of PacketScope, an XDP packet guard on a Linux node. An alert says the node is under a flood.
 You get the alert, sampled packet headers from the attack window, the fields' top values, candidate rules a fingerprint miner found

@@ -19,7 +19,7 @@ const (
 // analystConfig holds the flags that choose and configure the analyst; the
 // responder, `run` and `analyze` share them.
 type analystConfig struct {
-	analyst     string
+	analyst     responder.AnalystName
 	llmBaseURL  string
 	llmModel    string
 	llmKeyFile  string
@@ -28,7 +28,8 @@ type analystConfig struct {
 }
 
 func (c *analystConfig) addFlags(cmd *kingpin.CmdClause) {
-	cmd.Flag("analyst", "Who proposes rules: builtin (fingerprint mining) or llm (OpenAI-compatible API).").Default("builtin").EnumVar(&c.analyst, "builtin", "llm")
+	enumVar(cmd.Flag("analyst", "Who proposes rules: builtin (fingerprint mining) or llm (OpenAI-compatible API)."),
+		&c.analyst, responder.AnalystBuiltin, responder.AnalystNames...)
 	cmd.Flag("llm.base-url", "OpenAI-compatible API base URL.").Default(defaultLLMBaseURL).StringVar(&c.llmBaseURL)
 	cmd.Flag("llm.model", "Model name.").Default(defaultLLMModel).StringVar(&c.llmModel)
 	cmd.Flag("llm.api-key-file", "File holding the API key; default: the OPENAI_API_KEY environment variable.").StringVar(&c.llmKeyFile)
@@ -47,7 +48,7 @@ func (c *analystConfig) llmConfig() (responder.LLMConfig, error) {
 			return responder.LLMConfig{}, err
 		}
 	}
-	if c.analyst == "llm" && key == "" {
+	if c.analyst == responder.AnalystLLM && key == "" {
 		return responder.LLMConfig{}, errors.New("--analyst llm needs an API key: set --llm.api-key-file or OPENAI_API_KEY")
 	}
 	return responder.LLMConfig{

@@ -23,7 +23,7 @@ type analyzeConfig struct {
 	neverBlock []string
 	output     string
 	analyst    analystConfig
-	mode       string
+	mode       responder.Mode
 	ruleTTL    time.Duration
 	out        io.Writer // nil: stdout (tests set it)
 }
@@ -34,7 +34,8 @@ func (c *analyzeConfig) addFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("never-block", "CIDR a rule must never cover (the node's addresses, gateways); repeatable.").StringsVar(&c.neverBlock)
 	cmd.Flag("output", "text or json.").Default("text").EnumVar(&c.output, "text", "json")
 	c.analyst.addFlags(cmd)
-	cmd.Flag("mode", "enforce or monitor: the action the proposed rules would get.").Default("enforce").EnumVar(&c.mode, "enforce", "monitor")
+	enumVar(cmd.Flag("mode", "enforce or monitor: the action the proposed rules would get."),
+		&c.mode, responder.ModeEnforce, responder.Modes...)
 	cmd.Flag("responder.rule-ttl", "TTL the proposed rules would get.").Default(durationDefault(responder.DefaultRuleTTL)).DurationVar(&c.ruleTTL)
 }
 

@@ -111,7 +111,7 @@ func TestFlagDefaults(t *testing.T) {
 	if _, err := c.app.Parse([]string{"run", "--guard.sample-every=8", "--analyst=llm", "--responder.rule-ttl=2m", "--webhook.token-file=/w"}); err != nil {
 		t.Fatal(err)
 	}
-	if c.run.agent.guardSampleEvery != 8 || c.run.responder.analyst.analyst != "llm" ||
+	if c.run.agent.guardSampleEvery != 8 || c.run.responder.analyst.analyst != responder.AnalystLLM ||
 		c.run.responder.ruleTTL != 2*time.Minute || c.run.responder.webhookTokenFile != "/w" {
 		t.Fatalf("run parsed agent %+v, responder %+v", c.run.agent, c.run.responder)
 	}
@@ -159,6 +159,31 @@ func TestReadSecretFile(t *testing.T) {
 			}
 			if err != nil || got != tc.want {
 				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestEnumFlags: enumerated flags take exactly their package's constants.
+func TestEnumFlags(t *testing.T) {
+	cases := []struct {
+		args   []string
+		wantOK bool
+	}{
+		{[]string{"run", "--mode=monitor", "--analyst=llm"}, true},
+		{[]string{"run", "--mode=bogus"}, false},
+		{[]string{"responder", "--analyst=oracle"}, false},
+		{[]string{"analyze", "--pcap=x", "--mode=enforce"}, true},
+		{[]string{"rules", "add", "--fragment=later", "--origin=llm", "--action=rate_limit"}, true},
+		{[]string{"rules", "add", "--fragment=most"}, false},
+		{[]string{"rules", "add", "--origin=oracle"}, false},
+		{[]string{"rules", "add", "--action=explode"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := newCLI().app.Parse(tc.args)
+			if (err == nil) != tc.wantOK {
+				t.Fatalf("parse: %v, want ok=%v", err, tc.wantOK)
 			}
 		})
 	}

@@ -26,7 +26,7 @@ type responderConfig struct {
 	webhookTokenFile string
 	auditFile        string
 	analyst          analystConfig
-	mode             string
+	mode             responder.Mode
 	removeOnResolve  bool
 	ruleTTL          time.Duration
 	baselineGap      time.Duration
@@ -37,7 +37,8 @@ func (c *responderConfig) addFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("webhook.token-file", "File holding the bearer token Alertmanager must send to /api/v1/alerts.").StringVar(&c.webhookTokenFile)
 	cmd.Flag("responder.audit-file", "JSON-lines audit trail of every decision; survives restarts.").Default("/var/lib/packetscope/decisions.jsonl").StringVar(&c.auditFile)
 	c.analyst.addFlags(cmd)
-	cmd.Flag("mode", "enforce installs drop rules; monitor installs them as would-drop counters only.").Default("enforce").EnumVar(&c.mode, "enforce", "monitor")
+	enumVar(cmd.Flag("mode", "enforce installs drop rules; monitor installs them as would-drop counters only."),
+		&c.mode, responder.ModeEnforce, responder.Modes...)
 	cmd.Flag("responder.remove-on-resolve", "Remove an alert's rules when it resolves, before their TTL.").Default("false").BoolVar(&c.removeOnResolve)
 	cmd.Flag("responder.rule-ttl", "TTL of the rules the responder installs.").Default(durationDefault(responder.DefaultRuleTTL)).DurationVar(&c.ruleTTL)
 	cmd.Flag("responder.attack-window-min", "The attack window analysed reaches at least this far back from the decision.").Default(durationDefault(responder.DefaultAttackWindowMin)).DurationVar(&c.attackWindowMin)
