@@ -65,3 +65,21 @@ func TestLoadErrorNamesProgram(t *testing.T) {
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+func TestReleaseAtLeast(t *testing.T) {
+	for _, tc := range []struct {
+		release string
+		want    bool
+	}{
+		{"6.1.0-57-cloud-amd64", true},
+		{"6.18.0", true},
+		{"7.0.1", true},
+		{"5.15.0-91-generic", false},
+		{"6.0.19", false},
+		{"garbage", true},
+	} {
+		if got := releaseAtLeast(tc.release, MinKernel); got != tc.want {
+			t.Errorf("releaseAtLeast(%q) = %v, want %v", tc.release, got, tc.want)
+		}
+	}
+}
