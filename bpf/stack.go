@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-
 	"reflect"
 
 	"github.com/cilium/ebpf"
@@ -119,6 +118,11 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	s.features, err = KernelFeatures()
 	if err != nil {
 		return nil, err
+	}
+	for i := range s.features {
+		if featuresOffForTest[s.features[i].Name] {
+			s.features[i].Enabled = false
+		}
 	}
 	spec, err := loadStack()
 	if err != nil {

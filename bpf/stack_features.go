@@ -119,6 +119,10 @@ func KernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
+// featuresOffForTest makes LoadStack behave as on a kernel without these
+// features, so the host's tests run the older kernels' variants too.
+var featuresOffForTest map[string]bool
+
 // optionalPrograms names the programs a missing feature leaves out, so
 // they are neither loaded nor attached.
 var optionalPrograms = map[string]string{

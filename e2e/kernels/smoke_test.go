@@ -228,6 +228,31 @@ func sendUDP(tb testing.TB, ns *testnet.NS, addr string, n, size int) {
 	}
 }
 
+// checkStages: the stages that do not touch the IP layer are observed on
+// every kernel; those that start or end at a netfilter boundary only where
+// BPF netfilter links exist (netfilter_stages).
+func checkStages(t *testing.T, m, rel string) {
+	t.Helper()
+	nf := atLeast(t, rel, features["netfilter_stages"])
+	for _, st := range []struct {
+		direction, stage string
+		want             bool
+	}{
+		{"rx", "backlog", true},
+		{"tx", "qdisc", true},
+		{"tx", "driver", true},
+		{"rx", "core", nf},
+		{"tx", "ip", nf},
+	} {
+		n, _ := metricValue(m, "packetscope_stack_latency_seconds_count", "direction="+st.direction, "stage="+st.stage)
+		if (n > 0) != st.want {
+			t.Errorf("stack_latency_seconds_count{%s,%s} = %v on Linux %s, want observed=%v", st.direction, st.stage, n, rel, st.want)
+		} else {
+			t.Logf("stage %s %s: %v observations", st.direction, st.stage, n)
+		}
+	}
+}
+
 // TestAgentOnThisKernel runs the agent on the guest's kernel the way a
 // user would, over two namespaces and a veth pair.
 func TestAgentOnThisKernel(t *testing.T) {
@@ -242,7 +267,10 @@ func TestAgentOnThisKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := []string{"agent", "--netns", victim.Path(), "--interfaces", "va", "--bpf.pin-path", pins,
-		"--guard.sample-every", "1", "--api.token-file", tokenFile}
+		"--guard.sample-every", "1", "--api.token-file", tokenFile,
+		// Every skb timed, stage boundaries attached all the time: the
+		// stages test below must not depend on hitting a window.
+		"--stack.latency-sample-every", "1", "--stack.stage-window", "20s", "--stack.stage-period", "20s"}
 	t.Cleanup(func() {
 		_ = exec.Command(binary(t), "cleanup", "--bpf.pin-path="+pins).Run()
 		_ = os.RemoveAll(pins)
@@ -295,6 +323,7 @@ func TestAgentOnThisKernel(t *testing.T) {
 			drops, _ := metricValue(m, "packetscope_drops_total", "reason=NO_SOCKET", "protocol=udp")
 			if p-p0 >= 100 && b-b0 >= 100*200 && tx >= 1 && drops >= 1 {
 				t.Logf("rx udp packets +%v bytes +%v, tx packets %v, NO_SOCKET udp drops %v", p-p0, b-b0, tx, drops)
+				checkStages(t, m, rel)
 				return
 			}
 			if time.Now().After(deadline) {
