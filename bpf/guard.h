@@ -156,15 +156,9 @@ struct guard_iface_stats {
 	__u64 samples_lost; /* ring buffer full */
 };
 
-/* A sampled packet header (ring buffer record). */
-/* The last packet the guard passed on a CPU, for the stack's packet-path
- * traces: the stack matches it with the skb the driver builds around the
- * same buffer right after, on the same CPU. */
-struct guard_xdp_pass {
-	__u64 data; /* low 32 bits of the frame's address (xdp_md->data) + 1; 0 = none */
-	__u64 ts;   /* bpf_ktime_get_ns() when the guard started on the frame */
-};
+#include "xdp_pass.h" /* struct guard_xdp_pass */
 
+/* A sampled packet header (ring buffer record). */
 struct guard_sample {
 	__u64 time_ns; /* CLOCK_MONOTONIC (coarse, tick resolution) */
 	__u32 ifindex;
