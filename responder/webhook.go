@@ -1,7 +1,6 @@
 package responder
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -17,27 +16,28 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/prometheus/alertmanager/notify/webhook"
 )
 
 // MaxWebhookBody bounds an Alertmanager notification.
 const MaxWebhookBody = 1 << 20
 
+// refreshTimeout bounds extending one alert's rules inside a webhook call.
+const refreshTimeout = 10 * time.Second
+
 // maxAlertsPerMessage bounds the alerts one notification may carry.
 const maxAlertsPerMessage = 1000
 
-// DecodeMessage decodes and checks an Alertmanager webhook body (version 4).
-// The error says what is wrong, for a 400.
-func DecodeMessage(body []byte) (*webhook.Message, error) {
-	var msg webhook.Message
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&msg); err != nil {
+// DecodeMessage decodes and checks an Alertmanager webhook body (version 4)
+// strictly: see checkStrictJSON. The error says what is wrong, for a 400.
+func DecodeMessage(body []byte) (*Message, error) {
+	if err := checkStrictJSON(body); err != nil {
+		return nil, err
+	}
+	var msg Message
+	if err := json.Unmarshal(body, &msg); err != nil {
 		return nil, fmt.Errorf("invalid JSON: %v", err)
 	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON object")
-	}
-	if msg.Data == nil {
+	if msg.Alerts == nil {
 		return nil, errors.New("not an Alertmanager notification: no alerts")
 	}
 	if msg.Version != "4" {
@@ -146,7 +146,7 @@ func (r *Responder) postAlerts(c *gin.Context) {
 // coalesced with work already queued or done for it (a repeat), or refused
 // with 503 so Alertmanager sends the notification again; what was queued
 // before a refusal is remembered, so the retry duplicates nothing.
-func (r *Responder) accept(ctx context.Context, msg *webhook.Message, received time.Time) (int, string) {
+func (r *Responder) accept(ctx context.Context, msg *Message, received time.Time) (int, string) {
 	var jobs []job
 	var probes []string
 	r.mu.Lock()
@@ -156,16 +156,16 @@ func (r *Responder) accept(ctx context.Context, msg *webhook.Message, received t
 	}
 	r.mu.Unlock()
 	for _, a := range msg.Alerts {
-		info := AlertInfo{Name: a.Labels["alertname"], Fingerprint: a.Fingerprint, Status: a.Status, StartsAt: a.StartsAt,
-			Labels: a.Labels, Annotations: a.Annotations}
-		url, err := agentURLFor(r.cfg.AgentURL, a.Labels)
+		info := alertInfoOf(a)
+		// The alert selects a configured agent; nothing it carries is dialed.
+		url, err := r.targets.Select(a.Labels)
 		if a.Status == "resolved" {
 			jobs = append(jobs, job{kind: jobResolve, alert: info, agentURL: url, received: received})
 			continue
 		}
 		if err != nil {
-			// Retrying will not make an instance label appear: record, accept.
-			r.record(Decision{Kind: "alert", Outcome: OutcomeNoAgent, Alert: info, Error: err.Error(), ReceivedAt: received})
+			// Retrying will not configure the agent: record, accept.
+			r.record(Decision{Kind: "alert", Outcome: OutcomeUnknownAgent, Alert: info, Error: err.Error(), ReceivedAt: received})
 			continue
 		}
 		jobs = append(jobs, job{kind: jobAnalyze, alert: info, agentURL: url, received: received})
@@ -178,13 +178,26 @@ func (r *Responder) accept(ctx context.Context, msg *webhook.Message, received t
 	// so it is found out now, before the alert is accepted.
 	for _, url := range probes {
 		if err := r.probe(ctx, url); err != nil {
-			return http.StatusServiceUnavailable, fmt.Sprintf("agent %s unreachable: %v", url, err)
+			return http.StatusServiceUnavailable, agentFailure("probe agent", err)
 		}
 	}
 	queued, repeats := 0, 0
 	for _, j := range jobs {
 		switch r.admit(&j) {
 		case admitQueue:
+			if j.kind == jobRefresh {
+				// Extending rules is quick and needs no analyst, so it is
+				// done before answering: a failure is a 503 and
+				// Alertmanager sends the notification again.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+				err := r.refresh(rctx, j)
+				cancel()
+				if err != nil {
+					return http.StatusServiceUnavailable, "extend the alert's rules: " + err.Error()
+				}
+				repeats++
+				continue
+			}
 			select {
 			case r.queue <- j:
 				queued++
@@ -229,6 +242,7 @@ func (r *Responder) admit(j *job) admission {
 		return admitQueue
 	}
 	s.lastSeen = now
+	s.resolved = false // it fires again: a decision in flight keeps its rules
 	switch s.status {
 	case statusPending:
 		r.metrics.decisions.WithLabelValues(r.cfg.Analyst, OutcomeRepeat).Inc()
@@ -304,17 +318,4 @@ func (r *Responder) probe(ctx context.Context, url string) error {
 	r.healthy[url] = r.cfg.Now()
 	r.mu.Unlock()
 	return nil
-}
-
-func (r *Responder) getDecisions(c *gin.Context) {
-	limit := 100
-	if s := c.Query("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			c.AbortWithStatusJSON(http.StatusBadRequest, gin.H{"error": "limit must be a positive integer"})
-			return
-		}
-		limit = min(n, r.cfg.MaxDecisions)
-	}
-	c.JSON(http.StatusOK, gin.H{"decisions": r.Decisions(limit)})
 }
