@@ -137,6 +137,10 @@ func (c *Config) setDefaults() error {
 	if g.MaxCollateral <= 0 {
 		g.MaxCollateral = d.MaxCollateral
 	}
+	num(&g.MinBaseline, d.MinBaseline)
+	if g.MaxSourceShare <= 0 {
+		g.MaxSourceShare = d.MaxSourceShare
+	}
 	if c.Miner.MaxPrefixV4 == 0 {
 		c.Miner.MaxPrefixV4 = g.MaxPrefixV4
 	}
@@ -212,6 +216,7 @@ type alertState struct {
 	lastSeen   time.Time
 	refreshing bool
 	resolved   bool // resolved while pending: the decision in flight cleans up
+	unmeasured bool // rules went in as monitor for want of a baseline: a repeat decides again
 	alert      AlertInfo
 }
 
@@ -452,7 +457,7 @@ func (r *Responder) decide(ctx context.Context, j job) {
 			r.finish(j, &d, statusFailed)
 			r.record(d)
 			return
-		case r.cfg.Mode == "monitor":
+		case r.cfg.Mode == "monitor" || allMonitor(accepted):
 			d.Outcome = OutcomeMonitor
 		default:
 			d.Outcome = OutcomeApplied
@@ -579,6 +584,19 @@ func (r *Responder) finish(j job, d *Decision, st alertStatus) {
 	defer r.mu.Unlock()
 	s.status, s.agentURL, s.analyst, s.decidedAt, s.alert = st, j.agentURL, d.Analyst, r.cfg.Now(), j.alert
 	s.rules = ownRules(d.Applied)
+	s.unmeasured = false
+	for _, v := range d.Validations {
+		s.unmeasured = s.unmeasured || (v.Accepted && v.Unmeasured)
+	}
+}
+
+func allMonitor(rules []rule.Rule) bool {
+	for _, r := range rules {
+		if r.Action != rule.ActionMonitor {
+			return false
+		}
+	}
+	return true
 }
 
 // ownRules keeps the applied rules that were pushed without error. Existing

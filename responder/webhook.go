@@ -251,6 +251,13 @@ func (r *Responder) admit(j *job) admission {
 		s.status = statusPending
 		return admitQueue
 	}
+	// Done, but collateral could not be measured: decide again after a
+	// while, which replaces the monitor rules with enforcing ones if a
+	// baseline can now be had (promotion), or keeps them monitor.
+	if s.unmeasured && now.Sub(s.decidedAt) >= r.cfg.Reanalyze && !s.refreshing {
+		s.status = statusPending
+		return admitQueue
+	}
 	// Done. Rules still live: extend them once they are past half their TTL.
 	if len(s.rules) > 0 {
 		r.metrics.decisions.WithLabelValues(s.analyst, OutcomeRepeat).Inc()
