@@ -55,10 +55,6 @@ type Guard struct {
 	closed  bool
 }
 
-// mapsPinned lists the maps kept in bpffs: everything but the program's own
-// .rodata/.bss, which a new program brings along.
-func pinnable(name string) bool { return !strings.HasPrefix(name, ".") && !strings.Contains(name, ".") }
-
 // Open loads the XDP guard, adopts the rules and links pinned under
 // cfg.PinPath by a previous agent (or starts empty), attaches to every
 // interface (native mode where the driver has it, generic otherwise) and
@@ -113,12 +109,9 @@ func Open(logger *slog.Logger, cfg Config) (*Guard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load guard spec: %w", err)
 	}
-	for name, m := range spec.Maps {
-		if pinnable(name) {
-			m.Pinning = ebpf.PinByName
-		}
-	}
 	g := &Guard{logger: logger, cfg: cfg, ifaces: ifaces}
+	// Which maps persist is declared in guard.bpf.c (LIBBPF_PIN_BY_NAME): the
+	// loader reuses those pinned under PinPath and pins the ones it creates.
 	err = spec.LoadAndAssign(&g.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinPath}})
 	if err != nil {
 		var ve *ebpf.VerifierError
