@@ -2,13 +2,9 @@ package responder
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"strings"
-
-	"github.com/gin-gonic/gin"
 )
 
 // GET /api/v1/decisions is paginated: at most maxDecisionsPage decisions per
@@ -29,27 +25,26 @@ type DecisionsPage struct {
 	Truncated bool              `json:"truncated,omitempty"`
 }
 
-func (r *Responder) getDecisions(c *gin.Context) {
+func (r *Responder) getDecisions(w http.ResponseWriter, req *http.Request) {
 	if r.cfg.APIToken != "" {
-		got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(r.cfg.APIToken)) != 1 {
-			c.Header("WWW-Authenticate", `Bearer realm="packetscope"`)
-			c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "missing or wrong bearer token (the --api.token-file token)"})
+		if !bearerOK(req, r.cfg.APIToken) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="packetscope"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token (the --api.token-file token)"})
 			return
 		}
 	}
 	limit := defaultDecisionsPage
-	if s := c.Query("limit"); s != "" {
+	if s := req.URL.Query().Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
-			c.AbortWithStatusJSON(http.StatusBadRequest, gin.H{"error": "limit: must be a positive integer"})
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit: must be a positive integer"})
 			return
 		}
 		limit = min(n, maxDecisionsPage)
 	}
-	before := c.Query("before")
+	before := req.URL.Query().Get("before")
 	if len(before) > 64 {
-		c.AbortWithStatusJSON(http.StatusBadRequest, gin.H{"error": "before: not a decision id"})
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "before: not a decision id"})
 		return
 	}
 	// One more than the page, to know whether there is a next page.
@@ -73,5 +68,5 @@ func (r *Responder) getDecisions(c *gin.Context) {
 		size += len(line) + 1
 		page.Decisions = append(page.Decisions, line)
 	}
-	c.JSON(http.StatusOK, page)
+	writeJSON(w, http.StatusOK, page)
 }

@@ -201,7 +201,7 @@ func (g Guardrails) judge(in CheckInput, r rule.Rule, protected []netip.Prefix) 
 			}
 		}
 	}
-	if m, err := r.Match.Compile(); err == nil && len(narrowingFields(m)) == 0 {
+	if m, err := r.Match.Compile(); err == nil && len(m.Narrowing()) == 0 {
 		return "match has no narrowing field: whole-domain ranges match every packet"
 	}
 	if r.Action == rule.ActionRateLimit && r.RatePPS == 0 {
@@ -213,51 +213,6 @@ func (g Guardrails) judge(in CheckInput, r rule.Rule, protected []netip.Prefix) 
 func matchIsEmpty(m rule.Match) bool {
 	return m.Src == "" && m.Dst == "" && m.Protocol == "" && len(m.SrcPorts) == 0 && len(m.DstPorts) == 0 &&
 		m.TCPFlags == "" && m.ICMPType == nil && m.TTL == "" && m.Length == "" && m.TCPWindow == "" && m.Fragment == ""
-}
-
-// narrowingFields names the fields of m that exclude some packet. A field
-// given with its whole domain ("ttl": "0-255", "dst_ports": ["0-65535"],
-// "fragment": "none", a /0) narrows nothing and counts as absent.
-func narrowingFields(m *rule.Matcher) []string {
-	var out []string
-	add := func(ok bool, name string) {
-		if ok {
-			out = append(out, name)
-		}
-	}
-	add(m.Src.IsValid() && m.Src.Bits() > 0, "src")
-	add(m.Dst.IsValid() && m.Dst.Bits() > 0, "dst")
-	add(m.Protocol >= 0, "protocol")
-	add(!portsWhole(m.SrcPorts), "src_ports")
-	add(!portsWhole(m.DstPorts), "dst_ports")
-	add(m.FlagsSet|m.FlagsUnset != 0, "tcp_flags")
-	add(m.ICMPType >= 0, "icmp_type")
-	add(!rangeWhole(m.TTL, 255), "ttl")
-	add(!rangeWhole(m.Length, 65535), "length")
-	add(!rangeWhole(m.TCPWindow, 65535), "tcp_window")
-	add(m.Fragment == rule.FragmentAny || m.Fragment == rule.FragmentFirst || m.Fragment == rule.FragmentLater, "fragment")
-	return out
-}
-
-func rangeWhole(r rule.Range, hi uint32) bool { return !r.Set || (r.Lo == 0 && r.Hi >= hi) }
-
-// portsWhole reports whether the ranges (none = any) cover every port.
-func portsWhole(ps []rule.PortRange) bool {
-	if len(ps) == 0 {
-		return true
-	}
-	var covered [65536 / 64]uint64
-	for _, p := range ps {
-		for v := uint32(p.Lo); v <= uint32(p.Hi); v++ {
-			covered[v/64] |= 1 << (v % 64)
-		}
-	}
-	for _, w := range covered {
-		if w != ^uint64(0) {
-			return false
-		}
-	}
-	return true
 }
 
 // sourceShare is the share of the baseline sent from m's source prefix, in

@@ -40,7 +40,7 @@ func TestGuardrailsDistrust(t *testing.T) {
 			rule:     rule.Rule{Action: rule.ActionDrop, Match: rule.Match{TTL: "0-255", Length: "0-65535"}, TTLSeconds: 600},
 			baseline: baseline, wantReason: "no narrowing field"},
 		{name: "all ports is no narrowing",
-			rule:     rule.Rule{Action: rule.ActionDrop, Match: rule.Match{DstPorts: []string{"0-30000", "30001-65535"}, Fragment: rule.FragmentNone}, TTLSeconds: 600},
+			rule:     rule.Rule{Action: rule.ActionDrop, Match: rule.Match{DstPorts: []string{"0-30000", "30001-65535"}, TTL: "0-255"}, TTLSeconds: 600},
 			baseline: baseline, wantReason: "no narrowing field"},
 		{name: "a baseline talker the flood spoofs",
 			rule:     rule.Rule{Action: rule.ActionDrop, Match: rule.Match{Src: resolver.String() + "/32", Protocol: "udp", SrcPorts: []string{"53"}}, TTLSeconds: 600},

@@ -61,6 +61,11 @@ func keySet(s string) map[string]bool {
 // maxJSONDepth bounds nesting in a webhook body; Alertmanager's is 3 deep.
 const maxJSONDepth = 16
 
+// checkStrictJSON is rule.UnmarshalStrict's check without its refusal of
+// unknown keys: Alertmanager adds fields to its payload over versions
+// (truncatedAlerts, notification_reason), and a responder that 400s a newer
+// Alertmanager's notifications would stop defending on an upgrade.
+//
 // checkStrictJSON walks body's tokens and refuses what encoding/json would
 // silently accept: a duplicate key in any object (the last would win), a key
 // of the message or an alert that matches a known one only case-folded,

@@ -14,8 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/gin-gonic/gin"
 )
 
 // MaxWebhookBody bounds an Alertmanager notification.
@@ -86,60 +84,70 @@ func labelsFingerprint(labels map[string]string) string {
 func (r *Responder) Handler() http.Handler { return r.handler }
 
 func (r *Responder) newHandler() http.Handler {
-	gin.SetMode(gin.ReleaseMode)
-	e := gin.New()
-	e.Use(gin.Recovery())
-	e.POST("/api/v1/alerts", r.postAlerts)
-	e.GET("/api/v1/decisions", r.getDecisions)
-	return e
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/alerts", r.postAlerts)
+	mux.HandleFunc("GET /api/v1/decisions", r.getDecisions)
+	return mux
 }
 
-func (r *Responder) fail(c *gin.Context, code int, msg string) {
+// writeJSON answers with v as JSON.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (r *Responder) fail(w http.ResponseWriter, code int, msg string) {
 	r.metrics.webhook.WithLabelValues(strconv.Itoa(code)).Inc()
-	c.AbortWithStatusJSON(code, gin.H{"error": msg})
+	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-func (r *Responder) authorized(c *gin.Context) bool {
+// bearerOK reports whether the request carries "Bearer want"; want is never empty here.
+func bearerOK(req *http.Request, want string) bool {
+	got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+func (r *Responder) authorized(w http.ResponseWriter, req *http.Request) bool {
 	if r.cfg.WebhookToken == "" {
-		r.fail(c, http.StatusUnauthorized, "no webhook token is configured: set --webhook.token-file")
+		r.fail(w, http.StatusUnauthorized, "no webhook token is configured: set --webhook.token-file")
 		return false
 	}
-	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(r.cfg.WebhookToken)) != 1 {
-		c.Header("WWW-Authenticate", `Bearer realm="packetscope"`)
-		r.fail(c, http.StatusUnauthorized, "missing or wrong bearer token")
+	if !bearerOK(req, r.cfg.WebhookToken) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="packetscope"`)
+		r.fail(w, http.StatusUnauthorized, "missing or wrong bearer token")
 		return false
 	}
 	return true
 }
 
-func (r *Responder) postAlerts(c *gin.Context) {
+func (r *Responder) postAlerts(w http.ResponseWriter, req *http.Request) {
 	received := r.cfg.Now()
-	if !r.authorized(c) {
+	if !r.authorized(w, req) {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, MaxWebhookBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxWebhookBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			r.fail(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxWebhookBody))
+			r.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxWebhookBody))
 			return
 		}
-		r.fail(c, http.StatusBadRequest, "read body: "+err.Error())
+		r.fail(w, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
 	msg, err := DecodeMessage(body)
 	if err != nil {
-		r.fail(c, http.StatusBadRequest, err.Error())
+		r.fail(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	code, text := r.accept(c.Request.Context(), msg, received)
+	code, text := r.accept(req.Context(), msg, received)
 	if code != http.StatusOK {
-		r.fail(c, code, text)
+		r.fail(w, code, text)
 		return
 	}
 	r.metrics.webhook.WithLabelValues("200").Inc()
-	c.JSON(http.StatusOK, gin.H{"status": text})
+	writeJSON(w, http.StatusOK, map[string]string{"status": text})
 }
 
 // accept turns a notification into queued work. Each alert is either queued,
