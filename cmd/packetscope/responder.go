@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/alecthomas/units"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
@@ -20,8 +21,14 @@ import (
 
 type responderConfig struct {
 	web              *web.FlagConfig
-	agentURL         string
+	agentURLs        []string
+	agentTargetsFile string
+	agentHTTPConfig  string
 	agentTokenFile   string
+	apiTokenFile     string
+	neverBlock       []string
+	auditMaxSize     units.Base2Bytes
+	auditMaxFiles    int
 	webhookTokenFile string
 	auditFile        string
 	analyst          string
@@ -39,8 +46,11 @@ type responderConfig struct {
 
 func (c *responderConfig) addFlags(cmd *kingpin.CmdClause) {
 	c.web = kingpinflag.AddFlags(cmd, ":9437")
-	cmd.Flag("agent.url", "Agent base URL; default: derived from each alert's instance label.").StringVar(&c.agentURL)
-	cmd.Flag("agent.token-file", "File holding the agent API bearer token (the agent's --api.token-file).").StringVar(&c.agentTokenFile)
+	cmd.Flag("agent.url", "Agent base URL (repeatable). With one and no targets file every alert goes to it; otherwise an alert's instance label (host:port) selects among the configured agents. Nothing an alert carries is ever dialed.").StringsVar(&c.agentURLs)
+	cmd.Flag("agent.targets-file", "Agents in Prometheus file_sd format (YAML or JSON list of {targets: [host:port], labels}; label __scheme__ http|https), re-read when it changes.").StringVar(&c.agentTargetsFile)
+	cmd.Flag("agent.http-config-file", "Prometheus http_config YAML for calls to agents: authorization (credentials_file), basic_auth, tls_config (client certificates), proxy_url.").StringVar(&c.agentHTTPConfig)
+	cmd.Flag("agent.token-file", "File holding the agent API bearer token (the agent's --api.token-file); shorthand for an http config authorization.").StringVar(&c.agentTokenFile)
+	cmd.Flag("api.token-file", "File holding the bearer token GET /api/v1/decisions needs; without it the trail is open to whoever reaches the port.").StringVar(&c.apiTokenFile)
 	cmd.Flag("webhook.token-file", "File holding the bearer token Alertmanager must send to /api/v1/alerts.").StringVar(&c.webhookTokenFile)
 	cmd.Flag("responder.audit-file", "JSON-lines audit trail of every decision; survives restarts.").Default("/var/lib/packetscope/decisions.jsonl").StringVar(&c.auditFile)
 	c.addAnalystFlags(cmd)
@@ -58,11 +68,22 @@ func (c *responderConfig) addAnalystFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("responder.remove-on-resolve", "Remove an alert's rules when it resolves, before their TTL.").Default("false").BoolVar(&c.removeOnResolve)
 	cmd.Flag("responder.rule-ttl", "TTL of the rules the responder installs.").Default("10m").DurationVar(&c.ruleTTL)
 	cmd.Flag("responder.attack-window-min", "The attack window analysed reaches at least this far back from the decision.").Default("30s").DurationVar(&c.attackWindowMin)
+	cmd.Flag("responder.never-block", "CIDR no responder rule may cover (repeatable), on top of the node's own addresses, gateways, loopback and link-local.").StringsVar(&c.neverBlock)
+	cmd.Flag("responder.audit-max-size", "Rotate the audit file when it reaches this size.").Default("100MB").BytesVar(&c.auditMaxSize)
+	cmd.Flag("responder.audit-max-files", "Rotated audit files kept.").Default("5").IntVar(&c.auditMaxFiles)
 	cmd.Flag("responder.baseline-gap", "The baseline window ends this long before the alert started (the flood began before its alert).").Default("1m").DurationVar(&c.baselineGap)
 }
 
 // newResponder builds the responder from flags; the token files are read here.
-func newResponder(logger *slog.Logger, reg prometheus.Registerer, c responderConfig, agentToken string) (*responder.Responder, error) {
+func newResponder(logger *slog.Logger, reg prometheus.Registerer, c responderConfig, agentToken, apiToken string) (*responder.Responder, error) {
+	neverBlock, err := responder.ParseNeverBlock(c.neverBlock)
+	if err != nil {
+		return nil, fmt.Errorf("--responder.never-block: %w", err)
+	}
+	agentHTTP, err := responder.LoadAgentHTTPConfig(c.agentHTTPConfig)
+	if err != nil {
+		return nil, err
+	}
 	webhookToken, err := readToken(c.webhookTokenFile, "--webhook.token-file")
 	if err != nil {
 		return nil, err
@@ -80,10 +101,16 @@ func newResponder(logger *slog.Logger, reg prometheus.Registerer, c responderCon
 		return nil, errors.New("--analyst llm needs an API key: set --llm.api-key-file or OPENAI_API_KEY")
 	}
 	return responder.New(logger, reg, responder.Config{
-		AgentURL:     c.agentURL,
-		AgentToken:   agentToken,
-		WebhookToken: webhookToken,
-		Analyst:      c.analyst,
+		AgentURLs:        c.agentURLs,
+		AgentTargetsFile: c.agentTargetsFile,
+		AgentHTTP:        agentHTTP,
+		AgentToken:       agentToken,
+		APIToken:         apiToken,
+		WebhookToken:     webhookToken,
+		Guardrails:       responder.Guardrails{NeverBlock: neverBlock},
+		AuditMaxSizeMB:   max(1, int(c.auditMaxSize>>20)),
+		AuditMaxFiles:    c.auditMaxFiles,
+		Analyst:          c.analyst,
 		LLM: responder.LLMConfig{
 			BaseURL:           c.llmBaseURL,
 			Model:             c.llmModel,
@@ -108,9 +135,13 @@ func runResponder(ctx context.Context, logger *slog.Logger, c responderConfig) e
 	if err != nil {
 		return err
 	}
+	apiToken, err := readToken(c.apiTokenFile, "--api.token-file")
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	registerProgramCollectors(reg)
-	r, err := newResponder(logger, reg, c, agentToken)
+	r, err := newResponder(logger, reg, c, agentToken, apiToken)
 	if err != nil {
 		return err
 	}
@@ -143,9 +174,12 @@ func runAll(ctx context.Context, logger *slog.Logger, c runConfig) error {
 		return err
 	}
 	rc := c.responder
-	rc.agentURL = "http://" + loopbackURLHost((*c.agent.web.WebListenAddresses)[0])
+	// The one agent is this process's own, over loopback; the agent's token
+	// is both the credential for it and what the decisions API asks for.
+	rc.agentURLs = []string{"http://" + loopbackURLHost((*c.agent.web.WebListenAddresses)[0])}
+	rc.agentTargetsFile, rc.agentHTTPConfig = "", ""
 	reg := prometheus.NewRegistry() // one /metrics for both
-	r, err := newResponder(logger, reg, rc, agentToken)
+	r, err := newResponder(logger, reg, rc, agentToken, agentToken)
 	if err != nil {
 		return err
 	}
