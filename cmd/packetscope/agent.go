@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	"github.com/vishvananda/netns"
 
 	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/bpf"
@@ -69,8 +68,14 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	if err := bpf.Preflight(); err != nil {
 		return err
 	}
+	// The namespace is opened once; everything that acts inside it gets it.
+	ns, err := bpf.OpenNetns(cfg.netns)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
 	var ifaces []string
-	if err := inNetns(cfg.netns, func() (err error) {
+	if err := ns.Do(func() (err error) {
 		ifaces, err = guardInterfaces(cfg.interfaces)
 		return err
 	}); err != nil {
@@ -92,23 +97,21 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	}
 	registerProgramCollectors(reg)
 
-	var g *guard.Guard
-	if err := inNetns(cfg.netns, func() (err error) {
-		g, err = guard.Open(logger, guard.Config{
-			Interfaces:  ifaces,
-			PinPath:     cfg.pinPath,
-			MaxRules:    cfg.maxRules,
-			SampleEvery: cfg.guardSampleEvery,
-		})
-		return err
-	}); err != nil {
+	g, err := guard.Open(logger, guard.Config{
+		Netns:       ns,
+		Interfaces:  ifaces,
+		PinPath:     cfg.pinPath,
+		MaxRules:    cfg.maxRules,
+		SampleEvery: cfg.guardSampleEvery,
+	})
+	if err != nil {
 		return err
 	}
 	defer g.Close()
 	reg.MustRegister(g.Collector())
 
 	// The guard first: the stack's traces start where the guard passed a frame.
-	exp, err := exporter.New(logger, exporter.Config{Netns: cfg.netns, LatencySampleEvery: cfg.latencySampleEvery,
+	exp, err := exporter.New(logger, exporter.Config{Netns: ns, LatencySampleEvery: cfg.latencySampleEvery,
 		StageWindow: cfg.stageWindow, StagePeriod: cfg.stagePeriod, TraceSlow: cfg.traceSlow,
 		TraceTrackEvery: cfg.traceTrackEvery, XDPPass: g.XDPPass(), XDPTrace: g.TraceXDP})
 	if err != nil {
@@ -117,18 +120,11 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	defer exp.Close()
 	reg.MustRegister(exp)
 
-	nsHandle := netns.None() // NodeAddresses reads the agent's own namespace
-	if cfg.netns != "" {
-		if nsHandle, err = netns.GetFromPath(cfg.netns); err != nil {
-			return fmt.Errorf("network namespace %s cannot be opened (%v): check --netns", cfg.netns, err)
-		}
-		defer nsHandle.Close()
-	}
 	window := agentapi.NewTrafficWindow(agentapi.WindowConfig{
 		MaxAge:      cfg.trafficWindow,
 		MaxSamples:  cfg.trafficMaxSamples,
 		SampleEvery: g.SampleEvery(),
-		Protected:   agentapi.ProtectedAddresses(logger, nsHandle, 30*time.Second),
+		Protected:   agentapi.ProtectedAddresses(logger, ns.Handle(), 30*time.Second),
 	})
 	reg.MustRegister(window.Collector())
 	go feedWindow(ctx, g, window)
