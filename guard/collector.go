@@ -35,6 +35,9 @@ var (
 		"Rules in the guard's table, by origin and action.", []string{"origin", "action"}, nil)
 	descRulePackets = prometheus.NewDesc("packetscope_guard_rule_packets_total",
 		"Packets that matched a rule (first match), by rule id.", []string{"rule"}, nil)
+	descAdoptRejected = prometheus.NewDesc("packetscope_guard_adopt_rejected_total",
+		"Pinned rule definitions the agent removed instead of adopting when it started, by reason: unreadable, invalid, expiry (impossible creation or expiry time), slot, duplicate_id, orphan_chunks (left past a definition by a crash).",
+		[]string{"reason"}, nil)
 	descRuleBytes = prometheus.NewDesc("packetscope_guard_rule_bytes_total",
 		"Bytes of the frames that matched a rule (first match), by rule id.", []string{"rule"}, nil)
 )
@@ -47,7 +50,7 @@ type guardCollector struct{ g *Guard }
 
 func (c guardCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descXDPPackets, descXDPProtocol, descXDPFlags, descSamplesLost,
-		descSamplesTaken, descSamplesDropped, descRules, descRulePackets, descRuleBytes} {
+		descSamplesTaken, descSamplesDropped, descRules, descRulePackets, descRuleBytes, descAdoptRejected} {
 		ch <- d
 	}
 }
@@ -71,6 +74,9 @@ func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
 	if g.sampler != nil {
 		ch <- prometheus.MustNewConstMetric(descSamplesTaken, prometheus.CounterValue, float64(g.sampler.taken.Load()))
 		ch <- prometheus.MustNewConstMetric(descSamplesDropped, prometheus.CounterValue, float64(g.sampler.dropped.Load()))
+	}
+	for reason, n := range g.table.AdoptRejected() {
+		ch <- prometheus.MustNewConstMetric(descAdoptRejected, prometheus.CounterValue, float64(n), reason)
 	}
 	rules := g.table.List()
 	type oa struct{ origin, action string }
