@@ -93,7 +93,7 @@ func TestAdoptRemovesCorruptPins(t *testing.T) {
 		{1, `not json{`, nil, rejectUnreadable},
 		{2, strings.Replace(pinnedJSON(t, fp, nil), `"id":"pinned"`, `"id":"pinned","id":"other"`, 1), nil, rejectUnreadable},
 		{3, pinnedJSON(t, fp, nil) + `}}]]`, nil, rejectUnreadable},
-		{4, longJSON[:bpf.GuardDefChunkLen], nil, rejectUnreadable},         // cut short: only its first chunk
+		{4, longJSON[:bpf.GuardDefChunkLen], nil, rejectUnreadable},            // cut short: only its first chunk
 		{5, longJSON[bpf.GuardDefChunkLen:], []uint32{1, 2}, rejectUnreadable}, // its chunk 0 deleted, the rest left
 		{6, pinnedJSON(t, fp, set("expires_at", "9999-12-31T23:59:59Z")), nil, rejectExpiry},
 		{7, pinnedJSON(t, fp, set("expires_at", time.Now().Add(30*24*time.Hour).UTC().Format(time.RFC3339))), nil, rejectExpiry},
