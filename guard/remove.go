@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -71,15 +72,16 @@ func Remove(pinPath string) error {
 	return errors.Join(errs...)
 }
 
-// pinnedMapNames are the names of the maps Open pins (see pinnable).
+// pinnedMapNames are the names of the maps Open pins: those guard.bpf.c
+// declares LIBBPF_PIN_BY_NAME.
 func pinnedMapNames() (map[string]bool, error) {
 	spec, err := bpf.LoadGuardSpec()
 	if err != nil {
 		return nil, fmt.Errorf("load guard spec: %w", err)
 	}
 	out := map[string]bool{}
-	for name := range spec.Maps {
-		if pinnable(name) {
+	for name, m := range spec.Maps {
+		if m.Pinning == ebpf.PinByName {
 			out[name] = true
 		}
 	}
