@@ -281,40 +281,6 @@ func (g *Guard) closeAll() {
 	_ = g.objs.Close()
 }
 
-// Remove detaches the guard from every interface it pinned a link for and
-// deletes everything under pinPath: the documented way to uninstall it
-// (`packetscope` stops enforcing only then). A missing pinPath is not an error.
-func Remove(pinPath string) error {
-	if pinPath == "" {
-		pinPath = DefaultPinPath
-	}
-	entries, err := os.ReadDir(pinPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read pin path %s: %w", pinPath, err)
-	}
-	var errs []error
-	for _, e := range entries {
-		p := filepath.Join(pinPath, e.Name())
-		if strings.HasPrefix(e.Name(), "link_") {
-			if l, err := link.LoadPinnedLink(p, nil); err == nil {
-				// Unpinning drops the last reference but ours; closing detaches.
-				errs = append(errs, l.Unpin(), l.Close())
-				continue
-			}
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
-		}
-	}
-	if err := os.Remove(pinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("remove %s: %w", pinPath, err))
-	}
-	return errors.Join(errs...)
-}
-
 // resolveInterfaces looks up the guarded interfaces in the current thread's
 // namespace, fills ifaces (ifindex -> name) and returns their ifindexes.
 func resolveInterfaces(names []string, ifaces map[uint32]string) ([]int, error) {

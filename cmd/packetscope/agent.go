@@ -41,6 +41,7 @@ type agentConfig struct {
 	trafficWindow      time.Duration
 	trafficMaxSamples  int
 	maxRules           int
+	neverBlock         []string
 }
 
 func (c *agentConfig) addFlags(cmd *kingpin.CmdClause) {
@@ -58,6 +59,7 @@ func (c *agentConfig) addFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("guard.traffic-window", "How long sampled headers are kept for /api/v1/traffic.").Default(durationDefault(agentapi.DefaultWindowMaxAge)).DurationVar(&c.trafficWindow)
 	cmd.Flag("guard.traffic-max-samples", "Most sampled headers kept in memory, whatever their age.").Default(strconv.Itoa(agentapi.DefaultWindowMaxSamples)).IntVar(&c.trafficMaxSamples)
 	cmd.Flag("guard.max-rules", "Most rules the guard holds at once.").Default(strconv.Itoa(guard.DefaultMaxRules)).IntVar(&c.maxRules)
+	cmd.Flag("guard.never-block", "CIDR (or address) no drop or rate_limit rule may cover, on top of the node's own addresses, gateways, loopback and link-local: the agent refuses such rules whoever sends them. Repeatable.").StringsVar(&c.neverBlock)
 }
 
 // extraRoutes lets `packetscope run` serve the responder beside the agent.
@@ -90,6 +92,10 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	}
 	if token == "" {
 		logger.Warn("no --api.token-file: the agent API is read-only until a token is configured")
+	}
+	neverBlock, err := agentapi.ParseNeverBlock(cfg.neverBlock)
+	if err != nil {
+		return err
 	}
 
 	if reg == nil {
@@ -124,7 +130,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 		MaxAge:      cfg.trafficWindow,
 		MaxSamples:  cfg.trafficMaxSamples,
 		SampleEvery: g.SampleEvery(),
-		Protected:   agentapi.ProtectedAddresses(logger, ns.Handle(), 30*time.Second),
+		Protected:   agentapi.ProtectedAddresses(logger, ns.Handle(), 30*time.Second, neverBlock...),
 	})
 	reg.MustRegister(window.Collector())
 	go feedWindow(ctx, g, window)
