@@ -211,6 +211,20 @@ func (t *AgentTargets) URLs() []string {
 	return out
 }
 
+// Has reports whether baseURL is a configured agent's, now.
+func (t *AgentTargets) Has(baseURL string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, set := range []map[string]string{t.static, t.fromFile} {
+		for _, u := range set {
+			if u == baseURL {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Len is the number of configured agents.
 func (t *AgentTargets) Len() int { return len(t.URLs()) }
 
