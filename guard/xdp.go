@@ -23,8 +23,8 @@ import (
 // Defaults of Config.
 const (
 	DefaultPinPath     = "/sys/fs/bpf/packetscope"
-	DefaultMaxRules    = 4096
-	DefaultSampleEvery = 100
+	DefaultMaxRules    = 1024
+	DefaultSampleEvery = 64
 	DefaultExpireEvery = time.Second
 )
 
@@ -118,7 +118,7 @@ func Open(logger *slog.Logger, cfg Config) (*Guard, error) {
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load xdp guard: %+v", ve)
 		}
-		return nil, fmt.Errorf("load xdp guard (pinned maps under %s from an incompatible version? remove them with `packetscope` guard.Remove): %w", cfg.PinPath, err)
+		return nil, fmt.Errorf("load xdp guard (pinned maps under %s from an incompatible version? remove them with `packetscope cleanup`): %w", cfg.PinPath, err)
 	}
 	g.table = newRuleTable(logger, g.objs.Maps(), cfg.MaxRules, cfg.SampleEvery)
 	n, err := g.table.adopt()

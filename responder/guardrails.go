@@ -11,17 +11,17 @@ import (
 )
 
 // Guardrails are the checks every proposed rule passes before it reaches an
-// agent, whoever proposed it. They are policy on top of guard.Rule.Validate
+// agent, whoever proposed it. They are policy on top of rule.Rule.Validate
 // (the schema).
 type Guardrails struct {
-	NeverBlock    []netip.Prefix // configured CIDRs; loopback and link-local are always added
-	MaxPrefixV4   int            // shortest source/destination prefix allowed (breadth)
-	MaxPrefixV6   int
-	MinTTL        time.Duration
-	MaxTTL        time.Duration
-	MaxRules      int     // responder rules active on one agent
-	MinCoverage   float64 // share of the attack window a rule must match
-	MaxCollateral float64 // share of the baseline a rule may match
+	NeverBlock     []netip.Prefix // configured CIDRs; loopback and link-local are always added
+	MinPrefixLenV4 int            // shortest source/destination prefix allowed (breadth)
+	MinPrefixLenV6 int
+	MinRuleTTL     time.Duration
+	MaxRuleTTL     time.Duration
+	MaxRules       int     // responder rules active on one agent
+	MinCoverage    float64 // share of the attack window a rule must match
+	MaxCollateral  float64 // share of the baseline a rule may match
 	// MinBaseline is the baseline size (samples) below which collateral is
 	// not measurable: a rule is then installed as monitor only.
 	MinBaseline int
@@ -34,10 +34,10 @@ type Guardrails struct {
 
 // DefaultGuardrails are the limits used where Config leaves a field zero.
 var DefaultGuardrails = Guardrails{
-	MaxPrefixV4:    16,
-	MaxPrefixV6:    32,
-	MinTTL:         30 * time.Second,
-	MaxTTL:         24 * time.Hour,
+	MinPrefixLenV4: 16,
+	MinPrefixLenV6: 32,
+	MinRuleTTL:     30 * time.Second,
+	MaxRuleTTL:     24 * time.Hour,
 	MaxRules:       64,
 	MinCoverage:    0.005,
 	MaxCollateral:  0.01,
@@ -74,8 +74,8 @@ type CheckInput struct {
 	Attack, Baseline []rule.Packet
 	Protected        []netip.Prefix // the node's addresses and gateways (from the agent)
 	ActiveRules      int            // responder rules already active on the agent
-	Mode             string         // enforce or monitor
-	TTL              time.Duration  // the TTL to give a rule that asks for none, and the most any rule gets
+	Mode             Mode           // ModeEnforce or ModeMonitor
+	RuleTTL          time.Duration  // the lifetime to give a rule that asks for none, and the most any rule gets
 	Origin           string         // builtin or llm: set on every rule, whatever it claims
 }
 
@@ -137,7 +137,7 @@ func (g Guardrails) adjust(in CheckInput, r rule.Rule) (rule.Rule, []string) {
 	r.Origin = in.Origin
 	r.Reason = SanitizeText(r.Reason, rule.MaxReasonLen)
 	r.CreatedAt, r.ExpiresAt, r.Packets, r.Bytes = time.Time{}, time.Time{}, 0, 0
-	if in.Mode == "monitor" {
+	if in.Mode == ModeMonitor {
 		if r.Action != rule.ActionMonitor {
 			notes = append(notes, fmt.Sprintf("mode monitor: action %q installed as monitor", r.Action))
 		}
@@ -148,18 +148,18 @@ func (g Guardrails) adjust(in CheckInput, r rule.Rule) (rule.Rule, []string) {
 	}
 	ttl := time.Duration(r.TTLSeconds) * time.Second
 	if ttl <= 0 {
-		ttl = in.TTL
+		ttl = in.RuleTTL
 	}
-	if ttl < g.MinTTL {
-		notes = append(notes, fmt.Sprintf("ttl raised to %s", g.MinTTL))
-		ttl = g.MinTTL
+	if ttl < g.MinRuleTTL {
+		notes = append(notes, fmt.Sprintf("ttl raised to %s", g.MinRuleTTL))
+		ttl = g.MinRuleTTL
 	}
 	// No analyst outlasts the responder's own rule TTL: a model asking for
 	// a day gets --responder.rule-ttl, and repeats extend it while the
 	// alert fires.
-	maxTTL := g.MaxTTL
-	if in.TTL > 0 && in.TTL < maxTTL {
-		maxTTL = in.TTL
+	maxTTL := g.MaxRuleTTL
+	if in.RuleTTL > 0 && in.RuleTTL < maxTTL {
+		maxTTL = in.RuleTTL
 	}
 	if ttl > maxTTL {
 		notes = append(notes, fmt.Sprintf("ttl lowered to %s", maxTTL))
@@ -188,9 +188,9 @@ func (g Guardrails) judge(in CheckInput, r rule.Rule, protected []netip.Prefix) 
 		if p.Bits() == 0 {
 			return fmt.Sprintf("%s %s matches every address", f.name, p)
 		}
-		lim := g.MaxPrefixV4
+		lim := g.MinPrefixLenV4
 		if p.Addr().Is6() {
-			lim = g.MaxPrefixV6
+			lim = g.MinPrefixLenV6
 		}
 		if p.Bits() < lim {
 			return fmt.Sprintf("%s %s is broader than /%d", f.name, p, lim)

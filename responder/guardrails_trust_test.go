@@ -61,7 +61,7 @@ func TestGuardrailsDistrust(t *testing.T) {
 			if ttl == 0 {
 				ttl = 10 * time.Minute
 			}
-			vs := g.Check(CheckInput{Attack: attack, Baseline: tc.baseline, Protected: []netip.Prefix{nodeAddr}, Mode: "enforce", TTL: ttl, Origin: "llm"}, []rule.Rule{tc.rule})
+			vs := g.Check(CheckInput{Attack: attack, Baseline: tc.baseline, Protected: []netip.Prefix{nodeAddr}, Mode: "enforce", RuleTTL: ttl, Origin: "llm"}, []rule.Rule{tc.rule})
 			v := vs[0]
 			if tc.wantReason != "" {
 				if v.Accepted || !strings.Contains(v.Reason, tc.wantReason) {

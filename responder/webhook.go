@@ -253,7 +253,7 @@ func (r *Responder) admit(j *job) admission {
 	s.resolved = false // it fires again: a decision in flight keeps its rules
 	switch s.status {
 	case statusPending:
-		r.metrics.decisions.WithLabelValues(r.cfg.Analyst, OutcomeRepeat).Inc()
+		r.metrics.decisions.WithLabelValues(string(r.cfg.Analyst), OutcomeRepeat).Inc()
 		return admitRepeat
 	case statusFailed:
 		s.status = statusPending

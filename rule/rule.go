@@ -36,7 +36,7 @@ const (
 	MaxReasonLen  = 512
 )
 
-// Rule is the contract's rule JSON (DESIGN.md), plus what the agent reports.
+// Rule is the contract's rule JSON (README.md, "Rules"), plus what the agent reports.
 type Rule struct {
 	ID         string `json:"id,omitempty"`
 	Action     Action `json:"action"`
