@@ -20,7 +20,7 @@ func addMatchFlags(cmd *kingpin.CmdClause, m *rule.Match) {
 		if len(f.Enum) > 0 {
 			fl.HintOptions(f.Enum...)
 		}
-		fl.PlaceHolder(f.Example).SetValue(&matchFlag{field: f, match: m})
+		fl.SetValue(&matchFlag{field: f, match: m})
 	}
 }
 
