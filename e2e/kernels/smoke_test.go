@@ -83,7 +83,7 @@ type agent struct {
 }
 
 // startAgent starts `packetscope agent` and waits for /readyz (TCG
-// emulation is slow: a minute).
+// emulation on a busy 2-core machine is slow: up to three minutes).
 func startAgent(tb testing.TB, args ...string) *agent {
 	tb.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(tb))
@@ -100,7 +100,7 @@ func startAgent(tb testing.TB, args ...string) *agent {
 			tb.Logf("packetscope output:\n%s", a.out.String())
 		}
 	})
-	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(180 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		select {
 		case err := <-a.done:
 			a.done <- err
@@ -114,7 +114,7 @@ func startAgent(tb testing.TB, args ...string) *agent {
 			}
 		}
 	}
-	tb.Fatalf("packetscope not ready within 90s:\n%s", a.out.String())
+	tb.Fatalf("packetscope not ready within 180s:\n%s", a.out.String())
 	return nil
 }
 
