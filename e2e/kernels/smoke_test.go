@@ -334,6 +334,26 @@ func TestAgentOnThisKernel(t *testing.T) {
 		}
 	})
 
+	t.Run("traffic window", func(t *testing.T) {
+		code, body := httpDo(t, "GET", ag.url+"/api/v1/traffic?window=60s", "")
+		if code != http.StatusOK {
+			t.Fatalf("GET /api/v1/traffic: %d %s", code, body)
+		}
+		var report struct {
+			Totals struct {
+				SampledPackets uint64 `json:"sampled_packets"`
+			} `json:"totals"`
+			Samples []json.RawMessage `json:"samples"`
+		}
+		if err := json.Unmarshal([]byte(body), &report); err != nil {
+			t.Fatalf("decode /api/v1/traffic: %v: %s", err, body)
+		}
+		// 101 datagrams passed the guard, sampled 1 in 1.
+		if report.Totals.SampledPackets < 100 || len(report.Samples) == 0 {
+			t.Errorf("traffic window holds %d sampled packets and %d samples, want >= 100 and some", report.Totals.SampledPackets, len(report.Samples))
+		}
+	})
+
 	const floodPort = "9999"
 	var ruleID string
 	t.Run("guard drops a flood", func(t *testing.T) {
