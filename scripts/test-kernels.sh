@@ -15,7 +15,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 KERNEL_CACHE=${KERNEL_CACHE:-/var/cache/packetscope-kernels}
-GUEST_TIMEOUT=${GUEST_TIMEOUT:-480} # seconds per kernel, boot to poweroff
+GUEST_TIMEOUT=${GUEST_TIMEOUT:-900} # seconds per kernel, boot to poweroff: a hang guard (a run takes 30-120 s on an idle machine, 400 s under a load of 30)
 GO=${GO:-go}
 
 log() { echo "test-kernels: $*" >&2; }
