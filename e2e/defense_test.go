@@ -82,7 +82,7 @@ func runDefense(t *testing.T, analyst string, a attack) {
 
 	webhookToken := writeToken(t, "webhook-secret")
 	args := []string{"run", "--netns", victim.Path(), "--interfaces", "eth0,eth1",
-		"--bpf.pin-path", pinDir(t), "--api.token-file", writeToken(t, "agent-secret"),
+		"--bpf.pin-path", pinDir(t), "--api.token-file", writeToken(t, defenseAPIToken),
 		"--webhook.token-file", webhookToken, "--responder.audit-file", filepath.Join(t.TempDir(), "audit.jsonl"),
 		"--guard.sample-every", "16", "--analyst", analyst,
 		// The agent has no history before this test: analyse the attack from
@@ -380,9 +380,12 @@ type decision struct {
 	LatencySecs float64           `json:"latency_seconds"`
 }
 
+// defenseAPIToken guards the agent's API and the decisions of `run`.
+const defenseAPIToken = "agent-secret"
+
 func getDecisions(t *testing.T, agent *agentProc) []decision {
 	t.Helper()
-	code, body := httpGet(t, agent.URL+"/api/v1/decisions")
+	code, body := httpDo(t, http.MethodGet, agent.URL+"/api/v1/decisions", defenseAPIToken, "")
 	if code != 200 {
 		t.Fatalf("GET /api/v1/decisions: %d %s", code, body)
 	}
