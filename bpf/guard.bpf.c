@@ -674,6 +674,20 @@ __noinline __u32 guard_classify_fp(struct pkt *p)
 	sum &= sport->sum | wsport->sum;
 	if (!sum)
 		return NO_SLOT;
+	/* The ports are what rules name most: leave out the words whose
+	 * candidates they already empty before looking up the other fields. */
+	__u64 left = sum;
+	for (int i = 0; i < GUARD_FP_WORDS; i++) {
+		if (!left)
+			break;
+		__u32 w = first_bit(left) & (GUARD_FP_WORDS - 1);
+		left &= left - 1;
+		if (!(meta->words[w] & active->words[w] & (dport->words[w] | wdport->words[w]) &
+		      (sport->words[w] | wsport->words[w])))
+			sum &= ~(1ULL << w);
+	}
+	if (!sum)
+		return NO_SLOT;
 	k = p->ttl;
 	struct guard_bitmap *ttl = bpf_map_lookup_elem(&fp_ttl, &k);
 	k = p->tcp_flags;
