@@ -110,7 +110,7 @@ func runDefense(t *testing.T, analyst string, a attack) {
 
 	// Baseline: the legitimate client alone, while Prometheus takes a few scrapes.
 	legit := startLegitClient(t, client, a.port)
-	waitFor(t, 20*time.Second, "Prometheus to scrape the agent", func() bool {
+	testnet.WaitFor(t, 20*time.Second, "Prometheus to scrape the agent", func() bool {
 		return len(promQuery(t, prom, `up{job="packetscope"} == 1`)) == 1
 	})
 	time.Sleep(12 * time.Second)
@@ -367,18 +367,6 @@ func grepLines(s, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", limit, what)
 }
 
 type decision struct {

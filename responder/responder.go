@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,31 +23,70 @@ import (
 	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/config"
 )
+
+// Defaults of Config that operators see as flag defaults.
+const (
+	DefaultRuleTTL         = 10 * time.Minute
+	DefaultAttackWindowMin = 30 * time.Second
+	DefaultBaselineGap     = time.Minute
+)
+
+// Mode says what the responder's rules do to the packets they match.
+type Mode string
+
+const (
+	ModeEnforce Mode = "enforce" // rules act: drop or rate-limit
+	ModeMonitor Mode = "monitor" // every rule is installed as a would-drop counter
+)
+
+// Modes are the modes there are.
+var Modes = []Mode{ModeEnforce, ModeMonitor}
 
 // Config configures a Responder. Zero values take the defaults noted.
 type Config struct {
-	AgentURL     string // the agent for every alert; "" derives it from the alert's instance label
-	AgentToken   string // bearer token for the agent's mutating API
-	WebhookToken string // bearer token Alertmanager must send; "" refuses every webhook
-	Analyst      string // builtin (default) or llm
+	// The agents: AgentURL and AgentURLs (--agent.url) and the file_sd
+	// targets file AgentTargetsFile, re-read every AgentTargetsReload
+	// (default 5s). An alert's instance label selects among them; at least
+	// one source is needed.
+	AgentURL           string
+	AgentURLs          []string
+	AgentTargetsFile   string
+	AgentTargetsReload time.Duration
+	// AgentHTTP is how the responder authenticates to agents (Prometheus'
+	// http_config: authorization, basic_auth, tls_config, proxy).
+	// AgentToken is the shorthand: a bearer token, when AgentHTTP sets no
+	// authorization of its own.
+	AgentHTTP    config.HTTPClientConfig
+	AgentToken   string
+	WebhookToken string      // bearer token Alertmanager must send; "" refuses every webhook
+	Analyst      AnalystName // AnalystBuiltin (default) or AnalystLLM
 	LLM          LLMConfig
-	Mode         string // enforce (default) or monitor
+	Mode         Mode   // ModeEnforce (default) or ModeMonitor
 	AuditFile    string // JSON-lines audit trail; "" keeps it in memory only
+	// The audit file rotates past AuditMaxSizeMB (default 100), keeping
+	// AuditMaxFiles old files (default 5).
+	AuditMaxSizeMB int
+	AuditMaxFiles  int
+	// APIToken, when set, is the bearer token GET /api/v1/decisions needs
+	// (--api.token-file): the trail holds evidence about the network.
+	APIToken string
 
 	RemoveOnResolve bool          // delete an alert's rules when it resolves
-	RuleTTL         time.Duration // TTL of installed rules (default 10m)
+	RuleTTL         time.Duration // TTL of installed rules (default DefaultRuleTTL)
 	Reanalyze       time.Duration // a firing alert that got no rules is analyzed again after this (default 2m)
 
 	Guardrails Guardrails  // zero fields take DefaultGuardrails
 	Miner      MinerConfig // fingerprint miner tuning
 
-	AttackWindowMin time.Duration // the attack window is at least this long (default 30s)
+	AttackWindowMin time.Duration // the attack window is at least this long (default DefaultAttackWindowMin)
 	AttackWindowMax time.Duration // ...and at most this (default 2m)
 	BaselineWindow  time.Duration // the baseline window before the attack (default 5m)
 	// BaselineGap separates the baseline from the attack window: an alert
 	// starts after its expression crossed the threshold over a rate window,
-	// so the flood began earlier than the alert's StartsAt (default 1m).
+	// so the flood began earlier than the alert's StartsAt (default
+	// DefaultBaselineGap).
 	BaselineGap time.Duration
 	// BaselinePoll is how often the responder snapshots each known agent's
 	// traffic, so a baseline survives a flood that overwrites the agent's
@@ -58,26 +99,26 @@ type Config struct {
 	MaxAlerts    int // alerts tracked at once (default 10000); beyond → 503
 	MaxDecisions int // decisions kept in memory for GET /api/v1/decisions (default 1000)
 
-	// NewAgent returns the client for an agent URL; nil means guard.NewClient.
+	// NewAgent returns the client for a configured agent URL; nil means an
+	// agentapi.Client over the AgentHTTP client (token "" then: the HTTP
+	// client carries the credential, on every request).
 	NewAgent func(baseURL, token string) Agent
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 func (c *Config) setDefaults() error {
-	switch c.Analyst {
-	case "":
-		c.Analyst = "builtin"
-	case "builtin", "llm":
-	default:
-		return fmt.Errorf("analyst %q is not builtin or llm", c.Analyst)
+	switch {
+	case c.Analyst == "":
+		c.Analyst = AnalystBuiltin
+	case !slices.Contains(AnalystNames, c.Analyst):
+		return fmt.Errorf("analyst %q is not one of %v", c.Analyst, AnalystNames)
 	}
-	switch c.Mode {
-	case "":
-		c.Mode = "enforce"
-	case "enforce", "monitor":
-	default:
-		return fmt.Errorf("mode %q is not enforce or monitor", c.Mode)
+	switch {
+	case c.Mode == "":
+		c.Mode = ModeEnforce
+	case !slices.Contains(Modes, c.Mode):
+		return fmt.Errorf("mode %q is not one of %v", c.Mode, Modes)
 	}
 	dur := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -89,12 +130,12 @@ func (c *Config) setDefaults() error {
 			*v = d
 		}
 	}
-	dur(&c.RuleTTL, 10*time.Minute)
+	dur(&c.RuleTTL, DefaultRuleTTL)
 	dur(&c.Reanalyze, 2*time.Minute)
-	dur(&c.AttackWindowMin, 30*time.Second)
+	dur(&c.AttackWindowMin, DefaultAttackWindowMin)
 	dur(&c.AttackWindowMax, 2*time.Minute)
 	dur(&c.BaselineWindow, 5*time.Minute)
-	dur(&c.BaselineGap, time.Minute)
+	dur(&c.BaselineGap, DefaultBaselineGap)
 	dur(&c.BaselinePoll, baselinePollEvery)
 	num(&c.MaxSamples, 5000)
 	num(&c.QueueSize, 256)
@@ -102,10 +143,10 @@ func (c *Config) setDefaults() error {
 	num(&c.MaxAlerts, 10000)
 	num(&c.MaxDecisions, 1000)
 	g, d := &c.Guardrails, DefaultGuardrails
-	num(&g.MaxPrefixV4, d.MaxPrefixV4)
-	num(&g.MaxPrefixV6, d.MaxPrefixV6)
-	dur(&g.MinTTL, d.MinTTL)
-	dur(&g.MaxTTL, d.MaxTTL)
+	num(&g.MinPrefixLenV4, d.MinPrefixLenV4)
+	num(&g.MinPrefixLenV6, d.MinPrefixLenV6)
+	dur(&g.MinRuleTTL, d.MinRuleTTL)
+	dur(&g.MaxRuleTTL, d.MaxRuleTTL)
 	num(&g.MaxRules, d.MaxRules)
 	if g.MinCoverage <= 0 {
 		g.MinCoverage = d.MinCoverage
@@ -113,14 +154,23 @@ func (c *Config) setDefaults() error {
 	if g.MaxCollateral <= 0 {
 		g.MaxCollateral = d.MaxCollateral
 	}
-	if c.Miner.MaxPrefixV4 == 0 {
-		c.Miner.MaxPrefixV4 = g.MaxPrefixV4
+	num(&g.MinBaseline, d.MinBaseline)
+	if g.MaxSourceShare <= 0 {
+		g.MaxSourceShare = d.MaxSourceShare
 	}
-	if c.Miner.MaxPrefixV6 == 0 {
-		c.Miner.MaxPrefixV6 = g.MaxPrefixV6
+	if c.Miner.MinPrefixLenV4 == 0 {
+		c.Miner.MinPrefixLenV4 = g.MinPrefixLenV4
 	}
+	if c.Miner.MinPrefixLenV6 == 0 {
+		c.Miner.MinPrefixLenV6 = g.MinPrefixLenV6
+	}
+	dur(&c.AgentTargetsReload, 5*time.Second)
 	if c.NewAgent == nil {
-		c.NewAgent = func(baseURL, token string) Agent { return agentapi.NewClient(baseURL, token, nil) }
+		hc, err := NewAgentHTTPClient(c.AgentHTTP, c.AgentToken)
+		if err != nil {
+			return err
+		}
+		c.NewAgent = func(baseURL, _ string) Agent { return agentapi.NewClient(baseURL, "", hc) }
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -134,15 +184,16 @@ type Responder struct {
 	cfg     Config
 	metrics *metrics
 	audit   *AuditLog
-	builtin Builtin
-	llm     *LLM
+	// analysts are asked in order under the fallback policy.
+	analysts []Analyst
 
 	queue chan job
 
 	mu        sync.Mutex
 	alerts    map[string]*alertState // by fingerprint
-	agents    map[string]Agent       // by URL
-	healthy   map[string]time.Time   // agent URL → last successful probe
+	targets   *AgentTargets
+	agents    map[string]Agent     // by URL, configured agents only
+	healthy   map[string]time.Time // agent URL → last successful probe
 	closed    bool
 	seq       uint64
 	pushMu    sync.Mutex // one decision pushes to agents at a time
@@ -181,6 +232,8 @@ type alertState struct {
 	decidedAt  time.Time
 	lastSeen   time.Time
 	refreshing bool
+	resolved   bool // resolved while pending: the decision in flight cleans up
+	unmeasured bool // rules went in as monitor for want of a baseline: a repeat decides again
 	alert      AlertInfo
 }
 
@@ -192,7 +245,19 @@ func New(logger *slog.Logger, reg prometheus.Registerer, cfg Config) (*Responder
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	audit, err := OpenAuditLog(cfg.AuditFile, cfg.MaxDecisions)
+	urls := slices.Clone(cfg.AgentURLs)
+	if cfg.AgentURL != "" {
+		urls = append(urls, cfg.AgentURL)
+	}
+	targets, err := NewAgentTargets(logger, urls, cfg.AgentTargetsFile)
+	if err != nil {
+		return nil, err
+	}
+	if len(urls) == 0 && cfg.AgentTargetsFile == "" {
+		return nil, errors.New("no agents configured: set --agent.url or --agent.targets-file")
+	}
+	audit, err := OpenAuditLog(logger, AuditConfig{Path: cfg.AuditFile, MaxDecisions: cfg.MaxDecisions,
+		MaxSizeMB: cfg.AuditMaxSizeMB, MaxFiles: cfg.AuditMaxFiles})
 	if err != nil {
 		return nil, err
 	}
@@ -208,12 +273,11 @@ func New(logger *slog.Logger, reg prometheus.Registerer, cfg Config) (*Responder
 
 		baselines: newBaselineCache(),
 	}
-	if cfg.AgentURL != "" {
-		r.baselines.track(strings.TrimRight(cfg.AgentURL, "/"))
+	r.targets = targets
+	for _, u := range targets.URLs() {
+		r.baselines.track(u)
 	}
-	if cfg.Analyst == "llm" {
-		r.llm = newLLM(cfg.LLM, r.metrics)
-	}
+	r.analysts = analystChain(cfg, r.metrics)
 	r.handler = r.newHandler()
 	r.restore()
 	return r, nil
@@ -245,13 +309,20 @@ func (r *Responder) restore() {
 	}
 }
 
+// agentFor returns the client for a configured agent. Any other URL (one an
+// older version's audit trail recorded from an alert's instance label, or an
+// agent since removed from the targets file) gets a client that refuses
+// every call: the credential goes to configured agents only.
 func (r *Responder) agentFor(url string) Agent {
+	if !r.targets.Has(url) {
+		return unconfiguredAgent{}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a, ok := r.agents[url]
 	if !ok {
 		a = r.cfg.NewAgent(url, r.cfg.AgentToken)
-		if len(r.agents) < 1024 { // bound the cache: URLs come from alert labels
+		if len(r.agents) < 2*maxTargets { // bound the cache across target reloads
 			r.agents[url] = a
 		}
 	}
@@ -275,6 +346,7 @@ func (r *Responder) Run(ctx context.Context) error {
 			}
 		})
 	}
+	wg.Go(func() { r.targets.Watch(ctx, r.cfg.AgentTargetsReload) })
 	wg.Go(func() {
 		r.pollBaselines(ctx, r.cfg.BaselinePoll)
 		tick := time.NewTicker(r.cfg.BaselinePoll)
@@ -320,7 +392,7 @@ func (r *Responder) process(ctx context.Context, j job) {
 	case jobAnalyze:
 		r.decide(ctx, j)
 	case jobRefresh:
-		r.refresh(ctx, j)
+		_ = r.refresh(ctx, j) // the webhook runs refreshes itself; this path is for a drained queue
 	case jobResolve:
 		r.resolve(ctx, j)
 	}
@@ -342,7 +414,7 @@ func (r *Responder) record(d Decision) {
 	}
 	analyst := d.Analyst
 	if analyst == "" {
-		analyst = r.cfg.Analyst
+		analyst = string(r.cfg.Analyst)
 	}
 	r.metrics.decisions.WithLabelValues(analyst, d.Outcome).Inc()
 	if err := r.audit.Record(d); err != nil {
@@ -368,7 +440,7 @@ func ruleIDPrefix(fingerprint string) string {
 
 // decide runs one alert through evidence → analyst → guardrails → agent.
 func (r *Responder) decide(ctx context.Context, j job) {
-	d := Decision{Kind: "alert", Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received, Analyst: r.cfg.Analyst}
+	d := Decision{Kind: "alert", Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received, Analyst: string(r.cfg.Analyst)}
 	agent := r.agentFor(j.agentURL)
 	ev, summary, err := r.gather(ctx, agent, j)
 	if err != nil {
@@ -379,7 +451,7 @@ func (r *Responder) decide(ctx context.Context, j job) {
 	}
 	d.Evidence = summary
 	validations, analyst := r.analyze(ctx, ev, &d)
-	d.Analyst, d.Validations = analyst, validations
+	d.Analyst, d.Validations = string(analyst), validations
 	var accepted []rule.Rule
 	for _, v := range validations {
 		res := "rejected"
@@ -387,7 +459,7 @@ func (r *Responder) decide(ctx context.Context, j job) {
 			res = "accepted"
 			accepted = append(accepted, v.Rule)
 		}
-		r.metrics.validations.WithLabelValues(analyst, res).Inc()
+		r.metrics.validations.WithLabelValues(string(analyst), res).Inc()
 	}
 	switch {
 	case len(validations) == 0 && d.Answer != nil && d.Answer.Error != "":
@@ -407,12 +479,12 @@ func (r *Responder) decide(ctx context.Context, j job) {
 			r.finish(j, &d, statusFailed)
 			r.record(d)
 			return
-		case r.cfg.Mode == "monitor":
+		case r.cfg.Mode == ModeMonitor || allMonitor(accepted):
 			d.Outcome = OutcomeMonitor
 		default:
 			d.Outcome = OutcomeApplied
 		}
-		r.metrics.latency.WithLabelValues(analyst).Observe(d.LatencySecs)
+		r.metrics.latency.WithLabelValues(string(analyst)).Observe(d.LatencySecs)
 	}
 	r.finish(j, &d, statusDone)
 	r.record(d)
@@ -429,8 +501,8 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rul
 	defer r.pushMu.Unlock()
 	active, err := agent.ListRules(ctx)
 	if err != nil {
-		for _, rule := range accepted {
-			d.Applied = append(d.Applied, AppliedRule{Action: string(rule.Action), Error: "list rules: " + err.Error()})
+		for _, ar := range accepted {
+			d.Applied = append(d.Applied, AppliedRule{Action: string(ar.Action), Error: agentFailure("list rules", err)})
 		}
 		return len(accepted)
 	}
@@ -444,27 +516,27 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rul
 		}
 	}
 	failed := 0
-	for i, rule := range accepted {
-		if dup := sameRule(others, rule); dup != nil {
+	for i, nr := range accepted {
+		if dup := sameRule(others, nr); dup != nil {
 			d.Applied = append(d.Applied, AppliedRule{ID: dup.ID, Action: string(dup.Action), ExpiresAt: dup.ExpiresAt, Existing: true})
 			continue
 		}
-		rule.ID = fmt.Sprintf("%s%d", prefix, i)
-		if rule.Origin == "llm" {
+		nr.ID = fmt.Sprintf("%s%d", prefix, i)
+		if nr.Origin == rule.OriginLLM {
 			// The model's own words stay in the audit trail; the agent
 			// gets a reason the responder wrote.
 			v := vs[indexOf(vs, i)]
-			rule.Reason = fmt.Sprintf("llm rule for alert %s (coverage %.3f, collateral %.3f)", SanitizeIdent(j.alert.Name), v.Coverage, v.Collateral)
+			nr.Reason = fmt.Sprintf("llm rule for alert %s (coverage %.3f, collateral %.3f)", SanitizeIdent(j.alert.Name), v.Coverage, v.Collateral)
 		}
-		ar := AppliedRule{ID: rule.ID, Action: string(rule.Action)}
-		got, err := agent.AddRule(ctx, rule)
+		ar := AppliedRule{ID: nr.ID, Action: string(nr.Action)}
+		got, err := agent.AddRule(ctx, nr)
 		if err != nil {
-			ar.Error = err.Error()
+			ar.Error = agentFailure("add rule", err)
 			failed++
 		} else {
 			ar.ExpiresAt = got.ExpiresAt
 			if ar.ExpiresAt.IsZero() {
-				ar.ExpiresAt = r.cfg.Now().Add(time.Duration(rule.TTLSeconds) * time.Second)
+				ar.ExpiresAt = r.cfg.Now().Add(time.Duration(nr.TTLSeconds) * time.Second)
 			}
 		}
 		d.Applied = append(d.Applied, ar)
@@ -516,21 +588,50 @@ func SanitizeIdent(s string) string {
 
 func (r *Responder) finish(j job, d *Decision, st alertStatus) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	s, ok := r.alerts[j.alert.Fingerprint]
-	if !ok {
-		s = &alertState{}
-		r.alerts[j.alert.Fingerprint] = s
+	if !ok || s.resolved {
+		// The alert resolved while it was being decided: its state is not
+		// recreated, and with RemoveOnResolve the rules just pushed go.
+		delete(r.alerts, j.alert.Fingerprint)
+		r.mu.Unlock()
+		d.Notes = append(d.Notes, "the alert resolved while it was being decided")
+		if r.cfg.RemoveOnResolve && len(d.Applied) > 0 {
+			r.pushMu.Lock()
+			removed := r.removeRules(context.Background(), j.agentURL, ownRules(d.Applied))
+			r.pushMu.Unlock()
+			d.Notes = append(d.Notes, fmt.Sprintf("%d rules removed on resolve", len(removed)))
+		}
+		return
 	}
+	defer r.mu.Unlock()
 	s.status, s.agentURL, s.analyst, s.decidedAt, s.alert = st, j.agentURL, d.Analyst, r.cfg.Now(), j.alert
-	s.rules = nil
-	for _, a := range d.Applied {
-		// Existing rules belong to another alert, which extends and removes
-		// them; they are kept here so a repeat knows this alert is covered.
-		if a.Error == "" {
-			s.rules = append(s.rules, a)
+	s.rules = ownRules(d.Applied)
+	s.unmeasured = false
+	for _, v := range d.Validations {
+		s.unmeasured = s.unmeasured || (v.Accepted && v.Unmeasured)
+	}
+}
+
+func allMonitor(rules []rule.Rule) bool {
+	for _, r := range rules {
+		if r.Action != rule.ActionMonitor {
+			return false
 		}
 	}
+	return true
+}
+
+// ownRules keeps the applied rules that were pushed without error. Existing
+// rules belong to another alert, which extends and removes them; they are
+// kept so a repeat knows this alert is covered.
+func ownRules(applied []AppliedRule) []AppliedRule {
+	var out []AppliedRule
+	for _, a := range applied {
+		if a.Error == "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // gather pulls the attack and baseline windows and the active rules.
@@ -545,7 +646,7 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	}
 	attack, err := agent.Traffic(ctx, from, now, r.cfg.MaxSamples)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pull attack window: %w", err)
+		return nil, nil, errors.New(agentFailure("pull attack window", err))
 	}
 	// The baseline ends before the flood began, which is before the alert
 	// started, even when the attack window looks only at its last minutes.
@@ -556,11 +657,11 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	baseEnd := anchor.Add(-r.cfg.BaselineGap)
 	baseline, err := agent.Traffic(ctx, baseEnd.Add(-r.cfg.BaselineWindow), baseEnd, r.cfg.MaxSamples)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pull baseline window: %w", err)
+		return nil, nil, errors.New(agentFailure("pull baseline window", err))
 	}
 	active, err := agent.ListRules(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list rules: %w", err)
+		return nil, nil, errors.New(agentFailure("list rules", err))
 	}
 	basePkts, baseSource := packetsOf(baseline.Samples), "agent"
 	if len(basePkts) < minAgentBaselineShare {
@@ -605,129 +706,89 @@ func packetsOf(ss []rule.Sample) []rule.Packet {
 	return out
 }
 
-// analyze asks the configured analyst, judges its answer, and falls back to
-// the builtin analyst when the LLM fails or every rule it proposed is
-// rejected (if configured). It returns the validations that count and the
-// analyst they came from.
-func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]Validation, string) {
-	check := func(origin string, rules []rule.Rule) []Validation {
+// analyze asks the analysts under the fallback policy and records their
+// answers. It returns the validations that count and the analyst whose
+// answer stands.
+func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]Validation, AnalystName) {
+	check := func(analyst AnalystName, rules []rule.Rule) []Validation {
 		return r.cfg.Guardrails.Check(CheckInput{
 			Attack: ev.Attack, Baseline: ev.Baseline, Protected: ev.Protected,
-			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, TTL: r.cfg.RuleTTL, Origin: origin,
+			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, RuleTTL: r.cfg.RuleTTL, Origin: string(analyst),
 		}, rules)
 	}
-	builtin := func() []Validation {
-		start := time.Now()
-		a, _ := r.builtin.Propose(ctx, ev)
-		for i := range a.Rules {
-			a.Rules[i].TTLSeconds = int64(r.cfg.RuleTTL / time.Second)
-		}
-		rec := &AnswerRecord{Analyst: "builtin", Rationale: a.Rationale, Rules: a.Rules, DurationSec: time.Since(start).Seconds()}
-		if d.Answer == nil {
+	p := proposeWithFallback(ctx, r.analysts, ev, check)
+	for i, at := range p.Attempts {
+		rec := answerRecord(at)
+		if i == 0 {
 			d.Answer = rec
-		} else {
-			d.Fallback = rec
+			continue
 		}
-		return check("builtin", a.Rules)
+		d.Fallback = rec
+		r.metrics.llmFallback.WithLabelValues(p.Attempts[i-1].Cause).Inc()
 	}
-	if r.llm == nil {
-		return builtin(), "builtin"
-	}
-	start := time.Now()
-	a, err := r.llm.Propose(ctx, ev)
-	rec := &AnswerRecord{Analyst: "llm", DurationSec: time.Since(start).Seconds()}
-	d.Answer = rec
-	var cause string
-	var vs []Validation
-	if err != nil {
-		var le *LLMError
-		cause = "error"
-		if errors.As(err, &le) {
-			cause = le.Cause
-		}
-		rec.Error = SanitizeText(err.Error(), 512)
+	return p.Validations, p.Analyst
+}
+
+// answerRecord is an attempt as the audit trail keeps it.
+func answerRecord(at Attempt) *AnswerRecord {
+	rec := &AnswerRecord{Analyst: string(at.Analyst), Cause: at.Cause, DurationSec: at.Duration.Seconds()}
+	if at.Err != nil {
+		rec.Error = SanitizeText(at.Err.Error(), 512)
 	} else {
-		rec.Rationale, rec.Rules = a.Rationale, a.Rules
-		vs = check("llm", a.Rules)
-		switch {
-		case len(a.Rules) > 0 && !anyAccepted(vs):
-			cause = "all_rules_rejected"
-		case len(a.Rules) == 0 && len(ev.Candidates) > 0:
-			// The miner sees a flood the model does not (or was talked out
-			// of seeing): let the guardrails judge the miner's rules.
-			cause = "empty_answer"
-		}
+		rec.Rationale, rec.Rules = at.Answer.Rationale, at.Answer.Rules
 	}
-	if cause == "" {
-		return vs, "llm"
-	}
-	rec.Cause = cause
-	if !r.cfg.LLM.FallbackToBuiltin {
-		return vs, "llm"
-	}
-	r.metrics.llmFallback.WithLabelValues(cause).Inc()
-	// The rejected LLM validations stay on the record; the builtin's decide.
-	return append(rejectedOnly(vs), builtin()...), "builtin"
-}
-
-func anyAccepted(vs []Validation) bool {
-	for _, v := range vs {
-		if v.Accepted {
-			return true
-		}
-	}
-	return false
-}
-
-func rejectedOnly(vs []Validation) []Validation {
-	var out []Validation
-	for _, v := range vs {
-		if !v.Accepted {
-			out = append(out, v)
-		}
-	}
-	return out
+	return rec
 }
 
 func countResponderRules(rules []rule.Rule) int {
 	n := 0
 	for _, r := range rules {
-		if r.Origin == "builtin" || r.Origin == "llm" {
+		if r.Origin == rule.OriginBuiltin || r.Origin == rule.OriginLLM {
 			n++
 		}
 	}
 	return n
 }
 
-// refresh extends a repeat alert's rules by adding each again under the same
-// id (delete, then add) with a fresh TTL. No analyst is asked.
-func (r *Responder) refresh(ctx context.Context, j job) {
+// refresh extends a repeat alert's rules with a fresh TTL. No analyst is
+// asked. Each rule is added again under a new id before the old one is
+// deleted, so a failing agent never leaves the alert uncovered; it runs under
+// the push lock, so it never interleaves with a decision's or a resolve's
+// pushes. It returns an error when a rule could not be extended, which the
+// webhook turns into a 503 so Alertmanager sends the notification again.
+func (r *Responder) refresh(ctx context.Context, j job) error {
+	r.pushMu.Lock()
+	defer r.pushMu.Unlock()
 	r.mu.Lock()
 	s, ok := r.alerts[j.alert.Fingerprint]
 	var rules []AppliedRule
-	var analyst string
+	var analyst, agentURL string
 	if ok {
-		rules, analyst = append([]AppliedRule(nil), s.rules...), s.analyst
+		rules, analyst, agentURL = slices.Clone(s.rules), s.analyst, s.agentURL
 	}
 	r.mu.Unlock()
 	if !ok || len(rules) == 0 {
 		r.clearRefreshing(j.alert.Fingerprint, nil)
-		return
+		return nil
 	}
-	agent := r.agentFor(j.agentURL)
+	if agentURL == "" {
+		agentURL = j.agentURL
+	}
+	agent := r.agentFor(agentURL)
+	d := Decision{Kind: "repeat", Alert: j.alert, Agent: agentURL, ReceivedAt: j.received, Analyst: analyst}
 	active, err := agent.ListRules(ctx)
-	d := Decision{Kind: "repeat", Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received, Analyst: analyst}
 	if err != nil {
-		d.Outcome, d.Error = OutcomeAgentError, err.Error()
+		d.Outcome, d.Error = OutcomeAgentError, agentFailure("list rules", err)
 		r.clearRefreshing(j.alert.Fingerprint, nil)
 		r.record(d)
-		return
+		return errors.New(d.Error)
 	}
 	byID := map[string]rule.Rule{}
 	for _, a := range active {
 		byID[a.ID] = a
 	}
 	var updated []AppliedRule
+	failed := 0
 	for _, ar := range rules {
 		if ar.Existing {
 			updated = append(updated, ar)
@@ -737,24 +798,59 @@ func (r *Responder) refresh(ctx context.Context, j job) {
 		if !ok {
 			continue // expired meanwhile; a new decision will come on the next repeat
 		}
-		cur.TTLSeconds = int64(r.cfg.RuleTTL / time.Second)
-		cur.CreatedAt, cur.ExpiresAt, cur.Packets, cur.Bytes = time.Time{}, time.Time{}, 0, 0
-		out := AppliedRule{ID: ar.ID, Action: ar.Action, Packets: byID[ar.ID].Packets}
-		if err := agent.DeleteRule(ctx, ar.ID); err != nil {
-			out.Error = err.Error()
-		} else if got, err := agent.AddRule(ctx, cur); err != nil {
-			out.Error = err.Error()
-		} else {
-			out.ExpiresAt = got.ExpiresAt
+		next := cur
+		next.ID = refreshedRuleID(ar.ID, r.cfg.Now())
+		next.TTLSeconds = int64(r.cfg.RuleTTL / time.Second)
+		next.CreatedAt, next.ExpiresAt, next.Packets, next.Bytes = time.Time{}, time.Time{}, 0, 0
+		got, err := agent.AddRule(ctx, next)
+		if err != nil {
+			// The old rule stays in force until its own expiry.
+			failed++
+			old := ar
+			old.Packets, old.Error = cur.Packets, agentFailure("extend rule", err)
+			updated = append(updated, old)
+			continue
+		}
+		out := AppliedRule{ID: next.ID, Action: ar.Action, Packets: cur.Packets, ExpiresAt: got.ExpiresAt}
+		if out.ExpiresAt.IsZero() {
+			out.ExpiresAt = r.cfg.Now().Add(r.cfg.RuleTTL)
+		}
+		if err := agent.DeleteRule(ctx, ar.ID); err != nil && !isNotFound(err) {
+			// Both are in force now; the old one expires on its own.
+			r.logger.Warn("delete the refreshed rule's old copy", "rule_id", ar.ID, "err", agentFailure("delete rule", err))
 		}
 		updated = append(updated, out)
 	}
 	d.Applied, d.Outcome = updated, OutcomeRepeat
+	if failed > 0 {
+		d.Outcome, d.Error = OutcomeAgentError, fmt.Sprintf("%d of the alert's rules could not be extended; they stay until they expire", failed)
+	}
 	d.LatencySecs = r.cfg.Now().Sub(j.received).Seconds()
 	r.clearRefreshing(j.alert.Fingerprint, updated)
 	r.record(d)
+	if failed > 0 {
+		return errors.New(d.Error)
+	}
+	return nil
 }
 
+// refreshedRuleID names a refreshed copy of a rule: the decision's id with a
+// new generation suffix, so it keeps the alert's prefix and never collides
+// with the copy it replaces.
+func refreshedRuleID(id string, now time.Time) string {
+	if i := strings.LastIndex(id, "-r"); i > 0 {
+		id = id[:i]
+	}
+	return id + "-r" + strconv.FormatInt(now.UnixMilli(), 36)
+}
+
+func isNotFound(err error) bool {
+	ae, ok := agentapi.AsAPIError(err)
+	return ok && ae.Status == http.StatusNotFound
+}
+
+// clearRefreshing ends a refresh; updated (when not nil) replaces the rules.
+// A rule whose extension failed keeps its old expiry and stays listed.
 func (r *Responder) clearRefreshing(fp string, updated []AppliedRule) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -766,7 +862,8 @@ func (r *Responder) clearRefreshing(fp string, updated []AppliedRule) {
 	if updated != nil {
 		s.rules = nil
 		for _, a := range updated {
-			if a.Error == "" {
+			if a.Error == "" || a.ExpiresAt.After(r.cfg.Now()) {
+				a.Error = ""
 				s.rules = append(s.rules, a)
 			}
 		}
@@ -774,7 +871,12 @@ func (r *Responder) clearRefreshing(fp string, updated []AppliedRule) {
 }
 
 // resolve records a resolved alert and, if configured, removes its rules.
+// An alert still being decided is only marked: the decision, when it
+// finishes, sees the mark and cleans up (finish), rather than recreating
+// the state of an alert that is over.
 func (r *Responder) resolve(ctx context.Context, j job) {
+	r.pushMu.Lock()
+	defer r.pushMu.Unlock()
 	r.mu.Lock()
 	s, ok := r.alerts[j.alert.Fingerprint]
 	var rules []AppliedRule
@@ -784,25 +886,37 @@ func (r *Responder) resolve(ctx context.Context, j job) {
 		if s.agentURL != "" {
 			d.Agent = s.agentURL
 		}
-		delete(r.alerts, j.alert.Fingerprint)
+		if s.status == statusPending {
+			s.resolved = true
+			rules = nil
+		} else {
+			delete(r.alerts, j.alert.Fingerprint)
+		}
 	}
 	r.mu.Unlock()
+	d.Applied = rules
 	if r.cfg.RemoveOnResolve && len(rules) > 0 && d.Agent != "" {
-		agent := r.agentFor(d.Agent)
-		for _, ar := range rules {
-			if ar.Existing {
-				continue // another alert's rule
-			}
-			out := AppliedRule{ID: ar.ID, Action: ar.Action}
-			if err := agent.DeleteRule(ctx, ar.ID); err != nil {
-				out.Error = err.Error()
-			}
-			d.Applied = append(d.Applied, out)
-		}
-	} else {
-		d.Applied = rules
+		d.Applied = r.removeRules(ctx, d.Agent, rules)
 	}
 	r.record(d)
+}
+
+// removeRules deletes the alert's own rules (not Existing ones: those belong
+// to another alert) and returns what happened to each.
+func (r *Responder) removeRules(ctx context.Context, agentURL string, rules []AppliedRule) []AppliedRule {
+	agent := r.agentFor(agentURL)
+	var out []AppliedRule
+	for _, ar := range rules {
+		if ar.Existing {
+			continue
+		}
+		o := AppliedRule{ID: ar.ID, Action: ar.Action}
+		if err := agent.DeleteRule(ctx, ar.ID); err != nil && !isNotFound(err) {
+			o.Error = agentFailure("delete rule", err)
+		}
+		out = append(out, o)
+	}
+	return out
 }
 
 // sweep records rules that expired (with their last hit counts) and forgets
@@ -880,4 +994,4 @@ func ParseNeverBlock(items []string) ([]netip.Prefix, error) {
 }
 
 // Decisions returns up to limit decisions, newest first.
-func (r *Responder) Decisions(limit int) []Decision { return r.audit.List(limit) }
+func (r *Responder) Decisions(limit int) []Decision { return r.audit.List(limit, "") }
