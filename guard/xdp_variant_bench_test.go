@@ -33,8 +33,6 @@ func TestXDPVariants(t *testing.T) {
 	if !ok {
 		t.Skip("development tool: set PS_VARIANTS (may be empty) to run it")
 	}
-	b := &testing.B{}
-	_ = b
 	g := openTestGuard(t, Config{NoSampling: true, MaxRules: FPSlots + CIDRSlots})
 	if os.Getenv("PS_LOADONLY") != "" {
 		for _, path := range strings.Split(env, ",") {
