@@ -186,7 +186,8 @@ struct {
 	__type(value, __u32);
 } cidr_src6 SEC(".maps");
 
-/* Prefilter in front of every address hash map: one bit per (table,
+/* Prefilter in front of the CIDR hash maps (the agent marks the
+ * fingerprint address entries too, which the kernel no longer reads): one bit per (table,
  * prefix length, prefix) in use, at pf_hash's position. A clear bit means
  * the hash lookup would miss, for ~2 ns instead of ~12. The agent sets a bit
  * before inserting the entry and clears it after deleting the last entry
@@ -244,13 +245,19 @@ struct {
 	__type(value, struct guard_iface_stats);
 } iface_stats SEC(".maps");
 
-/* Per-CPU packet counter for 1-in-N sampling. */
+/* Per-CPU scratch: the 1-in-N sampling counter and the clock cache. */
+struct guard_cpu {
+	__u64 sample_tick;
+	__u64 jiffies; /* bpf_jiffies64() when now was read */
+	__u64 now;     /* bpf_ktime_get_coarse_ns() at that jiffy */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
-} sample_tick SEC(".maps");
+	__type(value, struct guard_cpu);
+} cpu_scratch SEC(".maps");
 
 /* Sampled headers for the traffic window. 1 MiB: ~16k records. */
 struct {
@@ -473,7 +480,9 @@ static __always_inline int pf_maybe(__u64 h)
 	return w && ((*w >> ((h >> 32) & 63)) & 1);
 }
 
-/* lookup_addr4/6 walk the prefix lengths in use, longest first. */
+/* lookup_addr4/6 walk the prefix lengths in use, longest first. They do not
+ * consult the prefilter: a hit would pay a load more for it, and a miss ends
+ * at an empty home slot as cheaply (the tables are at most 1/8 full). */
 /* sel is the prefilter table id | the fp_wild index << 8. */
 static __always_inline struct guard_bitmap *lookup_addr4(void *map, __u32 sel, __u32 addr, const __u8 *plens, __u8 n)
 {
@@ -485,8 +494,6 @@ static __always_inline struct guard_bitmap *lookup_addr4(void *map, __u32 sel, _
 		k.plen = plens[i];
 		k.addr = addr & mask32(k.plen);
 		__u64 h = pf_hash4(tid, k.plen, k.addr);
-		if (!pf_maybe(h))
-			continue;
 		__u32 home = h >> (64 - GUARD_OA_SHIFT);
 		for (int j = 0; j < GUARD_OA_PROBES; j++) {
 			__u32 idx = (home + j) & (GUARD_OA_SLOTS - 1);
@@ -515,8 +522,6 @@ static __always_inline struct guard_bitmap *lookup_addr6(void *map, __u32 sel, c
 		k.addr[2] = addr[2] & mask32(pl - 64);
 		k.addr[3] = addr[3] & mask32(pl - 96);
 		__u64 h = pf_hash6(tid, pl, k.addr);
-		if (!pf_maybe(h))
-			continue;
 		__u32 home = h >> (64 - GUARD_OA_SHIFT);
 		for (int j = 0; j < GUARD_OA_PROBES; j++) {
 			__u32 idx = (home + j) & (GUARD_OA_SLOTS - 1);
@@ -585,11 +590,39 @@ static __always_inline __u32 first_bit(__u64 v)
 	return debruijn64[i & 63];
 }
 
-static __always_inline int expired(__u32 slot, __u64 now)
+/* coarse_now is bpf_ktime_get_coarse_ns() without the helper call on most
+ * packets: the coarse clock moves only at a tick, when jiffies do, and
+ * bpf_jiffies64() is inlined to one load. So the value read at a jiffy is
+ * kept per CPU and reused until the next one (the helper call was a fifth of
+ * a drop). In the sub-microsecond window of a tick between the jiffies
+ * increment and the timekeeper update, the kept value may be one tick old for
+ * the rest of that tick: the same order of error the coarse clock already has. */
+static __always_inline __u64 coarse_now(void)
+{
+	__u32 zero = 0;
+	__u64 j = bpf_jiffies64();
+	struct guard_cpu *c = bpf_map_lookup_elem(&cpu_scratch, &zero);
+	if (!c)
+		return bpf_ktime_get_coarse_ns();
+	if (c->jiffies != j || !c->now) {
+		c->now = bpf_ktime_get_coarse_ns();
+		c->jiffies = j;
+	}
+	return c->now;
+}
+
+/* live returns the rule's metadata when the slot holds a rule in force at now. */
+static __always_inline struct guard_rule_meta *live(__u32 slot, __u64 now)
 {
 	struct guard_rule_meta *m = bpf_map_lookup_elem(&rule_meta, &slot);
-	return !m || m->expires_ns == 0 || now >= m->expires_ns;
+	if (!m || m->expires_ns == 0 || now >= m->expires_ns)
+		return NULL;
+	return m;
 }
+
+/* A classification's result: the slot, and the rule's action above it. */
+#define RES_SLOT(r) ((r) & 0x0fffffff)
+#define RES_ACTION(r) ((r) >> 28)
 
 
 /* How many expired rules a packet may skip in one classification. Expired
@@ -598,52 +631,87 @@ static __always_inline int expired(__u32 slot, __u64 now)
  * expired is matched by no fingerprint rule. It never matches an expired one. */
 #define MAX_EXPIRED_SKIPS 4
 
-/* guard_classify_fp returns the slot of the first live fingerprint rule
- * matching p. A global function, verified once. */
+/* guard_classify_fp returns the first live fingerprint rule matching p, as
+ * slot | action << 28, or NO_SLOT. A global function, verified once.
+ *
+ * The set of candidates shrinks field by field, a word of 64 rules per bit
+ * of the sums first, and the classification ends as soon as it is empty:
+ * most packets that no rule matches leave after a lookup or two. */
 __noinline __u32 guard_classify_fp(struct pkt *p)
 {
 	__u32 zero = 0;
 	struct guard_config *cfg = bpf_map_lookup_elem(&guard_config, &zero);
 	if (!p || !cfg)
 		return NO_SLOT;
-	__u32 k = ((((__u32)(p->family == 6) * 3 + p->frag) * 2 + p->has_l4) << 8) | p->protocol;
-	struct guard_bitmap *meta = bpf_map_lookup_elem(&fp_meta, &k);
-	if (!meta || !meta->sum)
+	__u32 meta_k = ((((__u32)(p->family == 6) * 3 + p->frag) * 2 + p->has_l4) << 8) | p->protocol;
+	struct guard_bitmap *meta = bpf_map_lookup_elem(&fp_meta, &meta_k);
+	if (!meta)
+		return NO_SLOT;
+	__u64 sum = meta->sum;
+	if (!sum)
 		return NO_SLOT;
 	struct guard_bitmap *active = wild_at(WILD_ACTIVE);
 	if (!active)
 		return NO_SLOT;
-	__u64 sum = meta->sum & active->sum;
+	sum &= active->sum;
 	if (!sum)
 		return NO_SLOT;
+	__u32 k = p->dport;
+	struct guard_bitmap *dport = bpf_map_lookup_elem(&fp_dport, &k);
+	k = WILD_DPORT * GUARD_META_ENTRIES + meta_k;
+	struct guard_bitmap *wdport = bpf_map_lookup_elem(&fp_wild_class, &k);
+	if (!dport || !wdport)
+		return NO_SLOT;
+	sum &= dport->sum | wdport->sum;
+	if (!sum)
+		return NO_SLOT;
+	k = p->sport;
+	struct guard_bitmap *sport = bpf_map_lookup_elem(&fp_sport, &k);
+	k = WILD_SPORT * GUARD_META_ENTRIES + meta_k;
+	struct guard_bitmap *wsport = bpf_map_lookup_elem(&fp_wild_class, &k);
+	if (!sport || !wsport)
+		return NO_SLOT;
+	sum &= sport->sum | wsport->sum;
+	if (!sum)
+		return NO_SLOT;
+	/* The ports are what rules name most: leave out the words whose
+	 * candidates they already empty before looking up the other fields. */
+	__u64 left = sum;
+	for (int i = 0; i < GUARD_FP_WORDS; i++) {
+		if (!left)
+			break;
+		__u32 w = first_bit(left) & (GUARD_FP_WORDS - 1);
+		left &= left - 1;
+		if (!(meta->words[w] & active->words[w] & (dport->words[w] | wdport->words[w]) &
+		      (sport->words[w] | wsport->words[w])))
+			sum &= ~(1ULL << w);
+	}
+	if (!sum)
+		return NO_SLOT;
+	k = p->ttl;
+	struct guard_bitmap *ttl = bpf_map_lookup_elem(&fp_ttl, &k);
 	k = p->tcp_flags;
 	struct guard_bitmap *flags = bpf_map_lookup_elem(&fp_tcp_flags, &k);
 	k = p->icmp_type;
 	struct guard_bitmap *icmp = bpf_map_lookup_elem(&fp_icmp_type, &k);
-	k = p->ttl;
-	struct guard_bitmap *ttl = bpf_map_lookup_elem(&fp_ttl, &k);
-	k = p->sport;
-	struct guard_bitmap *sport = bpf_map_lookup_elem(&fp_sport, &k);
-	k = p->dport;
-	struct guard_bitmap *dport = bpf_map_lookup_elem(&fp_dport, &k);
+	if (!ttl || !flags || !icmp)
+		return NO_SLOT;
+	sum &= ttl->sum & flags->sum & icmp->sum;
+	if (!sum)
+		return NO_SLOT;
 	k = p->length;
 	struct guard_bitmap *length = bpf_map_lookup_elem(&fp_length, &k);
-	k = p->window;
-	struct guard_bitmap *window = bpf_map_lookup_elem(&fp_window, &k);
-	__u32 meta_k = ((((__u32)(p->family == 6) * 3 + p->frag) * 2 + p->has_l4) << 8) | p->protocol;
-	k = WILD_SPORT * GUARD_META_ENTRIES + meta_k;
-	struct guard_bitmap *wsport = bpf_map_lookup_elem(&fp_wild_class, &k);
-	k = WILD_DPORT * GUARD_META_ENTRIES + meta_k;
-	struct guard_bitmap *wdport = bpf_map_lookup_elem(&fp_wild_class, &k);
 	k = WILD_LENGTH * GUARD_META_ENTRIES + meta_k;
 	struct guard_bitmap *wlength = bpf_map_lookup_elem(&fp_wild_class, &k);
+	k = p->window;
+	struct guard_bitmap *window = bpf_map_lookup_elem(&fp_window, &k);
 	k = WILD_WINDOW * GUARD_META_ENTRIES + meta_k;
 	struct guard_bitmap *wwindow = bpf_map_lookup_elem(&fp_wild_class, &k);
-	if (!flags || !icmp || !ttl || !sport || !dport || !length || !window || !wsport || !wdport || !wlength ||
-	    !wwindow)
+	if (!length || !wlength || !window || !wwindow)
 		return NO_SLOT;
-	sum &= flags->sum & icmp->sum & ttl->sum & (sport->sum | wsport->sum) & (dport->sum | wdport->sum) &
-	       (length->sum | wlength->sum) & (window->sum | wwindow->sum);
+	sum &= (length->sum | wlength->sum) & (window->sum | wwindow->sum);
+	if (!sum)
+		return NO_SLOT;
 
 	struct guard_bitmap *has_src = wild_at(WILD_HAS_SRC), *has_dst = wild_at(WILD_HAS_DST);
 	if (!has_src || !has_dst)
@@ -721,13 +789,14 @@ __noinline __u32 guard_classify_fp(struct pkt *p)
 	/* The coarse clock (tick resolution, no hardware clock read: a precise
 	 * read costs as much as the whole classification in a VM), and only
 	 * once a rule matched. */
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = coarse_now();
 	for (int i = 0; i < MAX_EXPIRED_SKIPS + 1; i++) {
 		if (!v)
 			break;
 		__u32 slot = w * 64 + first_bit(v);
-		if (!expired(slot, now))
-			return slot;
+		struct guard_rule_meta *m = live(slot, now);
+		if (m)
+			return slot | (m->action & 0xf) << 28;
 		v &= v - 1;
 	}
 	return NO_SLOT;
@@ -758,6 +827,58 @@ static __always_inline int rate_ok(__u32 slot, __u32 rate, __u64 now)
 	return ok;
 }
 
+/* Protocol class by (family == 6) << 8 | protocol, for an unfragmented or
+ * first-fragment IP packet; TCP flag class by flags & 0x1f (FIN SYN RST PSH
+ * ACK; PSH does not matter). Tables instead of branches: a flood of mixed
+ * packets mispredicts none. */
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Winitializer-overrides"
+static const __u8 proto_class[512] = {
+	[0 ... 511] = PCLASS_OTHER_IP,
+	[IPPROTO_TCP] = PCLASS_TCP,
+	[IPPROTO_UDP] = PCLASS_UDP,
+	[IPPROTO_ICMP] = PCLASS_ICMP,
+	[256 + IPPROTO_TCP] = PCLASS_TCP,
+	[256 + IPPROTO_UDP] = PCLASS_UDP,
+	[256 + IPPROTO_ICMPV6] = PCLASS_ICMPV6,
+};
+#pragma clang diagnostic pop
+
+static const __u8 flag_class[32] = {
+	[0x00] = FCLASS_OTHER,
+	[0x01] = FCLASS_FIN,
+	[0x02] = FCLASS_SYN,
+	[0x03] = FCLASS_FIN,
+	[0x04] = FCLASS_RST,
+	[0x05] = FCLASS_RST,
+	[0x06] = FCLASS_RST,
+	[0x07] = FCLASS_RST,
+	[0x08] = FCLASS_OTHER,
+	[0x09] = FCLASS_FIN,
+	[0x0a] = FCLASS_SYN,
+	[0x0b] = FCLASS_FIN,
+	[0x0c] = FCLASS_RST,
+	[0x0d] = FCLASS_RST,
+	[0x0e] = FCLASS_RST,
+	[0x0f] = FCLASS_RST,
+	[0x10] = FCLASS_ACK,
+	[0x11] = FCLASS_FIN,
+	[0x12] = FCLASS_SYNACK,
+	[0x13] = FCLASS_FIN,
+	[0x14] = FCLASS_RST,
+	[0x15] = FCLASS_RST,
+	[0x16] = FCLASS_RST,
+	[0x17] = FCLASS_RST,
+	[0x18] = FCLASS_ACK,
+	[0x19] = FCLASS_FIN,
+	[0x1a] = FCLASS_SYNACK,
+	[0x1b] = FCLASS_FIN,
+	[0x1c] = FCLASS_RST,
+	[0x1d] = FCLASS_RST,
+	[0x1e] = FCLASS_RST,
+	[0x1f] = FCLASS_RST,
+};
+
 static __always_inline void count_iface(struct xdp_md *ctx, struct pkt *p, __u32 verdict)
 {
 	__u32 idx = ctx->ingress_ifindex & (GUARD_IFACE_SLOTS - 1);
@@ -771,33 +892,15 @@ static __always_inline void count_iface(struct xdp_md *ctx, struct pkt *p, __u32
 		pc = PCLASS_NON_IP;
 	else if (p->frag == 2)
 		pc = PCLASS_FRAGMENT;
-	else if (p->protocol == IPPROTO_TCP)
-		pc = PCLASS_TCP;
-	else if (p->protocol == IPPROTO_UDP)
-		pc = PCLASS_UDP;
-	else if (p->protocol == IPPROTO_ICMP && p->family == 4)
-		pc = PCLASS_ICMP;
-	else if (p->protocol == IPPROTO_ICMPV6 && p->family == 6)
-		pc = PCLASS_ICMPV6;
 	else
-		pc = PCLASS_OTHER_IP;
+		pc = proto_class[((__u32)(p->family == 6) << 8 | p->protocol) & 511];
+	/* clang knows the tables' values and would drop the bound the verifier needs. */
+	asm volatile("" : "+r"(pc));
 	if (pc < PCLASS_COUNT)
 		s->protocols[pc]++;
 	if (p->has_l4 && p->protocol == IPPROTO_TCP) {
-		__u8 f = p->tcp_flags & 0x17; /* FIN SYN RST ACK */
-		__u32 fc;
-		if (f == 0x02)
-			fc = FCLASS_SYN;
-		else if (f == 0x12)
-			fc = FCLASS_SYNACK;
-		else if (f == 0x10)
-			fc = FCLASS_ACK;
-		else if (f & 0x04)
-			fc = FCLASS_RST;
-		else if (f & 0x01)
-			fc = FCLASS_FIN;
-		else
-			fc = FCLASS_OTHER;
+		__u32 fc = flag_class[p->tcp_flags & 0x1f];
+		asm volatile("" : "+r"(fc));
 		if (fc < FCLASS_COUNT)
 			s->tcp_flags[fc]++;
 	}
@@ -807,12 +910,12 @@ static __always_inline void sample(struct xdp_md *ctx, struct pkt *p, struct gua
 				   __u32 verdict, __u64 now)
 {
 	__u32 zero = 0;
-	__u64 *tick = bpf_map_lookup_elem(&sample_tick, &zero);
-	if (!tick)
+	struct guard_cpu *c = bpf_map_lookup_elem(&cpu_scratch, &zero);
+	if (!c)
 		return;
-	if (++*tick < cfg->sample_every)
+	if (++c->sample_tick < cfg->sample_every)
 		return;
-	*tick = 0;
+	c->sample_tick = 0;
 	struct guard_sample *s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
 	if (!s) {
 		__u32 idx = ctx->ingress_ifindex & (GUARD_IFACE_SLOTS - 1);
@@ -861,7 +964,7 @@ int guard_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
-	__u32 verdict = VERDICT_PASS, slot = NO_SLOT, zero = 0;
+	__u32 verdict = VERDICT_PASS, slot = NO_SLOT, action = 0, zero = 0;
 	__u64 now = 0, start = 0;
 
 	if (trace_xdp)
@@ -872,34 +975,41 @@ int guard_xdp(struct xdp_md *ctx)
 	guard_parse(ctx, &p);
 	if (p.family == 0)
 		goto out;
-	slot = guard_classify_fp(&p);
-	if (slot == NO_SLOT && (p.family == 4 ? cfg->cidr4_plens_n : cfg->cidr6_plens_n)) {
+	__u32 res = guard_classify_fp(&p);
+	if (res != NO_SLOT) {
+		slot = RES_SLOT(res);
+		action = RES_ACTION(res);
+	} else if (p.family == 4 ? cfg->cidr4_plens_n : cfg->cidr6_plens_n) {
 		slot = lookup_cidr(&p, cfg);
-		if (slot != NO_SLOT) {
-			now = bpf_ktime_get_coarse_ns();
-			if (expired(slot, now))
-				slot = NO_SLOT;
+		if (slot == NO_SLOT)
+			goto out;
+		now = coarse_now();
+		struct guard_rule_meta *m = live(slot, now);
+		if (!m) {
+			slot = NO_SLOT;
+			goto out;
 		}
+		action = m->action;
+	} else {
+		goto out;
 	}
-	if (slot == NO_SLOT)
-		goto out;
-	struct guard_rule_meta *m = bpf_map_lookup_elem(&rule_meta, &slot);
-	if (!m)
-		goto out;
 	struct guard_rule_stats *rs = bpf_map_lookup_elem(&rule_stats, &slot);
 	if (rs) {
 		rs->packets++;
 		rs->bytes += data_end - data;
 	}
-	switch (m->action) {
+	switch (action) {
 	case ACTION_DROP:
 		verdict = VERDICT_DROP;
 		break;
-	case ACTION_RATE_LIMIT:
-		if (!now)
-			now = bpf_ktime_get_coarse_ns();
+	case ACTION_RATE_LIMIT: {
+		struct guard_rule_meta *m = bpf_map_lookup_elem(&rule_meta, &slot);
+		if (!m)
+			break;
+		now = coarse_now();
 		verdict = rate_ok(slot, m->rate_pps, now) ? VERDICT_PASS : VERDICT_RATE_LIMITED;
 		break;
+	}
 	case ACTION_MONITOR:
 		verdict = VERDICT_MONITOR;
 		break;
@@ -908,7 +1018,7 @@ out:
 	count_iface(ctx, &p, verdict);
 	if (cfg->sample_every) {
 		if (!now)
-			now = bpf_ktime_get_coarse_ns();
+			now = coarse_now();
 		sample(ctx, &p, cfg, slot, verdict, now);
 	}
 	if (verdict == VERDICT_DROP || verdict == VERDICT_RATE_LIMITED)

@@ -65,6 +65,13 @@ type guardGuardConfig struct {
 	Cidr6Plens  [16]uint8
 }
 
+type guardGuardCpu struct {
+	_          structs.HostLayout
+	SampleTick uint64
+	Jiffies    uint64
+	Now        uint64
+}
+
 type guardGuardDefChunk struct {
 	_    structs.HostLayout
 	Data [248]uint8
@@ -191,6 +198,7 @@ const (
 	guardMapAddrPrefilter = "addr_prefilter"
 	guardMapCidrSrc4      = "cidr_src4"
 	guardMapCidrSrc6      = "cidr_src6"
+	guardMapCpuScratch    = "cpu_scratch"
 	guardMapFpDport       = "fp_dport"
 	guardMapFpDst4        = "fp_dst4"
 	guardMapFpDst6        = "fp_dst6"
@@ -211,7 +219,6 @@ const (
 	guardMapRuleDefs      = "rule_defs"
 	guardMapRuleMeta      = "rule_meta"
 	guardMapRuleStats     = "rule_stats"
-	guardMapSampleTick    = "sample_tick"
 	guardMapSamples       = "samples"
 	guardMapXdpPass       = "xdp_pass"
 	guardProgGuardXdp     = "guard_xdp"
@@ -275,6 +282,7 @@ type guardMapSpecs struct {
 	AddrPrefilter *ebpf.MapSpec `ebpf:"addr_prefilter"`
 	CidrSrc4      *ebpf.MapSpec `ebpf:"cidr_src4"`
 	CidrSrc6      *ebpf.MapSpec `ebpf:"cidr_src6"`
+	CpuScratch    *ebpf.MapSpec `ebpf:"cpu_scratch"`
 	FpDport       *ebpf.MapSpec `ebpf:"fp_dport"`
 	FpDst4        *ebpf.MapSpec `ebpf:"fp_dst4"`
 	FpDst6        *ebpf.MapSpec `ebpf:"fp_dst6"`
@@ -295,7 +303,6 @@ type guardMapSpecs struct {
 	RuleDefs      *ebpf.MapSpec `ebpf:"rule_defs"`
 	RuleMeta      *ebpf.MapSpec `ebpf:"rule_meta"`
 	RuleStats     *ebpf.MapSpec `ebpf:"rule_stats"`
-	SampleTick    *ebpf.MapSpec `ebpf:"sample_tick"`
 	Samples       *ebpf.MapSpec `ebpf:"samples"`
 	XdpPass       *ebpf.MapSpec `ebpf:"xdp_pass"`
 }
@@ -335,6 +342,7 @@ type guardMaps struct {
 	AddrPrefilter *ebpf.Map `ebpf:"addr_prefilter"`
 	CidrSrc4      *ebpf.Map `ebpf:"cidr_src4"`
 	CidrSrc6      *ebpf.Map `ebpf:"cidr_src6"`
+	CpuScratch    *ebpf.Map `ebpf:"cpu_scratch"`
 	FpDport       *ebpf.Map `ebpf:"fp_dport"`
 	FpDst4        *ebpf.Map `ebpf:"fp_dst4"`
 	FpDst6        *ebpf.Map `ebpf:"fp_dst6"`
@@ -355,7 +363,6 @@ type guardMaps struct {
 	RuleDefs      *ebpf.Map `ebpf:"rule_defs"`
 	RuleMeta      *ebpf.Map `ebpf:"rule_meta"`
 	RuleStats     *ebpf.Map `ebpf:"rule_stats"`
-	SampleTick    *ebpf.Map `ebpf:"sample_tick"`
 	Samples       *ebpf.Map `ebpf:"samples"`
 	XdpPass       *ebpf.Map `ebpf:"xdp_pass"`
 }
@@ -365,6 +372,7 @@ func (m *guardMaps) Close() error {
 		m.AddrPrefilter,
 		m.CidrSrc4,
 		m.CidrSrc6,
+		m.CpuScratch,
 		m.FpDport,
 		m.FpDst4,
 		m.FpDst6,
@@ -385,7 +393,6 @@ func (m *guardMaps) Close() error {
 		m.RuleDefs,
 		m.RuleMeta,
 		m.RuleStats,
-		m.SampleTick,
 		m.Samples,
 		m.XdpPass,
 	)

@@ -178,13 +178,13 @@ func BenchmarkXDP(b *testing.B) {
 	}
 	b.Run("xdp-filter/1addr+1port", func(b *testing.B) {
 		prog := loadXDPFilter(b, 1)
-		for _, p := range benchPaths {
+		for _, p := range append(benchPaths, cidrDropPaths()...) {
 			b.Run(p.name, func(b *testing.B) { benchProg(b, prog, p) })
 		}
 	})
 	b.Run("xdp-filter/10000addr+1port", func(b *testing.B) {
 		prog := loadXDPFilter(b, 10_000)
-		for _, p := range benchPaths {
+		for _, p := range append(benchPaths, cidrDropPaths()...) {
 			b.Run(p.name, func(b *testing.B) { benchProg(b, prog, p) })
 		}
 	})
@@ -200,9 +200,11 @@ const (
 
 // loadXDPFilter loads xdp-filter's default-allow program (all features) from xdp-tools and
 // configures it through its maps as `xdp-filter port 53 -m dst -p udp` plus
-// addrs source addresses that never match the bench frames, the drop frames
-// being caught by the port rule (xdp-filter has no conjunctions).
-func loadXDPFilter(b *testing.B, addrs int) *ebpf.Program {
+// addrs IPv4 source addresses and one IPv6 one: the sources of the CIDR drop
+// frames (so that they take xdp-filter's address drop path) and addrs-1 more
+// that never match. The fingerprint drop frames are caught by the port rule
+// (xdp-filter has no conjunctions).
+func loadXDPFilter(b testing.TB, addrs int) *ebpf.Program {
 	b.Helper()
 	spec, err := ebpf.LoadCollectionSpec("/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_alw_all.o")
 	if err != nil {
@@ -228,9 +230,21 @@ func loadXDPFilter(b *testing.B, addrs int) *ebpf.Program {
 	if err := coll.Maps["filter_ports"].Update(uint32(53<<8), val(xfDst|xfUDP), ebpf.UpdateAny); err != nil {
 		b.Fatal(err)
 	}
+	cidr := cidrDropPaths()
+	src := func(f []byte) []byte { // the IP source address of a bench frame
+		if f[12] == 0x86 {
+			return f[14+8 : 14+24]
+		}
+		return f[14+12 : 14+16]
+	}
+	if err := coll.Maps["filter_ipv6"].Update(src(cidr[1].frame), val(xfSrc), ebpf.UpdateAny); err != nil {
+		b.Fatal(err)
+	}
 	for i := range addrs {
-		var a [4]byte
-		binary.BigEndian.PutUint32(a[:], 0x64400000+uint32(i)) // 100.64.x.y
+		a := src(cidr[0].frame)
+		if i > 0 {
+			a = binary.BigEndian.AppendUint32(nil, 0x64000000+uint32(i)) // 100.0.x.y: no bench frame's source
+		}
 		if err := coll.Maps["filter_ipv4"].Update(a, val(xfSrc), ebpf.UpdateAny); err != nil {
 			b.Fatal(err)
 		}
