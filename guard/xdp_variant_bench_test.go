@@ -1,13 +1,16 @@
+//go:build variants
+
+// Built only with -tags variants (make bench, or by hand): a development
+// tool has no place among the tests CI runs.
+
 package guard
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +18,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 )
 
 // TestXDPVariants is a development tool, not a test: it compares XDP
@@ -25,14 +27,11 @@ import (
 // comma-separated list of guard objects built from variants of guard.bpf.c
 // (they reuse the loaded guard's maps by name), e.g.
 //
-//	PS_VARIANTS=/tmp/a.o,/tmp/b.o go test ./guard -run TestXDPVariants -v
+//	PS_VARIANTS=/tmp/a.o,/tmp/b.o go test -tags variants ./guard -run TestXDPVariants -v
 //
 // It always runs the committed guard, xdp-filter and a bare XDP_DROP.
 func TestXDPVariants(t *testing.T) {
-	env, ok := os.LookupEnv("PS_VARIANTS")
-	if !ok {
-		t.Skip("development tool: set PS_VARIANTS (may be empty) to run it")
-	}
+	env := os.Getenv("PS_VARIANTS")
 	g := openTestGuard(t, Config{NoSampling: true, MaxRules: FPSlots + CIDRSlots})
 	if os.Getenv("PS_LOADONLY") != "" {
 		for _, path := range strings.Split(env, ",") {
@@ -116,50 +115,6 @@ func TestXDPVariants(t *testing.T) {
 		}
 		fmt.Println()
 	}
-}
-
-// loadVariant loads a guard object built from a variant of guard.bpf.c with
-// the maps of g (matched by name).
-func loadVariant(tb testing.TB, g *Guard, path string) *ebpf.Program {
-	tb.Helper()
-	spec, err := ebpf.LoadCollectionSpec(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	repl := map[string]*ebpf.Map{}
-	v := reflect.ValueOf(g.objs.Maps()).Elem()
-	for i := range v.NumField() {
-		name := v.Type().Field(i).Tag.Get("ebpf")
-		if _, ok := spec.Maps[name]; ok {
-			repl[name] = v.Field(i).Interface().(*ebpf.Map)
-		}
-	}
-	for name, m := range spec.Maps {
-		if repl[name] == nil {
-			m.Pinning = ebpf.PinNone
-		}
-	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: repl})
-	if err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			tb.Fatalf("load %s: %+v", path, ve)
-		}
-		tb.Fatalf("load %s: %v", path, err)
-	}
-	tb.Cleanup(coll.Close)
-	return coll.Programs["guard_xdp"]
-}
-
-func bareDrop(tb testing.TB) *ebpf.Program {
-	tb.Helper()
-	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpDrop), asm.Return()}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { p.Close() })
-	return p
 }
 
 // profileXDP runs one program on one frame for a few seconds under
