@@ -12,7 +12,7 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 # Tests share one machine: packages run one after another so live traffic tests do not contend for the 2 cores.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 25m
 
-.PHONY: help deps generate check-generate build run test bench lint
+.PHONY: help deps generate check-generate build run test test-kernels bench lint
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,8 +34,11 @@ build: ## build ./packetscope
 run: deps build ## build and run the single-host stack: packetscope run, Prometheus, Alertmanager (root)
 	PACKETSCOPE=$(CURDIR)/$(BINARY) deploy/run-stack.sh $(ARGS)
 
-test: deps check-generate lint ## install test dependencies, run every test (root)
+test: deps check-generate lint test-kernels ## install test dependencies, run every test (root), the kernel matrix too
 	CI=$${CI:-true} $(GO) test $(TEST_FLAGS) ./...
+
+test-kernels: deps ## boot Debian 12's stock 6.1 kernel under qemu and run the live smoke tests inside (root)
+	GO=$(GO) bash scripts/test-kernels.sh
 
 bench: deps build ## performance figures: XDP ns/packet, tracing overhead, time to mitigate each attack
 	bash scripts/bench-guard.sh

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +51,7 @@ type api struct {
 	window    *TrafficWindow
 	tokenHash [sha256.Size]byte
 	hasToken  bool
+	protected func() []netip.Prefix // for the last gate: the window's Protected
 	now       func() time.Time
 }
 
@@ -59,20 +61,29 @@ type api struct {
 //	POST   /api/v1/rules          add a rule (bearer token)
 //	DELETE /api/v1/rules/{id}     remove a rule (bearer token)
 //	GET    /api/v1/traffic        recent traffic: ?window=60s, or ?from=&to= (RFC 3339); &samples=N
+//	                              (bearer token once one is configured: it holds sampled headers)
 //
 // Mutations need "Authorization: Bearer <token>". An empty token disables
 // them (401) rather than leaving them open: an agent that can be told to drop
 // traffic by anyone who reaches its port is a denial-of-service tool.
+//
+// Every rule added passes CheckLastGate against the window's Protected list
+// (the node's addresses, gateways and never-block CIDRs; with no window, only
+// AlwaysProtected): the agent is the last gate whoever calls it.
 func NewAPI(logger *slog.Logger, rules RuleStore, window *TrafficWindow, token string) http.Handler {
 	a := &api{logger: logger, rules: rules, window: window, now: time.Now}
 	if token != "" {
 		a.tokenHash, a.hasToken = sha256.Sum256([]byte(token)), true
 	}
+	a.protected = func() []netip.Prefix { return nil }
+	if window != nil && window.cfg.Protected != nil {
+		a.protected = window.cfg.Protected
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/rules", a.listRules)
 	mux.HandleFunc("POST /api/v1/rules", a.requireToken(a.addRule))
 	mux.HandleFunc("DELETE /api/v1/rules/{id}", a.requireToken(a.deleteRule))
-	mux.HandleFunc("GET /api/v1/traffic", a.traffic)
+	mux.HandleFunc("GET /api/v1/traffic", a.tokenIfConfigured(a.traffic))
 	// Everything else under /api/v1/ gets a JSON error too, like the rest of the API.
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		allow := ""
@@ -94,6 +105,19 @@ func NewAPI(logger *slog.Logger, rules RuleStore, window *TrafficWindow, token s
 	return mux
 }
 
+// tokenIfConfigured guards a sensitive read: open while the agent has no
+// token (nothing to check it against), the bearer token once it has one.
+func (a *api) tokenIfConfigured(next http.HandlerFunc) http.HandlerFunc {
+	guarded := a.requireToken(next)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.hasToken {
+			next(w, r)
+			return
+		}
+		guarded(w, r)
+	}
+}
+
 func (a *api) requireToken(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !a.hasToken {
@@ -112,7 +136,7 @@ func (a *api) requireToken(next http.HandlerFunc) http.HandlerFunc {
 			if ok {
 				msg = "wrong bearer token"
 			}
-			a.logger.Warn("refused rule change", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", msg)
+			a.logger.Warn("refused unauthenticated request", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", msg)
 			writeError(w, http.StatusUnauthorized, msg)
 			return
 		}
@@ -140,6 +164,12 @@ func (a *api) addRule(w http.ResponseWriter, r *http.Request) {
 	}
 	rule, err := rule.ParseRule(body)
 	if err != nil {
+		a.writeStoreError(w, err)
+		return
+	}
+	if err := CheckLastGate(rule, a.protected()); err != nil {
+		a.logger.Warn("rule refused by the last gate", "rule_id", rule.ID, "action", rule.Action,
+			"origin", rule.Origin, "remote", r.RemoteAddr, "err", err)
 		a.writeStoreError(w, err)
 		return
 	}

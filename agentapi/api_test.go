@@ -152,12 +152,12 @@ func TestAPIStatuses(t *testing.T) {
 		{name: "missing ttl", method: "POST", path: "/api/v1/rules", auth: bearer,
 			body: `{"action":"drop","match":{"protocol":"icmp"}}`, status: 400, field: "ttl_seconds"},
 		{name: "unknown field", method: "POST", path: "/api/v1/rules", auth: bearer,
-			body: `{"action":"drop","match":{"sauce":"x"},"ttl_seconds":60}`, status: 400, field: "body", errContains: "sauce"},
+			body: `{"action":"drop","match":{"sauce":"x"},"ttl_seconds":60}`, status: 400, field: "match.sauce", errContains: "unknown field"},
 		{name: "not json", method: "POST", path: "/api/v1/rules", auth: bearer, body: `drop everything`, status: 400, field: "body"},
 		{name: "oversized body", method: "POST", path: "/api/v1/rules", auth: bearer, body: big, status: 413, errContains: "65536"},
 		{name: "duplicate id", method: "POST", path: "/api/v1/rules", auth: bearer,
 			setup:  func(f *apiFixture) { _, _ = f.store.Add(rule.Rule{ID: "dup", Action: rule.ActionDrop, TTLSeconds: 60}) },
-			body:   `{"id":"dup","action":"drop","match":{},"ttl_seconds":60}`,
+			body:   `{"id":"dup","action":"drop","match":{"protocol":"udp"},"ttl_seconds":60}`,
 			status: 409, errContains: "already exists"},
 		{name: "table full", capacity: 1, method: "POST", path: "/api/v1/rules", auth: bearer,
 			setup:  func(f *apiFixture) { _, _ = f.store.Add(rule.Rule{ID: "x", Action: rule.ActionDrop, TTLSeconds: 60}) },
@@ -171,17 +171,20 @@ func TestAPIStatuses(t *testing.T) {
 			}},
 		{name: "delete unknown", method: "DELETE", path: "/api/v1/rules/nope", auth: bearer, status: 404, errContains: "no rule with that id"},
 		{name: "delete without token", method: "DELETE", path: "/api/v1/rules/nope", status: 401},
-		{name: "traffic default", method: "GET", path: "/api/v1/traffic", status: 200},
-		{name: "traffic window", method: "GET", path: "/api/v1/traffic?window=60s&samples=5", status: 200},
-		{name: "traffic from to", method: "GET", path: "/api/v1/traffic?from=" + url.QueryEscape(time.Now().Add(-time.Minute).Format(time.RFC3339)) + "&to=" + url.QueryEscape(time.Now().Format(time.RFC3339)), status: 200},
-		{name: "traffic bad window", method: "GET", path: "/api/v1/traffic?window=sixty", status: 400, errContains: "window"},
-		{name: "traffic negative window", method: "GET", path: "/api/v1/traffic?window=-5s", status: 400, errContains: "window"},
-		{name: "traffic huge window", method: "GET", path: "/api/v1/traffic?window=1000h", status: 400, errContains: "window"},
-		{name: "traffic window and from", method: "GET", path: "/api/v1/traffic?window=60s&from=2026-01-01T00:00:00Z", status: 400, errContains: "not both"},
-		{name: "traffic bad from", method: "GET", path: "/api/v1/traffic?from=yesterday", status: 400, errContains: "from"},
-		{name: "traffic to before from", method: "GET", path: "/api/v1/traffic?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", status: 400, errContains: "before"},
-		{name: "traffic to alone", method: "GET", path: "/api/v1/traffic?to=2026-01-02T00:00:00Z", status: 400},
-		{name: "traffic bad samples", method: "GET", path: "/api/v1/traffic?samples=-1", status: 400, errContains: "samples"},
+		{name: "traffic default", method: "GET", path: "/api/v1/traffic", auth: bearer, status: 200},
+		{name: "traffic window", method: "GET", path: "/api/v1/traffic?window=60s&samples=5", auth: bearer, status: 200},
+		{name: "traffic from to", method: "GET", path: "/api/v1/traffic?from=" + url.QueryEscape(time.Now().Add(-time.Minute).Format(time.RFC3339)) + "&to=" + url.QueryEscape(time.Now().Format(time.RFC3339)), auth: bearer, status: 200},
+		{name: "traffic bad window", method: "GET", path: "/api/v1/traffic?window=sixty", auth: bearer, status: 400, errContains: "window"},
+		{name: "traffic negative window", method: "GET", path: "/api/v1/traffic?window=-5s", auth: bearer, status: 400, errContains: "window"},
+		{name: "traffic huge window", method: "GET", path: "/api/v1/traffic?window=1000h", auth: bearer, status: 400, errContains: "window"},
+		{name: "traffic window and from", method: "GET", path: "/api/v1/traffic?window=60s&from=2026-01-01T00:00:00Z", auth: bearer, status: 400, errContains: "not both"},
+		{name: "traffic bad from", method: "GET", path: "/api/v1/traffic?from=yesterday", auth: bearer, status: 400, errContains: "from"},
+		{name: "traffic to before from", method: "GET", path: "/api/v1/traffic?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", auth: bearer, status: 400, errContains: "before"},
+		{name: "traffic to alone", method: "GET", path: "/api/v1/traffic?to=2026-01-02T00:00:00Z", auth: bearer, status: 400},
+		{name: "traffic bad samples", method: "GET", path: "/api/v1/traffic?samples=-1", auth: bearer, status: 400, errContains: "samples"},
+		{name: "traffic without token", method: "GET", path: "/api/v1/traffic", status: 401, errContains: "missing bearer token"},
+		{name: "traffic wrong token", method: "GET", path: "/api/v1/traffic?window=60s", auth: "Bearer nope", status: 401, errContains: "wrong bearer token"},
+		{name: "traffic open while no token is configured", token: "-", method: "GET", path: "/api/v1/traffic", status: 200},
 		{name: "unknown endpoint", method: "GET", path: "/api/v1/nothing", status: 404},
 		{name: "wrong method", method: "PUT", path: "/api/v1/rules", status: 405, errContains: "GET, POST"},
 		{name: "wrong method on id", method: "GET", path: "/api/v1/rules/r1", status: 405, errContains: "DELETE"},
@@ -269,7 +272,7 @@ func TestAPIEmptyListIsArray(t *testing.T) {
 
 func TestAPITraffic(t *testing.T) {
 	f := newAPIFixture(t, testToken, 10)
-	resp, data := f.do(t, "GET", "/api/v1/traffic?window=20s&samples=3", "", "")
+	resp, data := f.do(t, "GET", "/api/v1/traffic?window=20s&samples=3", "Bearer "+testToken, "")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, data)
 	}
@@ -294,7 +297,7 @@ func TestAPITraffic(t *testing.T) {
 	for range MaxReportSamples + 10 {
 		f.window.Add(tcpSample(time.Now(), "198.51.100.2", 80, rule.FlagSYN))
 	}
-	_, data = f.do(t, "GET", "/api/v1/traffic?samples=999999", "", "")
+	_, data = f.do(t, "GET", "/api/v1/traffic?samples=999999", "Bearer "+testToken, "")
 	if err := json.Unmarshal(data, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +324,7 @@ func TestAPIConcurrentWriters(t *testing.T) {
 		wg.Go(func() {
 			for i := range 40 {
 				r := rule.Rule{ID: fmt.Sprintf("g%d-%d", g, i), Action: rule.ActionDrop, TTLSeconds: 60,
-					Match: rule.Match{Src: fmt.Sprintf("10.203.%d.%d/32", g, i)}}
+					Match: rule.Match{Src: fmt.Sprintf("10.204.%d.%d/32", g, i)}}
 				_, err := c.AddRule(t.Context(), r)
 				if ae, ok := AsAPIError(err); ok && ae.Status == http.StatusInsufficientStorage {
 					mu.Lock()
@@ -384,7 +387,9 @@ func TestAPIConcurrentWriters(t *testing.T) {
 func TestAPITrafficWithoutWindow(t *testing.T) {
 	h := NewAPI(quietLogger, newMemStore(1), nil, testToken)
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/traffic", nil))
+	req := httptest.NewRequest("GET", "/api/v1/traffic", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "not running") {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}

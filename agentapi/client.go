@@ -45,7 +45,7 @@ type Client struct {
 const maxResponseBytes = 64 << 20
 
 // NewClient returns a client for the agent at baseURL (e.g.
-// http://127.0.0.1:9436). token is sent on mutating calls; hc nil means a
+// http://127.0.0.1:9436). token is sent on every call (mutations and traffic reads need it); hc nil means a
 // client with a 30 s timeout. A malformed baseURL makes every call fail with
 // the reason.
 func NewClient(baseURL, token string, hc *http.Client) *Client {
@@ -130,7 +130,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if method != http.MethodGet && c.token != "" {
+	// Every call carries the token: mutations need it, and so do the
+	// sensitive reads (traffic) once the agent has one.
+	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)

@@ -68,6 +68,12 @@ func TestClientRoundTrip(t *testing.T) {
 		t.Fatalf("sample %+v did not survive the round trip", rep.Samples[3])
 	}
 
+	// Traffic is a sensitive read: the token goes with it, and a wrong one is refused.
+	_, err = NewClient(srv.URL, "wrong", nil).Traffic(ctx, now.Add(-30*time.Second), now, 4)
+	if ae, ok := AsAPIError(err); !ok || ae.Status != 401 {
+		t.Fatalf("traffic with a wrong token: %v", err)
+	}
+
 	// An agent that is not there is not an *APIError: the responder retries those.
 	srv.Close()
 	_, err = c.ListRules(ctx)

@@ -54,7 +54,7 @@ var TopFields = []string{
 
 // Window defaults and limits.
 const (
-	DefaultWindowMaxSamples = 100_000
+	DefaultWindowMaxSamples = 200_000
 	DefaultWindowMaxAge     = 10 * time.Minute
 	DefaultTopK             = 10
 	MaxTopK                 = 100

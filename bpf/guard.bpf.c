@@ -24,6 +24,12 @@ char __license[] SEC("license") = "Dual BSD/GPL";
  * from Go while the agent traces; not pinned, a new program starts off. */
 volatile __u32 trace_xdp = 0;
 
+/* Maps that hold rules and counters are pinned by name (LIBBPF_PIN_BY_NAME)
+ * under the agent's --bpf.pin-path: they outlive the agent so that rules stay
+ * in force across restarts and a new agent adopts them. Scratch maps (runtime
+ * configuration, the sampling tick, the samples ring, the pass record) belong
+ * to one loaded program and are not pinned. */
+
 /* Runtime configuration (one entry). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -35,6 +41,7 @@ struct {
 /* Rules allowed by (family, fragment kind, has_l4, protocol). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_META_ENTRIES);
 	__type(key, __u32);
 	__type(value, struct guard_bitmap);
@@ -43,6 +50,7 @@ struct {
 /* Rules allowed by the TCP flags byte (0 when not TCP). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 256);
 	__type(key, __u32);
 	__type(value, struct guard_bitmap);
@@ -51,6 +59,7 @@ struct {
 /* Rules allowed by the ICMP type (0 when not ICMP). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 256);
 	__type(key, __u32);
 	__type(value, struct guard_bitmap);
@@ -59,6 +68,7 @@ struct {
 /* Rules allowed by the TTL / hop limit. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 256);
 	__type(key, __u32);
 	__type(value, struct guard_bitmap);
@@ -68,6 +78,7 @@ struct {
  * open are in fp_wild, so adding an open rule writes one entry, not 65536. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct guard_bitmap);
@@ -75,6 +86,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct guard_bitmap);
@@ -82,6 +94,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct guard_bitmap);
@@ -89,6 +102,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct guard_bitmap);
@@ -100,6 +114,7 @@ struct {
  * look like a candidate. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 4 * GUARD_META_ENTRIES);
 	__type(key, __u32);
 	__type(value, struct guard_bitmap);
@@ -109,6 +124,7 @@ struct {
  * (WILD_SRC4..WILD_DST6); WILD_ACTIVE is the set of rules in force. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, WILD_COUNT);
 	__type(key, __u32);
 	__type(value, struct guard_bitmap);
@@ -122,6 +138,7 @@ struct {
  * places each entry within GUARD_OA_PROBES slots of pf_hash's home slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_OA_SLOTS);
 	__type(key, __u32);
 	__type(value, struct guard_addr4_entry);
@@ -129,6 +146,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_OA_SLOTS);
 	__type(key, __u32);
 	__type(value, struct guard_addr6_entry);
@@ -136,6 +154,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_OA_SLOTS);
 	__type(key, __u32);
 	__type(value, struct guard_addr4_entry);
@@ -143,6 +162,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_OA_SLOTS);
 	__type(key, __u32);
 	__type(value, struct guard_addr6_entry);
@@ -152,6 +172,7 @@ struct {
  * slot among the CIDR rules whose prefix contains this one. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_CIDR_RULES);
 	__type(key, struct guard_key4);
 	__type(value, __u32);
@@ -159,6 +180,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_CIDR_RULES);
 	__type(key, struct guard_key6);
 	__type(value, __u32);
@@ -171,6 +193,7 @@ struct {
  * hashing to it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_PREFILTER_WORDS);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -179,6 +202,7 @@ struct {
 /* Verdict parameters by slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_SLOTS);
 	__type(key, __u32);
 	__type(value, struct guard_rule_meta);
@@ -187,6 +211,7 @@ struct {
 /* Token buckets of rate_limit rules by slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_SLOTS);
 	__type(key, __u32);
 	__type(value, struct guard_bucket);
@@ -203,6 +228,7 @@ struct {
 /* Hit counters by slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_SLOTS);
 	__type(key, __u32);
 	__type(value, struct guard_rule_stats);
@@ -212,6 +238,7 @@ struct {
  * costs nothing, a hash lookup a third of the budget. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, GUARD_IFACE_SLOTS);
 	__type(key, __u32);
 	__type(value, struct guard_iface_stats);
@@ -236,6 +263,7 @@ struct {
  * adopts it. Only the agent reads it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 2 * GUARD_SLOTS);
 	__type(key, struct guard_def_key);
@@ -246,6 +274,8 @@ struct {
 struct guard_sample *unused_sample __attribute__((unused));
 enum guard_verdict unused_verdict __attribute__((unused));
 enum guard_wild unused_wild __attribute__((unused));
+enum guard_limits unused_limits __attribute__((unused));
+enum guard_oa_flags unused_oa_flags __attribute__((unused));
 
 struct pkt {
 	__u8 family, protocol, ttl, frag, has_l4, tcp_flags, icmp_type;

@@ -19,15 +19,17 @@ type (
 	GuardMaps       = guardMaps
 )
 
-// Sizes fixed at compile time in guard.h.
+// Sizes fixed at compile time in guard.h (enum guard_limits). Untyped, so
+// they mix with any integer type; guardLimitsAgree below fails the build if
+// guard.h changes and these do not.
 const (
-	GuardFPRules     = 1024   // GUARD_FP_RULES: fingerprint rules (bitmap width)
-	GuardCIDRRules   = 131072 // GUARD_CIDR_RULES: source-CIDR-only rules
-	GuardFPPlens     = 8      // GUARD_FP_PLENS
-	GuardCIDRPlens   = 16     // GUARD_CIDR_PLENS
-	GuardDefChunkLen = 248    // GUARD_DEF_CHUNK
-	GuardIfaceSlots  = 4096   // GUARD_IFACE_SLOTS
-	// GUARD_PREFILTER_SHIFT: the address prefilter has 2^this u64 words.
+	GuardFPRules     = 1024   // fingerprint rules (bitmap width)
+	GuardCIDRRules   = 131072 // source-CIDR-only rules
+	GuardFPPlens     = 8
+	GuardCIDRPlens   = 16
+	GuardDefChunkLen = 248
+	GuardIfaceSlots  = 4096
+	// The address prefilter has 2^GuardPrefilterShift u64 words.
 	GuardPrefilterShift = 18
 )
 
@@ -68,8 +70,27 @@ type (
 )
 
 const (
-	GuardOAShift  = 13 // GUARD_OA_SHIFT
-	GuardOAProbes = 8  // GUARD_OA_PROBES
-	GuardOAUsed   = 1  // OA_USED
-	GuardOAValid  = 2  // OA_VALID
+	GuardOAShift  = 13
+	GuardOAProbes = 8
+	GuardOAUsed   = 1
+	GuardOAValid  = 2
 )
+
+// guardLimitsAgree does not compile unless every constant above equals the
+// value bpf2go read from guard.bpf.o's BTF: an index is out of range for any
+// difference but zero.
+var guardLimitsAgree = [...]struct{}{
+	[1]struct{}{}[GuardFPRules-int(guardGuardLimitsGUARD_FP_RULES)],
+	[1]struct{}{}[GuardCIDRRules-int(guardGuardLimitsGUARD_CIDR_RULES)],
+	[1]struct{}{}[GuardFPPlens-int(guardGuardLimitsGUARD_FP_PLENS)],
+	[1]struct{}{}[GuardCIDRPlens-int(guardGuardLimitsGUARD_CIDR_PLENS)],
+	[1]struct{}{}[GuardDefChunkLen-int(guardGuardLimitsGUARD_DEF_CHUNK)],
+	[1]struct{}{}[GuardIfaceSlots-int(guardGuardLimitsGUARD_IFACE_SLOTS)],
+	[1]struct{}{}[GuardPrefilterShift-int(guardGuardLimitsGUARD_PREFILTER_SHIFT)],
+	[1]struct{}{}[GuardOAShift-int(guardGuardLimitsGUARD_OA_SHIFT)],
+	[1]struct{}{}[GuardOAProbes-int(guardGuardLimitsGUARD_OA_PROBES)],
+	[1]struct{}{}[GuardOAUsed-int(guardGuardOaFlagsOA_USED)],
+	[1]struct{}{}[GuardOAValid-int(guardGuardOaFlagsOA_VALID)],
+}
+
+var _ = guardLimitsAgree

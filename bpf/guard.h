@@ -2,16 +2,30 @@
 /* Types the XDP guard shares with Go (bpf2go -type). */
 #pragma once
 
-#define GUARD_FP_RULES 1024 /* fingerprint rules: width of the rule bitmaps */
+/* Sizes fixed at compile time. An enum, not macros, so that they reach BTF:
+ * Go reads them from the generated bindings instead of keeping copies. */
+enum guard_limits {
+	GUARD_FP_RULES = 1024,     /* fingerprint rules: width of the rule bitmaps */
+	GUARD_CIDR_RULES = 131072, /* source-CIDR-only rules, slots after the fingerprint ones */
+	GUARD_FP_PLENS = 8,        /* distinct prefix lengths per fingerprint address field */
+	GUARD_CIDR_PLENS = 16,     /* distinct prefix lengths per family for CIDR rules */
+	GUARD_IFACE_SLOTS = 4096,  /* iface_stats entries: ifindex modulo this */
+	GUARD_PREFILTER_SHIFT = 18, /* 2^18 u64 words: 2^24 bits, 2 MiB */
+	GUARD_DEF_CHUNK = 248,     /* bytes of a rule definition per rule_defs entry */
+	GUARD_OA_SHIFT = 13,       /* fingerprint address tables: 2^13 slots for at most 1024 entries */
+	GUARD_OA_PROBES = 8,       /* an entry sits within this many slots of its home */
+};
+
+/* Flags of an open-addressing table slot (guard_addr4_entry.flags). */
+enum guard_oa_flags {
+	OA_USED = 1,  /* slot holds or held an entry: probing goes on past it */
+	OA_VALID = 2, /* slot holds a live entry */
+};
+
 #define GUARD_FP_WORDS (GUARD_FP_RULES / 64)
-#define GUARD_CIDR_RULES 131072 /* source-CIDR-only rules, slots after the fingerprint ones */
 #define GUARD_SLOTS (GUARD_FP_RULES + GUARD_CIDR_RULES)
-#define GUARD_FP_PLENS 8    /* distinct prefix lengths per fingerprint address field */
-#define GUARD_CIDR_PLENS 16 /* distinct prefix lengths per family for CIDR rules */
 #define GUARD_META_ENTRIES (2 * 3 * 2 * 256) /* family x fragment kind x has_l4 x protocol */
 #define GUARD_MAX_IPV6_EXT 6
-#define GUARD_IFACE_SLOTS 4096
-#define GUARD_PREFILTER_SHIFT 18 /* 2^18 u64 words: 2^24 bits, 2 MiB */
 #define GUARD_PREFILTER_WORDS (1 << GUARD_PREFILTER_SHIFT)
 
 /* Tables of the address prefilter (pf_hash). */
@@ -22,7 +36,7 @@ enum guard_pf_table {
 	PF_FP_SRC6,
 	PF_FP_DST6,
 	PF_CIDR6,
-}; /* iface_stats entries: ifindex modulo this */
+};
 
 /* Fields of fp_wild_class (0-3) and indexes of fp_wild (4-8): bitmaps of
  * rules that do not constrain a field. */
@@ -142,15 +156,9 @@ struct guard_iface_stats {
 	__u64 samples_lost; /* ring buffer full */
 };
 
-/* A sampled packet header (ring buffer record). */
-/* The last packet the guard passed on a CPU, for the stack's packet-path
- * traces: the stack matches it with the skb the driver builds around the
- * same buffer right after, on the same CPU. */
-struct guard_xdp_pass {
-	__u64 data; /* low 32 bits of the frame's address (xdp_md->data) + 1; 0 = none */
-	__u64 ts;   /* bpf_ktime_get_ns() when the guard started on the frame */
-};
+#include "xdp_pass.h" /* struct guard_xdp_pass */
 
+/* A sampled packet header (ring buffer record). */
 struct guard_sample {
 	__u64 time_ns; /* CLOCK_MONOTONIC (coarse, tick resolution) */
 	__u32 ifindex;
@@ -162,7 +170,6 @@ struct guard_sample {
 	__u8 dst[16];
 };
 
-#define GUARD_DEF_CHUNK 248
 
 /* Key of a rule definition chunk. */
 struct guard_def_key {
@@ -175,11 +182,7 @@ struct guard_def_chunk {
 	__u8 data[GUARD_DEF_CHUNK];
 };
 
-#define GUARD_OA_SHIFT 13 /* fingerprint address tables: 2^13 slots for at most 1024 entries */
 #define GUARD_OA_SLOTS (1 << GUARD_OA_SHIFT)
-#define GUARD_OA_PROBES 8
-#define OA_USED 1  /* slot holds or held an entry: probing goes on past it */
-#define OA_VALID 2 /* slot holds a live entry */
 
 /* A slot of an IPv4 fingerprint address table. */
 struct guard_addr4_entry {

@@ -96,6 +96,27 @@ type guardGuardKey6 struct {
 	Addr [4]uint32
 }
 
+type guardGuardLimits uint32
+
+const (
+	guardGuardLimitsGUARD_FP_RULES        guardGuardLimits = 1024
+	guardGuardLimitsGUARD_CIDR_RULES      guardGuardLimits = 131072
+	guardGuardLimitsGUARD_FP_PLENS        guardGuardLimits = 8
+	guardGuardLimitsGUARD_CIDR_PLENS      guardGuardLimits = 16
+	guardGuardLimitsGUARD_IFACE_SLOTS     guardGuardLimits = 4096
+	guardGuardLimitsGUARD_PREFILTER_SHIFT guardGuardLimits = 18
+	guardGuardLimitsGUARD_DEF_CHUNK       guardGuardLimits = 248
+	guardGuardLimitsGUARD_OA_SHIFT        guardGuardLimits = 13
+	guardGuardLimitsGUARD_OA_PROBES       guardGuardLimits = 8
+)
+
+type guardGuardOaFlags uint32
+
+const (
+	guardGuardOaFlagsOA_USED  guardGuardOaFlags = 1
+	guardGuardOaFlagsOA_VALID guardGuardOaFlags = 2
+)
+
 type guardGuardRuleMeta struct {
 	_         structs.HostLayout
 	ExpiresNs uint64
@@ -195,6 +216,8 @@ const (
 	guardMapXdpPass       = "xdp_pass"
 	guardProgGuardXdp     = "guard_xdp"
 	guardVarTraceXdp      = "trace_xdp"
+	guardVarUnusedLimits  = "unused_limits"
+	guardVarUnusedOaFlags = "unused_oa_flags"
 	guardVarUnusedSample  = "unused_sample"
 	guardVarUnusedVerdict = "unused_verdict"
 	guardVarUnusedWild    = "unused_wild"
@@ -282,6 +305,8 @@ type guardMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardVariableSpecs struct {
 	TraceXdp      *ebpf.VariableSpec `ebpf:"trace_xdp"`
+	UnusedLimits  *ebpf.VariableSpec `ebpf:"unused_limits"`
+	UnusedOaFlags *ebpf.VariableSpec `ebpf:"unused_oa_flags"`
 	UnusedSample  *ebpf.VariableSpec `ebpf:"unused_sample"`
 	UnusedVerdict *ebpf.VariableSpec `ebpf:"unused_verdict"`
 	UnusedWild    *ebpf.VariableSpec `ebpf:"unused_wild"`
@@ -371,6 +396,8 @@ func (m *guardMaps) Close() error {
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardVariables struct {
 	TraceXdp      *ebpf.Variable `ebpf:"trace_xdp"`
+	UnusedLimits  *ebpf.Variable `ebpf:"unused_limits"`
+	UnusedOaFlags *ebpf.Variable `ebpf:"unused_oa_flags"`
 	UnusedSample  *ebpf.Variable `ebpf:"unused_sample"`
 	UnusedVerdict *ebpf.Variable `ebpf:"unused_verdict"`
 	UnusedWild    *ebpf.Variable `ebpf:"unused_wild"`

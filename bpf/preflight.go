@@ -17,6 +17,21 @@ const (
 	BTFPath     = "/sys/kernel/btf/vmlinux"
 )
 
+// MinKernel is the oldest Linux the agent runs on (major, minor): 6.1 LTS,
+// Debian 12's kernel, proven under qemu by make test-kernels.
+var MinKernel = [2]int{6, 1}
+
+// releaseAtLeast reports whether a release such as "6.1.0-57-cloud-amd64"
+// is at least version; a release it cannot parse passes (the loader then
+// says what is missing).
+func releaseAtLeast(release string, version [2]int) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return true
+	}
+	return major > version[0] || major == version[0] && minor >= version[1]
+}
+
 // Preflight checks what loading PacketScope's programs needs and mounts bpffs
 // and tracefs when they are missing. Each error is one sentence saying what is
 // wrong and what to do, fit to print to a user as is.
@@ -24,8 +39,11 @@ func Preflight() error {
 	if os.Geteuid() != 0 && !hasCaps() {
 		return errors.New("packetscope needs root or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_RESOURCE: run it with sudo or grant those capabilities")
 	}
+	if release := KernelRelease(); !releaseAtLeast(release, MinKernel) {
+		return fmt.Errorf("packetscope needs Linux %d.%d or later and this is Linux %s: run it on a newer kernel (see README.md, Kernels)", MinKernel[0], MinKernel[1], release)
+	}
 	if _, err := os.Stat(BTFPath); err != nil {
-		return fmt.Errorf("the kernel exposes no BTF at %s: use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8 or later; most distribution kernels are)", BTFPath)
+		return fmt.Errorf("the kernel exposes no BTF at %s: use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels are)", BTFPath)
 	}
 	if err := EnsureFilesystems(); err != nil {
 		return err

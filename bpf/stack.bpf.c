@@ -21,6 +21,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include "xdp_pass.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -56,6 +57,16 @@ volatile const __u64 trace_slow_ns = 1000000;
 // second (~1.07 s windows): a drop flood must not flood user space. The
 // excess is counted in lost_events[LOST_TRACE_RATE].
 volatile const __u32 trace_tail_budget = 20;
+// Whether the kernel has the kfuncs bpf_rdonly_cast and bpf_cast_to_kern_ctx
+// (Linux 6.2): plain loads through a cast pointer, where older kernels need a
+// helper call per read. Set from Go from the kernel's BTF; the verifier drops
+// the branch not taken, so each kernel runs one variant at no cost.
+volatile const __u32 have_kfuncs = 0;
+// Whether the netfilter boundaries are attached (BPF netfilter links, Linux
+// 6.4). Without them tx samples start at net:net_dev_queue, so the stages
+// that do not touch the IP layer (rx backlog, tx qdisc and driver) are still
+// observed. Set from Go.
+volatile const __u32 have_netfilter = 1;
 
 enum direction {
 	DIRECTION_RX = 0,
@@ -73,7 +84,7 @@ enum protocol {
 
 // Points where a sampled skb is timestamped, in path order per direction; a
 // stage is the time between two consecutive boundaries.
-enum boundary {
+enum stage_boundary {
 	BOUNDARY_RX_ENTRY = 0,         // net:netif_rx, net:napi_gro_receive_entry, ... (the device hands the skb over)
 	BOUNDARY_RX_NETIF_RECEIVE = 1, // net:netif_receive_skb
 	BOUNDARY_RX_PRE_ROUTING = 2,   // netfilter PRE_ROUTING (first priority)
@@ -115,17 +126,30 @@ enum lost_cause {
 	LOST_COUNT = 3,
 };
 
-// Trace points: the boundaries (enum boundary) plus the socket enqueue and
+// Trace points: the boundaries (enum stage_boundary) plus the socket enqueue and
 // the XDP guard.
-#define TRACE_POINT_QUEUED 10 // sock:sk_data_ready after LOCAL_IN on the same CPU
-#define TRACE_POINT_XDP 11    // the XDP guard started on the frame (xdp_pass)
-#define TRACE_POINTS 12
+enum trace_point {
+	TRACE_POINT_QUEUED = 10, // sock:sk_data_ready after LOCAL_IN on the same CPU
+	TRACE_POINT_XDP = 11,    // the XDP guard started on the frame (xdp_pass)
+	TRACE_POINTS = 12,
+};
 
 enum trace_end {
 	TRACE_END_DONE = 1,   // delivered (copied/consumed) or transmitted
 	TRACE_END_DROP = 2,   // skb:kfree_skb
 	TRACE_END_QUEUED = 3, // queued to a socket (UDP/ICMP: no later tracepoint)
 };
+
+// Enums only Go reads (bpf2go -type): referenced here so they reach BTF, and
+// bpf/stack.go takes its constants from the generated ones.
+enum direction unused_direction __attribute__((unused));
+enum protocol unused_protocol __attribute__((unused));
+enum stage_boundary unused_boundary __attribute__((unused));
+enum stage unused_stage __attribute__((unused));
+enum tcp_event unused_tcp_event __attribute__((unused));
+enum lost_cause unused_lost_cause __attribute__((unused));
+enum trace_point unused_trace_point __attribute__((unused));
+enum trace_end unused_trace_end __attribute__((unused));
 
 // A packet's identity: what both ends see of it.
 struct trace_flow {
@@ -179,7 +203,7 @@ struct drop_key {
 struct latency_sample {
 	__u64 skb;      // skb_id() of the sampled skb; 0 = free slot
 	__u64 ts;       // bpf_ktime_get_ns() at the last boundary
-	__u32 boundary; // enum boundary last passed
+	__u32 boundary; // enum stage_boundary last passed
 	__u32 traced;   // the slot's traces entry follows this skb
 };
 
@@ -309,18 +333,13 @@ struct {
 } trace_rx_current SEC(".maps");
 
 // The last frame the XDP guard passed on each CPU: the guard's map
-// (struct guard_xdp_pass in guard.h), shared when the agent runs both; an
+// (struct guard_xdp_pass in xdp_pass.h), shared when the agent runs both; an
 // empty map of the stack's own otherwise.
-struct xdp_pass_record {
-	__u64 data; // low 32 bits of the frame's address + 1; 0 = none
-	__u64 ts;   // bpf_ktime_get_ns() when the guard started on the frame
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32); // always 0
-	__type(value, struct xdp_pass_record);
+	__type(value, struct guard_xdp_pass);
 } xdp_pass SEC(".maps");
 
 // Per-CPU use of trace_tail_budget.
@@ -381,7 +400,9 @@ struct {
 // bpf_rdonly_cast turns an address into a read-only pointer of a kernel
 // type: loads through it are plain loads the kernel guards with an exception
 // table entry, much cheaper than a bpf_probe_read_kernel call per packet.
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+// Weak: on kernels before 6.2 the loader poisons the (dead) calls instead of
+// failing, and have_kfuncs selects bpf_probe_read_kernel.
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
 static __always_inline bool netns_match(const struct net *net)
 {
@@ -417,25 +438,9 @@ static __always_inline void count_lost(__u32 cause)
 		*v += 1;
 }
 
-// classify names the L4 protocol of the packet whose L3 header is at l3.
-static __always_inline __u8 classify(__u16 eth_proto_be, const unsigned char *l3)
+// protocol_of names an IP protocol number.
+static __always_inline __u8 protocol_of(__u8 l4)
 {
-	__u16 eth_proto = bpf_ntohs(eth_proto_be);
-	__u8 l4;
-
-	if (eth_proto == ETH_P_ARP)
-		return PROTOCOL_ARP;
-	if (!l3)
-		return PROTOCOL_OTHER;
-	if (eth_proto == ETH_P_IP) {
-		const struct iphdr *ip = bpf_rdonly_cast(l3, bpf_core_type_id_kernel(struct iphdr));
-		l4 = ip->protocol;
-	} else if (eth_proto == ETH_P_IPV6) {
-		const struct ipv6hdr *ip6 = bpf_rdonly_cast(l3, bpf_core_type_id_kernel(struct ipv6hdr));
-		l4 = ip6->nexthdr;
-	} else {
-		return PROTOCOL_OTHER;
-	}
 	switch (l4) {
 	case IPPROTO_TCP:
 		return PROTOCOL_TCP;
@@ -447,6 +452,36 @@ static __always_inline __u8 classify(__u16 eth_proto_be, const unsigned char *l3
 		return PROTOCOL_ICMPV6;
 	}
 	return PROTOCOL_OTHER;
+}
+
+// classify names the L4 protocol of the packet whose L3 header is at l3.
+static __always_inline __u8 classify(__u16 eth_proto_be, const unsigned char *l3)
+{
+	__u16 eth_proto = bpf_ntohs(eth_proto_be);
+	__u8 l4;
+
+	if (eth_proto == ETH_P_ARP)
+		return PROTOCOL_ARP;
+	if (!l3)
+		return PROTOCOL_OTHER;
+	if (eth_proto == ETH_P_IP) {
+		if (have_kfuncs) {
+			const struct iphdr *ip = bpf_rdonly_cast(l3, bpf_core_type_id_kernel(struct iphdr));
+			l4 = ip->protocol;
+		} else if (bpf_probe_read_kernel(&l4, sizeof(l4), l3 + offsetof(struct iphdr, protocol))) {
+			return PROTOCOL_OTHER;
+		}
+	} else if (eth_proto == ETH_P_IPV6) {
+		if (have_kfuncs) {
+			const struct ipv6hdr *ip6 = bpf_rdonly_cast(l3, bpf_core_type_id_kernel(struct ipv6hdr));
+			l4 = ip6->nexthdr;
+		} else if (bpf_probe_read_kernel(&l4, sizeof(l4), l3 + offsetof(struct ipv6hdr, nexthdr))) {
+			return PROTOCOL_OTHER;
+		}
+	} else {
+		return PROTOCOL_OTHER;
+	}
+	return protocol_of(l4);
 }
 
 // network_header returns the skb's L3 header, or NULL when it is not set.
@@ -466,9 +501,16 @@ static __always_inline __u64 wire_packets(const struct sk_buff *skb, const struc
 	if (len <= dev->mtu + dev->hard_header_len)
 		return 1;
 	__u64 end = skb->end;
-	const struct skb_shared_info *shinfo =
-		bpf_rdonly_cast(skb->head + end, bpf_core_type_id_kernel(struct skb_shared_info));
-	__u16 segs = shinfo->gso_segs;
+	__u16 segs;
+	if (have_kfuncs) {
+		const struct skb_shared_info *shinfo =
+			bpf_rdonly_cast(skb->head + end, bpf_core_type_id_kernel(struct skb_shared_info));
+		segs = shinfo->gso_segs;
+	} else {
+		const struct skb_shared_info *shinfo = (const void *)(skb->head + end);
+		if (bpf_core_read(&segs, sizeof(segs), &shinfo->gso_segs))
+			return 1;
+	}
 	return segs ? segs : 1;
 }
 
@@ -744,7 +786,7 @@ static __always_inline void trace_emit(struct trace_record *tr, __u8 end, __u32 
 static __always_inline void trace_xdp_pass(const struct sk_buff *skb, struct trace_record *tr, __u64 now)
 {
 	__u32 zero = 0;
-	struct xdp_pass_record *xp = bpf_map_lookup_elem(&xdp_pass, &zero);
+	struct guard_xdp_pass *xp = bpf_map_lookup_elem(&xdp_pass, &zero);
 	if (!xp || !xp->data)
 		return;
 	__u32 head;
@@ -979,7 +1021,10 @@ int BPF_PROG(netif_receive_skb, struct sk_buff *skb)
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(net_dev_queue, struct sk_buff *skb)
 {
-	sample_pass(skb, BOUNDARY_TX_QUEUE, STAGE_TX_NEIGH, false);
+	if (have_netfilter)
+		sample_pass(skb, BOUNDARY_TX_QUEUE, STAGE_TX_NEIGH, false);
+	else if (dev_in_scope(skb->dev))
+		sample_start(skb, BOUNDARY_TX_QUEUE, network_header(skb));
 	return 0;
 }
 
@@ -991,34 +1036,54 @@ int BPF_PROG(net_dev_start_xmit, const struct sk_buff *skb, const struct net_dev
 }
 
 // bpf_cast_to_kern_ctx gives a tc program the kernel's sk_buff behind its
-// __sk_buff.
-extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+// __sk_buff. Weak, as bpf_rdonly_cast (Linux 6.2).
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
 // count_skb counts a packet a device of the observed namespace receives or
-// sends. The link-layer header is in the skb at both TCX hooks.
+// sends. The link-layer header is in the skb at both tc hooks.
 static __always_inline void count_skb(struct __sk_buff *ctx, __u8 direction)
 {
-	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
-	const struct net_device *dev = skb->dev;
-	if (!dev)
+	if (have_kfuncs) {
+		struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+		const struct net_device *dev = skb->dev;
+		if (!dev)
+			return;
+		__u32 len = skb->len;
+		count_traffic(dev->ifindex, direction, classify(skb->protocol, network_header(skb)),
+			      wire_packets(skb, dev, len), len);
 		return;
-	__u32 len = skb->len;
-	count_traffic(dev->ifindex, direction, classify(skb->protocol, network_header(skb)),
-		      wire_packets(skb, dev, len), len);
+	}
+	// Before 6.2: the same figures through the __sk_buff context and a
+	// load relative to the network header (which the kfunc path reads
+	// from the kernel's sk_buff directly).
+	__u16 eth_proto = bpf_ntohs(ctx->protocol);
+	__u8 protocol = PROTOCOL_OTHER, l4;
+	if (eth_proto == ETH_P_ARP)
+		protocol = PROTOCOL_ARP;
+	else if (eth_proto == ETH_P_IP &&
+		 !bpf_skb_load_bytes_relative(ctx, offsetof(struct iphdr, protocol), &l4, 1, BPF_HDR_START_NET))
+		protocol = protocol_of(l4);
+	else if (eth_proto == ETH_P_IPV6 &&
+		 !bpf_skb_load_bytes_relative(ctx, offsetof(struct ipv6hdr, nexthdr), &l4, 1, BPF_HDR_START_NET))
+		protocol = protocol_of(l4);
+	__u32 segs = ctx->gso_segs;
+	count_traffic(ctx->ifindex, direction, protocol, segs ? segs : 1, ctx->len);
 }
 
-// The traffic counters run on the TCX hooks of the observed namespace's
-// devices (attached per device from Go), so other namespaces' packets do
-// not pay for them: rx after generic XDP and the taps, before netfilter; tx
-// before the queueing discipline. They never change a verdict.
-SEC("tcx/ingress")
+// The traffic counters run on the ingress and egress hooks of the observed
+// namespace's devices (attached per device from Go: TCX from Linux 6.6, a
+// tc clsact BPF filter before), so other namespaces' packets do not pay for
+// them: rx after generic XDP and the taps, before netfilter; tx before the
+// queueing discipline. They never change a verdict: TCX_NEXT is
+// TC_ACT_UNSPEC, "go on" to both hooks, hence one "tc" section for both.
+SEC("tc")
 int tcx_ingress(struct __sk_buff *ctx)
 {
 	count_skb(ctx, DIRECTION_RX);
 	return TCX_NEXT;
 }
 
-SEC("tcx/egress")
+SEC("tc")
 int tcx_egress(struct __sk_buff *ctx)
 {
 	count_skb(ctx, DIRECTION_TX);
@@ -1044,16 +1109,30 @@ int BPF_PROG(skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 	return 0;
 }
 
+// Linux 6.3 added a location argument, which is not read.
 SEC("tp_btf/consume_skb")
-int BPF_PROG(consume_skb, struct sk_buff *skb, void *location)
+int BPF_PROG(consume_skb, struct sk_buff *skb)
 {
 	sample_pass(skb, BOUNDARY_RX_DELIVERED, STAGE_RX_SOCKET, true);
 	return 0;
 }
 
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+// rx_sk_arg returns kfree_skb's fourth argument, the socket a received skb
+// was dropped at (Linux 6.11, which added it to the tracepoint's arguments
+// and to its record together), or NULL on a kernel without it. The check
+// is a CO-RE relocation, so an older kernel's verifier never sees the read
+// of a fourth argument that it would reject.
+static __always_inline struct sock *rx_sk_arg(unsigned long long *ctx)
 {
+	if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, rx_sk))
+		return (struct sock *)ctx[3];
+	return NULL;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	struct sock *rx_sk = rx_sk_arg(ctx);
 	bool traced = path_on && sample_drop(skb, (__u32)reason);
 
 	// The namespace: the device's when the skb still has one, else the

@@ -3,7 +3,9 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"reflect"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -12,7 +14,9 @@ import (
 )
 
 // Directions, protocols, stages and event indexes as stack.bpf.c numbers
-// them (its enums are not in the object's BTF, so they are mirrored here).
+// them. They stay untyped constants (callers use them as uint8 keys, array
+// indexes and ints); stack_enums.go fails the build when one differs from
+// the enum bpf2go generated from the object's BTF.
 const (
 	DirectionRX = 0
 	DirectionTX = 1
@@ -74,17 +78,20 @@ type StackConfig struct {
 // attached only for windows (AttachPath, DetachPath).
 type Stack struct {
 	objs       stackObjects
+	coll       *ebpf.Collection    // what objs does not hold (the global data maps)
 	links      []link.Link         // drop and TCP event counters
-	devLinks   map[int][]link.Link // traffic counters, by ifindex
+	devLinks   map[int][]io.Closer // traffic counters, by ifindex
 	pathLinks  []link.Link         // stage boundaries and RTT, while a window is open
 	ns         netns.NsHandle
 	trace      bool
+	features   []Feature
 	NetnsInode uint64
 }
 
 // LoadStack loads stack.bpf.c's programs scoped to one network namespace
-// and attaches the counting programs. On failure nothing stays attached or
-// loaded.
+// and attaches the counting programs. It uses what the running kernel has
+// (see Features) and leaves out what it lacks. On failure nothing stays
+// attached or loaded, and the error is one sentence fit for a user.
 func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	if cfg.SampleEvery == 0 {
 		return nil, errors.New("latency sample rate must be at least 1 (one skb in N)")
@@ -108,9 +115,35 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	}
 	s.NetnsInode = st.Ino
 
+	s.features, err = KernelFeatures()
+	if err != nil {
+		return nil, err
+	}
+	for i := range s.features {
+		if featuresOffForTest[s.features[i].Name] {
+			s.features[i].Enabled = false
+		}
+	}
 	spec, err := loadStack()
 	if err != nil {
 		return nil, fmt.Errorf("parse stack programs: %w", err)
+	}
+	for _, v := range []struct {
+		name    string
+		feature string
+	}{{"have_kfuncs", FeatureKfuncReads}, {"have_netfilter", FeatureNetfilterStages}} {
+		on := uint32(0)
+		if featureOn(s.features, v.feature) {
+			on = 1
+		}
+		if err := spec.Variables[v.name].Set(on); err != nil {
+			return nil, fmt.Errorf("set %s: %w", v.name, err)
+		}
+	}
+	for prog, feature := range optionalPrograms {
+		if !featureOn(s.features, feature) {
+			delete(spec.Programs, prog)
+		}
 	}
 	if err := spec.Variables["target_netns"].Set(uint32(st.Ino)); err != nil {
 		return nil, fmt.Errorf("set target_netns: %w", err)
@@ -121,47 +154,43 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	if err := setTraceVariables(spec, cfg.Trace); err != nil {
 		return nil, err
 	}
-	var opts *ebpf.CollectionOptions
+	var opts ebpf.CollectionOptions
 	if cfg.XDPPass != nil {
-		opts = &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"xdp_pass": cfg.XDPPass}}
+		opts.MapReplacements = map[string]*ebpf.Map{"xdp_pass": cfg.XDPPass}
 	}
-	if err := spec.LoadAndAssign(&s.objs, opts); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load stack programs: the kernel verifier rejected them: %+v", ve)
-		}
-		return nil, fmt.Errorf("load stack programs: %w", err)
+	// A whole collection rather than LoadAndAssign, which would insist on
+	// every program of stackPrograms, including those just left out.
+	s.coll, err = ebpf.NewCollectionWithOptions(spec, opts)
+	if err != nil {
+		return nil, loadError(err)
 	}
+	if err := s.coll.Assign(&s.objs.stackMaps); err != nil {
+		return nil, fmt.Errorf("assign stack maps: %w", err)
+	}
+	if err := s.coll.Assign(&s.objs.stackVariables); err != nil {
+		return nil, fmt.Errorf("assign stack variables: %w", err)
+	}
+	assignPrograms(&s.objs.stackPrograms, s.coll.Programs)
 	p := s.objs.stackPrograms
-	s.devLinks = map[int][]link.Link{}
+	s.devLinks = map[int][]io.Closer{}
 	s.links, err = attachTracepoints(nil, p.KfreeSkb, p.TcpRetransmitSkb, p.TcpSendReset, p.TcpReceiveReset,
 		p.InetSockSetState)
 	return s, err
 }
 
 // AttachDevice attaches the traffic counters to a device of the observed
-// namespace (TCX ingress, first, and egress, last); a device already
-// counted is left alone.
+// namespace (TCX ingress, first, and egress, last; a tc clsact filter pair
+// on kernels before 6.6); a device already counted is left alone.
 func (s *Stack) AttachDevice(ifindex int) error {
 	if _, ok := s.devLinks[ifindex]; ok {
 		return nil
 	}
-	var links []link.Link
-	err := InNetns(s.ns, func() error {
-		for _, o := range []link.TCXOptions{
-			{Program: s.objs.TcxIngress, Attach: ebpf.AttachTCXIngress, Interface: ifindex, Anchor: link.Head()},
-			{Program: s.objs.TcxEgress, Attach: ebpf.AttachTCXEgress, Interface: ifindex, Anchor: link.Tail()},
-		} {
-			l, err := link.AttachTCX(o)
-			if err != nil {
-				return err
-			}
-			links = append(links, l)
-		}
-		return nil
+	var links []io.Closer
+	err := InNetns(s.ns, func() (err error) {
+		links, err = s.attachTraffic(ifindex)
+		return err
 	})
 	if err != nil {
-		_ = closeLinks(links)
 		return fmt.Errorf("attach traffic counters to ifindex %d: %w", ifindex, err)
 	}
 	s.devLinks[ifindex] = links
@@ -171,7 +200,7 @@ func (s *Stack) AttachDevice(ifindex int) error {
 // DetachDevice detaches the traffic counters from a device (the kernel
 // already did when the device is gone).
 func (s *Stack) DetachDevice(ifindex int) error {
-	err := closeLinks(s.devLinks[ifindex])
+	err := closeAll(s.devLinks[ifindex])
 	delete(s.devLinks, ifindex)
 	return err
 }
@@ -197,15 +226,17 @@ func (s *Stack) AttachPath() (err error) {
 		p.NetifReceiveSkbListEntry, p.NetifReceiveSkb, p.NetDevQueue, p.NetDevStartXmit, p.NetDevXmit,
 		p.SkbCopyDatagramIovec, p.ConsumeSkb, p.TcpProbe}
 	// sk_data_ready fires for every socket wake-up and serves only traces.
-	if s.trace {
+	if s.trace && p.SkDataReady != nil {
 		progs = append(progs, p.SkDataReady)
 	}
 	s.pathLinks, err = attachTracepoints([]link.Link{}, progs...)
 	if err != nil {
 		return err
 	}
-	if err := InNetns(s.ns, s.linkNetfilter); err != nil {
-		return err
+	if p.NfBoundary != nil {
+		if err := InNetns(s.ns, s.linkNetfilter); err != nil {
+			return err
+		}
 	}
 	if err := s.objs.PathOn.Set(uint32(1)); err != nil {
 		return fmt.Errorf("turn stage boundaries on: %w", err)
@@ -324,6 +355,10 @@ func (s *Stack) Close() error {
 		errs = append(errs, fmt.Errorf("close stack objects: %w", err))
 	}
 	s.objs = stackObjects{}
+	if s.coll != nil {
+		s.coll.Close()
+		s.coll = nil
+	}
 	if s.ns >= 0 {
 		errs = append(errs, s.ns.Close())
 		s.ns = -1
@@ -331,9 +366,37 @@ func (s *Stack) Close() error {
 	return errors.Join(errs...)
 }
 
+// Features reports what the running kernel allows the stack programs, in a
+// fixed order.
+func (s *Stack) Features() []Feature { return s.features }
+
+// assignPrograms sets each field of progs to the loaded program its ebpf
+// tag names, taking it out of loaded (so the collection no longer closes
+// it); a program left out for a missing feature stays nil.
+func assignPrograms(progs *stackPrograms, loaded map[string]*ebpf.Program) {
+	v := reflect.ValueOf(progs).Elem()
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Tag.Get("ebpf")
+		if p, ok := loaded[name]; ok {
+			v.Field(i).Set(reflect.ValueOf(p))
+			delete(loaded, name)
+		}
+	}
+}
+
 // Programs returns the loaded programs by name (the C function name), for
-// run-time statistics.
+// run-time statistics; programs the kernel could not have are left out.
 func (s *Stack) Programs() map[string]*ebpf.Program {
+	out := map[string]*ebpf.Program{}
+	for name, p := range s.programs() {
+		if p != nil {
+			out[name] = p
+		}
+	}
+	return out
+}
+
+func (s *Stack) programs() map[string]*ebpf.Program {
 	p := s.objs.stackPrograms
 	return map[string]*ebpf.Program{
 		"netif_rx":                     p.NetifRx,

@@ -13,11 +13,24 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type stackDirection uint32
+
+const (
+	stackDirectionDIRECTION_RX stackDirection = 0
+	stackDirectionDIRECTION_TX stackDirection = 1
+)
+
 type stackDropKey struct {
 	_        structs.HostLayout
 	Reason   uint32
 	Protocol uint8
 	Pad      [3]uint8
+}
+
+type stackGuardXdpPass struct {
+	_    structs.HostLayout
+	Data uint64
+	Ts   uint64
 }
 
 type stackLatencySample struct {
@@ -27,6 +40,26 @@ type stackLatencySample struct {
 	Boundary uint32
 	Traced   uint32
 }
+
+type stackLostCause uint32
+
+const (
+	stackLostCauseLOST_MAP_FULL      stackLostCause = 0
+	stackLostCauseLOST_TRACE_RINGBUF stackLostCause = 1
+	stackLostCauseLOST_TRACE_RATE    stackLostCause = 2
+	stackLostCauseLOST_COUNT         stackLostCause = 3
+)
+
+type stackProtocol uint32
+
+const (
+	stackProtocolPROTOCOL_OTHER  stackProtocol = 0
+	stackProtocolPROTOCOL_TCP    stackProtocol = 1
+	stackProtocolPROTOCOL_UDP    stackProtocol = 2
+	stackProtocolPROTOCOL_ICMP   stackProtocol = 3
+	stackProtocolPROTOCOL_ICMPV6 stackProtocol = 4
+	stackProtocolPROTOCOL_ARP    stackProtocol = 5
+)
 
 type stackRxCurrent struct {
 	_    structs.HostLayout
@@ -40,12 +73,66 @@ type stackSlotBitmap struct {
 	Words [64]uint64
 }
 
+type stackStage uint32
+
+const (
+	stackStageSTAGE_RX_BACKLOG stackStage = 0
+	stackStageSTAGE_RX_CORE    stackStage = 1
+	stackStageSTAGE_RX_IP      stackStage = 2
+	stackStageSTAGE_RX_SOCKET  stackStage = 3
+	stackStageSTAGE_TX_IP      stackStage = 4
+	stackStageSTAGE_TX_NEIGH   stackStage = 5
+	stackStageSTAGE_TX_QDISC   stackStage = 6
+	stackStageSTAGE_TX_DRIVER  stackStage = 7
+	stackStageSTAGE_COUNT      stackStage = 8
+)
+
+type stackStageBoundary uint32
+
+const (
+	stackStageBoundaryBOUNDARY_RX_ENTRY         stackStageBoundary = 0
+	stackStageBoundaryBOUNDARY_RX_NETIF_RECEIVE stackStageBoundary = 1
+	stackStageBoundaryBOUNDARY_RX_PRE_ROUTING   stackStageBoundary = 2
+	stackStageBoundaryBOUNDARY_RX_LOCAL_IN      stackStageBoundary = 3
+	stackStageBoundaryBOUNDARY_RX_DELIVERED     stackStageBoundary = 4
+	stackStageBoundaryBOUNDARY_TX_LOCAL_OUT     stackStageBoundary = 5
+	stackStageBoundaryBOUNDARY_TX_POST_ROUTING  stackStageBoundary = 6
+	stackStageBoundaryBOUNDARY_TX_QUEUE         stackStageBoundary = 7
+	stackStageBoundaryBOUNDARY_TX_START_XMIT    stackStageBoundary = 8
+	stackStageBoundaryBOUNDARY_TX_XMIT          stackStageBoundary = 9
+)
+
 type stackTailBudget struct {
 	_      structs.HostLayout
 	Window uint64
 	Used   uint32
 	Pad    uint32
 }
+
+type stackTcpEvent uint32
+
+const (
+	stackTcpEventTCP_EVENT_RETRANSMIT stackTcpEvent = 0
+	stackTcpEventTCP_EVENT_RESET_TX   stackTcpEvent = 1
+	stackTcpEventTCP_EVENT_RESET_RX   stackTcpEvent = 2
+	stackTcpEventTCP_EVENT_COUNT      stackTcpEvent = 3
+)
+
+type stackTraceEnd uint32
+
+const (
+	stackTraceEndTRACE_END_DONE   stackTraceEnd = 1
+	stackTraceEndTRACE_END_DROP   stackTraceEnd = 2
+	stackTraceEndTRACE_END_QUEUED stackTraceEnd = 3
+)
+
+type stackTracePoint uint32
+
+const (
+	stackTracePointTRACE_POINT_QUEUED stackTracePoint = 10
+	stackTracePointTRACE_POINT_XDP    stackTracePoint = 11
+	stackTracePointTRACE_POINTS       stackTracePoint = 12
+)
 
 type stackTraceRecord struct {
 	_    structs.HostLayout
@@ -92,12 +179,6 @@ type stackTrafficValue struct {
 	Bytes   uint64
 }
 
-type stackXdpPassRecord struct {
-	_    structs.HostLayout
-	Data uint64
-	Ts   uint64
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -142,6 +223,8 @@ const (
 	stackProgTcpSendReset             = "tcp_send_reset"
 	stackProgTcxEgress                = "tcx_egress"
 	stackProgTcxIngress               = "tcx_ingress"
+	stackVarHaveKfuncs                = "have_kfuncs"
+	stackVarHaveNetfilter             = "have_netfilter"
 	stackVarPathOn                    = "path_on"
 	stackVarSampleEvery               = "sample_every"
 	stackVarTargetNetns               = "target_netns"
@@ -150,6 +233,14 @@ const (
 	stackVarTraceSlowNs               = "trace_slow_ns"
 	stackVarTraceTailBudget           = "trace_tail_budget"
 	stackVarTraceTrackMask            = "trace_track_mask"
+	stackVarUnusedBoundary            = "unused_boundary"
+	stackVarUnusedDirection           = "unused_direction"
+	stackVarUnusedLostCause           = "unused_lost_cause"
+	stackVarUnusedProtocol            = "unused_protocol"
+	stackVarUnusedStage               = "unused_stage"
+	stackVarUnusedTcpEvent            = "unused_tcp_event"
+	stackVarUnusedTraceEnd            = "unused_trace_end"
+	stackVarUnusedTracePoint          = "unused_trace_point"
 )
 
 // loadStack returns the embedded CollectionSpec for stack.
@@ -246,14 +337,24 @@ type stackMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stackVariableSpecs struct {
-	PathOn          *ebpf.VariableSpec `ebpf:"path_on"`
-	SampleEvery     *ebpf.VariableSpec `ebpf:"sample_every"`
-	TargetNetns     *ebpf.VariableSpec `ebpf:"target_netns"`
-	TraceKeepMask   *ebpf.VariableSpec `ebpf:"trace_keep_mask"`
-	TraceOn         *ebpf.VariableSpec `ebpf:"trace_on"`
-	TraceSlowNs     *ebpf.VariableSpec `ebpf:"trace_slow_ns"`
-	TraceTailBudget *ebpf.VariableSpec `ebpf:"trace_tail_budget"`
-	TraceTrackMask  *ebpf.VariableSpec `ebpf:"trace_track_mask"`
+	HaveKfuncs       *ebpf.VariableSpec `ebpf:"have_kfuncs"`
+	HaveNetfilter    *ebpf.VariableSpec `ebpf:"have_netfilter"`
+	PathOn           *ebpf.VariableSpec `ebpf:"path_on"`
+	SampleEvery      *ebpf.VariableSpec `ebpf:"sample_every"`
+	TargetNetns      *ebpf.VariableSpec `ebpf:"target_netns"`
+	TraceKeepMask    *ebpf.VariableSpec `ebpf:"trace_keep_mask"`
+	TraceOn          *ebpf.VariableSpec `ebpf:"trace_on"`
+	TraceSlowNs      *ebpf.VariableSpec `ebpf:"trace_slow_ns"`
+	TraceTailBudget  *ebpf.VariableSpec `ebpf:"trace_tail_budget"`
+	TraceTrackMask   *ebpf.VariableSpec `ebpf:"trace_track_mask"`
+	UnusedBoundary   *ebpf.VariableSpec `ebpf:"unused_boundary"`
+	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedLostCause  *ebpf.VariableSpec `ebpf:"unused_lost_cause"`
+	UnusedProtocol   *ebpf.VariableSpec `ebpf:"unused_protocol"`
+	UnusedStage      *ebpf.VariableSpec `ebpf:"unused_stage"`
+	UnusedTcpEvent   *ebpf.VariableSpec `ebpf:"unused_tcp_event"`
+	UnusedTraceEnd   *ebpf.VariableSpec `ebpf:"unused_trace_end"`
+	UnusedTracePoint *ebpf.VariableSpec `ebpf:"unused_trace_point"`
 }
 
 // stackObjects contains all objects after they have been loaded into the kernel.
@@ -325,14 +426,24 @@ func (m *stackMaps) Close() error {
 //
 // It can be passed to loadStackObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stackVariables struct {
-	PathOn          *ebpf.Variable `ebpf:"path_on"`
-	SampleEvery     *ebpf.Variable `ebpf:"sample_every"`
-	TargetNetns     *ebpf.Variable `ebpf:"target_netns"`
-	TraceKeepMask   *ebpf.Variable `ebpf:"trace_keep_mask"`
-	TraceOn         *ebpf.Variable `ebpf:"trace_on"`
-	TraceSlowNs     *ebpf.Variable `ebpf:"trace_slow_ns"`
-	TraceTailBudget *ebpf.Variable `ebpf:"trace_tail_budget"`
-	TraceTrackMask  *ebpf.Variable `ebpf:"trace_track_mask"`
+	HaveKfuncs       *ebpf.Variable `ebpf:"have_kfuncs"`
+	HaveNetfilter    *ebpf.Variable `ebpf:"have_netfilter"`
+	PathOn           *ebpf.Variable `ebpf:"path_on"`
+	SampleEvery      *ebpf.Variable `ebpf:"sample_every"`
+	TargetNetns      *ebpf.Variable `ebpf:"target_netns"`
+	TraceKeepMask    *ebpf.Variable `ebpf:"trace_keep_mask"`
+	TraceOn          *ebpf.Variable `ebpf:"trace_on"`
+	TraceSlowNs      *ebpf.Variable `ebpf:"trace_slow_ns"`
+	TraceTailBudget  *ebpf.Variable `ebpf:"trace_tail_budget"`
+	TraceTrackMask   *ebpf.Variable `ebpf:"trace_track_mask"`
+	UnusedBoundary   *ebpf.Variable `ebpf:"unused_boundary"`
+	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedLostCause  *ebpf.Variable `ebpf:"unused_lost_cause"`
+	UnusedProtocol   *ebpf.Variable `ebpf:"unused_protocol"`
+	UnusedStage      *ebpf.Variable `ebpf:"unused_stage"`
+	UnusedTcpEvent   *ebpf.Variable `ebpf:"unused_tcp_event"`
+	UnusedTraceEnd   *ebpf.Variable `ebpf:"unused_trace_end"`
+	UnusedTracePoint *ebpf.Variable `ebpf:"unused_trace_point"`
 }
 
 // stackPrograms contains all programs after they have been loaded into the kernel.

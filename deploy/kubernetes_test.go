@@ -299,7 +299,7 @@ func stripComments(doc string) string {
 // is one the binary's subcommand accepts (a renamed flag would crash-loop the
 // pods or the service).
 func TestDeployedFlagsExist(t *testing.T) {
-	bin := packetscopeBinary(t)
+	bin := testnet.PacketscopeBinary(t)
 	m := loadManifests(t)
 	invocations := map[string][]string{} // name -> args, subcommand first
 	for _, d := range m.daemonSets {
@@ -359,7 +359,7 @@ func TestAgentRunsWithManifestCapabilities(t *testing.T) {
 	if err := bpf.EnsureFilesystems(); err != nil {
 		t.Fatalf("mount bpffs/tracefs: %v", err)
 	}
-	bin := packetscopeBinary(t)
+	bin := testnet.PacketscopeBinary(t)
 	m := loadManifests(t)
 	if len(m.daemonSets) != 1 {
 		t.Fatal("want one DaemonSet")
@@ -444,7 +444,7 @@ func TestAgentRunsWithManifestCapabilities(t *testing.T) {
 		}
 	})
 	logs := func() string { return "agent (capabilities " + strings.Join(keep, ",") + "):\n" + out.String() }
-	waitFor(t, 30*time.Second, exited, logs, "the agent to be ready", func() bool {
+	testnet.WaitForProcess(t, 30*time.Second, exited, logs, "the agent to be ready", func() bool {
 		return ns.Cmd("curl", "-fs", "--max-time", "1", "-o", "/dev/null", "http://127.0.0.1:9436/readyz").Run() == nil
 	})
 	body, err := ns.Cmd("curl", "-fsS", "--max-time", "5", "-H", "Authorization: Bearer h5-cap-test",
@@ -481,7 +481,7 @@ func TestResponderRunsUnprivileged(t *testing.T) {
 	testnet.RequireRoot(t)
 	tool(t, "setpriv", "util-linux")
 	tool(t, "curl", "curl")
-	bin := packetscopeBinary(t)
+	bin := testnet.PacketscopeBinary(t)
 	m := loadManifests(t)
 	if len(m.deployments) != 1 {
 		t.Fatal("want one Deployment")
@@ -555,7 +555,7 @@ func TestResponderRunsUnprivileged(t *testing.T) {
 	})
 	port := fmt.Sprint(c.Ports[0].ContainerPort)
 	logs := func() string { return "responder:\n" + out.String() }
-	waitFor(t, 20*time.Second, exited, logs, "the responder to be ready", func() bool {
+	testnet.WaitForProcess(t, 20*time.Second, exited, logs, "the responder to be ready", func() bool {
 		return ns.Cmd("curl", "-fs", "--max-time", "1", "-o", "/dev/null", "http://127.0.0.1:"+port+"/readyz").Run() == nil
 	})
 	code, _ := ns.Cmd("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,7 +33,7 @@ func TestRunStack(t *testing.T) {
 	}
 	tool(t, "curl", "curl")
 
-	bin := packetscopeBinary(t)
+	bin := testnet.PacketscopeBinary(t)
 
 	ns := testnet.NewNS(t, "ps-h5")
 	peer := testnet.NewNS(t, "ps-h5p")
@@ -80,7 +79,7 @@ func TestRunStack(t *testing.T) {
 		return b.String()
 	}
 
-	waitFor(t, 90*time.Second, exited, logs, "the stack to come up", func() bool {
+	testnet.WaitForProcess(t, 90*time.Second, exited, logs, "the stack to come up", func() bool {
 		return strings.Contains(out.String(), "PacketScope stack is up")
 	})
 
@@ -94,7 +93,7 @@ func TestRunStack(t *testing.T) {
 
 	// Prometheus scrapes the agent under job "packetscope" (the alerts and
 	// dashboards rely on that name).
-	waitFor(t, 30*time.Second, exited, logs, "Prometheus to scrape the agent", func() bool {
+	testnet.WaitForProcess(t, 30*time.Second, exited, logs, "Prometheus to scrape the agent", func() bool {
 		var r struct {
 			Data struct {
 				ActiveTargets []struct {
@@ -129,7 +128,7 @@ func TestRunStack(t *testing.T) {
 
 	// Every rule group is loaded; the 2s groups have evaluated cleanly and
 	// no rule, including the 30s baselines, has failed.
-	waitFor(t, 30*time.Second, exited, logs, "every alert rule to evaluate cleanly", func() bool {
+	testnet.WaitForProcess(t, 30*time.Second, exited, logs, "every alert rule to evaluate cleanly", func() bool {
 		var r struct {
 			Data struct {
 				Groups []struct {
@@ -174,7 +173,7 @@ func TestRunStack(t *testing.T) {
 		t.Fatalf("post alerts to Alertmanager: %v\n%s\n%s", err, body, logs())
 	}
 	var names []string
-	waitFor(t, 20*time.Second, exited, logs, "the responder to record the flood alert", func() bool {
+	testnet.WaitForProcess(t, 20*time.Second, exited, logs, "the responder to record the flood alert", func() bool {
 		var r struct {
 			Decisions []struct {
 				Alert *struct {
@@ -231,59 +230,10 @@ func TestRunStack(t *testing.T) {
 	t.Logf("%d dashboard queries return data", checked)
 }
 
-var build struct {
-	once sync.Once
-	bin  string
-	err  error
-	out  []byte
-	dir  string
-}
-
-// packetscopeBinary builds cmd/packetscope once per test binary, or returns
-// PACKETSCOPE_BIN (an already built binary, e.g. make's bin/packetscope).
-func packetscopeBinary(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("PACKETSCOPE_BIN"); bin != "" {
-		return bin
-	}
-	build.once.Do(func() {
-		build.dir, build.err = os.MkdirTemp("", "ps-h5-bin-")
-		if build.err != nil {
-			return
-		}
-		build.bin = filepath.Join(build.dir, "packetscope")
-		build.out, build.err = exec.Command("go", "build", "-o", build.bin, "../cmd/packetscope").CombinedOutput()
-	})
-	if build.err != nil {
-		t.Fatalf("go build ../cmd/packetscope: %v\n%s", build.err, build.out)
-	}
-	return build.bin
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if build.dir != "" {
-		_ = os.RemoveAll(build.dir)
-	}
+	testnet.RemovePacketscopeBinary()
 	os.Exit(code)
-}
-
-// waitFor polls cond until it holds, failing with the stack's logs when
-// timeout passes or the stack exits first.
-func waitFor(t *testing.T, timeout time.Duration, exited <-chan struct{}, logs func() string, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		select {
-		case <-exited:
-			t.Fatalf("the process exited while waiting for %s\n%s", what, logs())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s\n%s", timeout, what, logs())
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
 }
 
 func tail(s string, n int) string {

@@ -29,7 +29,7 @@ func twoHosts(t *testing.T) (victim, client *testnet.NS) {
 // sentence naming what is wrong, exit 1, and nothing left attached or pinned.
 func TestAgentFaultsAreOneClearSentence(t *testing.T) {
 	testnet.RequireRoot(t)
-	bin := packetscopeBinary(t)
+	bin := testnet.PacketscopeBinary(t)
 	victim, _ := twoHosts(t)
 
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -185,7 +185,7 @@ func TestAgentLifecycle(t *testing.T) {
 		t.Errorf("agent exit after SIGTERM: %v", err)
 	}
 
-	if out, err := exec.Command(packetscopeBinary(t), "cleanup", "--bpf.pin-path="+pins).CombinedOutput(); err != nil {
+	if out, err := exec.Command(testnet.PacketscopeBinary(t), "cleanup", "--bpf.pin-path="+pins).CombinedOutput(); err != nil {
 		t.Fatalf("cleanup: %v\n%s", err, out)
 	}
 	if xdp := victim.MustRun("ip", "link", "show", "eth0"); strings.Contains(xdp, "xdp") {

@@ -92,7 +92,7 @@ func runDefense(t testing.TB, analyst string, a attack) {
 
 	// Baseline: the legitimate client alone, while Prometheus takes a few scrapes.
 	legit := startLegitClient(t, client, a.port)
-	waitFor(t, 20*time.Second, "Prometheus to scrape the agent", func() bool {
+	testnet.WaitFor(t, 20*time.Second, "Prometheus to scrape the agent", func() bool {
 		return len(promQuery(t, prom, `up{job="packetscope"} == 1`)) == 1
 	})
 	time.Sleep(12 * time.Second)
@@ -227,7 +227,7 @@ func BenchmarkDefenseClasses(b *testing.B) {
 func TestNoDefenseAgainstBulkUpload(t *testing.T) {
 	testnet.RequireRoot(t)
 	st := startDefenseStack(t, "builtin")
-	waitFor(t, 20*time.Second, "Prometheus to scrape the agent", func() bool {
+	testnet.WaitFor(t, 20*time.Second, "Prometheus to scrape the agent", func() bool {
 		return len(promQuery(t, st.prom, `up{job="packetscope"} == 1`)) == 1
 	})
 	st.victim.Start("iperf3", "-s", "-B", victimServeIP, "-1")
@@ -500,18 +500,6 @@ func grepLines(s, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", limit, what)
 }
 
 type decision struct {

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,36 +19,10 @@ import (
 	"github.com/packetscope/packetscope/internal/testnet"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// packetscopeBinary builds ./cmd/packetscope once per test binary.
-func packetscopeBinary(tb testing.TB) string {
-	tb.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "packetscope-e2e-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		// World-readable, so a test can run it as an unprivileged user.
-		if err := os.Chmod(dir, 0o755); err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "packetscope")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/packetscope").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
-	}
-	return binPath
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testnet.RemovePacketscopeBinary()
+	os.Exit(code)
 }
 
 // agentProc is a running `packetscope agent` or `packetscope run`.
@@ -73,7 +46,7 @@ func startAgentEnv(tb testing.TB, env []string, args ...string) *agentProc {
 	tb.Helper()
 	port := testnet.FreePort(tb)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(packetscopeBinary(tb), append(args, "--web.listen-address="+addr)...)
+	cmd := exec.Command(testnet.PacketscopeBinary(tb), append(args, "--web.listen-address="+addr)...)
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
@@ -165,7 +138,7 @@ func pinDir(tb testing.TB) string {
 	testnet.RequireRoot(tb)
 	dir := fmt.Sprintf("/sys/fs/bpf/ps-e2e-%d", time.Now().UnixNano())
 	tb.Cleanup(func() {
-		_ = exec.Command(packetscopeBinary(tb), "cleanup", "--bpf.pin-path="+dir).Run()
+		_ = exec.Command(testnet.PacketscopeBinary(tb), "cleanup", "--bpf.pin-path="+dir).Run()
 		_ = os.RemoveAll(dir)
 	})
 	return dir

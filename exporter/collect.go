@@ -49,6 +49,9 @@ var (
 	scrapeDurationDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "scrape", "collector_duration_seconds"),
 		"Time a collector took to read its maps during this scrape.",
 		[]string{"collector"}, nil)
+	featureDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "feature_enabled"),
+		"Whether the running kernel gives the agent this feature (1) or not (0); the log at start says what is missing without it and which Linux version brings it.",
+		[]string{"feature"}, nil)
 	scrapeSuccessDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "scrape", "collector_success"),
 		"Whether a collector succeeded during this scrape (1) or not (0).",
 		[]string{"collector"}, nil)
@@ -103,7 +106,7 @@ var collectors = []collector{
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		packetsDesc, bytesDesc, dropsDesc, latencyDesc, tcpConnsDesc, rttDesc, retransDesc, resetsDesc,
-		lostDesc, progRunSecondsDesc, progRunsDesc, scrapeDurationDesc, scrapeSuccessDesc,
+		lostDesc, progRunSecondsDesc, progRunsDesc, scrapeDurationDesc, scrapeSuccessDesc, featureDesc,
 	} {
 		ch <- d
 	}
@@ -113,6 +116,15 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.stack != nil {
+		for _, f := range e.stack.Features() {
+			v := 0.0
+			if f.Enabled {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(featureDesc, prometheus.GaugeValue, v, f.Name)
+		}
+	}
 	for _, c := range collectors {
 		start := time.Now()
 		success := 1.0

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,6 +30,32 @@ func TestCollectAndLint(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// TestFeatureEnabled: one packetscope_feature_enabled sample per kernel
+// feature the stack reports, 1 exactly where the kernel has it (the probes
+// themselves are checked against kernel versions in bpf).
+func TestFeatureEnabled(t *testing.T) {
+	requireKernel(t)
+	exp := newExporter(t, testnet.NewNS(t, "ps-exp").Path())
+	want := "# HELP packetscope_feature_enabled " + `Whether the running kernel gives the agent this feature (1) or not (0); the log at start says what is missing without it and which Linux version brings it.
+# TYPE packetscope_feature_enabled gauge
+`
+	features := exp.stack.Features()
+	if len(features) == 0 {
+		t.Fatal("the stack reports no features")
+	}
+	sort.Slice(features, func(i, j int) bool { return features[i].Name < features[j].Name })
+	for _, f := range features {
+		v := 0
+		if f.Enabled {
+			v = 1
+		}
+		want += fmt.Sprintf("packetscope_feature_enabled{feature=%q} %d\n", f.Name, v)
+	}
+	if err := testutil.CollectAndCompare(exp, strings.NewReader(want), "packetscope_feature_enabled"); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -13,11 +13,17 @@ import (
 func (e *Exporter) startDevices() error {
 	updates := make(chan netlink.LinkUpdate, 64)
 	e.stopDevices = make(chan struct{})
+	stop := e.stopDevices
 	// The socket belongs to the namespace it is opened in; InNetns enters
 	// it only when it is not the agent's own (setns needs CAP_SYS_ADMIN).
 	err := bpf.InNetns(e.ns, func() error {
 		return netlink.LinkSubscribeWithOptions(updates, e.stopDevices, netlink.LinkSubscribeOptions{
 			ErrorCallback: func(err error) {
+				select {
+				case <-stop: // closing the subscription fails its pending receive: no news
+					return
+				default:
+				}
 				e.logger.Warn("watch network devices: new devices are not counted", "err", err)
 			},
 		})

@@ -137,4 +137,12 @@
 //   - packetscope_scrape_collector_duration_seconds,
 //     packetscope_scrape_collector_success{collector}: per part of a scrape
 //     (traffic, drops, latency, tcp, programs).
+//   - packetscope_feature_enabled{feature}: 1 or 0 per kernel feature the
+//     stack programs use where the kernel has it (bpf.Feature: tcx,
+//     netfilter_stages, drop_reason_socket, kfunc_reads,
+//     socket_queue_trace), read from the kernel's BTF at start; New logs one
+//     line per missing feature, naming the Linux version that brings it.
+//     Without TCX (before 6.6) the traffic counters are tc clsact filters
+//     with the same semantics; without BPF netfilter links (before 6.4) the
+//     stages that start or end at the IP layer are not observed.
 package exporter

@@ -103,6 +103,18 @@ type Exporter struct {
 	traceNames   map[uint32]string
 }
 
+// logFeatures says once, at start, what the running kernel does not give
+// the agent: one line per missing feature, with the version that brings it.
+func logFeatures(logger *slog.Logger, features []bpf.Feature) {
+	release := bpf.KernelRelease()
+	for _, f := range features {
+		if !f.Enabled {
+			logger.Info("kernel feature missing", "feature", f.Name, "kernel", release, "since", "Linux "+f.Since,
+				"effect", f.Without)
+		}
+	}
+}
+
 // New loads and attaches the stack programs for the configured namespace.
 // On failure everything it attached is detached again.
 func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
@@ -157,6 +169,7 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	if err != nil {
 		return nil, err
 	}
+	logFeatures(logger, e.stack.Features())
 	if traceCfg != nil {
 		if err := e.startTracer(cfg.TraceSpanProcessor); err != nil {
 			return nil, err

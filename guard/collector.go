@@ -1,6 +1,8 @@
 package guard
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/packetscope/packetscope/bpf"
@@ -37,6 +39,13 @@ var (
 		"Packets that matched a rule (first match), by rule id.", []string{"rule"}, nil)
 	descRuleBytes = prometheus.NewDesc("packetscope_guard_rule_bytes_total",
 		"Bytes of the frames that matched a rule (first match), by rule id.", []string{"rule"}, nil)
+	// The exporter reports its collectors' scrape health in the same two
+	// families; a constant collector="guard" keeps the series apart, and the
+	// registry refuses the pair unless names, help and labels agree.
+	descScrapeDuration = prometheus.NewDesc("packetscope_scrape_collector_duration_seconds",
+		"Time a collector took to read its maps during this scrape.", nil, prometheus.Labels{"collector": "guard"})
+	descScrapeSuccess = prometheus.NewDesc("packetscope_scrape_collector_success",
+		"Whether a collector succeeded during this scrape (1) or not (0).", nil, prometheus.Labels{"collector": "guard"})
 )
 
 // Collector returns the guard's Prometheus collector: it reads the kernel
@@ -47,14 +56,24 @@ type guardCollector struct{ g *Guard }
 
 func (c guardCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descXDPPackets, descXDPProtocol, descXDPFlags, descSamplesLost,
-		descSamplesTaken, descSamplesDropped, descRules, descRulePackets, descRuleBytes} {
+		descSamplesTaken, descSamplesDropped, descRules, descRulePackets, descRuleBytes, descScrapeDuration, descScrapeSuccess} {
 		ch <- d
 	}
 }
 
 func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
 	g := c.g
-	stats := g.ifaceStats()
+	start := time.Now()
+	success := 1.0
+	stats, err := g.ifaceStats()
+	if err != nil {
+		success = 0
+		g.logger.Warn("collector failed", "collector", "guard", "err", err)
+	}
+	defer func() {
+		ch <- prometheus.MustNewConstMetric(descScrapeDuration, prometheus.GaugeValue, time.Since(start).Seconds())
+		ch <- prometheus.MustNewConstMetric(descScrapeSuccess, prometheus.GaugeValue, success)
+	}()
 	for ifindex, name := range g.ifaces {
 		s := stats[ifaceSlot(ifindex)] // zero when nothing was seen yet: series exist from the first scrape
 		for i, v := range s.Actions {
@@ -93,14 +112,14 @@ func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
 // IfaceStats are the kernel's counters for one interface, summed over CPUs.
 type IfaceStats = bpf.GuardIfaceStats
 
-// ifaceStats sums the per-CPU interface counters, by ifindex.
-func (g *Guard) ifaceStats() map[uint32]IfaceStats {
+// ifaceStats sums the per-CPU interface counters, by counter slot.
+func (g *Guard) ifaceStats() (map[uint32]IfaceStats, error) {
 	return readIfaceStats(g.objs.Maps().IfaceStats)
 }
 
 // InterfaceStats returns the kernel counters of one guarded interface.
 func (g *Guard) InterfaceStats(name string) IfaceStats {
-	stats := g.ifaceStats()
+	stats, _ := g.ifaceStats() // what could be read; the collector reports failures
 	for ifindex, n := range g.ifaces {
 		if n == name {
 			return stats[ifaceSlot(ifindex)]

@@ -1,6 +1,8 @@
 package guard
 
 import (
+	"fmt"
+
 	"github.com/cilium/ebpf"
 
 	"github.com/packetscope/packetscope/bpf"
@@ -10,8 +12,8 @@ import (
 func ifaceSlot(ifindex uint32) uint32 { return ifindex & (bpf.GuardIfaceSlots - 1) }
 
 // readIfaceStats sums the per-CPU iface_stats array, by slot (ifaceSlot),
-// leaving out slots that saw nothing.
-func readIfaceStats(m *ebpf.Map) map[uint32]IfaceStats {
+// leaving out slots that saw nothing. On an error it returns what it read.
+func readIfaceStats(m *ebpf.Map) (map[uint32]IfaceStats, error) {
 	out := map[uint32]IfaceStats{}
 	var k uint32
 	var per []bpf.GuardIfaceStats
@@ -35,7 +37,10 @@ func readIfaceStats(m *ebpf.Map) map[uint32]IfaceStats {
 		}
 		out[k] = sum
 	}
-	return out
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("read iface_stats: %w", err)
+	}
+	return out, nil
 }
 
 func isZeroStats(per []bpf.GuardIfaceStats) bool {

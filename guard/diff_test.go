@@ -204,7 +204,8 @@ func randFrame(rng *rand.Rand) []byte {
 func TestDifferential(t *testing.T) {
 	const rounds, rulesPerRound, packetsPerRound = 3, 700, 2500
 	rng := rand.New(rand.NewPCG(20261125, 3))
-	g := openTestGuard(t, Config{SampleEvery: 1, SampleBuffer: 1})
+	// Churn keeps up to ~1,400 rules live: above DefaultMaxRules.
+	g := openTestGuard(t, Config{SampleEvery: 1, SampleBuffer: 1, MaxRules: 4096})
 	tbl := g.Rules()
 	type ruleState struct {
 		m       *rule.Matcher

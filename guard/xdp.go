@@ -23,8 +23,8 @@ import (
 // Defaults of Config.
 const (
 	DefaultPinPath     = "/sys/fs/bpf/packetscope"
-	DefaultMaxRules    = 4096
-	DefaultSampleEvery = 100
+	DefaultMaxRules    = 1024
+	DefaultSampleEvery = 64
 	DefaultExpireEvery = time.Second
 )
 
@@ -54,10 +54,6 @@ type Guard struct {
 	wg      sync.WaitGroup
 	closed  bool
 }
-
-// mapsPinned lists the maps kept in bpffs: everything but the program's own
-// .rodata/.bss, which a new program brings along.
-func pinnable(name string) bool { return !strings.HasPrefix(name, ".") && !strings.Contains(name, ".") }
 
 // Open loads the XDP guard, adopts the rules and links pinned under
 // cfg.PinPath by a previous agent (or starts empty), attaches to every
@@ -113,19 +109,16 @@ func Open(logger *slog.Logger, cfg Config) (*Guard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load guard spec: %w", err)
 	}
-	for name, m := range spec.Maps {
-		if pinnable(name) {
-			m.Pinning = ebpf.PinByName
-		}
-	}
 	g := &Guard{logger: logger, cfg: cfg, ifaces: ifaces}
+	// Which maps persist is declared in guard.bpf.c (LIBBPF_PIN_BY_NAME): the
+	// loader reuses those pinned under PinPath and pins the ones it creates.
 	err = spec.LoadAndAssign(&g.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinPath}})
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load xdp guard: %+v", ve)
 		}
-		return nil, fmt.Errorf("load xdp guard (pinned maps under %s from an incompatible version? remove them with `packetscope` guard.Remove): %w", cfg.PinPath, err)
+		return nil, fmt.Errorf("load xdp guard (pinned maps under %s from an incompatible version? remove them with `packetscope cleanup`): %w", cfg.PinPath, err)
 	}
 	g.table = newRuleTable(logger, g.objs.Maps(), cfg.MaxRules, cfg.SampleEvery)
 	n, err := g.table.adopt()

@@ -25,7 +25,11 @@ func TestCollector(t *testing.T) {
 	run(t, g.Program(), syn)
 	run(t, g.Program(), udp)
 	// BPF_PROG_TEST_RUN runs on the namespace's loopback: name it as a guarded interface.
-	for slot := range g.ifaceStats() {
+	stats, err := g.ifaceStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for slot := range stats {
 		g.ifaces[slot] = "lo"
 	}
 	if len(g.ifaces) != 1 {
@@ -53,6 +57,13 @@ packetscope_xdp_tcp_flags_packets_total{flags="synack",interface="lo"} 0
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
 		"packetscope_xdp_packets_total", "packetscope_xdp_tcp_flags_packets_total", "packetscope_guard_rule_packets_total"); err != nil {
+		t.Error(err)
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP packetscope_scrape_collector_success Whether a collector succeeded during this scrape (1) or not (0).
+# TYPE packetscope_scrape_collector_success gauge
+packetscope_scrape_collector_success{collector="guard"} 1
+`), "packetscope_scrape_collector_success"); err != nil {
 		t.Error(err)
 	}
 	if n := testutil.CollectAndCount(c, "packetscope_guard_rules"); n != 9 {

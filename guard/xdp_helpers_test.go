@@ -116,3 +116,13 @@ func mustPinnedMap(tb testing.TB, pin, name string) *ebpf.Map {
 	tb.Cleanup(func() { _ = m.Close() })
 	return m
 }
+
+// mustIfaceStats reads the guard's interface counters, by counter slot.
+func mustIfaceStats(tb testing.TB, g *Guard) map[uint32]IfaceStats {
+	tb.Helper()
+	st, err := g.ifaceStats()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}

@@ -272,9 +272,15 @@ func TestLiveSYNFloodAndRestart(t *testing.T) {
 	if err := g.Close(); err != nil {
 		t.Fatal(err)
 	}
-	stats := readIfaceStats(mustPinnedMap(t, ln.pin, "iface_stats"))
+	stats, err := readIfaceStats(mustPinnedMap(t, ln.pin, "iface_stats"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Second)
-	after := readIfaceStats(mustPinnedMap(t, ln.pin, "iface_stats"))
+	after, err := readIfaceStats(mustPinnedMap(t, ln.pin, "iface_stats"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var dropped uint64
 	for ifindex := range after {
 		dropped += after[ifindex].Actions[1] - stats[ifindex].Actions[1]

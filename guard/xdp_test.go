@@ -112,7 +112,7 @@ func TestXDPRateLimit(t *testing.T) {
 	if passed < 5 || passed > 6 {
 		t.Errorf("%d of 50 packets passed a 5 pps limit, want 5 or 6", passed)
 	}
-	st := g.ifaceStats()
+	st := mustIfaceStats(t, g)
 	var limited uint64
 	for _, s := range st {
 		limited += s.Actions[2]
@@ -135,7 +135,7 @@ func TestXDPCountsProtocolsAndFlags(t *testing.T) {
 		run(t, g.Program(), f)
 	}
 	var sum IfaceStats
-	for _, s := range g.ifaceStats() {
+	for _, s := range mustIfaceStats(t, g) {
 		for i := range s.Actions {
 			sum.Actions[i] += s.Actions[i]
 		}

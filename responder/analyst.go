@@ -40,23 +40,41 @@ type Answer struct {
 	Rationale string      `json:"rationale,omitempty"`
 }
 
+// AnalystName names an analyst: the --analyst value, the analyst label of
+// the responder's metrics, and the origin of the rules it proposes.
+type AnalystName string
+
+const (
+	AnalystBuiltin AnalystName = rule.OriginBuiltin // fingerprint mining
+	AnalystLLM     AnalystName = rule.OriginLLM     // an OpenAI-compatible model
+)
+
+// AnalystNames are the analysts there are.
+var AnalystNames = []AnalystName{AnalystBuiltin, AnalystLLM}
+
 // Analyst turns evidence into proposed rules. Proposals are untrusted: the
 // guardrails judge every rule whoever proposed it.
 type Analyst interface {
-	Name() string
+	Name() AnalystName
 	Propose(ctx context.Context, ev *Evidence) (Answer, error)
 }
 
 // Builtin is the fingerprint-mining analyst; it needs no network.
-type Builtin struct{}
+type Builtin struct {
+	RuleTTL time.Duration // lifetime given to its rules; 0 leaves it to the guardrails
+}
 
-func (Builtin) Name() string { return "builtin" }
+func (Builtin) Name() AnalystName { return AnalystBuiltin }
 
 // Propose returns the miner's candidates (already in ev.Candidates).
-func (Builtin) Propose(_ context.Context, ev *Evidence) (Answer, error) {
+func (b Builtin) Propose(_ context.Context, ev *Evidence) (Answer, error) {
 	a := Answer{Rationale: "fingerprint mining: traffic classes that grew in the attack window against the baseline"}
 	for _, c := range ev.Candidates {
-		a.Rules = append(a.Rules, c.Rule)
+		r := c.Rule
+		if b.RuleTTL > 0 {
+			r.TTLSeconds = int64(b.RuleTTL / time.Second)
+		}
+		a.Rules = append(a.Rules, r)
 	}
 	return a, nil
 }

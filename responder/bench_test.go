@@ -18,11 +18,11 @@ import (
 //	go test ./responder -run '^$' -bench DecisionLatency -benchtime 30x
 func BenchmarkDecisionLatency(b *testing.B) {
 	syn := readCapture(b, "pkt.TCP.synflood.spoofed.pcap")
-	for _, analyst := range []string{"builtin", "llm"} {
-		b.Run(analyst, func(b *testing.B) {
+	for _, analyst := range AnalystNames {
+		b.Run(string(analyst), func(b *testing.B) {
 			agent := newFakeAgent(b, ordinaryTraffic(91, 5000), syn[:5000])
 			cfg := Config{AgentURL: agent.srv.URL, Analyst: analyst}
-			if analyst == "llm" {
+			if analyst == AnalystLLM {
 				llm := newFakeLLM(b, toolAnswer(rulesArgs("syn flood", map[string]any{
 					"protocol": "tcp", "dst_ports": []string{"25565"}, "tcp_flags": "syn,!ack", "tcp_window": "0", "length": "40"})))
 				cfg.LLM = LLMConfig{BaseURL: llm.srv.URL + "/v1", Model: "m", APIKey: llmKey, Timeout: 5 * time.Second}
@@ -36,7 +36,7 @@ func BenchmarkDecisionLatency(b *testing.B) {
 					b.Fatalf("post: %d %s", code, text)
 				}
 				d := tr.waitDecision(b, func(d Decision) bool { return d.Kind == "alert" && d.Alert.Fingerprint == fp })
-				if d.Outcome != OutcomeApplied || d.Analyst != analyst {
+				if d.Outcome != OutcomeApplied || d.Analyst != string(analyst) {
 					b.Fatalf("decision %s by %s", d.Outcome, d.Analyst)
 				}
 				lat = append(lat, d.LatencySecs)

@@ -30,8 +30,8 @@ type MinerConfig struct {
 	Target         float64 // stop once the rules cover this share of the excess (default 0.995)
 	Trim           float64 // outliers cut from each end of a range (default 0.001)
 	MinBaseline    int     // prune predicates only with at least this many baseline samples (default 100)
-	MaxPrefixV4    int     // never emit a source prefix shorter than this (default 16)
-	MaxPrefixV6    int     // (default 32)
+	MinPrefixLenV4 int     // never emit a source prefix shorter than this (default 16)
+	MinPrefixLenV6 int     // (default 32)
 	MaxCollateral  float64 // never propose a rule matching more of the baseline (default 0.01, the guardrails' limit)
 }
 
@@ -53,8 +53,8 @@ func (c MinerConfig) withDefaults() MinerConfig {
 	deff(&c.Target, 0.995)
 	deff(&c.Trim, 0.001)
 	def(&c.MinBaseline, 100)
-	def(&c.MaxPrefixV4, 16)
-	def(&c.MaxPrefixV6, 32)
+	def(&c.MinPrefixLenV4, 16)
+	def(&c.MinPrefixLenV6, 32)
 	deff(&c.MaxCollateral, DefaultGuardrails.MaxCollateral)
 	return c
 }
@@ -772,9 +772,9 @@ func commonSourcePrefix(cfg MinerConfig, pk, bk []rule.Packet, scale float64) (n
 		total += max(n, 0)
 	}
 	for pfx, n := range counts {
-		lim := cfg.MaxPrefixV4
+		lim := cfg.MinPrefixLenV4
 		if pfx.Addr().Is6() {
-			lim = cfg.MaxPrefixV6
+			lim = cfg.MinPrefixLenV6
 		}
 		if total > 0 && pfx.Bits() >= lim && n >= total*(1-2*cfg.Trim) {
 			return pfx, true
@@ -802,7 +802,7 @@ func grown(na, totalA, nb, totalB int, minExcess float64) (float64, bool) {
 }
 
 func candidateFor(m rule.Match, reason string, attack, baseline []rule.Packet) Candidate {
-	r := rule.Rule{Action: rule.ActionDrop, Match: m, Reason: reason, Origin: "builtin"}
+	r := rule.Rule{Action: rule.ActionDrop, Match: m, Reason: reason, Origin: rule.OriginBuiltin}
 	rp := ReplayRules([]rule.Rule{r}, attack, baseline)
 	return Candidate{Rule: r, Coverage: rp.Coverage, Collateral: rp.Collateral}
 }

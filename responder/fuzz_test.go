@@ -46,8 +46,8 @@ func FuzzDecodeMessage(f *testing.F) {
 }
 
 var fuzzGuard = Guardrails{
-	NeverBlock:  []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
-	MaxPrefixV4: 16, MaxPrefixV6: 32, MinTTL: 30 * time.Second, MaxTTL: time.Hour,
+	NeverBlock:     []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
+	MinPrefixLenV4: 16, MinPrefixLenV6: 32, MinRuleTTL: 30 * time.Second, MaxRuleTTL: time.Hour,
 	MaxRules: 8, MinCoverage: 0.02, MaxCollateral: 0.01,
 }
 
@@ -80,11 +80,11 @@ func FuzzGuardrails(f *testing.F) {
 		if json.Unmarshal(ruleJSON, &r) != nil {
 			return
 		}
-		mode := "enforce"
+		mode := ModeEnforce
 		if monitor {
-			mode = "monitor"
+			mode = ModeMonitor
 		}
-		vs := fuzzGuard.Check(CheckInput{Attack: attack, Baseline: baseline, Protected: protected, Mode: mode, TTL: 10 * time.Minute, Origin: "llm"}, []rule.Rule{r})
+		vs := fuzzGuard.Check(CheckInput{Attack: attack, Baseline: baseline, Protected: protected, Mode: mode, RuleTTL: 10 * time.Minute, Origin: "llm"}, []rule.Rule{r})
 		if len(vs) != 1 {
 			t.Fatalf("%d validations for one rule", len(vs))
 		}
@@ -102,7 +102,7 @@ func FuzzGuardrails(f *testing.F) {
 		if got.Origin != "llm" || monitor && got.Action != rule.ActionMonitor {
 			t.Fatalf("origin %q action %q", got.Origin, got.Action)
 		}
-		if ttl := time.Duration(got.TTLSeconds) * time.Second; ttl < fuzzGuard.MinTTL || ttl > fuzzGuard.MaxTTL {
+		if ttl := time.Duration(got.TTLSeconds) * time.Second; ttl < fuzzGuard.MinRuleTTL || ttl > fuzzGuard.MaxRuleTTL {
 			t.Fatalf("ttl %s out of bounds", ttl)
 		}
 		if strings.ContainsAny(got.Reason, "\n\r\x00") || len(got.Reason) > rule.MaxReasonLen {
@@ -114,9 +114,9 @@ func FuzzGuardrails(f *testing.F) {
 			if !p.IsValid() {
 				continue
 			}
-			lim := fuzzGuard.MaxPrefixV4
+			lim := fuzzGuard.MinPrefixLenV4
 			if p.Addr().Is6() {
-				lim = fuzzGuard.MaxPrefixV6
+				lim = fuzzGuard.MinPrefixLenV6
 			}
 			if p.Bits() < lim {
 				t.Fatalf("accepted %s, broader than /%d", p, lim)
@@ -184,7 +184,7 @@ func TestGuardrailsProtectedSources(t *testing.T) {
 	flood[1].Src = nodeGateway.Addr()
 	r := rule.Rule{Action: rule.ActionDrop, TTLSeconds: 600, Match: rule.Match{Protocol: "tcp", TCPFlags: "syn,!ack", TCPWindow: "512"}}
 	baseline := ordinaryTraffic(22, 2000)
-	in := CheckInput{Attack: flood, Baseline: baseline, Protected: []netip.Prefix{nodeAddr, nodeGateway}, Mode: "enforce", TTL: time.Minute, Origin: "builtin"}
+	in := CheckInput{Attack: flood, Baseline: baseline, Protected: []netip.Prefix{nodeAddr, nodeGateway}, Mode: "enforce", RuleTTL: time.Minute, Origin: "builtin"}
 	if v := DefaultGuardrails.Check(in, []rule.Rule{r})[0]; !v.Accepted {
 		t.Errorf("rejected: %s", v.Reason)
 	}

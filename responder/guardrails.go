@@ -11,28 +11,28 @@ import (
 )
 
 // Guardrails are the checks every proposed rule passes before it reaches an
-// agent, whoever proposed it. They are policy on top of guard.Rule.Validate
+// agent, whoever proposed it. They are policy on top of rule.Rule.Validate
 // (the schema).
 type Guardrails struct {
-	NeverBlock    []netip.Prefix // configured CIDRs; loopback and link-local are always added
-	MaxPrefixV4   int            // shortest source/destination prefix allowed (breadth)
-	MaxPrefixV6   int
-	MinTTL        time.Duration
-	MaxTTL        time.Duration
-	MaxRules      int     // responder rules active on one agent
-	MinCoverage   float64 // share of the attack window a rule must match
-	MaxCollateral float64 // share of the baseline a rule may match
+	NeverBlock     []netip.Prefix // configured CIDRs; loopback and link-local are always added
+	MinPrefixLenV4 int            // shortest source/destination prefix allowed (breadth)
+	MinPrefixLenV6 int
+	MinRuleTTL     time.Duration
+	MaxRuleTTL     time.Duration
+	MaxRules       int     // responder rules active on one agent
+	MinCoverage    float64 // share of the attack window a rule must match
+	MaxCollateral  float64 // share of the baseline a rule may match
 }
 
 // DefaultGuardrails are the limits used where Config leaves a field zero.
 var DefaultGuardrails = Guardrails{
-	MaxPrefixV4:   16,
-	MaxPrefixV6:   32,
-	MinTTL:        30 * time.Second,
-	MaxTTL:        24 * time.Hour,
-	MaxRules:      64,
-	MinCoverage:   0.005,
-	MaxCollateral: 0.01,
+	MinPrefixLenV4: 16,
+	MinPrefixLenV6: 32,
+	MinRuleTTL:     30 * time.Second,
+	MaxRuleTTL:     24 * time.Hour,
+	MaxRules:       64,
+	MinCoverage:    0.005,
+	MaxCollateral:  0.01,
 }
 
 // alwaysProtected are never blocked whatever the configuration says.
@@ -60,8 +60,8 @@ type CheckInput struct {
 	Attack, Baseline []rule.Packet
 	Protected        []netip.Prefix // the node's addresses and gateways (from the agent)
 	ActiveRules      int            // responder rules already active on the agent
-	Mode             string         // enforce or monitor
-	TTL              time.Duration  // the TTL to give a rule that asks for none
+	Mode             Mode           // ModeEnforce or ModeMonitor
+	RuleTTL          time.Duration  // the lifetime to give a rule that asks for none
 	Origin           string         // builtin or llm: set on every rule, whatever it claims
 }
 
@@ -113,7 +113,7 @@ func (g Guardrails) adjust(in CheckInput, r rule.Rule) (rule.Rule, []string) {
 	r.Origin = in.Origin
 	r.Reason = SanitizeText(r.Reason, rule.MaxReasonLen)
 	r.CreatedAt, r.ExpiresAt, r.Packets, r.Bytes = time.Time{}, time.Time{}, 0, 0
-	if in.Mode == "monitor" {
+	if in.Mode == ModeMonitor {
 		if r.Action != rule.ActionMonitor {
 			notes = append(notes, fmt.Sprintf("mode monitor: action %q installed as monitor", r.Action))
 		}
@@ -124,15 +124,15 @@ func (g Guardrails) adjust(in CheckInput, r rule.Rule) (rule.Rule, []string) {
 	}
 	ttl := time.Duration(r.TTLSeconds) * time.Second
 	if ttl <= 0 {
-		ttl = in.TTL
+		ttl = in.RuleTTL
 	}
-	if ttl < g.MinTTL {
-		notes = append(notes, fmt.Sprintf("ttl raised to %s", g.MinTTL))
-		ttl = g.MinTTL
+	if ttl < g.MinRuleTTL {
+		notes = append(notes, fmt.Sprintf("ttl raised to %s", g.MinRuleTTL))
+		ttl = g.MinRuleTTL
 	}
-	if ttl > g.MaxTTL {
-		notes = append(notes, fmt.Sprintf("ttl lowered to %s", g.MaxTTL))
-		ttl = g.MaxTTL
+	if ttl > g.MaxRuleTTL {
+		notes = append(notes, fmt.Sprintf("ttl lowered to %s", g.MaxRuleTTL))
+		ttl = g.MaxRuleTTL
 	}
 	r.TTLSeconds = int64(ttl / time.Second)
 	return r, notes
@@ -157,9 +157,9 @@ func (g Guardrails) judge(in CheckInput, r rule.Rule, protected []netip.Prefix) 
 		if p.Bits() == 0 {
 			return fmt.Sprintf("%s %s matches every address", f.name, p)
 		}
-		lim := g.MaxPrefixV4
+		lim := g.MinPrefixLenV4
 		if p.Addr().Is6() {
-			lim = g.MaxPrefixV6
+			lim = g.MinPrefixLenV6
 		}
 		if p.Bits() < lim {
 			return fmt.Sprintf("%s %s is broader than /%d", f.name, p, lim)

@@ -16,12 +16,15 @@ import (
 	"github.com/sashabaranov/go-openai"
 )
 
+// DefaultLLMTimeout bounds one request to the model.
+const DefaultLLMTimeout = 20 * time.Second
+
 // LLMConfig configures the LLM analyst.
 type LLMConfig struct {
 	BaseURL           string        // any OpenAI-compatible API, e.g. https://api.openai.com/v1
 	Model             string        // model name
 	APIKey            string        // never logged, exported or audited
-	Timeout           time.Duration // per request; past it the analyst fails (default 20s)
+	Timeout           time.Duration // per request; past it the analyst fails (default DefaultLLMTimeout)
 	FallbackToBuiltin bool          // on failure or a fully rejected answer, use the builtin analyst
 	MaxPromptBytes    int           // bound on the evidence sent (default 24 KiB)
 	HTTPClient        *http.Client  // nil: a plain client
@@ -49,7 +52,7 @@ const proposeTool = "propose_rules"
 
 func newLLM(cfg LLMConfig, m *metrics) *LLM {
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 20 * time.Second
+		cfg.Timeout = DefaultLLMTimeout
 	}
 	if cfg.MaxPromptBytes <= 0 {
 		cfg.MaxPromptBytes = 24 << 10
@@ -64,7 +67,7 @@ func newLLM(cfg LLMConfig, m *metrics) *LLM {
 	return &LLM{cfg: cfg, client: openai.NewClientWithConfig(oc), metrics: m}
 }
 
-func (*LLM) Name() string { return "llm" }
+func (*LLM) Name() AnalystName { return AnalystLLM }
 
 const systemPrompt = `You are the analyst of PacketScope, an XDP packet guard on a Linux node. An alert says the node is under a flood.
 You get the alert, sampled packet headers from the attack window, the fields' top values, candidate rules a fingerprint miner found

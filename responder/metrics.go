@@ -72,7 +72,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Proposed rules judged by the guardrails, by analyst and result (accepted, rejected).",
 		}, []string{"analyst", "result"}),
 	}
-	for _, a := range []string{"builtin", "llm"} {
+	for _, name := range AnalystNames {
+		a := string(name)
 		for _, o := range allOutcomes {
 			m.decisions.WithLabelValues(a, o)
 		}

@@ -13,10 +13,10 @@ import (
 
 // OfflineConfig configures AnalyzeOffline.
 type OfflineConfig struct {
-	Analyst    string // builtin (default) or llm
+	Analyst    AnalystName // AnalystBuiltin (default) or AnalystLLM
 	LLM        LLMConfig
-	Mode       string        // enforce (default) or monitor
-	RuleTTL    time.Duration // default 10m
+	Mode       Mode          // ModeEnforce (default) or ModeMonitor
+	RuleTTL    time.Duration // default DefaultRuleTTL
 	Protected  []netip.Prefix
 	Guardrails Guardrails // zero fields take DefaultGuardrails
 	Miner      MinerConfig
@@ -49,32 +49,35 @@ func AnalyzeOffline(ctx context.Context, cfg OfflineConfig, attack, baseline []r
 	ev := &Evidence{Alert: AlertInfo{Name: "offline", Fingerprint: "offline", Status: "firing", Labels: map[string]string{"attack": cfg.Attack}}, Attack: attack, Baseline: baseline,
 		Protected: cfg.Protected, SampleEvery: 1, Estimated: uint64(len(attack))}
 	ev.Candidates = MineAlert(rc.Miner, cfg.Attack, attack, baseline, protected)
-	in := CheckInput{Attack: attack, Baseline: baseline, Protected: cfg.Protected, Mode: rc.Mode, TTL: rc.RuleTTL}
-
-	res := OfflineResult{Analyst: rc.Analyst}
-	if rc.Analyst == "llm" {
-		l := newLLM(rc.LLM, newMetrics(prometheus.NewRegistry()))
-		a, err := l.Propose(ctx, ev)
-		if err == nil {
-			in.Origin = "llm"
-			res.Rationale, res.Validations = a.Rationale, rc.Guardrails.Check(in, a.Rules)
-			if len(a.Rules) == 0 || anyAccepted(res.Validations) || !rc.LLM.FallbackToBuiltin {
-				return finishOffline(res, attack, baseline), nil
-			}
-			res.LLMError = "every rule the LLM proposed was rejected"
-		} else {
-			res.LLMError = err.Error()
-			if !rc.LLM.FallbackToBuiltin {
-				return res, fmt.Errorf("ask the llm: %w", err)
-			}
-		}
-		res.Analyst = "builtin (fallback)"
+	check := func(analyst AnalystName, rules []rule.Rule) []Validation {
+		return rc.Guardrails.Check(CheckInput{Attack: attack, Baseline: baseline, Protected: cfg.Protected,
+			Mode: rc.Mode, RuleTTL: rc.RuleTTL, Origin: string(analyst)}, rules)
 	}
-	a, _ := Builtin{}.Propose(ctx, ev)
-	in.Origin = "builtin"
-	res.Rationale = a.Rationale
-	res.Validations = append(rejectedOnly(res.Validations), rc.Guardrails.Check(in, a.Rules)...)
+	p := proposeWithFallback(ctx, analystChain(rc, newMetrics(prometheus.NewRegistry())), ev, check)
+	stands := p.Attempts[len(p.Attempts)-1]
+	if stands.Err != nil {
+		return OfflineResult{Analyst: string(stands.Analyst), LLMError: stands.Err.Error()},
+			fmt.Errorf("ask the %s analyst: %w", stands.Analyst, stands.Err)
+	}
+	res := OfflineResult{Analyst: string(p.Analyst), Rationale: stands.Answer.Rationale, Validations: p.Validations}
+	if passed := p.Attempts[:len(p.Attempts)-1]; len(passed) > 0 {
+		res.Analyst += " (fallback)"
+		res.LLMError = whyPassedOver(passed[len(passed)-1])
+	}
 	return finishOffline(res, attack, baseline), nil
+}
+
+// whyPassedOver says in a sentence why an analyst's answer was set aside.
+func whyPassedOver(at Attempt) string {
+	switch {
+	case at.Err != nil:
+		return at.Err.Error()
+	case at.Cause == CauseAllRejected:
+		return "every rule the " + string(at.Analyst) + " analyst proposed was rejected"
+	case at.Cause == CauseEmptyAnswer:
+		return "the " + string(at.Analyst) + " analyst proposed no rule while the fingerprint miner found candidates"
+	}
+	return at.Cause
 }
 
 func finishOffline(res OfflineResult, attack, baseline []rule.Packet) OfflineResult {

@@ -9,11 +9,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -23,29 +23,48 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Defaults of Config that operators see as flag defaults.
+const (
+	DefaultRuleTTL         = 10 * time.Minute
+	DefaultAttackWindowMin = 30 * time.Second
+	DefaultBaselineGap     = time.Minute
+)
+
+// Mode says what the responder's rules do to the packets they match.
+type Mode string
+
+const (
+	ModeEnforce Mode = "enforce" // rules act: drop or rate-limit
+	ModeMonitor Mode = "monitor" // every rule is installed as a would-drop counter
+)
+
+// Modes are the modes there are.
+var Modes = []Mode{ModeEnforce, ModeMonitor}
+
 // Config configures a Responder. Zero values take the defaults noted.
 type Config struct {
-	AgentURL     string // the agent for every alert; "" derives it from the alert's instance label
-	AgentToken   string // bearer token for the agent's mutating API
-	WebhookToken string // bearer token Alertmanager must send; "" refuses every webhook
-	Analyst      string // builtin (default) or llm
+	AgentURL     string      // the agent for every alert; "" derives it from the alert's instance label
+	AgentToken   string      // bearer token for the agent's mutating API
+	WebhookToken string      // bearer token Alertmanager must send; "" refuses every webhook
+	Analyst      AnalystName // AnalystBuiltin (default) or AnalystLLM
 	LLM          LLMConfig
-	Mode         string // enforce (default) or monitor
+	Mode         Mode   // ModeEnforce (default) or ModeMonitor
 	AuditFile    string // JSON-lines audit trail; "" keeps it in memory only
 
 	RemoveOnResolve bool          // delete an alert's rules when it resolves
-	RuleTTL         time.Duration // TTL of installed rules (default 10m)
+	RuleTTL         time.Duration // TTL of installed rules (default DefaultRuleTTL)
 	Reanalyze       time.Duration // a firing alert that got no rules is analyzed again after this (default 2m)
 
 	Guardrails Guardrails  // zero fields take DefaultGuardrails
 	Miner      MinerConfig // fingerprint miner tuning
 
-	AttackWindowMin time.Duration // the attack window is at least this long (default 30s)
+	AttackWindowMin time.Duration // the attack window is at least this long (default DefaultAttackWindowMin)
 	AttackWindowMax time.Duration // ...and at most this (default 2m)
 	BaselineWindow  time.Duration // the baseline window before the attack (default 5m)
 	// BaselineGap separates the baseline from the attack window: an alert
 	// starts after its expression crossed the threshold over a rate window,
-	// so the flood began earlier than the alert's StartsAt (default 1m).
+	// so the flood began earlier than the alert's StartsAt (default
+	// DefaultBaselineGap).
 	BaselineGap time.Duration
 	// BaselinePoll is how often the responder snapshots each known agent's
 	// traffic, so a baseline survives a flood that overwrites the agent's
@@ -58,26 +77,24 @@ type Config struct {
 	MaxAlerts    int // alerts tracked at once (default 10000); beyond → 503
 	MaxDecisions int // decisions kept in memory for GET /api/v1/decisions (default 1000)
 
-	// NewAgent returns the client for an agent URL; nil means guard.NewClient.
+	// NewAgent returns the client for an agent URL; nil means agentapi.NewClient.
 	NewAgent func(baseURL, token string) Agent
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 func (c *Config) setDefaults() error {
-	switch c.Analyst {
-	case "":
-		c.Analyst = "builtin"
-	case "builtin", "llm":
-	default:
-		return fmt.Errorf("analyst %q is not builtin or llm", c.Analyst)
+	switch {
+	case c.Analyst == "":
+		c.Analyst = AnalystBuiltin
+	case !slices.Contains(AnalystNames, c.Analyst):
+		return fmt.Errorf("analyst %q is not one of %v", c.Analyst, AnalystNames)
 	}
-	switch c.Mode {
-	case "":
-		c.Mode = "enforce"
-	case "enforce", "monitor":
-	default:
-		return fmt.Errorf("mode %q is not enforce or monitor", c.Mode)
+	switch {
+	case c.Mode == "":
+		c.Mode = ModeEnforce
+	case !slices.Contains(Modes, c.Mode):
+		return fmt.Errorf("mode %q is not one of %v", c.Mode, Modes)
 	}
 	dur := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -89,12 +106,12 @@ func (c *Config) setDefaults() error {
 			*v = d
 		}
 	}
-	dur(&c.RuleTTL, 10*time.Minute)
+	dur(&c.RuleTTL, DefaultRuleTTL)
 	dur(&c.Reanalyze, 2*time.Minute)
-	dur(&c.AttackWindowMin, 30*time.Second)
+	dur(&c.AttackWindowMin, DefaultAttackWindowMin)
 	dur(&c.AttackWindowMax, 2*time.Minute)
 	dur(&c.BaselineWindow, 5*time.Minute)
-	dur(&c.BaselineGap, time.Minute)
+	dur(&c.BaselineGap, DefaultBaselineGap)
 	dur(&c.BaselinePoll, baselinePollEvery)
 	num(&c.MaxSamples, 5000)
 	num(&c.QueueSize, 256)
@@ -102,10 +119,10 @@ func (c *Config) setDefaults() error {
 	num(&c.MaxAlerts, 10000)
 	num(&c.MaxDecisions, 1000)
 	g, d := &c.Guardrails, DefaultGuardrails
-	num(&g.MaxPrefixV4, d.MaxPrefixV4)
-	num(&g.MaxPrefixV6, d.MaxPrefixV6)
-	dur(&g.MinTTL, d.MinTTL)
-	dur(&g.MaxTTL, d.MaxTTL)
+	num(&g.MinPrefixLenV4, d.MinPrefixLenV4)
+	num(&g.MinPrefixLenV6, d.MinPrefixLenV6)
+	dur(&g.MinRuleTTL, d.MinRuleTTL)
+	dur(&g.MaxRuleTTL, d.MaxRuleTTL)
 	num(&g.MaxRules, d.MaxRules)
 	if g.MinCoverage <= 0 {
 		g.MinCoverage = d.MinCoverage
@@ -113,11 +130,11 @@ func (c *Config) setDefaults() error {
 	if g.MaxCollateral <= 0 {
 		g.MaxCollateral = d.MaxCollateral
 	}
-	if c.Miner.MaxPrefixV4 == 0 {
-		c.Miner.MaxPrefixV4 = g.MaxPrefixV4
+	if c.Miner.MinPrefixLenV4 == 0 {
+		c.Miner.MinPrefixLenV4 = g.MinPrefixLenV4
 	}
-	if c.Miner.MaxPrefixV6 == 0 {
-		c.Miner.MaxPrefixV6 = g.MaxPrefixV6
+	if c.Miner.MinPrefixLenV6 == 0 {
+		c.Miner.MinPrefixLenV6 = g.MinPrefixLenV6
 	}
 	if c.NewAgent == nil {
 		c.NewAgent = func(baseURL, token string) Agent { return agentapi.NewClient(baseURL, token, nil) }
@@ -134,8 +151,8 @@ type Responder struct {
 	cfg     Config
 	metrics *metrics
 	audit   *AuditLog
-	builtin Builtin
-	llm     *LLM
+	// analysts are asked in order under the fallback policy.
+	analysts []Analyst
 
 	queue chan job
 
@@ -211,9 +228,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, cfg Config) (*Responder
 	if cfg.AgentURL != "" {
 		r.baselines.track(strings.TrimRight(cfg.AgentURL, "/"))
 	}
-	if cfg.Analyst == "llm" {
-		r.llm = newLLM(cfg.LLM, r.metrics)
-	}
+	r.analysts = analystChain(cfg, r.metrics)
 	r.handler = r.newHandler()
 	r.restore()
 	return r, nil
@@ -342,7 +357,7 @@ func (r *Responder) record(d Decision) {
 	}
 	analyst := d.Analyst
 	if analyst == "" {
-		analyst = r.cfg.Analyst
+		analyst = string(r.cfg.Analyst)
 	}
 	r.metrics.decisions.WithLabelValues(analyst, d.Outcome).Inc()
 	if err := r.audit.Record(d); err != nil {
@@ -368,7 +383,7 @@ func ruleIDPrefix(fingerprint string) string {
 
 // decide runs one alert through evidence → analyst → guardrails → agent.
 func (r *Responder) decide(ctx context.Context, j job) {
-	d := Decision{Kind: "alert", Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received, Analyst: r.cfg.Analyst}
+	d := Decision{Kind: "alert", Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received, Analyst: string(r.cfg.Analyst)}
 	agent := r.agentFor(j.agentURL)
 	ev, summary, err := r.gather(ctx, agent, j)
 	if err != nil {
@@ -379,7 +394,7 @@ func (r *Responder) decide(ctx context.Context, j job) {
 	}
 	d.Evidence = summary
 	validations, analyst := r.analyze(ctx, ev, &d)
-	d.Analyst, d.Validations = analyst, validations
+	d.Analyst, d.Validations = string(analyst), validations
 	var accepted []rule.Rule
 	for _, v := range validations {
 		res := "rejected"
@@ -387,7 +402,7 @@ func (r *Responder) decide(ctx context.Context, j job) {
 			res = "accepted"
 			accepted = append(accepted, v.Rule)
 		}
-		r.metrics.validations.WithLabelValues(analyst, res).Inc()
+		r.metrics.validations.WithLabelValues(string(analyst), res).Inc()
 	}
 	switch {
 	case len(validations) == 0 && d.Answer != nil && d.Answer.Error != "":
@@ -407,12 +422,12 @@ func (r *Responder) decide(ctx context.Context, j job) {
 			r.finish(j, &d, statusFailed)
 			r.record(d)
 			return
-		case r.cfg.Mode == "monitor":
+		case r.cfg.Mode == ModeMonitor:
 			d.Outcome = OutcomeMonitor
 		default:
 			d.Outcome = OutcomeApplied
 		}
-		r.metrics.latency.WithLabelValues(analyst).Observe(d.LatencySecs)
+		r.metrics.latency.WithLabelValues(string(analyst)).Observe(d.LatencySecs)
 	}
 	r.finish(j, &d, statusDone)
 	r.record(d)
@@ -429,8 +444,8 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rul
 	defer r.pushMu.Unlock()
 	active, err := agent.ListRules(ctx)
 	if err != nil {
-		for _, rule := range accepted {
-			d.Applied = append(d.Applied, AppliedRule{Action: string(rule.Action), Error: "list rules: " + err.Error()})
+		for _, ar := range accepted {
+			d.Applied = append(d.Applied, AppliedRule{Action: string(ar.Action), Error: "list rules: " + err.Error()})
 		}
 		return len(accepted)
 	}
@@ -444,27 +459,27 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rul
 		}
 	}
 	failed := 0
-	for i, rule := range accepted {
-		if dup := sameRule(others, rule); dup != nil {
+	for i, nr := range accepted {
+		if dup := sameRule(others, nr); dup != nil {
 			d.Applied = append(d.Applied, AppliedRule{ID: dup.ID, Action: string(dup.Action), ExpiresAt: dup.ExpiresAt, Existing: true})
 			continue
 		}
-		rule.ID = fmt.Sprintf("%s%d", prefix, i)
-		if rule.Origin == "llm" {
+		nr.ID = fmt.Sprintf("%s%d", prefix, i)
+		if nr.Origin == rule.OriginLLM {
 			// The model's own words stay in the audit trail; the agent
 			// gets a reason the responder wrote.
 			v := vs[indexOf(vs, i)]
-			rule.Reason = fmt.Sprintf("llm rule for alert %s (coverage %.3f, collateral %.3f)", SanitizeIdent(j.alert.Name), v.Coverage, v.Collateral)
+			nr.Reason = fmt.Sprintf("llm rule for alert %s (coverage %.3f, collateral %.3f)", SanitizeIdent(j.alert.Name), v.Coverage, v.Collateral)
 		}
-		ar := AppliedRule{ID: rule.ID, Action: string(rule.Action)}
-		got, err := agent.AddRule(ctx, rule)
+		ar := AppliedRule{ID: nr.ID, Action: string(nr.Action)}
+		got, err := agent.AddRule(ctx, nr)
 		if err != nil {
 			ar.Error = err.Error()
 			failed++
 		} else {
 			ar.ExpiresAt = got.ExpiresAt
 			if ar.ExpiresAt.IsZero() {
-				ar.ExpiresAt = r.cfg.Now().Add(time.Duration(rule.TTLSeconds) * time.Second)
+				ar.ExpiresAt = r.cfg.Now().Add(time.Duration(nr.TTLSeconds) * time.Second)
 			}
 		}
 		d.Applied = append(d.Applied, ar)
@@ -605,94 +620,44 @@ func packetsOf(ss []rule.Sample) []rule.Packet {
 	return out
 }
 
-// analyze asks the configured analyst, judges its answer, and falls back to
-// the builtin analyst when the LLM fails or every rule it proposed is
-// rejected (if configured). It returns the validations that count and the
-// analyst they came from.
-func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]Validation, string) {
-	check := func(origin string, rules []rule.Rule) []Validation {
+// analyze asks the analysts under the fallback policy and records their
+// answers. It returns the validations that count and the analyst whose
+// answer stands.
+func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]Validation, AnalystName) {
+	check := func(analyst AnalystName, rules []rule.Rule) []Validation {
 		return r.cfg.Guardrails.Check(CheckInput{
 			Attack: ev.Attack, Baseline: ev.Baseline, Protected: ev.Protected,
-			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, TTL: r.cfg.RuleTTL, Origin: origin,
+			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, RuleTTL: r.cfg.RuleTTL, Origin: string(analyst),
 		}, rules)
 	}
-	builtin := func() []Validation {
-		start := time.Now()
-		a, _ := r.builtin.Propose(ctx, ev)
-		for i := range a.Rules {
-			a.Rules[i].TTLSeconds = int64(r.cfg.RuleTTL / time.Second)
-		}
-		rec := &AnswerRecord{Analyst: "builtin", Rationale: a.Rationale, Rules: a.Rules, DurationSec: time.Since(start).Seconds()}
-		if d.Answer == nil {
+	p := proposeWithFallback(ctx, r.analysts, ev, check)
+	for i, at := range p.Attempts {
+		rec := answerRecord(at)
+		if i == 0 {
 			d.Answer = rec
-		} else {
-			d.Fallback = rec
+			continue
 		}
-		return check("builtin", a.Rules)
+		d.Fallback = rec
+		r.metrics.llmFallback.WithLabelValues(p.Attempts[i-1].Cause).Inc()
 	}
-	if r.llm == nil {
-		return builtin(), "builtin"
-	}
-	start := time.Now()
-	a, err := r.llm.Propose(ctx, ev)
-	rec := &AnswerRecord{Analyst: "llm", DurationSec: time.Since(start).Seconds()}
-	d.Answer = rec
-	var cause string
-	var vs []Validation
-	if err != nil {
-		var le *LLMError
-		cause = "error"
-		if errors.As(err, &le) {
-			cause = le.Cause
-		}
-		rec.Error = SanitizeText(err.Error(), 512)
+	return p.Validations, p.Analyst
+}
+
+// answerRecord is an attempt as the audit trail keeps it.
+func answerRecord(at Attempt) *AnswerRecord {
+	rec := &AnswerRecord{Analyst: string(at.Analyst), Cause: at.Cause, DurationSec: at.Duration.Seconds()}
+	if at.Err != nil {
+		rec.Error = SanitizeText(at.Err.Error(), 512)
 	} else {
-		rec.Rationale, rec.Rules = a.Rationale, a.Rules
-		vs = check("llm", a.Rules)
-		switch {
-		case len(a.Rules) > 0 && !anyAccepted(vs):
-			cause = "all_rules_rejected"
-		case len(a.Rules) == 0 && len(ev.Candidates) > 0:
-			// The miner sees a flood the model does not (or was talked out
-			// of seeing): let the guardrails judge the miner's rules.
-			cause = "empty_answer"
-		}
+		rec.Rationale, rec.Rules = at.Answer.Rationale, at.Answer.Rules
 	}
-	if cause == "" {
-		return vs, "llm"
-	}
-	rec.Cause = cause
-	if !r.cfg.LLM.FallbackToBuiltin {
-		return vs, "llm"
-	}
-	r.metrics.llmFallback.WithLabelValues(cause).Inc()
-	// The rejected LLM validations stay on the record; the builtin's decide.
-	return append(rejectedOnly(vs), builtin()...), "builtin"
-}
-
-func anyAccepted(vs []Validation) bool {
-	for _, v := range vs {
-		if v.Accepted {
-			return true
-		}
-	}
-	return false
-}
-
-func rejectedOnly(vs []Validation) []Validation {
-	var out []Validation
-	for _, v := range vs {
-		if !v.Accepted {
-			out = append(out, v)
-		}
-	}
-	return out
+	return rec
 }
 
 func countResponderRules(rules []rule.Rule) int {
 	n := 0
 	for _, r := range rules {
-		if r.Origin == "builtin" || r.Origin == "llm" {
+		if r.Origin == rule.OriginBuiltin || r.Origin == rule.OriginLLM {
 			n++
 		}
 	}

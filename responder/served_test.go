@@ -45,7 +45,7 @@ func TestServedFlows(t *testing.T) {
 func TestGuardrailsRefuseServed(t *testing.T) {
 	upload := classPackets(t, "bulk_upload", 6, 3000)
 	baseline := append(ordinaryTraffic(3, 20000), upload[:150]...)
-	in := CheckInput{Attack: mix(1, upload, ordinaryTraffic(4, 1000)), Baseline: baseline, Mode: "enforce", TTL: 600e9, Origin: "builtin"}
+	in := CheckInput{Attack: mix(1, upload, ordinaryTraffic(4, 1000)), Baseline: baseline, Mode: "enforce", RuleTTL: 600e9, Origin: "builtin"}
 	vs := DefaultGuardrails.Check(in, []rule.Rule{
 		{Action: rule.ActionDrop, Match: rule.Match{Protocol: "tcp", DstPorts: []string{"443"}, TCPFlags: "ack,!syn,!rst,!fin", Length: "1500"}},
 		{Action: rule.ActionDrop, Match: rule.Match{Protocol: "tcp", DstPorts: []string{"443"}, TCPFlags: "syn,!ack", Length: "40"}},

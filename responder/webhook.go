@@ -231,7 +231,7 @@ func (r *Responder) admit(j *job) admission {
 	s.lastSeen = now
 	switch s.status {
 	case statusPending:
-		r.metrics.decisions.WithLabelValues(r.cfg.Analyst, OutcomeRepeat).Inc()
+		r.metrics.decisions.WithLabelValues(string(r.cfg.Analyst), OutcomeRepeat).Inc()
 		return admitRepeat
 	case statusFailed:
 		s.status = statusPending

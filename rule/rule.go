@@ -1,7 +1,6 @@
 package rule
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -37,7 +36,7 @@ const (
 	MaxReasonLen  = 512
 )
 
-// Rule is the contract's rule JSON (DESIGN.md), plus what the agent reports.
+// Rule is the contract's rule JSON (README.md, "Rules"), plus what the agent reports.
 type Rule struct {
 	ID         string `json:"id,omitempty"`
 	Action     Action `json:"action"`
@@ -85,17 +84,15 @@ func FieldErrorf(field, format string, args ...any) error {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
-// ParseRule decodes one rule from JSON, rejecting unknown fields, and validates it.
+// ParseRule decodes one rule from JSON with UnmarshalStrict (no unknown,
+// duplicate or case-folded keys, no trailing data), cleans its reason of
+// control and format characters (CleanText), and validates it.
 func ParseRule(data []byte) (Rule, error) {
 	var r Rule
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return Rule{}, FieldErrorf("body", "invalid JSON: %v", err)
+	if err := UnmarshalStrict(data, &r); err != nil {
+		return Rule{}, err
 	}
-	if dec.More() {
-		return Rule{}, FieldErrorf("body", "trailing data after the rule object")
-	}
+	r.Reason = CleanText(r.Reason)
 	if err := r.Validate(); err != nil {
 		return Rule{}, err
 	}
@@ -108,10 +105,8 @@ func (r *Rule) Validate() error {
 	if len(r.ID) > MaxRuleIDLen {
 		return FieldErrorf("id", "longer than %d characters", MaxRuleIDLen)
 	}
-	for _, c := range r.ID {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return FieldErrorf("id", "may hold only letters, digits, '-', '_' and '.'")
-		}
+	if !ValidID(r.ID) {
+		return FieldErrorf("id", "may hold only ASCII letters, digits, '-', '_' and '.', and must start with a letter or digit")
 	}
 	switch r.Action {
 	case ActionDrop, ActionMonitor:
@@ -142,11 +137,29 @@ func (r *Rule) Validate() error {
 	return err
 }
 
+// ValidID reports whether id is empty (the agent assigns one) or a safe rule
+// id: ASCII letters, digits, '-', '_' and '.', starting with a letter or
+// digit (so it is never a flag, a hidden file or a path step), at most
+// MaxRuleIDLen long. Ids end up in URLs, logs, metric labels and pin names.
+func ValidID(id string) bool {
+	if len(id) > MaxRuleIDLen {
+		return false
+	}
+	for i, c := range []byte(id) {
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '-' && c != '_' && c != '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // Matcher is a compiled Match: the Go reference semantics of the XDP guard.
 type Matcher struct {
 	Src, Dst      netip.Prefix // invalid = any
 	Family        uint8        // 0 any, 4 or 6: implied by src/dst or protocol icmp/icmpv6
 	Protocol      int          // -1 any
+	ProtocolGiven bool         // match.protocol was given, not only implied by tcp_flags/tcp_window
 	SrcPorts      []PortRange  // nil = any
 	DstPorts      []PortRange  // nil = any
 	FlagsSet      uint8        // TCP flags that must be set
@@ -222,6 +235,7 @@ func (m Match) Compile() (*Matcher, error) {
 		if c.Protocol, err = parseProtocol(m.Protocol); err != nil {
 			return nil, FieldErrorf("match.protocol", "%v", err)
 		}
+		c.ProtocolGiven = true
 		switch c.Protocol {
 		case ProtoICMP:
 			if c.Family == 6 {

@@ -12,7 +12,7 @@ func TestParseRuleRejectsWithTheFieldAndWhy(t *testing.T) {
 		name, json, field, why string
 	}{
 		{"not json", `{`, "body", "invalid JSON"},
-		{"unknown field", `{"action":"drop","ttl_seconds":60,"match":{},"bogus":1}`, "body", "unknown field"},
+		{"unknown field", `{"action":"drop","ttl_seconds":60,"match":{},"bogus":1}`, "bogus", "unknown field"},
 		{"trailing data", `{"action":"drop","ttl_seconds":60,"match":{}} {}`, "body", "trailing"},
 		{"no action", `{"ttl_seconds":60,"match":{}}`, "action", "required"},
 		{"bad action", `{"action":"nuke","ttl_seconds":60,"match":{}}`, "action", "not one of"},

@@ -12,7 +12,10 @@ packages=(
   prometheus                            # promtool: check metrics, check/test rules
   prometheus-alertmanager               # end-to-end defense loop
   xdp-tools                             # xdp-filter, the benchmark's point of comparison
+  qemu-system-x86 busybox-static xz-utils # make test-kernels: other kernels under qemu, the guest's shell, modules
 )
+# make test-kernels also needs a linux-image-6.1.0-*-cloud-amd64-unsigned package: scripts/test-kernels.sh
+# downloads the newest one Debian serves into /var/cache/packetscope-kernels (unpacked, not installed).
 
 missing=()
 for p in "${packages[@]}"; do

@@ -7,16 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
@@ -28,7 +25,7 @@ import (
 	"github.com/packetscope/packetscope/guard"
 )
 
-const defaultPinPath = "/sys/fs/bpf/packetscope"
+const defaultAgentListenAddress = ":9436"
 
 type agentConfig struct {
 	web                *web.FlagConfig
@@ -48,20 +45,20 @@ type agentConfig struct {
 }
 
 func (c *agentConfig) addFlags(cmd *kingpin.CmdClause) {
-	c.web = kingpinflag.AddFlags(cmd, defaultListenAddress)
+	c.web = kingpinflag.AddFlags(cmd, defaultAgentListenAddress)
 	cmd.Flag("interfaces", "Comma-separated interfaces for the XDP guard; default: every up, non-loopback interface.").StringVar(&c.interfaces)
 	cmd.Flag("api.token-file", "File holding the bearer token every mutating agent API call must send.").StringVar(&c.apiTokenFile)
-	cmd.Flag("bpf.pin-path", "bpffs directory where rules and the XDP link are pinned; they survive a restart.").Default(defaultPinPath).StringVar(&c.pinPath)
+	cmd.Flag("bpf.pin-path", "bpffs directory where rules and the XDP link are pinned; they survive a restart.").Default(guard.DefaultPinPath).StringVar(&c.pinPath)
 	cmd.Flag("netns", "Network namespace to observe, as a path (e.g. /var/run/netns/NAME); default: the agent's own.").StringVar(&c.netns)
-	cmd.Flag("stack.latency-sample-every", "Time 1 in N packets through the stack stages.").Default("64").Uint32Var(&c.latencySampleEvery)
-	cmd.Flag("stack.stage-window", "How long the stage boundaries stay attached in each --stack.stage-period: every attached boundary costs every packet a program dispatch, so stages are sampled in windows (the traffic, drop and TCP counters never stop).").Default(exporter.DefaultStageWindow.String()).DurationVar(&c.stageWindow)
-	cmd.Flag("stack.stage-period", "How often a stage sampling window opens, on the wall clock (agents on several hosts follow the same packets). A window as long as the period keeps the boundaries attached.").Default(exporter.DefaultStagePeriod.String()).DurationVar(&c.stagePeriod)
-	cmd.Flag("trace.slow-threshold", "Packet-path tracing (on when OTEL_* configures a trace exporter): always trace a followed packet slower than this.").Default("1ms").DurationVar(&c.traceSlow)
-	cmd.Flag("trace.track-every", "Packet-path tracing: follow 1 in N packets (a power of two, by packet identity) through every stage; 1 in OTEL_TRACES_SAMPLER_ARG's inverse (default 4096) is kept when ordinary.").Default("32").Uint32Var(&c.traceTrackEvery)
-	cmd.Flag("guard.sample-every", "Keep the header of 1 in N packets the XDP guard sees in the traffic window.").Default("64").Uint32Var(&c.guardSampleEvery)
-	cmd.Flag("guard.traffic-window", "How long sampled headers are kept for /api/v1/traffic.").Default("10m").DurationVar(&c.trafficWindow)
-	cmd.Flag("guard.traffic-max-samples", "Most sampled headers kept in memory, whatever their age.").Default("200000").IntVar(&c.trafficMaxSamples)
-	cmd.Flag("guard.max-rules", "Most rules the guard holds at once.").Default("1024").IntVar(&c.maxRules)
+	cmd.Flag("stack.latency-sample-every", "Time 1 in N packets through the stack stages.").Default(strconv.Itoa(exporter.DefaultLatencySampleEvery)).Uint32Var(&c.latencySampleEvery)
+	cmd.Flag("stack.stage-window", "How long the stage boundaries stay attached in each --stack.stage-period: every attached boundary costs every packet a program dispatch, so stages are sampled in windows (the traffic, drop and TCP counters never stop).").Default(durationDefault(exporter.DefaultStageWindow)).DurationVar(&c.stageWindow)
+	cmd.Flag("stack.stage-period", "How often a stage sampling window opens, on the wall clock (agents on several hosts follow the same packets). A window as long as the period keeps the boundaries attached.").Default(durationDefault(exporter.DefaultStagePeriod)).DurationVar(&c.stagePeriod)
+	cmd.Flag("trace.slow-threshold", "Packet-path tracing (on when OTEL_* configures a trace exporter): always trace a followed packet slower than this.").Default(durationDefault(exporter.DefaultTraceSlow)).DurationVar(&c.traceSlow)
+	cmd.Flag("trace.track-every", "Packet-path tracing: follow 1 in N packets (a power of two, by packet identity) through every stage; 1 in OTEL_TRACES_SAMPLER_ARG's inverse (default 4096) is kept when ordinary.").Default(strconv.Itoa(exporter.DefaultTraceTrackEvery)).Uint32Var(&c.traceTrackEvery)
+	cmd.Flag("guard.sample-every", "Keep the header of 1 in N packets the XDP guard sees in the traffic window.").Default(strconv.Itoa(guard.DefaultSampleEvery)).Uint32Var(&c.guardSampleEvery)
+	cmd.Flag("guard.traffic-window", "How long sampled headers are kept for /api/v1/traffic.").Default(durationDefault(agentapi.DefaultWindowMaxAge)).DurationVar(&c.trafficWindow)
+	cmd.Flag("guard.traffic-max-samples", "Most sampled headers kept in memory, whatever their age.").Default(strconv.Itoa(agentapi.DefaultWindowMaxSamples)).IntVar(&c.trafficMaxSamples)
+	cmd.Flag("guard.max-rules", "Most rules the guard holds at once.").Default(strconv.Itoa(guard.DefaultMaxRules)).IntVar(&c.maxRules)
 }
 
 // extraRoutes lets `packetscope run` serve the responder beside the agent.
@@ -82,7 +79,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	if err := checkListen(*cfg.web.WebListenAddresses); err != nil {
 		return err
 	}
-	token, err := readToken(cfg.apiTokenFile, "--api.token-file")
+	token, err := readSecretFile(cfg.apiTokenFile, "--api.token-file")
 	if err != nil {
 		return err
 	}
@@ -153,26 +150,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	}
 	ready.Store(true)
 	logger.Info("agent ready", "listen", strings.Join(*cfg.web.WebListenAddresses, ","), "interfaces", strings.Join(ifaces, ","), "pin_path", cfg.pinPath)
-	return serve(ctx, logger, mux, cfg.web)
-}
-
-// serve runs the HTTP server until ctx is done, then shuts it down gracefully.
-func serve(ctx context.Context, logger *slog.Logger, handler http.Handler, flags *web.FlagConfig) error {
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- web.ListenAndServe(srv, flags, logger) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve http: %w", err)
-	case <-ctx.Done():
-	}
-	logger.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shut down http: %w", err)
-	}
-	return nil
+	return serve(ctx, logger, newHTTPServer(mux, defaultServerLimits), cfg.web)
 }
 
 func feedWindow(ctx context.Context, g *guard.Guard, w *agentapi.TrafficWindow) {
@@ -225,38 +203,6 @@ func guardInterfaces(flag string) ([]string, error) {
 	return names, nil
 }
 
-// checkListen fails early, before anything is attached, when a listen
-// address is taken.
-func checkListen(addrs []string) error {
-	for _, addr := range addrs {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			if errors.Is(err, syscall.EADDRINUSE) {
-				return fmt.Errorf("address %s is already in use: stop what listens there or pick another --web.listen-address", addr)
-			}
-			return fmt.Errorf("cannot listen on %s (%v): pick another --web.listen-address", addr, err)
-		}
-		l.Close()
-	}
-	return nil
-}
-
-// readToken reads a bearer token file; an empty path means no token.
-func readToken(path, flag string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("cannot read %s %s: %w", flag, path, err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("%s %s is empty: put the token in it", flag, path)
-	}
-	return tok, nil
-}
-
 func runCleanup(logger *slog.Logger, pinPath string) error {
 	if err := bpf.EnsureFilesystems(); err != nil {
 		return err
@@ -266,29 +212,4 @@ func runCleanup(logger *slog.Logger, pinPath string) error {
 	}
 	logger.Info("removed the pinned XDP guard", "pin_path", pinPath)
 	return nil
-}
-
-// loopbackURLHost turns a listen address into host:port to reach it locally.
-func loopbackURLHost(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return listen
-	}
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
-	}
-	return net.JoinHostPort(host, port)
-}
-
-// registerProgramCollectors adds the program's own metrics: build info, Go
-// runtime and process.
-func registerProgramCollectors(reg prometheus.Registerer) {
-	reg.MustRegister(
-		versioncollector.NewCollector("packetscope"),
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,12 +22,8 @@ type analyzeConfig struct {
 	baseline   string
 	neverBlock []string
 	output     string
-	analyst    string
-	llmBaseURL string
-	llmModel   string
-	llmKeyFile string
-	llmTimeout time.Duration
-	mode       string
+	analyst    analystConfig
+	mode       responder.Mode
 	ruleTTL    time.Duration
 	out        io.Writer // nil: stdout (tests set it)
 }
@@ -38,13 +33,10 @@ func (c *analyzeConfig) addFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("baseline", "Capture of ordinary traffic to measure collateral against; without it collateral is not measured.").StringVar(&c.baseline)
 	cmd.Flag("never-block", "CIDR a rule must never cover (the node's addresses, gateways); repeatable.").StringsVar(&c.neverBlock)
 	cmd.Flag("output", "text or json.").Default("text").EnumVar(&c.output, "text", "json")
-	cmd.Flag("analyst", "builtin (fingerprint mining) or llm (OpenAI-compatible API, falls back to builtin).").Default("builtin").EnumVar(&c.analyst, "builtin", "llm")
-	cmd.Flag("llm.base-url", "OpenAI-compatible API base URL.").Default("https://api.openai.com/v1").StringVar(&c.llmBaseURL)
-	cmd.Flag("llm.model", "Model name.").Default("gpt-4o-mini").StringVar(&c.llmModel)
-	cmd.Flag("llm.api-key-file", "File holding the API key; default: the OPENAI_API_KEY environment variable.").StringVar(&c.llmKeyFile)
-	cmd.Flag("llm.timeout", "Longest wait for the model's answer.").Default("20s").DurationVar(&c.llmTimeout)
-	cmd.Flag("mode", "enforce or monitor: the action the proposed rules would get.").Default("enforce").EnumVar(&c.mode, "enforce", "monitor")
-	cmd.Flag("responder.rule-ttl", "TTL the proposed rules would get.").Default("10m").DurationVar(&c.ruleTTL)
+	c.analyst.addFlags(cmd)
+	enumVar(cmd.Flag("mode", "enforce or monitor: the action the proposed rules would get."),
+		&c.mode, responder.ModeEnforce, responder.Modes...)
+	cmd.Flag("responder.rule-ttl", "TTL the proposed rules would get.").Default(durationDefault(responder.DefaultRuleTTL)).DurationVar(&c.ruleTTL)
 }
 
 func runAnalyze(ctx context.Context, c analyzeConfig) error {
@@ -66,21 +58,11 @@ func runAnalyze(ctx context.Context, c analyzeConfig) error {
 	if err != nil {
 		return err
 	}
-	cfg := responder.OfflineConfig{Analyst: c.analyst, Mode: c.mode, RuleTTL: c.ruleTTL, Protected: protected}
-	if c.analyst == "llm" {
-		key := os.Getenv("OPENAI_API_KEY")
-		if c.llmKeyFile != "" {
-			b, err := os.ReadFile(c.llmKeyFile)
-			if err != nil {
-				return fmt.Errorf("read --llm.api-key-file: %w", err)
-			}
-			key = strings.TrimSpace(string(b))
-		}
-		if key == "" {
-			return errors.New("--analyst llm needs an API key: set --llm.api-key-file or OPENAI_API_KEY")
-		}
-		cfg.LLM = responder.LLMConfig{BaseURL: c.llmBaseURL, Model: c.llmModel, APIKey: key, Timeout: c.llmTimeout, FallbackToBuiltin: true}
+	llm, err := c.analyst.llmConfig()
+	if err != nil {
+		return err
 	}
+	cfg := responder.OfflineConfig{Analyst: c.analyst.analyst, LLM: llm, Mode: c.mode, RuleTTL: c.ruleTTL, Protected: protected}
 	res, err := responder.AnalyzeOffline(ctx, cfg, attack, baseline)
 	if err != nil {
 		return fmt.Errorf("analyze %s: %w", c.pcap, err)

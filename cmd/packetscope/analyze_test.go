@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+
+	"github.com/packetscope/packetscope/responder"
 )
 
 // TestAnalyzeCaptures: `packetscope analyze` proposes rules that match at
@@ -18,7 +20,7 @@ func TestAnalyzeCaptures(t *testing.T) {
 			var out bytes.Buffer
 			err := runAnalyze(context.Background(), analyzeConfig{
 				pcap: "../../responder/testdata/" + capture, baseline: "../../responder/testdata/ordinary.pcap",
-				neverBlock: []string{"10.10.10.10/32"}, output: "text", analyst: "builtin", mode: "enforce", out: &out,
+				neverBlock: []string{"10.10.10.10/32"}, output: "text", analyst: analystConfig{analyst: responder.AnalystBuiltin}, mode: responder.ModeEnforce, out: &out,
 			})
 			if err != nil {
 				t.Fatal(err)

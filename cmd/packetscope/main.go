@@ -14,71 +14,85 @@ import (
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
+
+	"github.com/packetscope/packetscope/guard"
 )
 
-const defaultListenAddress = ":9436"
+// cli is the command line: each command's clause and the config its flags
+// fill in.
+type cli struct {
+	app    *kingpin.Application
+	logCfg promslog.Config
+
+	agentCmd, runCmd, responderCmd, analyzeCmd, cleanupCmd, versionCmd *kingpin.CmdClause
+
+	agent          agentConfig
+	run            runConfig
+	responder      responderCmdConfig
+	rules          rulesConfig
+	analyze        analyzeConfig
+	cleanupPinPath string
+}
+
+func newCLI() *cli {
+	c := &cli{app: kingpin.New("packetscope", "See inside the Linux network stack and defend it, with eBPF.")}
+	c.app.Version(version.Print("packetscope"))
+	c.app.HelpFlag.Short('h')
+	promslogflag.AddFlags(c.app, &c.logCfg)
+
+	c.agentCmd = c.app.Command("agent", "Exporter, XDP guard and agent API on this node.")
+	c.agent.addFlags(c.agentCmd)
+
+	c.runCmd = c.app.Command("run", "Agent and responder in one process: the single-host default.")
+	c.run.addFlags(c.runCmd)
+
+	c.responderCmd = c.app.Command("responder", "Alertmanager webhook receiver: alert → analyst → guardrails → rules on the agent.")
+	c.responder.addFlags(c.responderCmd)
+
+	c.rules.addFlags(c.app.Command("rules", "Operator CLI over the agent API."))
+
+	c.analyzeCmd = c.app.Command("analyze", "Offline: run the analyst and guardrails on a capture and print the proposed rules.")
+	c.analyze.addFlags(c.analyzeCmd)
+
+	c.cleanupCmd = c.app.Command("cleanup", "Remove the pinned XDP guard (programs, links, rules) this host's agent left in force.")
+	c.cleanupCmd.Flag("bpf.pin-path", "Where the agent pinned its maps and links.").Default(guard.DefaultPinPath).StringVar(&c.cleanupPinPath)
+
+	c.versionCmd = c.app.Command("version", "Print version and build information.")
+	return c
+}
+
+// runCommand runs the parsed command cmd (a kingpin full command name).
+func (c *cli) runCommand(ctx context.Context, logger *slog.Logger, cmd string) error {
+	switch cmd {
+	case c.agentCmd.FullCommand():
+		return runAgent(ctx, logger, c.agent, nil, nil)
+	case c.runCmd.FullCommand():
+		return runAll(ctx, logger, c.run)
+	case c.responderCmd.FullCommand():
+		return runResponder(ctx, logger, c.responder)
+	case c.analyzeCmd.FullCommand():
+		return runAnalyze(ctx, c.analyze)
+	case c.cleanupCmd.FullCommand():
+		return runCleanup(logger, c.cleanupPinPath)
+	case c.versionCmd.FullCommand():
+		fmt.Println(version.Print("packetscope"))
+		return nil
+	}
+	if c.rules.handles(cmd) {
+		return runRules(ctx, c.rules, cmd)
+	}
+	return fmt.Errorf("unknown command %q", cmd)
+}
 
 func main() {
-	app := kingpin.New("packetscope", "See inside the Linux network stack and defend it, with eBPF.")
-	app.Version(version.Print("packetscope"))
-	app.HelpFlag.Short('h')
-	logCfg := &promslog.Config{}
-	promslogflag.AddFlags(app, logCfg)
-
-	agentCmd := app.Command("agent", "Exporter, XDP guard and agent API on this node.")
-	var agentCfg agentConfig
-	agentCfg.addFlags(agentCmd)
-
-	runCmd := app.Command("run", "Agent and responder in one process: the single-host default.")
-	var runCfg runConfig
-	runCfg.agent.addFlags(runCmd)
-	runCfg.responder.addAnalystFlags(runCmd)
-	runCmd.Flag("webhook.token-file", "File holding the bearer token Alertmanager must send to /api/v1/alerts.").StringVar(&runCfg.responder.webhookTokenFile)
-	runCmd.Flag("responder.audit-file", "JSON-lines audit trail of every decision; survives restarts.").Default("/var/lib/packetscope/decisions.jsonl").StringVar(&runCfg.responder.auditFile)
-
-	responderCmd := app.Command("responder", "Alertmanager webhook receiver: alert → analyst → guardrails → rules on the agent.")
-	var responderCfg responderConfig
-	responderCfg.addFlags(responderCmd)
-
-	rulesCmd := app.Command("rules", "Operator CLI over the agent API.")
-	var rulesCfg rulesConfig
-	rulesCfg.addFlags(rulesCmd)
-
-	analyzeCmd := app.Command("analyze", "Offline: run the analyst and guardrails on a capture and print the proposed rules.")
-	var analyzeCfg analyzeConfig
-	analyzeCfg.addFlags(analyzeCmd)
-
-	cleanupCmd := app.Command("cleanup", "Remove the pinned XDP guard (programs, links, rules) this host's agent left in force.")
-	pinPath := cleanupCmd.Flag("bpf.pin-path", "Where the agent pinned its maps and links.").Default(defaultPinPath).String()
-
-	versionCmd := app.Command("version", "Print version and build information.")
-
-	cmd := kingpin.MustParse(app.Parse(os.Args[1:]))
-	logger := promslog.New(logCfg)
+	c := newCLI()
+	cmd := kingpin.MustParse(c.app.Parse(os.Args[1:]))
+	logger := promslog.New(&c.logCfg)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	var err error
-	switch cmd {
-	case agentCmd.FullCommand():
-		err = runAgent(ctx, logger, agentCfg, nil, nil)
-	case runCmd.FullCommand():
-		err = runAll(ctx, logger, runCfg)
-	case responderCmd.FullCommand():
-		err = runResponder(ctx, logger, responderCfg)
-	case analyzeCmd.FullCommand():
-		err = runAnalyze(ctx, analyzeCfg)
-	case cleanupCmd.FullCommand():
-		err = runCleanup(logger, *pinPath)
-	case versionCmd.FullCommand():
-		fmt.Println(version.Print("packetscope"))
-	default:
-		if rulesCfg.handles(cmd) {
-			err = runRules(ctx, rulesCfg, cmd)
-		}
-	}
-	if err != nil {
+	if err := c.runCommand(ctx, logger, cmd); err != nil {
 		slog.New(logger.Handler()).Error("run failed", "err", err)
 		os.Exit(1)
 	}

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -18,19 +16,17 @@ import (
 	"github.com/packetscope/packetscope/responder"
 )
 
+const defaultResponderListenAddress = ":9437"
+
+// responderConfig holds the responder's own flags: what it accepts from
+// Alertmanager, how it decides and what it records. `responder` and `run`
+// both add them; where the responder is served and which agent it talks to
+// belong to the command (responderCmdConfig, runConfig).
 type responderConfig struct {
-	web              *web.FlagConfig
-	agentURL         string
-	agentTokenFile   string
 	webhookTokenFile string
 	auditFile        string
-	analyst          string
-	llmBaseURL       string
-	llmModel         string
-	llmAPIKeyFile    string
-	llmTimeout       time.Duration
-	llmFallback      bool
-	mode             string
+	analyst          analystConfig
+	mode             responder.Mode
 	removeOnResolve  bool
 	ruleTTL          time.Duration
 	baselineGap      time.Duration
@@ -38,59 +34,37 @@ type responderConfig struct {
 }
 
 func (c *responderConfig) addFlags(cmd *kingpin.CmdClause) {
-	c.web = kingpinflag.AddFlags(cmd, ":9437")
-	cmd.Flag("agent.url", "Agent base URL; default: derived from each alert's instance label.").StringVar(&c.agentURL)
-	cmd.Flag("agent.token-file", "File holding the agent API bearer token (the agent's --api.token-file).").StringVar(&c.agentTokenFile)
 	cmd.Flag("webhook.token-file", "File holding the bearer token Alertmanager must send to /api/v1/alerts.").StringVar(&c.webhookTokenFile)
 	cmd.Flag("responder.audit-file", "JSON-lines audit trail of every decision; survives restarts.").Default("/var/lib/packetscope/decisions.jsonl").StringVar(&c.auditFile)
-	c.addAnalystFlags(cmd)
-}
-
-// addAnalystFlags adds the flags the responder shares with `run`.
-func (c *responderConfig) addAnalystFlags(cmd *kingpin.CmdClause) {
-	cmd.Flag("analyst", "Who proposes rules: builtin (fingerprint mining) or llm (OpenAI-compatible API).").Default("builtin").EnumVar(&c.analyst, "builtin", "llm")
-	cmd.Flag("llm.base-url", "OpenAI-compatible API base URL.").Default("https://api.openai.com/v1").StringVar(&c.llmBaseURL)
-	cmd.Flag("llm.model", "Model name.").Default("gpt-4o-mini").StringVar(&c.llmModel)
-	cmd.Flag("llm.api-key-file", "File holding the API key; default: the OPENAI_API_KEY environment variable.").StringVar(&c.llmAPIKeyFile)
-	cmd.Flag("llm.timeout", "Longest wait for the model's answer before falling back.").Default("20s").DurationVar(&c.llmTimeout)
-	cmd.Flag("llm.fallback", "Fall back to the builtin analyst when the LLM fails or its answer is rejected.").Default("true").BoolVar(&c.llmFallback)
-	cmd.Flag("mode", "enforce installs drop rules; monitor installs them as would-drop counters only.").Default("enforce").EnumVar(&c.mode, "enforce", "monitor")
+	c.analyst.addFlags(cmd)
+	enumVar(cmd.Flag("mode", "enforce installs drop rules; monitor installs them as would-drop counters only."),
+		&c.mode, responder.ModeEnforce, responder.Modes...)
 	cmd.Flag("responder.remove-on-resolve", "Remove an alert's rules when it resolves, before their TTL.").Default("false").BoolVar(&c.removeOnResolve)
-	cmd.Flag("responder.rule-ttl", "TTL of the rules the responder installs.").Default("10m").DurationVar(&c.ruleTTL)
-	cmd.Flag("responder.attack-window-min", "The attack window analysed reaches at least this far back from the decision.").Default("30s").DurationVar(&c.attackWindowMin)
-	cmd.Flag("responder.baseline-gap", "The baseline window ends this long before the alert started (the flood began before its alert).").Default("1m").DurationVar(&c.baselineGap)
+	cmd.Flag("responder.rule-ttl", "TTL of the rules the responder installs.").Default(durationDefault(responder.DefaultRuleTTL)).DurationVar(&c.ruleTTL)
+	cmd.Flag("responder.attack-window-min", "The attack window analysed reaches at least this far back from the decision.").Default(durationDefault(responder.DefaultAttackWindowMin)).DurationVar(&c.attackWindowMin)
+	cmd.Flag("responder.baseline-gap", "The baseline window ends this long before the alert started (the flood began before its alert).").Default(durationDefault(responder.DefaultBaselineGap)).DurationVar(&c.baselineGap)
 }
 
-// newResponder builds the responder from flags; the token files are read here.
-func newResponder(logger *slog.Logger, reg prometheus.Registerer, c responderConfig, agentToken string) (*responder.Responder, error) {
-	webhookToken, err := readToken(c.webhookTokenFile, "--webhook.token-file")
+// newResponder builds the responder that talks to the agent at agentURL
+// with agentToken; its own token and key files are read here.
+func newResponder(logger *slog.Logger, reg prometheus.Registerer, c responderConfig, agentURL, agentToken string) (*responder.Responder, error) {
+	webhookToken, err := readSecretFile(c.webhookTokenFile, "--webhook.token-file")
 	if err != nil {
 		return nil, err
 	}
 	if webhookToken == "" {
 		logger.Warn("no --webhook.token-file: the responder refuses every webhook until one is configured")
 	}
-	apiKey := os.Getenv("OPENAI_API_KEY")
-	if c.llmAPIKeyFile != "" {
-		if apiKey, err = readToken(c.llmAPIKeyFile, "--llm.api-key-file"); err != nil {
-			return nil, err
-		}
-	}
-	if c.analyst == "llm" && apiKey == "" {
-		return nil, errors.New("--analyst llm needs an API key: set --llm.api-key-file or OPENAI_API_KEY")
+	llm, err := c.analyst.llmConfig()
+	if err != nil {
+		return nil, err
 	}
 	return responder.New(logger, reg, responder.Config{
-		AgentURL:     c.agentURL,
-		AgentToken:   agentToken,
-		WebhookToken: webhookToken,
-		Analyst:      c.analyst,
-		LLM: responder.LLMConfig{
-			BaseURL:           c.llmBaseURL,
-			Model:             c.llmModel,
-			APIKey:            apiKey,
-			Timeout:           c.llmTimeout,
-			FallbackToBuiltin: c.llmFallback,
-		},
+		AgentURL:        agentURL,
+		AgentToken:      agentToken,
+		WebhookToken:    webhookToken,
+		Analyst:         c.analyst.analyst,
+		LLM:             llm,
 		Mode:            c.mode,
 		AuditFile:       c.auditFile,
 		RemoveOnResolve: c.removeOnResolve,
@@ -100,17 +74,33 @@ func newResponder(logger *slog.Logger, reg prometheus.Registerer, c responderCon
 	})
 }
 
-func runResponder(ctx context.Context, logger *slog.Logger, c responderConfig) error {
+// responderCmdConfig is `packetscope responder`: the responder served on
+// its own, talking to agents over the network.
+type responderCmdConfig struct {
+	web            *web.FlagConfig
+	agentURL       string
+	agentTokenFile string
+	responder      responderConfig
+}
+
+func (c *responderCmdConfig) addFlags(cmd *kingpin.CmdClause) {
+	c.web = kingpinflag.AddFlags(cmd, defaultResponderListenAddress)
+	cmd.Flag("agent.url", "Agent base URL; default: derived from each alert's instance label.").StringVar(&c.agentURL)
+	cmd.Flag("agent.token-file", "File holding the agent API bearer token (the agent's --api.token-file).").StringVar(&c.agentTokenFile)
+	c.responder.addFlags(cmd)
+}
+
+func runResponder(ctx context.Context, logger *slog.Logger, c responderCmdConfig) error {
 	if err := checkListen(*c.web.WebListenAddresses); err != nil {
 		return err
 	}
-	agentToken, err := readToken(c.agentTokenFile, "--agent.token-file")
+	agentToken, err := readSecretFile(c.agentTokenFile, "--agent.token-file")
 	if err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
 	registerProgramCollectors(reg)
-	r, err := newResponder(logger, reg, c, agentToken)
+	r, err := newResponder(logger, reg, c.responder, c.agentURL, agentToken)
 	if err != nil {
 		return err
 	}
@@ -120,37 +110,14 @@ func runResponder(ctx context.Context, logger *slog.Logger, c responderConfig) e
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 	mountResponder(mux, r)
-	logger.Info("responder ready", "analyst", c.analyst, "mode", c.mode)
-	return serve(ctx, logger, mux, c.web)
+	logger.Info("responder ready", "analyst", c.responder.analyst.analyst, "mode", c.responder.mode)
+	return serve(ctx, logger, newHTTPServer(mux, defaultServerLimits), c.web)
 }
 
 func mountResponder(mux *http.ServeMux, r *responder.Responder) {
 	h := r.Handler()
 	mux.Handle("/api/v1/alerts", h)
 	mux.Handle("/api/v1/decisions", h)
-}
-
-// runConfig is `packetscope run`: the agent and a responder that talks to it
-// over loopback.
-type runConfig struct {
-	agent     agentConfig
-	responder responderConfig
-}
-
-func runAll(ctx context.Context, logger *slog.Logger, c runConfig) error {
-	agentToken, err := readToken(c.agent.apiTokenFile, "--api.token-file")
-	if err != nil {
-		return err
-	}
-	rc := c.responder
-	rc.agentURL = "http://" + loopbackURLHost((*c.agent.web.WebListenAddresses)[0])
-	reg := prometheus.NewRegistry() // one /metrics for both
-	r, err := newResponder(logger, reg, rc, agentToken)
-	if err != nil {
-		return err
-	}
-	go runWorkers(ctx, logger, r)
-	return runAgent(ctx, logger, c.agent, reg, func(mux *http.ServeMux) { mountResponder(mux, r) })
 }
 
 // runWorkers runs the responder's decision workers until ctx is done.

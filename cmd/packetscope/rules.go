@@ -18,8 +18,6 @@ import (
 	"github.com/packetscope/packetscope/rule"
 )
 
-const defaultAgentURL = "http://127.0.0.1:9436"
-
 // rulesConfig holds the flags of `packetscope rules list|add|delete`.
 type rulesConfig struct {
 	agentURL  string
@@ -30,12 +28,13 @@ type rulesConfig struct {
 	listCmd, addCmd, deleteCmd string // kingpin full command names
 
 	// rules add
-	file, id, action, reason, origin string
-	stdin                            bool
-	ratePPS                          uint32
-	lifetime                         time.Duration
-	match                            rule.Match
-	icmpType                         string
+	file, id, reason, origin string
+	action                   rule.Action
+	stdin                    bool
+	ratePPS                  uint32
+	lifetime                 time.Duration
+	match                    rule.Match
+	icmpType                 string
 
 	// rules delete
 	ids []string
@@ -47,7 +46,7 @@ type rulesConfig struct {
 }
 
 func (c *rulesConfig) addFlags(cmd *kingpin.CmdClause) {
-	cmd.Flag("agent.url", "Agent API base URL.").Default(defaultAgentURL).StringVar(&c.agentURL)
+	cmd.Flag("agent.url", "Agent API base URL.").Default("http://" + loopbackURLHost(defaultAgentListenAddress)).StringVar(&c.agentURL)
 	cmd.Flag("api.token-file", "File holding the agent's bearer token (needed by add and delete).").StringVar(&c.tokenFile)
 	cmd.Flag("timeout", "Timeout of each call to the agent.").Default("10s").DurationVar(&c.timeout)
 	cmd.Flag("output", "Output format: table or json.").Short('o').Default("table").EnumVar(&c.output, "table", "json")
@@ -60,11 +59,11 @@ func (c *rulesConfig) addFlags(cmd *kingpin.CmdClause) {
 	add.Flag("file", "Rule JSON file (the contract's rule object); '-' reads standard input.").Short('f').StringVar(&c.file)
 	add.Flag("stdin", "Read the rule JSON from standard input.").BoolVar(&c.stdin)
 	add.Flag("id", "Rule id; default: the agent assigns one.").StringVar(&c.id)
-	add.Flag("action", "drop, rate_limit or monitor.").Default("drop").EnumVar(&c.action, "drop", "rate_limit", "monitor")
+	enumVar(add.Flag("action", "drop, rate_limit or monitor."), &c.action, rule.ActionDrop, rule.Actions...)
 	add.Flag("rate-pps", "Packets per second allowed through with --action rate_limit.").Uint32Var(&c.ratePPS)
 	add.Flag("ttl", "How long the rule lives (rule ttl_seconds), e.g. 10m or 2h.").Default("10m").DurationVar(&c.lifetime)
 	add.Flag("reason", "Why, in a sentence (kept with the rule).").StringVar(&c.reason)
-	add.Flag("origin", "manual, builtin or llm.").Default("manual").EnumVar(&c.origin, "manual", "builtin", "llm")
+	enumVar(add.Flag("origin", "manual, builtin or llm."), &c.origin, rule.OriginManual, rule.Origins...)
 	add.Flag("src", "Match source CIDR or address (IPv4 or IPv6).").StringVar(&c.match.Src)
 	add.Flag("dst", "Match destination CIDR or address.").StringVar(&c.match.Dst)
 	add.Flag("protocol", "Match protocol: tcp, udp, icmp, icmpv6 or 0-255.").StringVar(&c.match.Protocol)
@@ -75,7 +74,7 @@ func (c *rulesConfig) addFlags(cmd *kingpin.CmdClause) {
 	add.Flag("ip-ttl", "Match IP TTL / hop limit N or A-B (the rule's match.ttl).").StringVar(&c.match.TTL)
 	add.Flag("length", "Match IP packet length N or A-B.").StringVar(&c.match.Length)
 	add.Flag("tcp-window", "Match TCP window N or A-B.").StringVar(&c.match.TCPWindow)
-	add.Flag("fragment", "Match fragments: any, none, first or later.").EnumVar((*string)(&c.match.Fragment), "any", "none", "first", "later")
+	enumVar(add.Flag("fragment", "Match fragments: any, none, first or later."), &c.match.Fragment, "", rule.Fragments...)
 
 	del := cmd.Command("delete", "Delete rules by id.")
 	c.deleteCmd = del.FullCommand()
@@ -95,7 +94,7 @@ func runRules(ctx context.Context, cfg rulesConfig, cmd string) error {
 	if cfg.in == nil {
 		cfg.in = os.Stdin
 	}
-	token, err := loadAPIToken(cfg.tokenFile)
+	token, err := readSecretFile(cfg.tokenFile, "--api.token-file")
 	if err != nil {
 		return err
 	}
@@ -194,7 +193,7 @@ func ruleFromConfig(cfg rulesConfig) (rule.Rule, error) {
 		return rule.Rule{}, fmt.Errorf("--ttl: %s is not a positive whole number of seconds", cfg.lifetime)
 	}
 	r := rule.Rule{
-		ID: cfg.id, Action: rule.Action(cfg.action), RatePPS: cfg.ratePPS, Match: m,
+		ID: cfg.id, Action: cfg.action, RatePPS: cfg.ratePPS, Match: m,
 		TTLSeconds: int64(cfg.lifetime / time.Second), Reason: cfg.reason, Origin: cfg.origin,
 	}
 	if err := r.Validate(); err != nil {
@@ -214,21 +213,6 @@ func splitList(items []string) []string {
 		}
 	}
 	return out
-}
-
-func loadAPIToken(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read --api.token-file: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("--api.token-file %s is empty", path)
-	}
-	return tok, nil
 }
 
 // explainAPIError adds what an operator should do about common failures.

@@ -19,7 +19,7 @@ import (
 	"github.com/packetscope/packetscope/rule"
 )
 
-// cliFakeRuleStore is an in-memory guard.RuleStore.
+// cliFakeRuleStore is an in-memory agentapi.RuleStore.
 type cliFakeRuleStore struct {
 	mu    sync.Mutex
 	rules []rule.Rule

@@ -1,0 +1,410 @@
+//go:build kernelsmoke
+
+package kernels
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/packetscope/packetscope/internal/testnet"
+	"golang.org/x/sys/unix"
+)
+
+// binary is the static packetscope the script put into the initramfs.
+func binary(tb testing.TB) string {
+	tb.Helper()
+	bin := os.Getenv("PACKETSCOPE_BIN")
+	if bin == "" {
+		tb.Fatal("PACKETSCOPE_BIN is not set: these tests run inside the guest that scripts/test-kernels.sh boots")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		tb.Fatalf("packetscope binary: %v", err)
+	}
+	return bin
+}
+
+// features and the Linux version that brings each, as README.md's Kernels
+// table states them: the guest checks the agent's metric against it.
+var features = map[string]string{
+	"kfunc_reads":        "6.2",
+	"netfilter_stages":   "6.4",
+	"socket_queue_trace": "6.5",
+	"tcx":                "6.6",
+	"drop_reason_socket": "6.11",
+}
+
+func release() string {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// atLeast compares "6.1.0-57-cloud-amd64" with "6.4".
+func atLeast(tb testing.TB, rel, version string) bool {
+	tb.Helper()
+	num := func(s string) (int, int) {
+		parts := strings.SplitN(s, ".", 3)
+		major, err1 := strconv.Atoi(parts[0])
+		if len(parts) < 2 {
+			tb.Fatalf("parse kernel version %q", s)
+		}
+		minor := parts[1]
+		if i := strings.IndexFunc(minor, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+			minor = minor[:i]
+		}
+		m, err2 := strconv.Atoi(minor)
+		if err1 != nil || err2 != nil {
+			tb.Fatalf("parse kernel version %q", s)
+		}
+		return major, m
+	}
+	a, b := num(rel)
+	c, d := num(version)
+	return a > c || a == c && b >= d
+}
+
+type agent struct {
+	cmd  *exec.Cmd
+	out  *testnet.SyncBuffer
+	url  string
+	done chan error
+}
+
+// startAgent starts `packetscope agent` and waits for /readyz (TCG
+// emulation is slow: a minute).
+func startAgent(tb testing.TB, args ...string) *agent {
+	tb.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(tb))
+	cmd := exec.Command(binary(tb), append(args, "--web.listen-address="+addr)...)
+	a := &agent{cmd: cmd, out: &testnet.SyncBuffer{}, url: "http://" + addr, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = a.out, a.out
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { a.done <- cmd.Wait() }()
+	tb.Cleanup(func() {
+		a.stop(tb)
+		if tb.Failed() {
+			tb.Logf("packetscope output:\n%s", a.out.String())
+		}
+	})
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		select {
+		case err := <-a.done:
+			a.done <- err
+			tb.Fatalf("packetscope exited early (%v):\n%s", err, a.out.String())
+		default:
+		}
+		if resp, err := http.Get(a.url + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return a
+			}
+		}
+	}
+	tb.Fatalf("packetscope not ready within 90s:\n%s", a.out.String())
+	return nil
+}
+
+func (a *agent) stop(tb testing.TB) error {
+	tb.Helper()
+	if a.cmd.ProcessState != nil {
+		return nil
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-a.done:
+		a.done <- err
+		return err
+	case <-time.After(30 * time.Second):
+		_ = a.cmd.Process.Kill()
+		err := <-a.done
+		a.done <- err
+		tb.Errorf("packetscope did not stop within 30s of SIGTERM")
+		return err
+	}
+}
+
+func (a *agent) metrics(tb testing.TB) string {
+	tb.Helper()
+	_, body := httpDo(tb, "GET", a.url+"/metrics", "")
+	return body
+}
+
+func httpDo(tb testing.TB, method, url, body string) (int, string) {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, url, strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// token is the agent API's bearer token (the API is read-only without one).
+const token = "kernel-smoke-token"
+
+// metricValue sums the samples of family whose labels include every
+// given label=value.
+func metricValue(exposition, family string, labels ...string) (float64, bool) {
+	var sum float64
+	found := false
+	for _, line := range strings.Split(exposition, "\n") {
+		if !strings.HasPrefix(line, family) {
+			continue
+		}
+		rest := line[len(family):]
+		if rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			k, v, _ := strings.Cut(l, "=")
+			if !strings.Contains(rest, k+`="`+v+`"`) {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest)
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err == nil {
+			sum += v
+			found = true
+		}
+	}
+	return sum, found
+}
+
+// sendUDP sends n datagrams of size bytes from ns to addr, paced so that a
+// slow emulated guest drops none on its own. The socket is unconnected: a
+// connected one reports the ICMP unreachable a closed port answers on its
+// next write, which then sends nothing.
+func sendUDP(tb testing.TB, ns *testnet.NS, addr string, n, size int) {
+	tb.Helper()
+	err := ns.Do(func() error {
+		dst, err := net.ResolveUDPAddr("udp4", addr)
+		if err != nil {
+			return err
+		}
+		c, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		buf := make([]byte, size)
+		for i := range n {
+			if _, err := c.WriteToUDP(buf, dst); err != nil {
+				return err
+			}
+			if i%50 == 49 {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatalf("send udp to %s: %v", addr, err)
+	}
+}
+
+// checkStages: the stages that do not touch the IP layer are observed on
+// every kernel; those that start or end at a netfilter boundary only where
+// BPF netfilter links exist (netfilter_stages).
+func checkStages(t *testing.T, m, rel string) {
+	t.Helper()
+	nf := atLeast(t, rel, features["netfilter_stages"])
+	for _, st := range []struct {
+		direction, stage string
+		want             bool
+	}{
+		{"rx", "backlog", true},
+		{"tx", "qdisc", true},
+		{"tx", "driver", true},
+		{"rx", "core", nf},
+		{"tx", "ip", nf},
+	} {
+		n, _ := metricValue(m, "packetscope_stack_latency_seconds_count", "direction="+st.direction, "stage="+st.stage)
+		if (n > 0) != st.want {
+			t.Errorf("stack_latency_seconds_count{%s,%s} = %v on Linux %s, want observed=%v", st.direction, st.stage, n, rel, st.want)
+		} else {
+			t.Logf("stage %s %s: %v observations", st.direction, st.stage, n)
+		}
+	}
+}
+
+// TestAgentOnThisKernel runs the agent on the guest's kernel the way a
+// user would, over two namespaces and a veth pair.
+func TestAgentOnThisKernel(t *testing.T) {
+	rel := release()
+	t.Logf("kernel %s", rel)
+	victim := testnet.NewNS(t, "ps-k-v")
+	client := testnet.NewNS(t, "ps-k-c")
+	testnet.Link(t, victim, "va", "10.211.0.1/24", client, "vc", "10.211.0.2/24")
+	pins := fmt.Sprintf("/sys/fs/bpf/ps-k-%d", time.Now().UnixNano())
+	tokenFile := t.TempDir() + "/token"
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"agent", "--netns", victim.Path(), "--interfaces", "va", "--bpf.pin-path", pins,
+		"--guard.sample-every", "1", "--api.token-file", tokenFile,
+		// Every skb timed, stage boundaries attached all the time: the
+		// stages test below must not depend on hitting a window.
+		"--stack.latency-sample-every", "1", "--stack.stage-window", "20s", "--stack.stage-period", "20s"}
+	t.Cleanup(func() {
+		_ = exec.Command(binary(t), "cleanup", "--bpf.pin-path="+pins).Run()
+		_ = os.RemoveAll(pins)
+	})
+
+	start := time.Now()
+	ag := startAgent(t, args...)
+	t.Logf("agent ready in %v", time.Since(start).Round(time.Millisecond))
+
+	t.Run("features", func(t *testing.T) {
+		m := ag.metrics(t)
+		logs := ag.out.String()
+		for name, since := range features {
+			v, ok := metricValue(m, "packetscope_feature_enabled", "feature="+name)
+			if !ok {
+				t.Errorf("packetscope_feature_enabled{feature=%q} missing", name)
+				continue
+			}
+			want := atLeast(t, rel, since)
+			if (v == 1) != want {
+				t.Errorf("packetscope_feature_enabled{feature=%q} = %v on Linux %s, want %v (since %s)", name, v, rel, want, since)
+			}
+			lines := strings.Count(logs, "feature="+name+" ")
+			switch {
+			case want && lines != 0:
+				t.Errorf("the log reports %s missing although the kernel has it:\n%s", name, logs)
+			case !want && lines != 1:
+				t.Errorf("the log reports missing %s %d times, want once, naming Linux %s:\n%s", name, lines, since, logs)
+			case !want && !strings.Contains(logs, `since="Linux `+since+`"`):
+				t.Errorf("the log does not name Linux %s for %s:\n%s", since, name, logs)
+			}
+		}
+	})
+
+	t.Run("traffic", func(t *testing.T) {
+		// The first datagrams wait for ARP, and the neighbour queue keeps
+		// only a few: resolve first, then count.
+		sendUDP(t, client, "10.211.0.1:7", 1, 10)
+		time.Sleep(time.Second)
+		before := ag.metrics(t)
+		p0, _ := metricValue(before, "packetscope_packets_total", "interface=va", "direction=rx", "protocol=udp")
+		b0, _ := metricValue(before, "packetscope_bytes_total", "interface=va", "direction=rx", "protocol=udp")
+		sendUDP(t, client, "10.211.0.1:7", 100, 200)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			m := ag.metrics(t)
+			p, _ := metricValue(m, "packetscope_packets_total", "interface=va", "direction=rx", "protocol=udp")
+			b, _ := metricValue(m, "packetscope_bytes_total", "interface=va", "direction=rx", "protocol=udp")
+			tx, _ := metricValue(m, "packetscope_packets_total", "interface=va", "direction=tx")
+			drops, _ := metricValue(m, "packetscope_drops_total", "reason=NO_SOCKET", "protocol=udp")
+			if p-p0 >= 100 && b-b0 >= 100*200 && tx >= 1 && drops >= 1 {
+				t.Logf("rx udp packets +%v bytes +%v, tx packets %v, NO_SOCKET udp drops %v", p-p0, b-b0, tx, drops)
+				checkStages(t, m, rel)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after 100 datagrams of 200 bytes to a closed port: rx udp packets +%v (want >= 100), bytes +%v (want >= 20000), tx packets %v (want >= 1: ICMP unreachable), NO_SOCKET udp drops %v (want >= 1)",
+					p-p0, b-b0, tx, drops)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	})
+
+	const floodPort = "9999"
+	var ruleID string
+	t.Run("guard drops a flood", func(t *testing.T) {
+		rule := `{"action":"drop","match":{"src":"10.211.0.2/32","protocol":"udp","dst_ports":["` + floodPort + `"]},"ttl_seconds":600,"reason":"kernel smoke"}`
+		code, body := httpDo(t, "POST", ag.url+"/api/v1/rules", rule)
+		if code/100 != 2 {
+			t.Fatalf("POST rule: %d %s", code, body)
+		}
+		var added struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal([]byte(body), &added); err != nil || added.ID == "" {
+			t.Fatalf("POST answer has no rule id: %s", body)
+		}
+		ruleID = added.ID
+		m0 := ag.metrics(t)
+		d0, _ := metricValue(m0, "packetscope_xdp_packets_total", "interface=va", "action=drop")
+		p0, _ := metricValue(m0, "packetscope_packets_total", "interface=va", "direction=rx", "protocol=udp")
+		sendUDP(t, client, "10.211.0.1:"+floodPort, 1000, 64)
+		m := ag.metrics(t)
+		d, _ := metricValue(m, "packetscope_xdp_packets_total", "interface=va", "action=drop")
+		p, _ := metricValue(m, "packetscope_packets_total", "interface=va", "direction=rx", "protocol=udp")
+		if d-d0 < 1000 {
+			t.Errorf("xdp drops +%v after a 1000-datagram flood the rule covers, want >= 1000", d-d0)
+		}
+		if p-p0 > 10 {
+			t.Errorf("the stack still saw %v rx udp packets of the dropped flood", p-p0)
+		}
+		t.Logf("xdp drops +%v, stack rx udp +%v", d-d0, p-p0)
+	})
+
+	t.Run("rules survive a restart", func(t *testing.T) {
+		if ruleID == "" {
+			t.Fatal("no rule was added")
+		}
+		if err := ag.stop(t); err != nil {
+			t.Errorf("agent exit after SIGTERM: %v\n%s", err, ag.out.String())
+		}
+		if out := victim.MustRun("tc", "filter", "show", "dev", "va", "ingress"); strings.Contains(out, "bpf") {
+			t.Errorf("a stopped agent left its tc filter:\n%s", out)
+		}
+		ag = startAgent(t, args...)
+		_, list := httpDo(t, "GET", ag.url+"/api/v1/rules", "")
+		if strings.Count(list, ruleID) != 1 {
+			t.Errorf("after a restart the rule %s is not listed exactly once: %s", ruleID, list)
+		}
+		sendUDP(t, client, "10.211.0.1:"+floodPort, 200, 64)
+		if d, _ := metricValue(ag.metrics(t), "packetscope_xdp_packets_total", "interface=va", "action=drop"); d < 200 {
+			t.Errorf("xdp drops after the restart = %v, want >= 200", d)
+		}
+	})
+
+	t.Run("failed start leaves nothing", func(t *testing.T) {
+		bad := fmt.Sprintf("/sys/fs/bpf/ps-k-bad-%d", time.Now().UnixNano())
+		out, err := exec.Command(binary(t), "agent", "--netns", client.Path(), "--interfaces", "nosuch0",
+			"--bpf.pin-path", bad, fmt.Sprintf("--web.listen-address=127.0.0.1:%d", testnet.FreePort(t))).CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("want exit status 1, got %v:\n%s", err, out)
+		}
+		if n := strings.Count(strings.TrimSpace(string(out)), "\n"); n > 0 && !strings.Contains(string(out), "kernel feature missing") {
+			t.Errorf("want one line, got %d:\n%s", n+1, out)
+		}
+		if _, err := os.Stat(bad); err == nil {
+			t.Errorf("a failed start left pins in %s", bad)
+		}
+		if l := client.MustRun("ip", "link", "show", "vc"); strings.Contains(l, "xdp") {
+			t.Errorf("a failed start left XDP attached:\n%s", l)
+		}
+		if f := client.MustRun("tc", "filter", "show", "dev", "vc", "ingress"); strings.Contains(f, "bpf") {
+			t.Errorf("a failed start left a tc filter:\n%s", f)
+		}
+	})
+}
