@@ -45,6 +45,7 @@ bench: deps build ## performance figures: XDP ns/packet, tracing overhead, time 
 	bash scripts/bench-overhead.sh
 	bash scripts/bench-defense.sh
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and go.mod/go.sum tidy
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; exit 1; }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -14,36 +15,12 @@ import (
 )
 
 // Agent is what the responder needs from a PacketScope agent's API;
-// *guard.Client is the real one.
+// *agentapi.Client is the real one.
 type Agent interface {
 	Traffic(ctx context.Context, from, to time.Time, maxSamples int) (agentapi.TrafficReport, error)
 	ListRules(ctx context.Context) ([]rule.Rule, error)
 	AddRule(ctx context.Context, r rule.Rule) (rule.Rule, error)
 	DeleteRule(ctx context.Context, id string) error
-}
-
-// agentURLFor picks the agent for an alert: the configured URL, or the
-// alert's instance label (host:port, as Prometheus scraped the agent).
-func agentURLFor(configured string, labels map[string]string) (string, error) {
-	if configured != "" {
-		return strings.TrimRight(configured, "/"), nil
-	}
-	inst := labels["instance"]
-	if inst == "" {
-		return "", errors.New("no agent: set --agent.url or give the alert an instance label")
-	}
-	if strings.HasPrefix(inst, "http://") || strings.HasPrefix(inst, "https://") {
-		u, err := url.Parse(inst)
-		if err != nil || u.Host == "" {
-			return "", fmt.Errorf("instance label %q is not host:port or a URL", inst)
-		}
-		return u.Scheme + "://" + u.Host, nil
-	}
-	host, port, err := net.SplitHostPort(inst)
-	if err != nil || host == "" || port == "" || strings.ContainsAny(host, "/?#@ ") {
-		return "", fmt.Errorf("instance label %q is not host:port", inst)
-	}
-	return "http://" + net.JoinHostPort(host, port), nil
 }
 
 // isPermanent reports whether an agent error will not go away by retrying:
@@ -53,4 +30,43 @@ func isPermanent(err error) bool {
 		return ae.IsClientError() && ae.Status != 408 && ae.Status != 429
 	}
 	return false
+}
+
+// agentFailure describes an agent error for the audit trail and for
+// Alertmanager without a byte the agent (or whatever answered at its
+// address) wrote, and without the dial error's text: the status code and a
+// fixed phrase. A configured agent is trusted to hold rules, not to write
+// into the responder's records, and a dial error quoted back to a webhook
+// caller is a port-scan oracle.
+func agentFailure(op string, err error) string {
+	if err == nil {
+		return ""
+	}
+	if ae, ok := agentapi.AsAPIError(err); ok {
+		s := fmt.Sprintf("%s: agent answered %d %s", op, ae.Status, http.StatusText(ae.Status))
+		if f := SanitizeIdent(ae.Field); ae.Status == http.StatusBadRequest && f != "" {
+			s += " (field " + f + ")"
+		}
+		return s
+	}
+	var ue *url.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ue) && ue.Timeout():
+		return op + ": agent timed out"
+	case errors.Is(err, context.Canceled):
+		return op + ": canceled"
+	case errors.As(err, &ue):
+		return op + ": agent unreachable"
+	}
+	return op + ": agent answer unreadable"
+}
+
+// agentKey is how an alert names an agent: host:port as Prometheus' instance
+// label writes the scrape target, host lower-cased.
+func agentKey(hostport string) (string, bool) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil || host == "" || port == "" || strings.ContainsAny(host, "/?#@ \\") {
+		return "", false
+	}
+	return net.JoinHostPort(strings.ToLower(host), port), true
 }

@@ -32,6 +32,7 @@ type AlertInfo struct {
 	StartsAt    time.Time         `json:"starts_at"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
+	Truncated   int               `json:"truncated,omitempty"` // labels and annotations dropped or cut on arrival
 }
 
 // Answer is an analyst's proposal.

@@ -26,6 +26,10 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{"version":"4","alerts":[{"status":"firing","labels":{}}]}{}`))
+	f.Add([]byte(`{"version":"4","version":"4","alerts":[{"status":"firing","labels":{"a":"b"}}]}`))
+	f.Add([]byte(`{"Version":"4","alerts":[{"status":"firing","labels":{"a":"b"}}]}`))
+	f.Add([]byte(`{"version":"4","alerts":[{"status":"firing","labels":{"a":"b","a":"c"}}]}`))
+	f.Add([]byte(`{"version":"4","alerts":[{"status":"firing","labels":{"instance":"http://evil:1/x"},"annotations":{"d":"<<<<"}}]} x`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		msg, err := DecodeMessage(body)
 		if err != nil {
@@ -41,6 +45,25 @@ func FuzzDecodeMessage(f *testing.F) {
 			if a.Status != "firing" && a.Status != "resolved" || a.Fingerprint == "" || len(a.Labels) == 0 {
 				t.Fatalf("accepted a bad alert: %+v", a)
 			}
+			// What is stored of an alert is bounded and one line per value.
+			info := alertInfoOf(a)
+			if len(info.Labels) > maxAlertLabels || len(info.Annotations) > maxAlertAnnotations || info.Fingerprint == "" {
+				t.Fatalf("alert info out of bounds: %d labels, %d annotations, fingerprint %q", len(info.Labels), len(info.Annotations), info.Fingerprint)
+			}
+			for _, v := range info.Annotations {
+				if len(v) > maxAnnotationLen || strings.ContainsAny(v, "\n\r") {
+					t.Fatalf("annotation not sanitized: %q", v)
+				}
+			}
+		}
+		// A body the strict check accepts decodes the same with encoding/json:
+		// no key was read two ways.
+		var plain Message
+		if err := json.Unmarshal(body, &plain); err != nil {
+			t.Fatalf("strictly accepted, plainly refused: %v", err)
+		}
+		if plain.Version != msg.Version || len(plain.Alerts) != len(msg.Alerts) {
+			t.Fatal("strict and plain decoding disagree")
 		}
 	})
 }

@@ -22,6 +22,14 @@ type Guardrails struct {
 	MaxRules       int     // responder rules active on one agent
 	MinCoverage    float64 // share of the attack window a rule must match
 	MaxCollateral  float64 // share of the baseline a rule may match
+	// MinBaseline is the baseline size (samples) below which collateral is
+	// not measurable: a rule is then installed as monitor only.
+	MinBaseline int
+	// MaxSourceShare is the share of the baseline a rule's source prefix may
+	// send (any packet, not only those the rule matches): a flood that
+	// spoofs a real talker (a resolver, the gateway's peer) must not get it
+	// blocked because its ordinary traffic is a small share.
+	MaxSourceShare float64
 }
 
 // DefaultGuardrails are the limits used where Config leaves a field zero.
@@ -33,6 +41,8 @@ var DefaultGuardrails = Guardrails{
 	MaxRules:       64,
 	MinCoverage:    0.005,
 	MaxCollateral:  0.01,
+	MinBaseline:    100,
+	MaxSourceShare: 0.001,
 }
 
 // alwaysProtected are never blocked whatever the configuration says.
@@ -53,6 +63,10 @@ type Validation struct {
 	Coverage   float64   `json:"coverage"`
 	Collateral float64   `json:"collateral"`
 	Replay     Replay    `json:"replay"`
+	// Unmeasured: the baseline was too small to measure collateral, so the
+	// rule was accepted as monitor only (a later decision with a baseline
+	// may promote it).
+	Unmeasured bool `json:"unmeasured,omitempty"`
 }
 
 // CheckInput is what the guardrails judge a proposal against.
@@ -61,7 +75,7 @@ type CheckInput struct {
 	Protected        []netip.Prefix // the node's addresses and gateways (from the agent)
 	ActiveRules      int            // responder rules already active on the agent
 	Mode             Mode           // ModeEnforce or ModeMonitor
-	RuleTTL          time.Duration  // the lifetime to give a rule that asks for none
+	RuleTTL          time.Duration  // the lifetime to give a rule that asks for none, and the most any rule gets
 	Origin           string         // builtin or llm: set on every rule, whatever it claims
 }
 
@@ -85,6 +99,7 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 		} else {
 			v.Replay = replayMatchers([]*rule.Matcher{m}, in.Attack, in.Baseline)
 			v.Coverage, v.Collateral = v.Replay.Coverage, v.Replay.Collateral
+			measurable := v.Replay.BaselineTotal >= max(g.MinBaseline, 1)
 			switch {
 			case hitsProtected(m, in.Baseline, protected):
 				v.Reason = "matches baseline packets from a protected address"
@@ -93,13 +108,23 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 				v.Reason = fmt.Sprintf("coverage %.4f of the attack window is below %.4f", v.Coverage, g.MinCoverage)
 			case v.Replay.BaselineTotal > 0 && v.Collateral > g.MaxCollateral:
 				v.Reason = fmt.Sprintf("collateral %.4f of the baseline is above %.4f", v.Collateral, g.MaxCollateral)
+			case measurable && sourceShare(m, in.Baseline) > g.MaxSourceShare:
+				v.Reason = fmt.Sprintf("source %s sends %.4f of the baseline (above %.4f): a flood spoofing it must not cut it off",
+					m.Src, sourceShare(m, in.Baseline), g.MaxSourceShare)
 			case in.ActiveRules+accepted >= g.MaxRules:
 				v.Reason = fmt.Sprintf("rule cap reached: %d responder rules active", in.ActiveRules+accepted)
 			default:
 				v.Accepted = true
 				accepted++
-				if v.Replay.BaselineTotal == 0 {
-					v.Notes = append(v.Notes, "baseline window empty: collateral not measurable")
+				if !measurable {
+					// What cannot be measured is not trusted (after an agent
+					// restart, say): counted, not enforced.
+					v.Unmeasured = true
+					if v.Rule.Action != rule.ActionMonitor {
+						v.Notes = append(v.Notes, fmt.Sprintf("baseline of %d samples (fewer than %d): collateral not measurable; %s installed as monitor",
+							v.Replay.BaselineTotal, g.MinBaseline, v.Rule.Action))
+						v.Rule.Action, v.Rule.RatePPS = rule.ActionMonitor, 0
+					}
 				}
 			}
 		}
@@ -130,9 +155,16 @@ func (g Guardrails) adjust(in CheckInput, r rule.Rule) (rule.Rule, []string) {
 		notes = append(notes, fmt.Sprintf("ttl raised to %s", g.MinRuleTTL))
 		ttl = g.MinRuleTTL
 	}
-	if ttl > g.MaxRuleTTL {
-		notes = append(notes, fmt.Sprintf("ttl lowered to %s", g.MaxRuleTTL))
-		ttl = g.MaxRuleTTL
+	// No analyst outlasts the responder's own rule TTL: a model asking for
+	// a day gets --responder.rule-ttl, and repeats extend it while the
+	// alert fires.
+	maxTTL := g.MaxRuleTTL
+	if in.RuleTTL > 0 && in.RuleTTL < maxTTL {
+		maxTTL = in.RuleTTL
+	}
+	if ttl > maxTTL {
+		notes = append(notes, fmt.Sprintf("ttl lowered to %s", maxTTL))
+		ttl = maxTTL
 	}
 	r.TTLSeconds = int64(ttl / time.Second)
 	return r, notes
@@ -170,6 +202,9 @@ func (g Guardrails) judge(in CheckInput, r rule.Rule, protected []netip.Prefix) 
 			}
 		}
 	}
+	if m, err := r.Match.Compile(); err == nil && len(m.Narrowing()) == 0 {
+		return "match has no narrowing field: whole-domain ranges match every packet"
+	}
 	if r.Action == rule.ActionRateLimit && r.RatePPS == 0 {
 		return "rate_limit needs rate_pps"
 	}
@@ -179,6 +214,21 @@ func (g Guardrails) judge(in CheckInput, r rule.Rule, protected []netip.Prefix) 
 func matchIsEmpty(m rule.Match) bool {
 	return m.Src == "" && m.Dst == "" && m.Protocol == "" && len(m.SrcPorts) == 0 && len(m.DstPorts) == 0 &&
 		m.TCPFlags == "" && m.ICMPType == nil && m.TTL == "" && m.Length == "" && m.TCPWindow == "" && m.Fragment == ""
+}
+
+// sourceShare is the share of the baseline sent from m's source prefix, in
+// any packet; 0 for a rule without a source.
+func sourceShare(m *rule.Matcher, baseline []rule.Packet) float64 {
+	if !m.Src.IsValid() || len(baseline) == 0 {
+		return 0
+	}
+	n := 0
+	for i := range baseline {
+		if m.Src.Contains(baseline[i].Src) {
+			n++
+		}
+	}
+	return float64(n) / float64(len(baseline))
 }
 
 // normalizePrefixes writes IPv4-mapped IPv6 prefixes as IPv4, so overlap

@@ -2,6 +2,7 @@ package responder
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,8 +14,9 @@ type fakeClock struct{ offset atomic.Int64 }
 func (c *fakeClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *fakeClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
-// TestRepeatExtendsAndExpiry: a repeat past half the rules' TTL re-adds them
-// under the same ids (no duplicates, no analyst call); when the agent has
+// TestRepeatExtendsAndExpiry: a repeat past half the rules' TTL adds each
+// again under a new id of the alert's and then deletes the old copy (no
+// duplicates left, no analyst call); when the agent has
 // dropped them and their time is up, the sweep records the expiry with the
 // last hit counts.
 func TestRepeatExtendsAndExpiry(t *testing.T) {
@@ -39,19 +41,21 @@ func TestRepeatExtendsAndExpiry(t *testing.T) {
 	if n := len(agent.store.Adds()); n != 1 {
 		t.Fatalf("%d adds after an early repeat, want 1", n)
 	}
-	// Past half the TTL, a repeat extends the rule under the same id.
+	// Past half the TTL, a repeat extends the rule: a new copy, then the old one goes.
 	clock.Advance(6 * time.Minute)
 	if code, text := tr.post(t, webhookToken, body); code != 200 {
 		t.Fatalf("repeat: %d %s", code, text)
 	}
 	rd := tr.waitDecision(t, isKind("repeat"))
-	if rd.Outcome != OutcomeRepeat || len(rd.Applied) != 1 || rd.Applied[0].ID != id || rd.Applied[0].Error != "" {
+	if rd.Outcome != OutcomeRepeat || len(rd.Applied) != 1 || rd.Applied[0].ID == id ||
+		!strings.HasPrefix(rd.Applied[0].ID, ruleIDPrefix("7c2b1a9e4f3d5e60")) || rd.Applied[0].Error != "" {
 		t.Fatalf("repeat decision %+v", rd)
 	}
 	rules := agent.store.List()
-	if len(rules) != 1 || rules[0].ID != id {
-		t.Fatalf("agent holds %+v after the extension, want only %s", rules, id)
+	if len(rules) != 1 || rules[0].ID != rd.Applied[0].ID {
+		t.Fatalf("agent holds %+v after the extension, want only %s", rules, rd.Applied[0].ID)
 	}
+	id = rd.Applied[0].ID
 	if n := llm.calls.Load(); n != 1 {
 		t.Errorf("LLM called %d times, want 1 (never for a repeat)", n)
 	}

@@ -8,20 +8,21 @@ import (
 // Decision outcomes: the values of packetscope_responder_decisions_total's
 // outcome label.
 const (
-	OutcomeApplied    = "applied"       // rules pushed (drop/rate_limit)
-	OutcomeMonitor    = "monitor"       // rules pushed as monitor (mode monitor)
-	OutcomeNoAction   = "no_action"     // nothing proposed: no traffic class grew
-	OutcomeRejected   = "rejected"      // every proposed rule failed the guardrails
-	OutcomeAgentError = "agent_error"   // the agent could not be reached or refused
-	OutcomeRepeat     = "repeat"        // a repeat notification: rules kept (TTL extended)
-	OutcomeResolved   = "resolved"      // the alert resolved
-	OutcomeExpired    = "expired"       // the decision's rules expired
-	OutcomeNoAgent    = "no_agent"      // no agent URL: neither --agent.url nor an instance label
-	OutcomeAnalystErr = "analyst_error" // the LLM failed and fallback is off
+	OutcomeApplied      = "applied"       // rules pushed (drop/rate_limit)
+	OutcomeMonitor      = "monitor"       // rules pushed as monitor (mode monitor)
+	OutcomeNoAction     = "no_action"     // nothing proposed: no traffic class grew
+	OutcomeRejected     = "rejected"      // every proposed rule failed the guardrails
+	OutcomeAgentError   = "agent_error"   // the agent could not be reached or refused
+	OutcomeRepeat       = "repeat"        // a repeat notification: rules kept (TTL extended)
+	OutcomeResolved     = "resolved"      // the alert resolved
+	OutcomeExpired      = "expired"       // the decision's rules expired
+	OutcomeNoAgent      = "no_agent"      // kept for dashboards of older versions; no longer recorded
+	OutcomeUnknownAgent = "unknown_agent" // the alert's instance names no configured agent: nothing contacted
+	OutcomeAnalystErr   = "analyst_error" // the LLM failed and fallback is off
 )
 
 var allOutcomes = []string{OutcomeApplied, OutcomeMonitor, OutcomeNoAction, OutcomeRejected, OutcomeAgentError,
-	OutcomeRepeat, OutcomeResolved, OutcomeExpired, OutcomeNoAgent, OutcomeAnalystErr}
+	OutcomeRepeat, OutcomeResolved, OutcomeExpired, OutcomeNoAgent, OutcomeUnknownAgent, OutcomeAnalystErr}
 
 type metrics struct {
 	decisions   *prometheus.CounterVec

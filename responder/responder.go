@@ -9,11 +9,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/config"
 )
 
 // Defaults of Config that operators see as flag defaults.
@@ -43,13 +46,32 @@ var Modes = []Mode{ModeEnforce, ModeMonitor}
 
 // Config configures a Responder. Zero values take the defaults noted.
 type Config struct {
-	AgentURL     string      // the agent for every alert; "" derives it from the alert's instance label
-	AgentToken   string      // bearer token for the agent's mutating API
+	// The agents: AgentURL and AgentURLs (--agent.url) and the file_sd
+	// targets file AgentTargetsFile, re-read every AgentTargetsReload
+	// (default 5s). An alert's instance label selects among them; at least
+	// one source is needed.
+	AgentURL           string
+	AgentURLs          []string
+	AgentTargetsFile   string
+	AgentTargetsReload time.Duration
+	// AgentHTTP is how the responder authenticates to agents (Prometheus'
+	// http_config: authorization, basic_auth, tls_config, proxy).
+	// AgentToken is the shorthand: a bearer token, when AgentHTTP sets no
+	// authorization of its own.
+	AgentHTTP    config.HTTPClientConfig
+	AgentToken   string
 	WebhookToken string      // bearer token Alertmanager must send; "" refuses every webhook
 	Analyst      AnalystName // AnalystBuiltin (default) or AnalystLLM
 	LLM          LLMConfig
 	Mode         Mode   // ModeEnforce (default) or ModeMonitor
 	AuditFile    string // JSON-lines audit trail; "" keeps it in memory only
+	// The audit file rotates past AuditMaxSizeMB (default 100), keeping
+	// AuditMaxFiles old files (default 5).
+	AuditMaxSizeMB int
+	AuditMaxFiles  int
+	// APIToken, when set, is the bearer token GET /api/v1/decisions needs
+	// (--api.token-file): the trail holds evidence about the network.
+	APIToken string
 
 	RemoveOnResolve bool          // delete an alert's rules when it resolves
 	RuleTTL         time.Duration // TTL of installed rules (default DefaultRuleTTL)
@@ -77,7 +99,9 @@ type Config struct {
 	MaxAlerts    int // alerts tracked at once (default 10000); beyond → 503
 	MaxDecisions int // decisions kept in memory for GET /api/v1/decisions (default 1000)
 
-	// NewAgent returns the client for an agent URL; nil means agentapi.NewClient.
+	// NewAgent returns the client for a configured agent URL; nil means an
+	// agentapi.Client over the AgentHTTP client (token "" then: the HTTP
+	// client carries the credential, on every request).
 	NewAgent func(baseURL, token string) Agent
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -130,14 +154,23 @@ func (c *Config) setDefaults() error {
 	if g.MaxCollateral <= 0 {
 		g.MaxCollateral = d.MaxCollateral
 	}
+	num(&g.MinBaseline, d.MinBaseline)
+	if g.MaxSourceShare <= 0 {
+		g.MaxSourceShare = d.MaxSourceShare
+	}
 	if c.Miner.MinPrefixLenV4 == 0 {
 		c.Miner.MinPrefixLenV4 = g.MinPrefixLenV4
 	}
 	if c.Miner.MinPrefixLenV6 == 0 {
 		c.Miner.MinPrefixLenV6 = g.MinPrefixLenV6
 	}
+	dur(&c.AgentTargetsReload, 5*time.Second)
 	if c.NewAgent == nil {
-		c.NewAgent = func(baseURL, token string) Agent { return agentapi.NewClient(baseURL, token, nil) }
+		hc, err := NewAgentHTTPClient(c.AgentHTTP, c.AgentToken)
+		if err != nil {
+			return err
+		}
+		c.NewAgent = func(baseURL, _ string) Agent { return agentapi.NewClient(baseURL, "", hc) }
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -158,8 +191,9 @@ type Responder struct {
 
 	mu        sync.Mutex
 	alerts    map[string]*alertState // by fingerprint
-	agents    map[string]Agent       // by URL
-	healthy   map[string]time.Time   // agent URL → last successful probe
+	targets   *AgentTargets
+	agents    map[string]Agent     // by URL, configured agents only
+	healthy   map[string]time.Time // agent URL → last successful probe
 	closed    bool
 	seq       uint64
 	pushMu    sync.Mutex // one decision pushes to agents at a time
@@ -198,6 +232,8 @@ type alertState struct {
 	decidedAt  time.Time
 	lastSeen   time.Time
 	refreshing bool
+	resolved   bool // resolved while pending: the decision in flight cleans up
+	unmeasured bool // rules went in as monitor for want of a baseline: a repeat decides again
 	alert      AlertInfo
 }
 
@@ -209,7 +245,19 @@ func New(logger *slog.Logger, reg prometheus.Registerer, cfg Config) (*Responder
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	audit, err := OpenAuditLog(cfg.AuditFile, cfg.MaxDecisions)
+	urls := slices.Clone(cfg.AgentURLs)
+	if cfg.AgentURL != "" {
+		urls = append(urls, cfg.AgentURL)
+	}
+	targets, err := NewAgentTargets(logger, urls, cfg.AgentTargetsFile)
+	if err != nil {
+		return nil, err
+	}
+	if len(urls) == 0 && cfg.AgentTargetsFile == "" {
+		return nil, errors.New("no agents configured: set --agent.url or --agent.targets-file")
+	}
+	audit, err := OpenAuditLog(logger, AuditConfig{Path: cfg.AuditFile, MaxDecisions: cfg.MaxDecisions,
+		MaxSizeMB: cfg.AuditMaxSizeMB, MaxFiles: cfg.AuditMaxFiles})
 	if err != nil {
 		return nil, err
 	}
@@ -225,8 +273,9 @@ func New(logger *slog.Logger, reg prometheus.Registerer, cfg Config) (*Responder
 
 		baselines: newBaselineCache(),
 	}
-	if cfg.AgentURL != "" {
-		r.baselines.track(strings.TrimRight(cfg.AgentURL, "/"))
+	r.targets = targets
+	for _, u := range targets.URLs() {
+		r.baselines.track(u)
 	}
 	r.analysts = analystChain(cfg, r.metrics)
 	r.handler = r.newHandler()
@@ -266,7 +315,7 @@ func (r *Responder) agentFor(url string) Agent {
 	a, ok := r.agents[url]
 	if !ok {
 		a = r.cfg.NewAgent(url, r.cfg.AgentToken)
-		if len(r.agents) < 1024 { // bound the cache: URLs come from alert labels
+		if len(r.agents) < 2*maxTargets { // bound the cache across target reloads
 			r.agents[url] = a
 		}
 	}
@@ -290,6 +339,7 @@ func (r *Responder) Run(ctx context.Context) error {
 			}
 		})
 	}
+	wg.Go(func() { r.targets.Watch(ctx, r.cfg.AgentTargetsReload) })
 	wg.Go(func() {
 		r.pollBaselines(ctx, r.cfg.BaselinePoll)
 		tick := time.NewTicker(r.cfg.BaselinePoll)
@@ -335,7 +385,7 @@ func (r *Responder) process(ctx context.Context, j job) {
 	case jobAnalyze:
 		r.decide(ctx, j)
 	case jobRefresh:
-		r.refresh(ctx, j)
+		_ = r.refresh(ctx, j) // the webhook runs refreshes itself; this path is for a drained queue
 	case jobResolve:
 		r.resolve(ctx, j)
 	}
@@ -422,7 +472,7 @@ func (r *Responder) decide(ctx context.Context, j job) {
 			r.finish(j, &d, statusFailed)
 			r.record(d)
 			return
-		case r.cfg.Mode == ModeMonitor:
+		case r.cfg.Mode == ModeMonitor || allMonitor(accepted):
 			d.Outcome = OutcomeMonitor
 		default:
 			d.Outcome = OutcomeApplied
@@ -445,7 +495,7 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rul
 	active, err := agent.ListRules(ctx)
 	if err != nil {
 		for _, ar := range accepted {
-			d.Applied = append(d.Applied, AppliedRule{Action: string(ar.Action), Error: "list rules: " + err.Error()})
+			d.Applied = append(d.Applied, AppliedRule{Action: string(ar.Action), Error: agentFailure("list rules", err)})
 		}
 		return len(accepted)
 	}
@@ -474,7 +524,7 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rul
 		ar := AppliedRule{ID: nr.ID, Action: string(nr.Action)}
 		got, err := agent.AddRule(ctx, nr)
 		if err != nil {
-			ar.Error = err.Error()
+			ar.Error = agentFailure("add rule", err)
 			failed++
 		} else {
 			ar.ExpiresAt = got.ExpiresAt
@@ -531,21 +581,50 @@ func SanitizeIdent(s string) string {
 
 func (r *Responder) finish(j job, d *Decision, st alertStatus) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	s, ok := r.alerts[j.alert.Fingerprint]
-	if !ok {
-		s = &alertState{}
-		r.alerts[j.alert.Fingerprint] = s
+	if !ok || s.resolved {
+		// The alert resolved while it was being decided: its state is not
+		// recreated, and with RemoveOnResolve the rules just pushed go.
+		delete(r.alerts, j.alert.Fingerprint)
+		r.mu.Unlock()
+		d.Notes = append(d.Notes, "the alert resolved while it was being decided")
+		if r.cfg.RemoveOnResolve && len(d.Applied) > 0 {
+			r.pushMu.Lock()
+			removed := r.removeRules(context.Background(), j.agentURL, ownRules(d.Applied))
+			r.pushMu.Unlock()
+			d.Notes = append(d.Notes, fmt.Sprintf("%d rules removed on resolve", len(removed)))
+		}
+		return
 	}
+	defer r.mu.Unlock()
 	s.status, s.agentURL, s.analyst, s.decidedAt, s.alert = st, j.agentURL, d.Analyst, r.cfg.Now(), j.alert
-	s.rules = nil
-	for _, a := range d.Applied {
-		// Existing rules belong to another alert, which extends and removes
-		// them; they are kept here so a repeat knows this alert is covered.
-		if a.Error == "" {
-			s.rules = append(s.rules, a)
+	s.rules = ownRules(d.Applied)
+	s.unmeasured = false
+	for _, v := range d.Validations {
+		s.unmeasured = s.unmeasured || (v.Accepted && v.Unmeasured)
+	}
+}
+
+func allMonitor(rules []rule.Rule) bool {
+	for _, r := range rules {
+		if r.Action != rule.ActionMonitor {
+			return false
 		}
 	}
+	return true
+}
+
+// ownRules keeps the applied rules that were pushed without error. Existing
+// rules belong to another alert, which extends and removes them; they are
+// kept so a repeat knows this alert is covered.
+func ownRules(applied []AppliedRule) []AppliedRule {
+	var out []AppliedRule
+	for _, a := range applied {
+		if a.Error == "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // gather pulls the attack and baseline windows and the active rules.
@@ -560,7 +639,7 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	}
 	attack, err := agent.Traffic(ctx, from, now, r.cfg.MaxSamples)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pull attack window: %w", err)
+		return nil, nil, errors.New(agentFailure("pull attack window", err))
 	}
 	// The baseline ends before the flood began, which is before the alert
 	// started, even when the attack window looks only at its last minutes.
@@ -571,11 +650,11 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	baseEnd := anchor.Add(-r.cfg.BaselineGap)
 	baseline, err := agent.Traffic(ctx, baseEnd.Add(-r.cfg.BaselineWindow), baseEnd, r.cfg.MaxSamples)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pull baseline window: %w", err)
+		return nil, nil, errors.New(agentFailure("pull baseline window", err))
 	}
 	active, err := agent.ListRules(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list rules: %w", err)
+		return nil, nil, errors.New(agentFailure("list rules", err))
 	}
 	basePkts, baseSource := packetsOf(baseline.Samples), "agent"
 	if len(basePkts) < minAgentBaselineShare {
@@ -664,35 +743,45 @@ func countResponderRules(rules []rule.Rule) int {
 	return n
 }
 
-// refresh extends a repeat alert's rules by adding each again under the same
-// id (delete, then add) with a fresh TTL. No analyst is asked.
-func (r *Responder) refresh(ctx context.Context, j job) {
+// refresh extends a repeat alert's rules with a fresh TTL. No analyst is
+// asked. Each rule is added again under a new id before the old one is
+// deleted, so a failing agent never leaves the alert uncovered; it runs under
+// the push lock, so it never interleaves with a decision's or a resolve's
+// pushes. It returns an error when a rule could not be extended, which the
+// webhook turns into a 503 so Alertmanager sends the notification again.
+func (r *Responder) refresh(ctx context.Context, j job) error {
+	r.pushMu.Lock()
+	defer r.pushMu.Unlock()
 	r.mu.Lock()
 	s, ok := r.alerts[j.alert.Fingerprint]
 	var rules []AppliedRule
-	var analyst string
+	var analyst, agentURL string
 	if ok {
-		rules, analyst = append([]AppliedRule(nil), s.rules...), s.analyst
+		rules, analyst, agentURL = slices.Clone(s.rules), s.analyst, s.agentURL
 	}
 	r.mu.Unlock()
 	if !ok || len(rules) == 0 {
 		r.clearRefreshing(j.alert.Fingerprint, nil)
-		return
+		return nil
 	}
-	agent := r.agentFor(j.agentURL)
+	if agentURL == "" {
+		agentURL = j.agentURL
+	}
+	agent := r.agentFor(agentURL)
+	d := Decision{Kind: "repeat", Alert: j.alert, Agent: agentURL, ReceivedAt: j.received, Analyst: analyst}
 	active, err := agent.ListRules(ctx)
-	d := Decision{Kind: "repeat", Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received, Analyst: analyst}
 	if err != nil {
-		d.Outcome, d.Error = OutcomeAgentError, err.Error()
+		d.Outcome, d.Error = OutcomeAgentError, agentFailure("list rules", err)
 		r.clearRefreshing(j.alert.Fingerprint, nil)
 		r.record(d)
-		return
+		return errors.New(d.Error)
 	}
 	byID := map[string]rule.Rule{}
 	for _, a := range active {
 		byID[a.ID] = a
 	}
 	var updated []AppliedRule
+	failed := 0
 	for _, ar := range rules {
 		if ar.Existing {
 			updated = append(updated, ar)
@@ -702,24 +791,59 @@ func (r *Responder) refresh(ctx context.Context, j job) {
 		if !ok {
 			continue // expired meanwhile; a new decision will come on the next repeat
 		}
-		cur.TTLSeconds = int64(r.cfg.RuleTTL / time.Second)
-		cur.CreatedAt, cur.ExpiresAt, cur.Packets, cur.Bytes = time.Time{}, time.Time{}, 0, 0
-		out := AppliedRule{ID: ar.ID, Action: ar.Action, Packets: byID[ar.ID].Packets}
-		if err := agent.DeleteRule(ctx, ar.ID); err != nil {
-			out.Error = err.Error()
-		} else if got, err := agent.AddRule(ctx, cur); err != nil {
-			out.Error = err.Error()
-		} else {
-			out.ExpiresAt = got.ExpiresAt
+		next := cur
+		next.ID = refreshedRuleID(ar.ID, r.cfg.Now())
+		next.TTLSeconds = int64(r.cfg.RuleTTL / time.Second)
+		next.CreatedAt, next.ExpiresAt, next.Packets, next.Bytes = time.Time{}, time.Time{}, 0, 0
+		got, err := agent.AddRule(ctx, next)
+		if err != nil {
+			// The old rule stays in force until its own expiry.
+			failed++
+			old := ar
+			old.Packets, old.Error = cur.Packets, agentFailure("extend rule", err)
+			updated = append(updated, old)
+			continue
+		}
+		out := AppliedRule{ID: next.ID, Action: ar.Action, Packets: cur.Packets, ExpiresAt: got.ExpiresAt}
+		if out.ExpiresAt.IsZero() {
+			out.ExpiresAt = r.cfg.Now().Add(r.cfg.RuleTTL)
+		}
+		if err := agent.DeleteRule(ctx, ar.ID); err != nil && !isNotFound(err) {
+			// Both are in force now; the old one expires on its own.
+			r.logger.Warn("delete the refreshed rule's old copy", "rule_id", ar.ID, "err", agentFailure("delete rule", err))
 		}
 		updated = append(updated, out)
 	}
 	d.Applied, d.Outcome = updated, OutcomeRepeat
+	if failed > 0 {
+		d.Outcome, d.Error = OutcomeAgentError, fmt.Sprintf("%d of the alert's rules could not be extended; they stay until they expire", failed)
+	}
 	d.LatencySecs = r.cfg.Now().Sub(j.received).Seconds()
 	r.clearRefreshing(j.alert.Fingerprint, updated)
 	r.record(d)
+	if failed > 0 {
+		return errors.New(d.Error)
+	}
+	return nil
 }
 
+// refreshedRuleID names a refreshed copy of a rule: the decision's id with a
+// new generation suffix, so it keeps the alert's prefix and never collides
+// with the copy it replaces.
+func refreshedRuleID(id string, now time.Time) string {
+	if i := strings.LastIndex(id, "-r"); i > 0 {
+		id = id[:i]
+	}
+	return id + "-r" + strconv.FormatInt(now.UnixMilli(), 36)
+}
+
+func isNotFound(err error) bool {
+	ae, ok := agentapi.AsAPIError(err)
+	return ok && ae.Status == http.StatusNotFound
+}
+
+// clearRefreshing ends a refresh; updated (when not nil) replaces the rules.
+// A rule whose extension failed keeps its old expiry and stays listed.
 func (r *Responder) clearRefreshing(fp string, updated []AppliedRule) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -731,7 +855,8 @@ func (r *Responder) clearRefreshing(fp string, updated []AppliedRule) {
 	if updated != nil {
 		s.rules = nil
 		for _, a := range updated {
-			if a.Error == "" {
+			if a.Error == "" || a.ExpiresAt.After(r.cfg.Now()) {
+				a.Error = ""
 				s.rules = append(s.rules, a)
 			}
 		}
@@ -739,7 +864,12 @@ func (r *Responder) clearRefreshing(fp string, updated []AppliedRule) {
 }
 
 // resolve records a resolved alert and, if configured, removes its rules.
+// An alert still being decided is only marked: the decision, when it
+// finishes, sees the mark and cleans up (finish), rather than recreating
+// the state of an alert that is over.
 func (r *Responder) resolve(ctx context.Context, j job) {
+	r.pushMu.Lock()
+	defer r.pushMu.Unlock()
 	r.mu.Lock()
 	s, ok := r.alerts[j.alert.Fingerprint]
 	var rules []AppliedRule
@@ -749,25 +879,37 @@ func (r *Responder) resolve(ctx context.Context, j job) {
 		if s.agentURL != "" {
 			d.Agent = s.agentURL
 		}
-		delete(r.alerts, j.alert.Fingerprint)
+		if s.status == statusPending {
+			s.resolved = true
+			rules = nil
+		} else {
+			delete(r.alerts, j.alert.Fingerprint)
+		}
 	}
 	r.mu.Unlock()
+	d.Applied = rules
 	if r.cfg.RemoveOnResolve && len(rules) > 0 && d.Agent != "" {
-		agent := r.agentFor(d.Agent)
-		for _, ar := range rules {
-			if ar.Existing {
-				continue // another alert's rule
-			}
-			out := AppliedRule{ID: ar.ID, Action: ar.Action}
-			if err := agent.DeleteRule(ctx, ar.ID); err != nil {
-				out.Error = err.Error()
-			}
-			d.Applied = append(d.Applied, out)
-		}
-	} else {
-		d.Applied = rules
+		d.Applied = r.removeRules(ctx, d.Agent, rules)
 	}
 	r.record(d)
+}
+
+// removeRules deletes the alert's own rules (not Existing ones: those belong
+// to another alert) and returns what happened to each.
+func (r *Responder) removeRules(ctx context.Context, agentURL string, rules []AppliedRule) []AppliedRule {
+	agent := r.agentFor(agentURL)
+	var out []AppliedRule
+	for _, ar := range rules {
+		if ar.Existing {
+			continue
+		}
+		o := AppliedRule{ID: ar.ID, Action: ar.Action}
+		if err := agent.DeleteRule(ctx, ar.ID); err != nil && !isNotFound(err) {
+			o.Error = agentFailure("delete rule", err)
+		}
+		out = append(out, o)
+	}
+	return out
 }
 
 // sweep records rules that expired (with their last hit counts) and forgets
@@ -845,4 +987,4 @@ func ParseNeverBlock(items []string) ([]netip.Prefix, error) {
 }
 
 // Decisions returns up to limit decisions, newest first.
-func (r *Responder) Decisions(limit int) []Decision { return r.audit.List(limit) }
+func (r *Responder) Decisions(limit int) []Decision { return r.audit.List(limit, "") }

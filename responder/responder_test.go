@@ -56,33 +56,14 @@ func TestWebhookStatuses(t *testing.T) {
 	}
 }
 
-func TestAgentURLFromInstance(t *testing.T) {
-	for _, tc := range []struct {
-		configured, instance, want string
-		wantErr                    bool
-	}{
-		{"http://agent:9436/", "x:1", "http://agent:9436", false},
-		{"", "10.0.0.5:9436", "http://10.0.0.5:9436", false},
-		{"", "[fd00::5]:9436", "http://[fd00::5]:9436", false},
-		{"", "https://node-a:9436/metrics", "https://node-a:9436", false},
-		{"", "", "", true},
-		{"", "node-a", "", true},
-		{"", "evil.example/x:80", "", true},
-	} {
-		got, err := agentURLFor(tc.configured, map[string]string{"instance": tc.instance})
-		if (err != nil) != tc.wantErr || got != tc.want {
-			t.Errorf("agentURLFor(%q, %q) = %q, %v; want %q, err %v", tc.configured, tc.instance, got, err, tc.want, tc.wantErr)
-		}
-	}
-}
-
 // TestDecisionBuiltin drives the whole loop with the builtin analyst: the
 // SYN flood capture in the agent's attack window, ordinary traffic before
 // it; a notification; a rule pushed; repeats add nothing; resolve removes.
 func TestDecisionBuiltin(t *testing.T) {
 	syn := readCapture(t, "pkt.TCP.synflood.spoofed.pcap")
 	agent := newFakeAgent(t, ordinaryTraffic(11, 4000), mix(5, syn[:8000], ordinaryTraffic(12, 500)))
-	tr := startResponder(t, Config{RemoveOnResolve: true}, true)
+	// Two agents configured: the instance label selects this one.
+	tr := startResponder(t, Config{RemoveOnResolve: true, AgentURLs: []string{agent.srv.URL, "http://127.0.0.2:9"}}, true)
 	body := payload(t, "alertmanager-firing.json", func(m map[string]any) {
 		// The agent is found from the instance label.
 		m["alerts"].([]any)[0].(map[string]any)["labels"].(map[string]any)["instance"] = strings.TrimPrefix(agent.srv.URL, "http://")

@@ -1,7 +1,6 @@
 package responder
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -15,29 +14,28 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/gin-gonic/gin"
-	"github.com/prometheus/alertmanager/notify/webhook"
 )
 
 // MaxWebhookBody bounds an Alertmanager notification.
 const MaxWebhookBody = 1 << 20
 
+// refreshTimeout bounds extending one alert's rules inside a webhook call.
+const refreshTimeout = 10 * time.Second
+
 // maxAlertsPerMessage bounds the alerts one notification may carry.
 const maxAlertsPerMessage = 1000
 
-// DecodeMessage decodes and checks an Alertmanager webhook body (version 4).
-// The error says what is wrong, for a 400.
-func DecodeMessage(body []byte) (*webhook.Message, error) {
-	var msg webhook.Message
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&msg); err != nil {
+// DecodeMessage decodes and checks an Alertmanager webhook body (version 4)
+// strictly: see checkStrictJSON. The error says what is wrong, for a 400.
+func DecodeMessage(body []byte) (*Message, error) {
+	if err := checkStrictJSON(body); err != nil {
+		return nil, err
+	}
+	var msg Message
+	if err := json.Unmarshal(body, &msg); err != nil {
 		return nil, fmt.Errorf("invalid JSON: %v", err)
 	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON object")
-	}
-	if msg.Data == nil {
+	if msg.Alerts == nil {
 		return nil, errors.New("not an Alertmanager notification: no alerts")
 	}
 	if msg.Version != "4" {
@@ -86,67 +84,77 @@ func labelsFingerprint(labels map[string]string) string {
 func (r *Responder) Handler() http.Handler { return r.handler }
 
 func (r *Responder) newHandler() http.Handler {
-	gin.SetMode(gin.ReleaseMode)
-	e := gin.New()
-	e.Use(gin.Recovery())
-	e.POST("/api/v1/alerts", r.postAlerts)
-	e.GET("/api/v1/decisions", r.getDecisions)
-	return e
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/alerts", r.postAlerts)
+	mux.HandleFunc("GET /api/v1/decisions", r.getDecisions)
+	return mux
 }
 
-func (r *Responder) fail(c *gin.Context, code int, msg string) {
+// writeJSON answers with v as JSON.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (r *Responder) fail(w http.ResponseWriter, code int, msg string) {
 	r.metrics.webhook.WithLabelValues(strconv.Itoa(code)).Inc()
-	c.AbortWithStatusJSON(code, gin.H{"error": msg})
+	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-func (r *Responder) authorized(c *gin.Context) bool {
+// bearerOK reports whether the request carries "Bearer want"; want is never empty here.
+func bearerOK(req *http.Request, want string) bool {
+	got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+func (r *Responder) authorized(w http.ResponseWriter, req *http.Request) bool {
 	if r.cfg.WebhookToken == "" {
-		r.fail(c, http.StatusUnauthorized, "no webhook token is configured: set --webhook.token-file")
+		r.fail(w, http.StatusUnauthorized, "no webhook token is configured: set --webhook.token-file")
 		return false
 	}
-	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(r.cfg.WebhookToken)) != 1 {
-		c.Header("WWW-Authenticate", `Bearer realm="packetscope"`)
-		r.fail(c, http.StatusUnauthorized, "missing or wrong bearer token")
+	if !bearerOK(req, r.cfg.WebhookToken) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="packetscope"`)
+		r.fail(w, http.StatusUnauthorized, "missing or wrong bearer token")
 		return false
 	}
 	return true
 }
 
-func (r *Responder) postAlerts(c *gin.Context) {
+func (r *Responder) postAlerts(w http.ResponseWriter, req *http.Request) {
 	received := r.cfg.Now()
-	if !r.authorized(c) {
+	if !r.authorized(w, req) {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, MaxWebhookBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxWebhookBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			r.fail(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxWebhookBody))
+			r.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxWebhookBody))
 			return
 		}
-		r.fail(c, http.StatusBadRequest, "read body: "+err.Error())
+		r.fail(w, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
 	msg, err := DecodeMessage(body)
 	if err != nil {
-		r.fail(c, http.StatusBadRequest, err.Error())
+		r.fail(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	code, text := r.accept(c.Request.Context(), msg, received)
+	code, text := r.accept(req.Context(), msg, received)
 	if code != http.StatusOK {
-		r.fail(c, code, text)
+		r.fail(w, code, text)
 		return
 	}
 	r.metrics.webhook.WithLabelValues("200").Inc()
-	c.JSON(http.StatusOK, gin.H{"status": text})
+	writeJSON(w, http.StatusOK, map[string]string{"status": text})
 }
 
 // accept turns a notification into queued work. Each alert is either queued,
 // coalesced with work already queued or done for it (a repeat), or refused
 // with 503 so Alertmanager sends the notification again; what was queued
 // before a refusal is remembered, so the retry duplicates nothing.
-func (r *Responder) accept(ctx context.Context, msg *webhook.Message, received time.Time) (int, string) {
+func (r *Responder) accept(ctx context.Context, msg *Message, received time.Time) (int, string) {
 	var jobs []job
 	var probes []string
 	r.mu.Lock()
@@ -156,16 +164,16 @@ func (r *Responder) accept(ctx context.Context, msg *webhook.Message, received t
 	}
 	r.mu.Unlock()
 	for _, a := range msg.Alerts {
-		info := AlertInfo{Name: a.Labels["alertname"], Fingerprint: a.Fingerprint, Status: a.Status, StartsAt: a.StartsAt,
-			Labels: a.Labels, Annotations: a.Annotations}
-		url, err := agentURLFor(r.cfg.AgentURL, a.Labels)
+		info := alertInfoOf(a)
+		// The alert selects a configured agent; nothing it carries is dialed.
+		url, err := r.targets.Select(a.Labels)
 		if a.Status == "resolved" {
 			jobs = append(jobs, job{kind: jobResolve, alert: info, agentURL: url, received: received})
 			continue
 		}
 		if err != nil {
-			// Retrying will not make an instance label appear: record, accept.
-			r.record(Decision{Kind: "alert", Outcome: OutcomeNoAgent, Alert: info, Error: err.Error(), ReceivedAt: received})
+			// Retrying will not configure the agent: record, accept.
+			r.record(Decision{Kind: "alert", Outcome: OutcomeUnknownAgent, Alert: info, Error: err.Error(), ReceivedAt: received})
 			continue
 		}
 		jobs = append(jobs, job{kind: jobAnalyze, alert: info, agentURL: url, received: received})
@@ -178,13 +186,26 @@ func (r *Responder) accept(ctx context.Context, msg *webhook.Message, received t
 	// so it is found out now, before the alert is accepted.
 	for _, url := range probes {
 		if err := r.probe(ctx, url); err != nil {
-			return http.StatusServiceUnavailable, fmt.Sprintf("agent %s unreachable: %v", url, err)
+			return http.StatusServiceUnavailable, agentFailure("probe agent", err)
 		}
 	}
 	queued, repeats := 0, 0
 	for _, j := range jobs {
 		switch r.admit(&j) {
 		case admitQueue:
+			if j.kind == jobRefresh {
+				// Extending rules is quick and needs no analyst, so it is
+				// done before answering: a failure is a 503 and
+				// Alertmanager sends the notification again.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+				err := r.refresh(rctx, j)
+				cancel()
+				if err != nil {
+					return http.StatusServiceUnavailable, "extend the alert's rules: " + err.Error()
+				}
+				repeats++
+				continue
+			}
 			select {
 			case r.queue <- j:
 				queued++
@@ -229,11 +250,19 @@ func (r *Responder) admit(j *job) admission {
 		return admitQueue
 	}
 	s.lastSeen = now
+	s.resolved = false // it fires again: a decision in flight keeps its rules
 	switch s.status {
 	case statusPending:
 		r.metrics.decisions.WithLabelValues(string(r.cfg.Analyst), OutcomeRepeat).Inc()
 		return admitRepeat
 	case statusFailed:
+		s.status = statusPending
+		return admitQueue
+	}
+	// Done, but collateral could not be measured: decide again after a
+	// while, which replaces the monitor rules with enforcing ones if a
+	// baseline can now be had (promotion), or keeps them monitor.
+	if s.unmeasured && now.Sub(s.decidedAt) >= r.cfg.Reanalyze && !s.refreshing {
 		s.status = statusPending
 		return admitQueue
 	}
@@ -304,17 +333,4 @@ func (r *Responder) probe(ctx context.Context, url string) error {
 	r.healthy[url] = r.cfg.Now()
 	r.mu.Unlock()
 	return nil
-}
-
-func (r *Responder) getDecisions(c *gin.Context) {
-	limit := 100
-	if s := c.Query("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			c.AbortWithStatusJSON(http.StatusBadRequest, gin.H{"error": "limit must be a positive integer"})
-			return
-		}
-		limit = min(n, r.cfg.MaxDecisions)
-	}
-	c.JSON(http.StatusOK, gin.H{"decisions": r.Decisions(limit)})
 }

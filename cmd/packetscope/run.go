@@ -26,9 +26,11 @@ func runAll(ctx context.Context, logger *slog.Logger, c runConfig) error {
 	if err != nil {
 		return err
 	}
-	agentURL := "http://" + loopbackURLHost((*c.agent.web.WebListenAddresses)[0])
+	// The one agent is this process's own, over loopback; the agent's token
+	// is both the credential for it and what the decisions API asks for.
+	agents := agentTargets{urls: []string{"http://" + loopbackURLHost((*c.agent.web.WebListenAddresses)[0])}, token: agentToken}
 	reg := prometheus.NewRegistry() // one /metrics for both
-	r, err := newResponder(logger, reg, c.responder, agentURL, agentToken)
+	r, err := newResponder(logger, reg, c.responder, agents, agentToken)
 	if err != nil {
 		return err
 	}
