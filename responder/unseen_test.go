@@ -141,7 +141,11 @@ func TestUnseenClassMatrix(t *testing.T) {
 			for _, s := range r.Rejected {
 				t.Logf("rejected %s", s)
 			}
-			t.Logf("%s (alert %s): coverage %.4f, collateral %.4f, served %d/%d", name, c.Alert, r.Coverage, r.Collateral, r.ServedMatched, r.ServedTotal)
+			kind := "attack"
+			if c.Legit {
+				kind = "legit"
+			}
+			t.Logf("%s (alert %s): coverage %.4f, collateral %.4f, served %d/%d, rules %d, %s", name, c.Alert, r.Coverage, r.Collateral, r.ServedMatched, r.ServedTotal, len(r.Rules), kind)
 			if c.Legit {
 				if len(r.Rules) != 0 {
 					t.Errorf("heavy legitimate traffic got %d accepted rules", len(r.Rules))

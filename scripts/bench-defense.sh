@@ -24,14 +24,15 @@ if ! go test -count=1 -run 'TestUnseenClassMatrix' -v ./responder/ >"$log" 2>&1;
 	echo "bench-defense: the offline class matrix failed" >&2
 	exit 1
 fi
-echo "| class | alert | coverage | collateral | served connections hit |"
-echo "|---|---|---|---|---|"
+echo "| class | alert | coverage | collateral | served connections' packets hit | rules accepted |"
+echo "|---|---|---|---|---|---|"
 grep -E 'unseen_test.go:[0-9]+: [a-z0-9_/]+ \(alert' "$log" | sed -E 's/^ *unseen_test.go:[0-9]+: //' |
 	awk '{
 		name=$1; sub(/^heldout\//, "", name); mark=($1 ~ /^heldout\//) ? " (held out)" : ""
 		alert=$3; sub(/\):$/, "", alert)
-		cov=$5; sub(/,$/, "", cov); col=$7; sub(/,$/, "", col); served=$9
-		printf "| %s%s | %s | %.2f %% | %.2f %% | %s |\n", name, mark, alert, 100*cov, 100*col, served
+		cov=$5; sub(/,$/, "", cov); col=$7; sub(/,$/, "", col); served=$9; sub(/,$/, "", served); rules=$11; sub(/,$/, "", rules)
+		if ($NF == "legit") { printf "| %s (legitimate) | %s | — | — | %s | %s |\n", name, alert, served, rules; next }
+		printf "| %s%s | %s | %.2f %% | %.2f %% | %s | %s |\n", name, mark, alert, 100*cov, 100*col, served, rules
 	}'
 
 if [ "${BENCH_DEFENSE_LIVE:-1}" != "0" ]; then
