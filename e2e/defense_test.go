@@ -488,7 +488,8 @@ func waitMitigated(t testing.TB, agent *agentProc, limit time.Duration) time.Dur
 		time.Sleep(200 * time.Millisecond)
 	}
 	_, m := httpGet(t, agent.URL+"/metrics")
-	t.Fatalf("the attack was not 99%% dropped within %s; rules: %s", limit, grepLines(m, "packetscope_guard_rule"))
+	_, decisions := httpGet(t, agent.URL+"/api/v1/decisions")
+	t.Fatalf("the attack was not 99%% dropped within %s; rules: %s\ndecisions: %s", limit, grepLines(m, "packetscope_guard_rule"), decisions)
 	return 0
 }
 
