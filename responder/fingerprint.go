@@ -290,13 +290,32 @@ func grownClasses(cfg MinerConfig, attack, baseline []rule.Packet, totalA, total
 		// are taken for the attack, not the ordinary traffic beside it.
 		minExcess = max(minExcess, emptyBaselineShare)
 	}
+	// A flood dilutes the ordinary traffic beside it, so a class the attack
+	// shares with much ordinary traffic (ACKs, SYNs) may hold a smaller share
+	// of the window than of the baseline and still have grown many times
+	// over in packets. The ordinary traffic's volume in the window against
+	// the baseline is at most the smallest ratio among the classes the
+	// baseline holds enough of: a class grown far beyond that counts too.
+	ordScale := math.Inf(1)
+	for k, nb := range bc {
+		if nb >= 10 {
+			ordScale = math.Min(ordScale, float64(ac[k])/float64(nb))
+		}
+	}
 	var out []grownClass
 	total := 0.0
 	for k, n := range ac {
 		if len(scopes) > 0 && !slices.ContainsFunc(scopes, func(s classScope) bool { return s(k) }) {
 			continue
 		}
-		if ex, ok := grown(n, totalA, bc[k], totalB, minExcess); ok {
+		ex, ok := grown(n, totalA, bc[k], totalB, minExcess)
+		if !ok && len(baseline) > 0 && !math.IsInf(ordScale, 1) {
+			expect := ordScale * float64(bc[k])
+			if ex2 := (float64(n) - expect) / float64(totalA); float64(n) >= 4*expect+10 && ex2 >= minExcess {
+				ex, ok = ex2, true
+			}
+		}
+		if ok {
 			out = append(out, grownClass{k, ex})
 			total += ex
 		}
