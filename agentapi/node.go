@@ -88,9 +88,37 @@ func isDefaultRoute(r netlink.Route) bool {
 
 // ProtectedAddresses returns a function for WindowConfig.Protected: it reads
 // NodeAddresses in ns at most once per refresh and, when netlink fails, logs
-// it and keeps answering with the last list it read. ns must stay open for as
-// long as the function is used.
-func ProtectedAddresses(logger *slog.Logger, ns netns.NsHandle, refresh time.Duration) func() []netip.Prefix {
+// it and keeps answering with the last list it read; neverBlock (the
+// --guard.never-block CIDRs) is always part of the answer. The traffic
+// reports carry the list to the responder and the API's last gate refuses
+// rules covering it. ns must stay open for as long as the function is used.
+func ProtectedAddresses(logger *slog.Logger, ns netns.NsHandle, refresh time.Duration, neverBlock ...netip.Prefix) func() []netip.Prefix {
+	read := nodeAddressesEvery(logger, ns, refresh)
+	return func() []netip.Prefix { return append(read(), neverBlock...) }
+}
+
+// ParseNeverBlock parses --guard.never-block values: CIDRs, or addresses
+// meaning a single host.
+func ParseNeverBlock(values []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(values))
+	for _, v := range values {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, fmt.Errorf("--guard.never-block %q is not a CIDR or an address", v)
+			}
+			if a.Zone() != "" {
+				return nil, fmt.Errorf("--guard.never-block %q: zones are not allowed", v)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func nodeAddressesEvery(logger *slog.Logger, ns netns.NsHandle, refresh time.Duration) func() []netip.Prefix {
 	var (
 		mu   sync.Mutex
 		last []netip.Prefix

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,5 +61,40 @@ func TestNodeAddresses(t *testing.T) {
 	node.MustRun("ip", "addr", "add", "10.203.1.77/24", "dev", "eth0")
 	if p := protected(); !slices.Equal(p, got) {
 		t.Fatalf("ProtectedAddresses re-read before its refresh interval: %v", p)
+	}
+}
+
+func TestProtectedAddressesAddsNeverBlock(t *testing.T) {
+	node := testnet.NewNS(t, "ps-api")
+	peer := testnet.NewNS(t, "ps-api")
+	testnet.Link(t, node, "eth0", "10.203.3.1/24", peer, "eth0", "10.203.3.2/24")
+	h, err := netns.GetFromName(node.Name)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", node.Name, err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	never := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("2001:db8:5::/48")}
+	got := ProtectedAddresses(slog.New(slog.DiscardHandler), h, time.Hour, never...)()
+	for _, want := range append([]netip.Prefix{netip.MustParsePrefix("10.203.3.1/32")}, never...) {
+		if !slices.Contains(got, want) {
+			t.Errorf("protected %v lacks %v", got, want)
+		}
+	}
+}
+
+func TestParseNeverBlock(t *testing.T) {
+	got, err := ParseNeverBlock([]string{"10.1.2.3", "192.168.7.9/24", "2001:db8::1", "::ffff:10.9.9.9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32"), netip.MustParsePrefix("192.168.7.0/24"),
+		netip.MustParsePrefix("2001:db8::1/128"), netip.MustParsePrefix("10.9.9.9/32")}
+	if !slices.Equal(got, want) {
+		t.Errorf("ParseNeverBlock = %v, want %v", got, want)
+	}
+	for _, bad := range []string{"10.0.0.0/33", "nope", "fe80::1%eth0", ""} {
+		if _, err := ParseNeverBlock([]string{bad}); err == nil || !strings.Contains(err.Error(), "--guard.never-block") {
+			t.Errorf("ParseNeverBlock(%q) = %v, want an error naming the flag", bad, err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // InNetns runs f on an OS thread inside the network namespace h: netfilter
@@ -36,4 +37,55 @@ func InNetns(h netns.NsHandle, f func() error) error {
 		}
 	}()
 	return f()
+}
+
+// Netns is the network namespace an agent observes and guards, opened once
+// at start and handed to everything that acts inside it (the stack
+// programs' netfilter links, netlink sockets, /proc readers, the XDP
+// guard's attachment), so they all see the same namespace even if its path
+// is replaced while the agent runs.
+type Netns struct {
+	Path  string // as configured (--netns); "" for the agent's own
+	Inode uint64 // the namespace's inode: what the kernel programs compare
+	h     netns.NsHandle
+}
+
+// OpenNetns opens the namespace at path, or the calling thread's when path
+// is empty. Its error is one sentence naming the flag to check.
+func OpenNetns(path string) (*Netns, error) {
+	var h netns.NsHandle
+	var err error
+	if path == "" {
+		h, err = netns.Get()
+	} else {
+		h, err = netns.GetFromPath(path)
+	}
+	if err != nil {
+		if path == "" {
+			return nil, fmt.Errorf("open the agent's network namespace: %w", err)
+		}
+		return nil, fmt.Errorf("network namespace %s cannot be opened (%v): check --netns", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(h), &st); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("stat network namespace %q: %w", path, err)
+	}
+	return &Netns{Path: path, Inode: st.Ino, h: h}, nil
+}
+
+// Do runs f inside the namespace (see InNetns).
+func (n *Netns) Do(f func() error) error { return InNetns(n.h, f) }
+
+// Handle is the namespace's file descriptor, owned by n.
+func (n *Netns) Handle() netns.NsHandle { return n.h }
+
+// Close releases the namespace; call it after everything that uses it.
+func (n *Netns) Close() error {
+	if n == nil || n.h < 0 {
+		return nil
+	}
+	err := n.h.Close()
+	n.h = -1
+	return err
 }

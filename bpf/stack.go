@@ -9,8 +9,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // Directions, protocols, stages and event indexes as stack.bpf.c numbers
@@ -52,10 +50,9 @@ const (
 
 // StackConfig selects what the stack programs observe.
 type StackConfig struct {
-	// NetnsPath is the network namespace to observe (a path such as
-	// /var/run/netns/NAME or /proc/PID/ns/net); empty means the calling
-	// thread's namespace.
-	NetnsPath string
+	// Netns is the network namespace to observe, owned by the caller (it
+	// must outlive the Stack).
+	Netns *Netns
 	// SampleEvery starts a latency sample on one skb in SampleEvery (per CPU);
 	// 1 samples every skb.
 	SampleEvery uint32
@@ -82,7 +79,7 @@ type Stack struct {
 	links      []link.Link         // drop and TCP event counters
 	devLinks   map[int][]io.Closer // traffic counters, by ifindex
 	pathLinks  []link.Link         // stage boundaries and RTT, while a window is open
-	ns         netns.NsHandle
+	ns         *Netns
 	trace      bool
 	features   []Feature
 	NetnsInode uint64
@@ -96,24 +93,19 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	if cfg.SampleEvery == 0 {
 		return nil, errors.New("latency sample rate must be at least 1 (one skb in N)")
 	}
-	ns, err := openNetns(cfg.NetnsPath)
-	if err != nil {
-		return nil, err
+	if cfg.Netns == nil {
+		return nil, errors.New("load stack programs: no network namespace to observe")
 	}
-	s := &Stack{ns: ns, trace: cfg.Trace != nil}
+	s := &Stack{ns: cfg.Netns, trace: cfg.Trace != nil}
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(ns), &st); err != nil {
-		return nil, fmt.Errorf("stat network namespace: %w", err)
+	if cfg.Netns.Inode > math.MaxUint32 {
+		return nil, fmt.Errorf("network namespace inode %d does not fit 32 bits", cfg.Netns.Inode)
 	}
-	if st.Ino > math.MaxUint32 {
-		return nil, fmt.Errorf("network namespace inode %d does not fit 32 bits", st.Ino)
-	}
-	s.NetnsInode = st.Ino
+	s.NetnsInode = cfg.Netns.Inode
 
 	s.features, err = KernelFeatures()
 	if err != nil {
@@ -145,7 +137,7 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 			delete(spec.Programs, prog)
 		}
 	}
-	if err := spec.Variables["target_netns"].Set(uint32(st.Ino)); err != nil {
+	if err := spec.Variables["target_netns"].Set(uint32(s.NetnsInode)); err != nil {
 		return nil, fmt.Errorf("set target_netns: %w", err)
 	}
 	if err := spec.Variables["sample_every"].Set(cfg.SampleEvery); err != nil {
@@ -186,7 +178,7 @@ func (s *Stack) AttachDevice(ifindex int) error {
 		return nil
 	}
 	var links []io.Closer
-	err := InNetns(s.ns, func() (err error) {
+	err := s.ns.Do(func() (err error) {
 		links, err = s.attachTraffic(ifindex)
 		return err
 	})
@@ -234,7 +226,7 @@ func (s *Stack) AttachPath() (err error) {
 		return err
 	}
 	if p.NfBoundary != nil {
-		if err := InNetns(s.ns, s.linkNetfilter); err != nil {
+		if err := s.ns.Do(s.linkNetfilter); err != nil {
 			return err
 		}
 	}
@@ -328,21 +320,6 @@ func (s *Stack) linkNetfilter() error {
 	return nil
 }
 
-func openNetns(path string) (netns.NsHandle, error) {
-	if path == "" {
-		h, err := netns.Get()
-		if err != nil {
-			return 0, fmt.Errorf("open current network namespace: %w", err)
-		}
-		return h, nil
-	}
-	h, err := netns.GetFromPath(path)
-	if err != nil {
-		return 0, fmt.Errorf("open network namespace %s: %w", path, err)
-	}
-	return h, nil
-}
-
 // Close detaches every program and frees the maps. It may be called more
 // than once.
 func (s *Stack) Close() error {
@@ -358,10 +335,6 @@ func (s *Stack) Close() error {
 	if s.coll != nil {
 		s.coll.Close()
 		s.coll = nil
-	}
-	if s.ns >= 0 {
-		errs = append(errs, s.ns.Close())
-		s.ns = -1
 	}
 	return errors.Join(errs...)
 }

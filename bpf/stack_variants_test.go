@@ -26,7 +26,12 @@ func loadStackWithout(tb testing.TB, off ...string) *Stack {
 		featuresOffForTest[f] = true
 	}
 	defer func() { featuresOffForTest = nil }()
-	s, err := LoadStack(StackConfig{SampleEvery: 1})
+	ns, err := OpenNetns("")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ns.Close() })
+	s, err := LoadStack(StackConfig{Netns: ns, SampleEvery: 1})
 	if err != nil {
 		tb.Fatalf("load stack without %v: %v", off, err)
 	}

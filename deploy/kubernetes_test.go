@@ -24,6 +24,7 @@ import (
 
 	"github.com/packetscope/packetscope/bpf"
 	"github.com/packetscope/packetscope/internal/testnet"
+	"github.com/packetscope/packetscope/responder"
 )
 
 // manifests holds every Kubernetes object of deploy/kubernetes, decoded
@@ -36,6 +37,7 @@ type manifests struct {
 	deployments []appsv1.Deployment
 	services    []corev1.Service
 	pvcs        []corev1.PersistentVolumeClaim
+	configMaps  []corev1.ConfigMap
 }
 
 func loadManifests(t *testing.T) manifests {
@@ -95,6 +97,9 @@ func (m *manifests) add(doc []byte) error {
 	case "v1/PersistentVolumeClaim":
 		m.pvcs = append(m.pvcs, corev1.PersistentVolumeClaim{})
 		obj = &m.pvcs[len(m.pvcs)-1]
+	case "v1/ConfigMap":
+		m.configMaps = append(m.configMaps, corev1.ConfigMap{})
+		obj = &m.configMaps[len(m.configMaps)-1]
 	default:
 		return fmt.Errorf("unexpected kind %s %s", tm.APIVersion, tm.Kind)
 	}
@@ -123,6 +128,9 @@ func TestKubernetesManifests(t *testing.T) {
 			if pvc := v.PersistentVolumeClaim; pvc != nil && !slices.ContainsFunc(m.pvcs, func(p corev1.PersistentVolumeClaim) bool { return p.Name == pvc.ClaimName }) {
 				t.Errorf("Deployment %s: claim %s is not among the manifests", d.Name, pvc.ClaimName)
 			}
+			if cm := v.ConfigMap; cm != nil && !slices.ContainsFunc(m.configMaps, func(c corev1.ConfigMap) bool { return c.Name == cm.Name }) {
+				t.Errorf("Deployment %s: ConfigMap %s is not among the manifests", d.Name, cm.Name)
+			}
 		}
 	}
 	for _, s := range m.services {
@@ -131,6 +139,9 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	for _, p := range m.pvcs {
 		objects = append(objects, p.ObjectMeta)
+	}
+	for _, c := range m.configMaps {
+		objects = append(objects, c.ObjectMeta)
 	}
 	for _, o := range objects {
 		if o.Namespace != ns {
@@ -231,7 +242,12 @@ func checkPodSpec(t *testing.T, what string, sel *metav1.LabelSelector, tpl core
 		for _, p := range c.Ports {
 			ports[p.Name] = true
 		}
+		// A container that serves nothing (the discovery sidecar) has no
+		// HTTP endpoint to probe; one that serves must be probed.
 		for _, probe := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+			if len(c.Ports) == 0 {
+				break
+			}
 			if probe == nil || probe.HTTPGet == nil {
 				t.Errorf("%s/%s: want HTTP readiness and liveness probes (/readyz, /healthz)", what, c.Name)
 				continue
@@ -531,6 +547,14 @@ func TestResponderRunsUnprivileged(t *testing.T) {
 			a = "--webhook.token-file=" + files["webhook.token"]
 		case strings.HasPrefix(a, "--agent.token-file="):
 			a = "--agent.token-file=" + files["api.token"]
+		case strings.HasPrefix(a, "--api.token-file="):
+			a = "--api.token-file=" + files["api.token"]
+		case strings.HasPrefix(a, "--agent.targets-file="):
+			// As the discovery sidecar writes it (TestAgentDiscovery).
+			a = "--agent.targets-file=" + filepath.Join(dir, "agents.json")
+			if err := os.WriteFile(filepath.Join(dir, "agents.json"), []byte(`[{"targets":["10.0.0.5:9436"]}]`), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		case strings.HasPrefix(a, "--responder.audit-file="):
 			a = "--responder.audit-file=" + filepath.Join(audit, "decisions.jsonl")
 		}
@@ -562,5 +586,90 @@ func TestResponderRunsUnprivileged(t *testing.T) {
 		"--data", "{}", "http://127.0.0.1:"+port+"/api/v1/alerts").Output()
 	if string(code) != "401" {
 		t.Errorf("webhook without token: HTTP %s, want 401\n%s", code, logs())
+	}
+}
+
+// TestAgentDiscovery: the responder's agents come from the targets file the
+// discovery sidecar writes into a volume both containers mount, and what the
+// sidecar's script writes from DNS answers (busybox nslookup's format,
+// IPv4 and IPv6) is a targets file the responder reads as those agents.
+func TestAgentDiscovery(t *testing.T) {
+	tool(t, "sh", "dash")
+	tool(t, "awk", "mawk")
+	m := loadManifests(t)
+	if len(m.deployments) != 1 || len(m.configMaps) != 1 {
+		t.Fatalf("want one Deployment and one ConfigMap, got %d and %d", len(m.deployments), len(m.configMaps))
+	}
+	spec := m.deployments[0].Spec.Template.Spec
+	var targetsFile string
+	for _, a := range spec.Containers[0].Args {
+		if v, ok := strings.CutPrefix(a, "--agent.targets-file="); ok {
+			targetsFile = v
+		}
+	}
+	if targetsFile == "" {
+		t.Fatal("the responder has no --agent.targets-file: its agents would come from nowhere")
+	}
+	mountOf := func(c corev1.Container) (vol, path string) {
+		for _, vm := range c.VolumeMounts {
+			if strings.HasPrefix(targetsFile, vm.MountPath+"/") {
+				return vm.Name, vm.MountPath
+			}
+		}
+		return "", ""
+	}
+	respVol, _ := mountOf(spec.Containers[0])
+	if respVol == "" || len(spec.Containers) != 2 {
+		t.Fatalf("the targets file %s is on no volume of the responder, or there is no discovery sidecar", targetsFile)
+	}
+	side := spec.Containers[1]
+	sideVol, sidePath := mountOf(side)
+	env := map[string]string{}
+	for _, e := range side.Env {
+		env[e.Name] = e.Value
+	}
+	if sideVol != respVol || env["TARGETS_DIR"] != sidePath || filepath.Join(sidePath, "agents.json") != targetsFile {
+		t.Fatalf("the sidecar writes %s/agents.json on volume %q; the responder reads %s on volume %q", env["TARGETS_DIR"], sideVol, targetsFile, respVol)
+	}
+	script, ok := m.configMaps[0].Data["discover.sh"]
+	if !ok {
+		t.Fatal("the ConfigMap has no discover.sh")
+	}
+
+	// Run the script once with a stand-in nslookup that answers as busybox's does.
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stub := "#!/bin/sh\nprintf 'Server:\\t\\t10.96.0.10\\nAddress:\\t10.96.0.10:53\\n\\nName:\\t%s\\nAddress: 10.0.0.5\\nName:\\t%s\\nAddress: 10.0.0.6\\n\\nName:\\t%s\\nAddress: fd00::7\\n' \"$1\" \"$1\" \"$1\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "nslookup"), []byte(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "targets")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin", "ONCE=1", "TARGETS_DIR=" + out,
+		"AGENT_SERVICE=" + env["AGENT_SERVICE"], "AGENT_PORT=" + env["AGENT_PORT"], "INTERVAL_SECONDS=1"}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("discover.sh: %v\n%s", err, b)
+	}
+	data, err := os.ReadFile(filepath.Join(out, "agents.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents, err := responder.ParseTargets(data)
+	if err != nil {
+		t.Fatalf("the responder cannot read what the sidecar writes: %v\n%s", err, data)
+	}
+	var keys []string
+	for k := range agents {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if want := "10.0.0.5:9436 10.0.0.6:9436 [fd00::7]:9436"; strings.Join(keys, " ") != want {
+		t.Errorf("agents %v from %s, want %s", keys, data, want)
 	}
 }

@@ -181,7 +181,10 @@ func TestRunStack(t *testing.T) {
 				} `json:"alert"`
 			} `json:"decisions"`
 		}
-		if json.Unmarshal(get("http://127.0.0.1:9436/api/v1/decisions"), &r) != nil {
+		// The audit trail is a sensitive read: it needs the API token.
+		body, err := ns.Cmd("curl", "-fsS", "--max-time", "5", "-H", "Authorization: Bearer "+readTokenFile(t, filepath.Join(state, "api.token")),
+			"http://127.0.0.1:9436/api/v1/decisions").Output()
+		if err != nil || json.Unmarshal(body, &r) != nil {
 			return false
 		}
 		names = names[:0]
@@ -241,4 +244,14 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// readTokenFile returns the token run-stack.sh wrote.
+func readTokenFile(tb testing.TB, path string) string {
+	tb.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }

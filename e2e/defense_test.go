@@ -112,7 +112,7 @@ func startDefenseStack(t testing.TB, analyst string) *defenseStack {
 
 	webhookToken := writeToken(t, "webhook-secret")
 	args := []string{"run", "--netns", victim.Path(), "--interfaces", "eth0,eth1",
-		"--bpf.pin-path", pinDir(t), "--api.token-file", writeToken(t, "agent-secret"),
+		"--bpf.pin-path", pinDir(t), "--api.token-file", writeToken(t, defenseAPIToken),
 		"--webhook.token-file", webhookToken, "--responder.audit-file", filepath.Join(t.TempDir(), "audit.jsonl"),
 		"--guard.sample-every", "16", "--analyst", analyst,
 		// The agent has no history before this test: analyse the attack from
@@ -492,7 +492,7 @@ func waitMitigated(t testing.TB, agent *agentProc, limit time.Duration) time.Dur
 		time.Sleep(200 * time.Millisecond)
 	}
 	_, m := httpGet(t, agent.URL+"/metrics")
-	_, decisions := httpGet(t, agent.URL+"/api/v1/decisions")
+	_, decisions := httpDo(t, http.MethodGet, agent.URL+"/api/v1/decisions", defenseAPIToken, "")
 	t.Fatalf("the attack was not 99%% dropped within %s; rules: %s\ndecisions: %s", limit, grepLines(m, "packetscope_guard_rule"), decisions)
 	return 0
 }
@@ -518,9 +518,12 @@ type decision struct {
 	LatencySecs float64           `json:"latency_seconds"`
 }
 
+// defenseAPIToken guards the agent's API and the decisions of `run`.
+const defenseAPIToken = "agent-secret"
+
 func getDecisions(t testing.TB, agent *agentProc) []decision {
 	t.Helper()
-	code, body := httpGet(t, agent.URL+"/api/v1/decisions")
+	code, body := httpDo(t, http.MethodGet, agent.URL+"/api/v1/decisions", defenseAPIToken, "")
 	if code != 200 {
 		t.Fatalf("GET /api/v1/decisions: %d %s", code, body)
 	}

@@ -216,7 +216,7 @@ func readTraceFormat(t *testing.T, event string) string {
 func TestCloseLeavesNothing(t *testing.T) {
 	requireKernel(t)
 	ns := testnet.NewNS(t, "ps-exp")
-	exp, err := New(nil, Config{Netns: ns.Path()})
+	exp, err := New(nil, Config{Netns: openTestNetns(t, ns.Path())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,9 +262,12 @@ func TestCloseLeavesNothing(t *testing.T) {
 
 func TestNewBadNetns(t *testing.T) {
 	requireKernel(t)
-	_, err := New(nil, Config{Netns: "/var/run/netns/ps-exp-does-not-exist"})
-	if err == nil || !strings.Contains(err.Error(), "ps-exp-does-not-exist") {
-		t.Fatalf("New with a missing namespace: %v, want an error naming it", err)
+	_, err := bpf.OpenNetns("/var/run/netns/ps-exp-does-not-exist")
+	if err == nil || !strings.Contains(err.Error(), "ps-exp-does-not-exist") || !strings.Contains(err.Error(), "--netns") {
+		t.Fatalf("OpenNetns with a missing namespace: %v, want an error naming it and the flag", err)
+	}
+	if _, err := New(nil, Config{}); err == nil {
+		t.Fatal("New without a namespace: no error")
 	}
 }
 

@@ -3,7 +3,6 @@ package exporter
 import (
 	"fmt"
 
-	"github.com/packetscope/packetscope/bpf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -16,7 +15,7 @@ func (e *Exporter) startDevices() error {
 	stop := e.stopDevices
 	// The socket belongs to the namespace it is opened in; InNetns enters
 	// it only when it is not the agent's own (setns needs CAP_SYS_ADMIN).
-	err := bpf.InNetns(e.ns, func() error {
+	err := e.ns.Do(func() error {
 		return netlink.LinkSubscribeWithOptions(updates, e.stopDevices, netlink.LinkSubscribeOptions{
 			ErrorCallback: func(err error) {
 				select {
@@ -83,4 +82,18 @@ func (e *Exporter) closeDevices() {
 	close(e.stopDevices)
 	<-e.devicesDone
 	e.stopDevices = nil
+}
+
+// interfaceNames maps ifindex to name in the namespace.
+func interfaceNames(h *netlink.Handle) (map[uint32]string, error) {
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	out := make(map[uint32]string, len(links))
+	for _, l := range links {
+		a := l.Attrs()
+		out[uint32(a.Index)] = a.Name
+	}
+	return out, nil
 }

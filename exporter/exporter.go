@@ -14,7 +14,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/packetscope/packetscope/bpf"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -25,9 +24,9 @@ const DefaultLatencySampleEvery = 64
 
 // Config selects what the exporter observes.
 type Config struct {
-	// Netns is the network namespace to report, as a path
-	// (/var/run/netns/NAME, /proc/PID/ns/net). Empty: the agent's own.
-	Netns string
+	// Netns is the network namespace to report, opened by the caller
+	// (bpf.OpenNetns) and closed after the Exporter.
+	Netns *bpf.Netns
 	// LatencySampleEvery timestamps one skb in N (counted per CPU) through
 	// the stack stages; 1 times every skb. Zero means
 	// DefaultLatencySampleEvery.
@@ -79,7 +78,7 @@ type Config struct {
 type Exporter struct {
 	logger  *slog.Logger
 	stack   *bpf.Stack
-	ns      netns.NsHandle
+	ns      *bpf.Netns
 	nl      *netlink.Handle
 	reasons map[uint32]string
 
@@ -137,25 +136,20 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read kernel drop reasons: %w", err)
 	}
-	e := &Exporter{logger: logger, reasons: reasons, ns: -1, xdpTrace: cfg.XDPTrace}
+	if cfg.Netns == nil {
+		return nil, errors.New("new exporter: no network namespace to observe")
+	}
+	e := &Exporter{logger: logger, reasons: reasons, ns: cfg.Netns, xdpTrace: cfg.XDPTrace}
 	defer func() {
 		if err != nil {
 			e.Close()
 		}
 	}()
-	if cfg.Netns == "" {
-		e.ns, err = netns.Get()
-	} else {
-		e.ns, err = netns.GetFromPath(cfg.Netns)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open network namespace %q: %w", cfg.Netns, err)
-	}
-	if err = bpf.InNetns(e.ns, func() (err error) {
+	if err = e.ns.Do(func() (err error) {
 		e.nl, err = netlink.NewHandle() // a netlink socket belongs to the namespace it is opened in
 		return err
 	}); err != nil {
-		return nil, fmt.Errorf("open netlink in network namespace %q: %w", cfg.Netns, err)
+		return nil, fmt.Errorf("open netlink in network namespace %q: %w", cfg.Netns.Path, err)
 	}
 	if e.ifnames, err = interfaceNames(e.nl); err != nil {
 		return nil, err
@@ -164,7 +158,7 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.stack, err = bpf.LoadStack(bpf.StackConfig{NetnsPath: cfg.Netns, SampleEvery: cfg.LatencySampleEvery,
+	e.stack, err = bpf.LoadStack(bpf.StackConfig{Netns: cfg.Netns, SampleEvery: cfg.LatencySampleEvery,
 		XDPPass: cfg.XDPPass, Trace: traceCfg})
 	if err != nil {
 		return nil, err
@@ -209,7 +203,7 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 		defer close(e.windowsDone)
 		e.runStageWindows(ctx, cfg.StageWindow, cfg.StagePeriod)
 	}()
-	logger.Info("stack programs attached", "netns", cfg.Netns, "netns_inode", e.stack.NetnsInode,
+	logger.Info("stack programs attached", "netns", cfg.Netns.Path, "netns_inode", e.stack.NetnsInode,
 		"latency_sample_every", cfg.LatencySampleEvery, "stage_window", cfg.StageWindow,
 		"stage_period", cfg.StagePeriod, "drop_reasons", len(reasons))
 	return e, nil
@@ -238,10 +232,6 @@ func (e *Exporter) Close() error {
 	if e.nl != nil {
 		e.nl.Close()
 		e.nl = nil
-	}
-	if e.ns >= 0 {
-		errs = append(errs, e.ns.Close())
-		e.ns = -1
 	}
 	return errors.Join(errs...)
 }

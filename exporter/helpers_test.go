@@ -53,7 +53,7 @@ func requireKernel(t testing.TB) {
 
 func newExporter(t *testing.T, netnsPath string) *Exporter {
 	t.Helper()
-	exp, err := New(nil, Config{Netns: netnsPath, LatencySampleEvery: 1, StageWindow: time.Second, StagePeriod: time.Second})
+	exp, err := New(nil, Config{Netns: openTestNetns(t, netnsPath), LatencySampleEvery: 1, StageWindow: time.Second, StagePeriod: time.Second})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -225,4 +225,16 @@ func (tb *testbed) latencyGrew(t *testing.T, dir string, before map[string]float
 	for _, st := range stageList(dir) {
 		tb.atLeast(t, "packetscope_stack_latency_seconds", labels("direction", dir, "stage", st), before[st], 1)
 	}
+}
+
+// openTestNetns opens the namespace at path for an Exporter under test and
+// closes it when the test ends (after the Exporter's own cleanup).
+func openTestNetns(tb testing.TB, path string) *bpf.Netns {
+	tb.Helper()
+	ns, err := bpf.OpenNetns(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ns.Close() })
+	return ns
 }

@@ -36,7 +36,7 @@ type traceHost struct {
 func newTraceHost(t *testing.T, ns *testnet.NS) *traceHost {
 	t.Helper()
 	h := &traceHost{rec: tracetest.NewSpanRecorder(), reg: prometheus.NewPedanticRegistry()}
-	exp, err := New(nil, Config{Netns: ns.Path(), LatencySampleEvery: 1, StageWindow: time.Second, StagePeriod: time.Second, TraceSpanProcessor: h.rec,
+	exp, err := New(nil, Config{Netns: openTestNetns(t, ns.Path()), LatencySampleEvery: 1, StageWindow: time.Second, StagePeriod: time.Second, TraceSpanProcessor: h.rec,
 		TraceTrackEvery: 1, TraceKeepEvery: 1})
 	if err != nil {
 		t.Fatalf("New with tracing: %v", err)
@@ -362,7 +362,7 @@ func TestTraceLive(t *testing.T) {
 func TestTraceTailBudget(t *testing.T) {
 	a, b := newTraceNets(t)
 	rec := tracetest.NewSpanRecorder()
-	exp, err := New(nil, Config{Netns: a.Path(), StageWindow: time.Second, StagePeriod: time.Second, TraceSpanProcessor: rec, TraceTrackEvery: 1 << 20, TraceKeepEvery: 1 << 30,
+	exp, err := New(nil, Config{Netns: openTestNetns(t, a.Path()), StageWindow: time.Second, StagePeriod: time.Second, TraceSpanProcessor: rec, TraceTrackEvery: 1 << 20, TraceKeepEvery: 1 << 30,
 		TraceTailBudget: 5})
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ func TestStageWindows(t *testing.T) {
 	a := testnet.NewNS(t, "ps-exp")
 	b := testnet.NewNS(t, "ps-exp")
 	testnet.Link(t, a, "eth0", addrA+"/24", b, "eth0", addrB+"/24")
-	exp, err := New(nil, Config{Netns: a.Path(), LatencySampleEvery: 1, StageWindow: 300 * time.Millisecond,
+	exp, err := New(nil, Config{Netns: openTestNetns(t, a.Path()), LatencySampleEvery: 1, StageWindow: 300 * time.Millisecond,
 		StagePeriod: time.Second})
 	if err != nil {
 		t.Fatal(err)

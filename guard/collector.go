@@ -37,15 +37,22 @@ var (
 		"Rules in the guard's table, by origin and action.", []string{"origin", "action"}, nil)
 	descRulePackets = prometheus.NewDesc("packetscope_guard_rule_packets_total",
 		"Packets that matched a rule (first match), by rule id.", []string{"rule"}, nil)
+	descAdoptRejected = prometheus.NewDesc("packetscope_guard_adopt_rejected_total",
+		"Pinned rule definitions the agent removed instead of adopting when it started, by reason: unreadable, invalid, expiry (impossible creation or expiry time), slot, duplicate_id, orphan_chunks (left past a definition by a crash).",
+		[]string{"reason"}, nil)
 	descRuleBytes = prometheus.NewDesc("packetscope_guard_rule_bytes_total",
 		"Bytes of the frames that matched a rule (first match), by rule id.", []string{"rule"}, nil)
 	// The exporter reports its collectors' scrape health in the same two
-	// families; a constant collector="guard" keeps the series apart, and the
-	// registry refuses the pair unless names, help and labels agree.
+	// families with a variable "collector" label; these descs are the same
+	// (name, help, label), and the guard's series carry collector="guard".
+	// The registry refuses a second collector describing the same desc, and
+	// one describing the family with a constant label instead (different
+	// label dimensions), so the guard's collector describes nothing: it is
+	// an unchecked collector (see Describe), checked at each Gather instead.
 	descScrapeDuration = prometheus.NewDesc("packetscope_scrape_collector_duration_seconds",
-		"Time a collector took to read its maps during this scrape.", nil, prometheus.Labels{"collector": "guard"})
+		"Time a collector took to read its maps during this scrape.", []string{"collector"}, nil)
 	descScrapeSuccess = prometheus.NewDesc("packetscope_scrape_collector_success",
-		"Whether a collector succeeded during this scrape (1) or not (0).", nil, prometheus.Labels{"collector": "guard"})
+		"Whether a collector succeeded during this scrape (1) or not (0).", []string{"collector"}, nil)
 )
 
 // Collector returns the guard's Prometheus collector: it reads the kernel
@@ -54,12 +61,10 @@ func (g *Guard) Collector() prometheus.Collector { return guardCollector{g} }
 
 type guardCollector struct{ g *Guard }
 
-func (c guardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descXDPPackets, descXDPProtocol, descXDPFlags, descSamplesLost,
-		descSamplesTaken, descSamplesDropped, descRules, descRulePackets, descRuleBytes, descScrapeDuration, descScrapeSuccess} {
-		ch <- d
-	}
-}
+// Describe sends nothing: the guard shares the scrape-health families with
+// the exporter (see descScrapeDuration), so it registers as an unchecked
+// collector. Gather still checks every family's help, type and labels.
+func (c guardCollector) Describe(chan<- *prometheus.Desc) {}
 
 func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
 	g := c.g
@@ -71,8 +76,8 @@ func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
 		g.logger.Warn("collector failed", "collector", "guard", "err", err)
 	}
 	defer func() {
-		ch <- prometheus.MustNewConstMetric(descScrapeDuration, prometheus.GaugeValue, time.Since(start).Seconds())
-		ch <- prometheus.MustNewConstMetric(descScrapeSuccess, prometheus.GaugeValue, success)
+		ch <- prometheus.MustNewConstMetric(descScrapeDuration, prometheus.GaugeValue, time.Since(start).Seconds(), "guard")
+		ch <- prometheus.MustNewConstMetric(descScrapeSuccess, prometheus.GaugeValue, success, "guard")
 	}()
 	for ifindex, name := range g.ifaces {
 		s := stats[ifaceSlot(ifindex)] // zero when nothing was seen yet: series exist from the first scrape
@@ -90,6 +95,9 @@ func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
 	if g.sampler != nil {
 		ch <- prometheus.MustNewConstMetric(descSamplesTaken, prometheus.CounterValue, float64(g.sampler.taken.Load()))
 		ch <- prometheus.MustNewConstMetric(descSamplesDropped, prometheus.CounterValue, float64(g.sampler.dropped.Load()))
+	}
+	for reason, n := range g.table.AdoptRejected() {
+		ch <- prometheus.MustNewConstMetric(descAdoptRejected, prometheus.CounterValue, float64(n), reason)
 	}
 	rules := g.table.List()
 	type oa struct{ origin, action string }

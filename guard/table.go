@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -10,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -58,12 +58,20 @@ type RuleTable struct {
 	cfg       bpf.GuardConfig
 	pf        *prefilter
 	now       func() time.Time
+	// adoptRejected counts the pinned definitions adopt removed, by reason.
+	adoptRejected map[string]uint64
 }
 
 type tableRule struct {
 	rule rule.Rule
 	m    *rule.Matcher
 	slot uint32
+	// classified is set once the rule's bits or CIDR entries are in the
+	// classifier's mirrors: only then may uninstall take them out (the
+	// mirrors count references, and taking out what was never put in would
+	// take another rule's).
+	classified bool
+	chunks     uint32 // definition chunks written to rule_defs (0..chunks-1)
 }
 
 func newRuleTable(logger *slog.Logger, maps *bpf.GuardMaps, maxRules int, sampleEvery uint32) *RuleTable {
@@ -81,6 +89,8 @@ func newRuleTable(logger *slog.Logger, maps *bpf.GuardMaps, maxRules int, sample
 		cidr6:     newCIDRField(maps.CidrSrc6, pf),
 		cfg:       bpf.GuardConfig{SampleEvery: sampleEvery},
 		now:       time.Now,
+
+		adoptRejected: make(map[string]uint64),
 	}
 }
 
@@ -93,6 +103,7 @@ func isCIDROnly(m *rule.Match) bool {
 // Add validates r, assigns an id when it has none, sets CreatedAt and
 // ExpiresAt, and puts it in force. It returns the rule as stored.
 func (t *RuleTable) Add(r rule.Rule) (rule.Rule, error) {
+	r.Normalize() // whoever calls: the pinned definition is read back by every later agent
 	if err := r.Validate(); err != nil {
 		return rule.Rule{}, err
 	}
@@ -137,7 +148,8 @@ func (t *RuleTable) Add(r rule.Rule) (rule.Rule, error) {
 		return rule.Rule{}, fmt.Errorf("%w (all %d %s slots in use)", rule.ErrRuleTableFull, cap(t.slotsFor(cidr)), map[bool]string{true: "source-CIDR", false: "fingerprint"}[cidr])
 	}
 	if err := t.install(tr); err != nil {
-		// Take back whatever made it into the maps.
+		// Take back whatever made it into the maps, and only that: every
+		// other rule's kernel state stays as it was.
 		if rerr := t.uninstall(tr); rerr != nil {
 			t.logger.Error("roll back failed rule", "rule_id", r.ID, "err", rerr)
 		}
@@ -290,6 +302,7 @@ func (t *RuleTable) install(tr *tableRule) error {
 	if err := t.resetCounters(tr.slot); err != nil {
 		return err
 	}
+	tr.classified = true
 	if tr.slot >= FPSlots {
 		c := t.cidrFor(tr.m)
 		c.add(tr.slot, tr.m.Src)
@@ -313,11 +326,15 @@ func (t *RuleTable) install(tr *tableRule) error {
 // entries), then clears the rest.
 func (t *RuleTable) uninstall(tr *tableRule) error {
 	var errs []error
-	if tr.slot >= FPSlots {
+	switch {
+	case !tr.classified:
+		// A failed install that never reached the classifier: its slot's
+		// meta and definition are all there is to clear.
+	case tr.slot >= FPSlots:
 		c := t.cidrFor(tr.m)
 		c.remove(tr.slot, tr.m.Src)
 		errs = append(errs, c.flush(), t.writeConfig(), c.flushGone())
-	} else {
+	default:
 		t.fp.wild.set(bpf.GuardWildActive, tr.slot, false)
 		errs = append(errs, t.fp.wild.flush())
 		t.fp.apply(tr.slot, tr.m, false)
@@ -327,7 +344,7 @@ func (t *RuleTable) uninstall(tr *tableRule) error {
 		}
 	}
 	errs = append(errs, t.maps.RuleMeta.Update(tr.slot, bpf.GuardRuleMeta{}, ebpf.UpdateAny))
-	errs = append(errs, t.deleteDef(tr.slot))
+	errs = append(errs, t.deleteDef(tr.slot, tr.chunks))
 	delete(t.byID, tr.rule.ID)
 	if tr.slot >= FPSlots {
 		t.cidrSlots[tr.slot-FPSlots] = nil
@@ -402,7 +419,8 @@ func (t *RuleTable) SetSampleEvery(n uint32) error {
 	return t.writeConfig()
 }
 
-// writeDef stores the rule's JSON in the pinned rule_defs map.
+// writeDef stores the rule's JSON in the pinned rule_defs map, counting in
+// tr.chunks the chunks written so far (what deleteDef must take back).
 func (t *RuleTable) writeDef(tr *tableRule) error {
 	r := tr.rule
 	r.Packets, r.Bytes = 0, 0
@@ -419,54 +437,34 @@ func (t *RuleTable) writeDef(tr *tableRule) error {
 			}
 			return fmt.Errorf("update rule_defs: %w", err)
 		}
+		tr.chunks = uint32(i + 1)
 	}
 	return nil
 }
 
-func (t *RuleTable) deleteDef(slot uint32) error {
-	for i := uint32(0); ; i++ {
+// deleteDef removes a slot's definition chunks, the last one first: an
+// interrupted delete leaves a definition cut short (adopt removes it as
+// unreadable), never chunks without a chunk 0. Chunks past the count (none
+// unless a crash left them) are removed too.
+func (t *RuleTable) deleteDef(slot, chunks uint32) error {
+	for i := chunks; ; i++ {
 		err := t.maps.RuleDefs.Delete(bpf.GuardDefKey{Slot: slot, Chunk: i})
 		if isNotExist(err) {
-			return nil
+			break
 		}
 		if err != nil {
 			return fmt.Errorf("delete from rule_defs: %w", err)
 		}
 	}
+	for i := chunks; i > 0; i-- {
+		if err := t.maps.RuleDefs.Delete(bpf.GuardDefKey{Slot: slot, Chunk: i - 1}); err != nil && !isNotExist(err) {
+			return fmt.Errorf("delete from rule_defs: %w", err)
+		}
+	}
+	return nil
 }
 
 func isNotExist(err error) bool { return errors.Is(err, ebpf.ErrKeyNotExist) }
-
-// readDefs returns the rule definitions stored in rule_defs, by slot.
-func readDefs(m *ebpf.Map) (map[uint32]rule.Rule, error) {
-	chunks := map[uint32]map[uint32][]byte{}
-	var k bpf.GuardDefKey
-	var v bpf.GuardDefChunk
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		if chunks[k.Slot] == nil {
-			chunks[k.Slot] = map[uint32][]byte{}
-		}
-		chunks[k.Slot][k.Chunk] = bytes.Clone(v.Data[:])
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read rule_defs: %w", err)
-	}
-	out := make(map[uint32]rule.Rule, len(chunks))
-	for slot, cs := range chunks {
-		var data []byte
-		for i := uint32(0); cs[i] != nil; i++ {
-			data = append(data, cs[i]...)
-		}
-		data = bytes.TrimRight(data, "\x00")
-		var r rule.Rule
-		if err := json.Unmarshal(data, &r); err != nil {
-			continue // a definition cut short by a crash: its rule never went active
-		}
-		out[slot] = r
-	}
-	return out, nil
-}
 
 // adopt loads the rules a previous agent left in the pinned maps and
 // rewrites every classifier map from them, wiping anything half-written.
@@ -477,23 +475,40 @@ func (t *RuleTable) adopt() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	slots := make([]uint32, 0, len(defs))
-	for s := range defs {
-		slots = append(slots, s)
-	}
-	slices.Sort(slots)
-	for _, slot := range slots {
-		r := defs[slot]
-		m, err := r.Match.Compile()
-		cidr := isCIDROnly(&r.Match)
-		if err != nil || r.ID == "" || t.byID[r.ID] != nil || cidr != (slot >= FPSlots) || slot >= FPSlots+CIDRSlots {
-			t.logger.Warn("drop unreadable pinned rule", "slot", slot, "rule_id", r.ID)
-			if err := t.deleteDef(slot); err != nil {
+	now := t.now()
+	for _, slot := range slices.Sorted(maps.Keys(defs)) {
+		d := defs[slot]
+		r, reason := rule.Rule{}, rejectSlot
+		var m *rule.Matcher
+		if slot < FPSlots+CIDRSlots {
+			r, reason = decodePinnedDef(d.data, now)
+		}
+		if reason == "" {
+			m, _ = r.Match.Compile() // Validate compiled it already
+			switch {
+			case isCIDROnly(&r.Match) != (slot >= FPSlots):
+				reason = rejectSlot
+			case t.byID[r.ID] != nil:
+				reason = rejectDuplicate
+			}
+		}
+		if reason != "" {
+			if err := t.rejectPinned(slot, d, reason); err != nil {
 				return 0, err
 			}
 			continue
 		}
-		tr := &tableRule{rule: r, m: m, slot: slot}
+		if len(d.chunks) > int(d.n) {
+			// Chunks past a gap: left by a crash; a later, longer
+			// definition in this slot would run into them.
+			t.logger.Warn("removed orphan rule definition chunks", "slot", slot, "chunks", len(d.chunks)-int(d.n))
+			t.adoptRejected[rejectOrphan]++
+			if err := t.deleteChunks(slot, d.chunks[d.n:]); err != nil {
+				return 0, err
+			}
+		}
+		cidr := slot >= FPSlots
+		tr := &tableRule{rule: r, m: m, slot: slot, classified: true, chunks: d.n}
 		t.byID[r.ID] = tr
 		if cidr {
 			t.cidrSlots[slot-FPSlots] = tr

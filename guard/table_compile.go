@@ -281,11 +281,15 @@ func (c *cidrField) add(slot uint32, p netip.Prefix) {
 	c.update(p)
 }
 
+// remove takes out a slot's reference to p; one it never added is a no-op
+// (counting it down would take another rule's prefix length with it).
 func (c *cidrField) remove(slot uint32, p netip.Prefix) {
 	s := c.refs[p]
-	if i, ok := slices.BinarySearch(s, slot); ok {
-		s = slices.Delete(s, i, i+1)
+	i, ok := slices.BinarySearch(s, slot)
+	if !ok {
+		return
 	}
+	s = slices.Delete(s, i, i+1)
 	if len(s) == 0 {
 		delete(c.refs, p)
 		delete(c.vals, p)

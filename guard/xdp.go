@@ -30,6 +30,9 @@ const (
 
 // Config configures Open.
 type Config struct {
+	// Netns is the network namespace whose interfaces the guard attaches to
+	// (opened once by the caller); nil means the calling thread's.
+	Netns       *bpf.Netns
 	Interfaces  []string // interfaces to attach the XDP guard to
 	PinPath     string   // bpffs directory for maps and links; DefaultPinPath when empty
 	MaxRules    int      // rules in the table at most; DefaultMaxRules when 0
@@ -83,21 +86,12 @@ func Open(logger *slog.Logger, cfg Config) (*Guard, error) {
 	}
 	ifaces := make(map[uint32]string, len(cfg.Interfaces))
 	var ifindexes []int
-	for i, name := range cfg.Interfaces {
-		if slices.Contains(cfg.Interfaces[:i], name) {
-			return nil, fmt.Errorf("guard interface %q is listed twice: check --interfaces", name)
-		}
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return nil, fmt.Errorf("guard interface %q does not exist in this network namespace: check --interfaces", name)
-		}
-		for other, n := range ifaces {
-			if ifaceSlot(other) == ifaceSlot(uint32(ifi.Index)) {
-				return nil, fmt.Errorf("guard interfaces %q and %q share counter slot %d (ifindex %d and %d modulo %d): guard one of them", n, name, ifaceSlot(other), other, ifi.Index, bpf.GuardIfaceSlots)
-			}
-		}
-		ifaces[uint32(ifi.Index)] = name
-		ifindexes = append(ifindexes, ifi.Index)
+	if err := inNetns(cfg.Netns, func() error {
+		var err error
+		ifindexes, err = resolveInterfaces(cfg.Interfaces, ifaces)
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	if err := bpf.EnsureFilesystems(); err != nil {
 		return nil, err
@@ -129,13 +123,20 @@ func Open(logger *slog.Logger, cfg Config) (*Guard, error) {
 	if n > 0 {
 		logger.Info("adopted pinned rules", "rules", n, "pin_path", cfg.PinPath)
 	}
-	for i, name := range cfg.Interfaces {
-		l, err := g.attach(name, ifindexes[i])
-		if err != nil {
-			g.closeAll()
-			return nil, err
+	// An XDP link names its interface by ifindex, which is resolved in the
+	// namespace of the thread that creates it.
+	if err := inNetns(cfg.Netns, func() error {
+		for i, name := range cfg.Interfaces {
+			l, err := g.attach(name, ifindexes[i])
+			if err != nil {
+				return err
+			}
+			g.links = append(g.links, l)
 		}
-		g.links = append(g.links, l)
+		return nil
+	}); err != nil {
+		g.closeAll()
+		return nil, err
 	}
 	g.detachUnconfigured()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -280,36 +281,33 @@ func (g *Guard) closeAll() {
 	_ = g.objs.Close()
 }
 
-// Remove detaches the guard from every interface it pinned a link for and
-// deletes everything under pinPath: the documented way to uninstall it
-// (`packetscope` stops enforcing only then). A missing pinPath is not an error.
-func Remove(pinPath string) error {
-	if pinPath == "" {
-		pinPath = DefaultPinPath
-	}
-	entries, err := os.ReadDir(pinPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read pin path %s: %w", pinPath, err)
-	}
-	var errs []error
-	for _, e := range entries {
-		p := filepath.Join(pinPath, e.Name())
-		if strings.HasPrefix(e.Name(), "link_") {
-			if l, err := link.LoadPinnedLink(p, nil); err == nil {
-				// Unpinning drops the last reference but ours; closing detaches.
-				errs = append(errs, l.Unpin(), l.Close())
-				continue
+// resolveInterfaces looks up the guarded interfaces in the current thread's
+// namespace, fills ifaces (ifindex -> name) and returns their ifindexes.
+func resolveInterfaces(names []string, ifaces map[uint32]string) ([]int, error) {
+	var ifindexes []int
+	for i, name := range names {
+		if slices.Contains(names[:i], name) {
+			return nil, fmt.Errorf("guard interface %q is listed twice: check --interfaces", name)
+		}
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("guard interface %q does not exist in this network namespace: check --interfaces", name)
+		}
+		for other, n := range ifaces {
+			if ifaceSlot(other) == ifaceSlot(uint32(ifi.Index)) {
+				return nil, fmt.Errorf("guard interfaces %q and %q share counter slot %d (ifindex %d and %d modulo %d): guard one of them", n, name, ifaceSlot(other), other, ifi.Index, bpf.GuardIfaceSlots)
 			}
 		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
-		}
+		ifaces[uint32(ifi.Index)] = name
+		ifindexes = append(ifindexes, ifi.Index)
 	}
-	if err := os.Remove(pinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("remove %s: %w", pinPath, err))
+	return ifindexes, nil
+}
+
+// inNetns runs f inside ns, or as is when ns is nil.
+func inNetns(ns *bpf.Netns, f func() error) error {
+	if ns == nil {
+		return f()
 	}
-	return errors.Join(errs...)
+	return ns.Do(f)
 }

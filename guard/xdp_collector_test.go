@@ -6,6 +6,7 @@ import (
 
 	"github.com/packetscope/packetscope/internal/testframe"
 	"github.com/packetscope/packetscope/rule"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -75,5 +76,35 @@ packetscope_scrape_collector_success{collector="guard"} 1
 	}
 	for _, p := range problems {
 		t.Errorf("lint %s: %s", p.Metric, p.Text)
+	}
+}
+
+// scrapeHealthLike describes the scrape-health families the way the exporter
+// does (a variable "collector" label): the guard's collector must register
+// and gather beside it in one registry, as in the agent.
+type scrapeHealthLike struct{}
+
+func (scrapeHealthLike) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descScrapeDuration
+	ch <- descScrapeSuccess
+}
+func (scrapeHealthLike) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descScrapeDuration, prometheus.GaugeValue, 0.001, "traffic")
+	ch <- prometheus.MustNewConstMetric(descScrapeSuccess, prometheus.GaugeValue, 1, "traffic")
+}
+
+func TestCollectorBesideTheExportersScrapeHealth(t *testing.T) {
+	g := openTestGuard(t, Config{NoSampling: true})
+	for _, order := range [][]prometheus.Collector{{g.Collector(), scrapeHealthLike{}}, {scrapeHealthLike{}, g.Collector()}} {
+		reg := prometheus.NewPedanticRegistry()
+		for _, c := range order {
+			if err := reg.Register(c); err != nil {
+				t.Fatalf("register: %v", err)
+			}
+		}
+		n, err := testutil.GatherAndCount(reg, "packetscope_scrape_collector_success")
+		if err != nil || n != 2 {
+			t.Fatalf("gather: %d series, %v; want 2 (guard and traffic)", n, err)
+		}
 	}
 }

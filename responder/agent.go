@@ -58,6 +58,9 @@ func agentFailure(op string, err error) string {
 	case errors.As(err, &ue):
 		return op + ": agent unreachable"
 	}
+	if errors.Is(err, errUnconfigured) {
+		return op + ": not a configured agent"
+	}
 	return op + ": agent answer unreadable"
 }
 
@@ -70,3 +73,19 @@ func agentKey(hostport string) (string, bool) {
 	}
 	return net.JoinHostPort(strings.ToLower(host), port), true
 }
+
+// errUnconfigured is what a call to an agent that is not configured gets.
+var errUnconfigured = errors.New("not a configured agent")
+
+// unconfiguredAgent stands for an agent URL that is not (or no longer)
+// configured: nothing is dialed.
+type unconfiguredAgent struct{}
+
+func (unconfiguredAgent) Traffic(context.Context, time.Time, time.Time, int) (agentapi.TrafficReport, error) {
+	return agentapi.TrafficReport{}, errUnconfigured
+}
+func (unconfiguredAgent) ListRules(context.Context) ([]rule.Rule, error) { return nil, errUnconfigured }
+func (unconfiguredAgent) AddRule(context.Context, rule.Rule) (rule.Rule, error) {
+	return rule.Rule{}, errUnconfigured
+}
+func (unconfiguredAgent) DeleteRule(context.Context, string) error { return errUnconfigured }

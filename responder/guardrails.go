@@ -41,7 +41,7 @@ var DefaultGuardrails = Guardrails{
 	MaxRules:       64,
 	MinCoverage:    0.005,
 	MaxCollateral:  0.01,
-	MinBaseline:    100,
+	MinBaseline:    50, // ~5 s of a light service's traffic at 1-in-16 sampling; an agent restarted mid-flood has ~0
 	MaxSourceShare: 0.001,
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/packetscope/packetscope/agentapi"
+	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -69,12 +70,11 @@ func toolAnswer(args string) func(w http.ResponseWriter, r *http.Request) {
 // rulesArgs writes tool arguments in the strict schema: every match field
 // present, null where unconstrained.
 func rulesArgs(rationale string, rules ...map[string]any) string {
-	fields := []string{"src", "dst", "protocol", "src_ports", "dst_ports", "tcp_flags", "icmp_type", "ttl", "length", "tcp_window", "fragment"}
 	var rs []any
 	for _, m := range rules {
 		match := map[string]any{}
-		for _, f := range fields {
-			match[f] = nil
+		for _, f := range rule.MatchFields() {
+			match[f.Name] = nil
 		}
 		reason := "flood fingerprint"
 		for k, v := range m {

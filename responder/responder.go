@@ -309,7 +309,14 @@ func (r *Responder) restore() {
 	}
 }
 
+// agentFor returns the client for a configured agent. Any other URL (one an
+// older version's audit trail recorded from an alert's instance label, or an
+// agent since removed from the targets file) gets a client that refuses
+// every call: the credential goes to configured agents only.
 func (r *Responder) agentFor(url string) Agent {
+	if !r.targets.Has(url) {
+		return unconfiguredAgent{}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a, ok := r.agents[url]

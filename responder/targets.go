@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -65,7 +66,14 @@ func NewAgentTargets(logger *slog.Logger, urls []string, file string) (*AgentTar
 		t.static[key] = u.Scheme + "://" + u.Host + u.Path
 	}
 	if file != "" {
-		if err := t.Reload(); err != nil {
+		err := t.Reload()
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// A sidecar that writes the file may start after the responder.
+			if logger != nil {
+				logger.Warn("agent targets file does not exist yet; no agent from it until it does", "file", file)
+			}
+		case err != nil:
 			return nil, err
 		}
 	}
@@ -141,12 +149,16 @@ func (t *AgentTargets) Watch(ctx context.Context, every time.Duration) {
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	var lastErr string
 	for {
 		select {
 		case <-tick.C:
-			if err := t.Reload(); err != nil && t.logger != nil {
+			// Logged when the trouble changes, not on every poll.
+			err := t.Reload()
+			if msg := fmt.Sprint(err); err != nil && msg != lastErr && t.logger != nil {
 				t.logger.Warn("agent targets not reloaded; keeping the previous set", "err", err)
 			}
+			lastErr = fmt.Sprint(err)
 		case <-ctx.Done():
 			return
 		}
@@ -197,6 +209,20 @@ func (t *AgentTargets) URLs() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Has reports whether baseURL is a configured agent's, now.
+func (t *AgentTargets) Has(baseURL string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, set := range []map[string]string{t.static, t.fromFile} {
+		for _, u := range set {
+			if u == baseURL {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Len is the number of configured agents.

@@ -475,3 +475,32 @@ func TestStrictWebhookDecoding(t *testing.T) {
 		}
 	}
 }
+
+// TestOldTrailAgentNotDialed: an audit trail written before agents came
+// from configuration may name an agent an alert chose; a restarted
+// responder neither sweeps nor resolves there.
+func TestOldTrailAgentNotDialed(t *testing.T) {
+	agent := newFakeAgent(t, nil, nil)
+	evil := newRecorder(t, http.StatusOK)
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	old, err := OpenAuditLog(nil, AuditConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := "7c2b1a9e4f3d5e60"
+	if err := old.Record(Decision{ID: "old-1", Kind: "alert", Outcome: OutcomeApplied, Agent: evil.srv.URL, Time: time.Now(),
+		Alert:   AlertInfo{Name: "PacketScopeSYNFlood", Fingerprint: fp},
+		Applied: []AppliedRule{{ID: "ps-x-0", Action: "drop", ExpiresAt: time.Now().Add(time.Hour)}}}); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	tr := startResponder(t, Config{AgentURL: agent.srv.URL, AuditFile: path, RemoveOnResolve: true}, true)
+	tr.sweep(context.Background())
+	if code, text := tr.post(t, webhookToken, payload(t, "alertmanager-resolved.json", nil)); code != 200 {
+		t.Fatalf("resolve: %d %s", code, text)
+	}
+	tr.waitDecision(t, isKind("resolved"))
+	if reqs := evil.requests(); len(reqs) > 0 {
+		t.Fatalf("an agent from an old trail got %d requests (Authorization %q)", len(reqs), reqs[0].Get("Authorization"))
+	}
+}

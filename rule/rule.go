@@ -85,18 +85,31 @@ func FieldErrorf(field, format string, args ...any) error {
 }
 
 // ParseRule decodes one rule from JSON with UnmarshalStrict (no unknown,
-// duplicate or case-folded keys, no trailing data), cleans its reason of
-// control and format characters (CleanText), and validates it.
+// duplicate or case-folded keys, no trailing data), normalizes it (its
+// reason loses control and format characters: Normalize), and validates it.
 func ParseRule(data []byte) (Rule, error) {
 	var r Rule
 	if err := UnmarshalStrict(data, &r); err != nil {
 		return Rule{}, err
 	}
-	r.Reason = CleanText(r.Reason)
+	r.Normalize()
 	if err := r.Validate(); err != nil {
 		return Rule{}, err
 	}
 	return r, nil
+}
+
+// Normalize cleans the rule's free text (CleanText) and writes an empty
+// port list, which means any port, as an absent one, so that a rule reads
+// back from its JSON as it was stored.
+func (r *Rule) Normalize() {
+	r.Reason = CleanText(r.Reason)
+	if len(r.Match.SrcPorts) == 0 {
+		r.Match.SrcPorts = nil
+	}
+	if len(r.Match.DstPorts) == 0 {
+		r.Match.DstPorts = nil
+	}
 }
 
 // Validate checks the rule's schema: every field well formed and in range.

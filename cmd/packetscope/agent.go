@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	"github.com/vishvananda/netns"
 
 	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/bpf"
@@ -42,6 +41,7 @@ type agentConfig struct {
 	trafficWindow      time.Duration
 	trafficMaxSamples  int
 	maxRules           int
+	neverBlock         []string
 }
 
 func (c *agentConfig) addFlags(cmd *kingpin.CmdClause) {
@@ -59,6 +59,7 @@ func (c *agentConfig) addFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("guard.traffic-window", "How long sampled headers are kept for /api/v1/traffic.").Default(durationDefault(agentapi.DefaultWindowMaxAge)).DurationVar(&c.trafficWindow)
 	cmd.Flag("guard.traffic-max-samples", "Most sampled headers kept in memory, whatever their age.").Default(strconv.Itoa(agentapi.DefaultWindowMaxSamples)).IntVar(&c.trafficMaxSamples)
 	cmd.Flag("guard.max-rules", "Most rules the guard holds at once.").Default(strconv.Itoa(guard.DefaultMaxRules)).IntVar(&c.maxRules)
+	cmd.Flag("guard.never-block", "CIDR (or address) no drop or rate_limit rule may cover, on top of the node's own addresses, gateways, loopback and link-local: the agent refuses such rules whoever sends them. Repeatable.").StringsVar(&c.neverBlock)
 }
 
 // extraRoutes lets `packetscope run` serve the responder beside the agent.
@@ -69,8 +70,14 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	if err := bpf.Preflight(); err != nil {
 		return err
 	}
+	// The namespace is opened once; everything that acts inside it gets it.
+	ns, err := bpf.OpenNetns(cfg.netns)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
 	var ifaces []string
-	if err := inNetns(cfg.netns, func() (err error) {
+	if err := ns.Do(func() (err error) {
 		ifaces, err = guardInterfaces(cfg.interfaces)
 		return err
 	}); err != nil {
@@ -86,29 +93,31 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	if token == "" {
 		logger.Warn("no --api.token-file: the agent API is read-only until a token is configured")
 	}
+	neverBlock, err := agentapi.ParseNeverBlock(cfg.neverBlock)
+	if err != nil {
+		return err
+	}
 
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
 	registerProgramCollectors(reg)
 
-	var g *guard.Guard
-	if err := inNetns(cfg.netns, func() (err error) {
-		g, err = guard.Open(logger, guard.Config{
-			Interfaces:  ifaces,
-			PinPath:     cfg.pinPath,
-			MaxRules:    cfg.maxRules,
-			SampleEvery: cfg.guardSampleEvery,
-		})
-		return err
-	}); err != nil {
+	g, err := guard.Open(logger, guard.Config{
+		Netns:       ns,
+		Interfaces:  ifaces,
+		PinPath:     cfg.pinPath,
+		MaxRules:    cfg.maxRules,
+		SampleEvery: cfg.guardSampleEvery,
+	})
+	if err != nil {
 		return err
 	}
 	defer g.Close()
 	reg.MustRegister(g.Collector())
 
 	// The guard first: the stack's traces start where the guard passed a frame.
-	exp, err := exporter.New(logger, exporter.Config{Netns: cfg.netns, LatencySampleEvery: cfg.latencySampleEvery,
+	exp, err := exporter.New(logger, exporter.Config{Netns: ns, LatencySampleEvery: cfg.latencySampleEvery,
 		StageWindow: cfg.stageWindow, StagePeriod: cfg.stagePeriod, TraceSlow: cfg.traceSlow,
 		TraceTrackEvery: cfg.traceTrackEvery, XDPPass: g.XDPPass(), XDPTrace: g.TraceXDP})
 	if err != nil {
@@ -117,18 +126,11 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	defer exp.Close()
 	reg.MustRegister(exp)
 
-	nsHandle := netns.None() // NodeAddresses reads the agent's own namespace
-	if cfg.netns != "" {
-		if nsHandle, err = netns.GetFromPath(cfg.netns); err != nil {
-			return fmt.Errorf("network namespace %s cannot be opened (%v): check --netns", cfg.netns, err)
-		}
-		defer nsHandle.Close()
-	}
 	window := agentapi.NewTrafficWindow(agentapi.WindowConfig{
 		MaxAge:      cfg.trafficWindow,
 		MaxSamples:  cfg.trafficMaxSamples,
 		SampleEvery: g.SampleEvery(),
-		Protected:   agentapi.ProtectedAddresses(logger, nsHandle, 30*time.Second),
+		Protected:   agentapi.ProtectedAddresses(logger, ns.Handle(), 30*time.Second, neverBlock...),
 	})
 	reg.MustRegister(window.Collector())
 	go feedWindow(ctx, g, window)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,8 +32,7 @@ type rulesConfig struct {
 	stdin                    bool
 	ratePPS                  uint32
 	lifetime                 time.Duration
-	match                    rule.Match
-	icmpType                 string
+	match                    rule.Match // set by the match flags (addMatchFlags)
 
 	// rules delete
 	ids []string
@@ -64,17 +62,7 @@ func (c *rulesConfig) addFlags(cmd *kingpin.CmdClause) {
 	add.Flag("ttl", "How long the rule lives (rule ttl_seconds), e.g. 10m or 2h.").Default("10m").DurationVar(&c.lifetime)
 	add.Flag("reason", "Why, in a sentence (kept with the rule).").StringVar(&c.reason)
 	enumVar(add.Flag("origin", "manual, builtin or llm."), &c.origin, rule.OriginManual, rule.Origins...)
-	add.Flag("src", "Match source CIDR or address (IPv4 or IPv6).").StringVar(&c.match.Src)
-	add.Flag("dst", "Match destination CIDR or address.").StringVar(&c.match.Dst)
-	add.Flag("protocol", "Match protocol: tcp, udp, icmp, icmpv6 or 0-255.").StringVar(&c.match.Protocol)
-	add.Flag("src-port", "Match source port or range A-B; repeat or comma-separate for a list.").StringsVar(&c.match.SrcPorts)
-	add.Flag("dst-port", "Match destination port or range A-B; repeat or comma-separate for a list.").StringsVar(&c.match.DstPorts)
-	add.Flag("tcp-flags", "Match TCP flags, e.g. syn,!ack.").StringVar(&c.match.TCPFlags)
-	add.Flag("icmp-type", "Match ICMP/ICMPv6 type 0-255.").StringVar(&c.icmpType)
-	add.Flag("ip-ttl", "Match IP TTL / hop limit N or A-B (the rule's match.ttl).").StringVar(&c.match.TTL)
-	add.Flag("length", "Match IP packet length N or A-B.").StringVar(&c.match.Length)
-	add.Flag("tcp-window", "Match TCP window N or A-B.").StringVar(&c.match.TCPWindow)
-	enumVar(add.Flag("fragment", "Match fragments: any, none, first or later."), &c.match.Fragment, "", rule.Fragments...)
+	addMatchFlags(add, &c.match)
 
 	del := cmd.Command("delete", "Delete rules by id.")
 	c.deleteCmd = del.FullCommand()
@@ -151,10 +139,7 @@ func rulesAdd(ctx context.Context, cfg rulesConfig, client *agentapi.Client) err
 // ruleFromConfig builds the rule from --file/--stdin, or from the match flags;
 // it is validated here so a typo is reported without a round trip.
 func ruleFromConfig(cfg rulesConfig) (rule.Rule, error) {
-	fromFlags := cfg.match.Src != "" || cfg.match.Dst != "" || cfg.match.Protocol != "" ||
-		len(cfg.match.SrcPorts) > 0 || len(cfg.match.DstPorts) > 0 || cfg.match.TCPFlags != "" ||
-		cfg.icmpType != "" || cfg.match.TTL != "" || cfg.match.Length != "" || cfg.match.TCPWindow != "" ||
-		cfg.match.Fragment != ""
+	fromFlags := !cfg.match.IsEmpty()
 	if cfg.file != "" || cfg.stdin {
 		if fromFlags {
 			return rule.Rule{}, errors.New("give the rule as JSON (--file/--stdin) or as match flags, not both")
@@ -180,39 +165,17 @@ func ruleFromConfig(cfg rulesConfig) (rule.Rule, error) {
 		// build one by accident from a forgotten flag.
 		return rule.Rule{}, errors.New("no match given: pass match flags (--src, --protocol, --dst-port, ...) or --file")
 	}
-	m := cfg.match
-	m.SrcPorts, m.DstPorts = splitList(m.SrcPorts), splitList(m.DstPorts)
-	if cfg.icmpType != "" {
-		n, err := strconv.Atoi(cfg.icmpType)
-		if err != nil {
-			return rule.Rule{}, fmt.Errorf("--icmp-type: %q is not a number 0-255", cfg.icmpType)
-		}
-		m.ICMPType = &n
-	}
 	if cfg.lifetime%time.Second != 0 || cfg.lifetime <= 0 {
 		return rule.Rule{}, fmt.Errorf("--ttl: %s is not a positive whole number of seconds", cfg.lifetime)
 	}
 	r := rule.Rule{
-		ID: cfg.id, Action: cfg.action, RatePPS: cfg.ratePPS, Match: m,
+		ID: cfg.id, Action: cfg.action, RatePPS: cfg.ratePPS, Match: cfg.match,
 		TTLSeconds: int64(cfg.lifetime / time.Second), Reason: cfg.reason, Origin: cfg.origin,
 	}
 	if err := r.Validate(); err != nil {
 		return rule.Rule{}, fmt.Errorf("invalid rule: %w", err)
 	}
 	return r, nil
-}
-
-// splitList accepts both repeated flags and comma-separated values.
-func splitList(items []string) []string {
-	var out []string
-	for _, it := range items {
-		for _, p := range strings.Split(it, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
 }
 
 // explainAPIError adds what an operator should do about common failures.
@@ -258,24 +221,11 @@ func writeRulesTable(w io.Writer, rules []rule.Rule, now time.Time) error {
 // describeMatch writes a match compactly, in the rule JSON's field names.
 func describeMatch(m rule.Match) string {
 	var parts []string
-	add := func(k, v string) {
-		if v != "" {
-			parts = append(parts, k+"="+v)
+	for _, f := range rule.MatchFields() {
+		if v, ok := f.Format(m); ok {
+			parts = append(parts, f.Name+"="+v)
 		}
 	}
-	add("src", m.Src)
-	add("dst", m.Dst)
-	add("protocol", m.Protocol)
-	add("src_ports", strings.Join(m.SrcPorts, ","))
-	add("dst_ports", strings.Join(m.DstPorts, ","))
-	add("tcp_flags", m.TCPFlags)
-	if m.ICMPType != nil {
-		add("icmp_type", strconv.Itoa(*m.ICMPType))
-	}
-	add("ttl", m.TTL)
-	add("length", m.Length)
-	add("tcp_window", m.TCPWindow)
-	add("fragment", string(m.Fragment))
 	if len(parts) == 0 {
 		return "any"
 	}

@@ -14,12 +14,16 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/packetscope/packetscope/internal/testnet"
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 )
 
 // binary is the static packetscope the script put into the initramfs.
@@ -82,12 +86,71 @@ type agent struct {
 	done chan error
 }
 
+// spanSink is an OTLP/HTTP trace receiver: it keeps the names and status
+// of every span the agent exports.
+type spanSink struct {
+	url   string
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func newSpanSink(tb testing.TB) *spanSink {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &spanSink{url: "http://" + l.Addr().String()}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		var req collectortrace.ExportTraceServiceRequest
+		if err == nil {
+			err = proto.Unmarshal(body, &req)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				s.spans = append(s.spans, ss.GetSpans()...)
+			}
+		}
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	})}
+	go srv.Serve(l)
+	tb.Cleanup(func() { srv.Close() })
+	return s
+}
+
+// byTrace groups the received spans' names by trace, with whether the
+// trace's root ended in error (a drop).
+func (s *spanSink) byTrace() map[string]map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]map[string]bool{}
+	for _, sp := range s.spans {
+		id := string(sp.GetTraceId())
+		if out[id] == nil {
+			out[id] = map[string]bool{}
+		}
+		out[id][sp.GetName()] = true
+		if sp.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR && len(sp.GetParentSpanId()) == 0 {
+			out[id]["<dropped>"] = true
+		}
+	}
+	return out
+}
+
 // startAgent starts `packetscope agent` and waits for /readyz (TCG
-// emulation is slow: a minute).
-func startAgent(tb testing.TB, args ...string) *agent {
+// emulation on a busy 2-core machine is slow: up to three minutes).
+func startAgent(tb testing.TB, env []string, args ...string) *agent {
 	tb.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(tb))
 	cmd := exec.Command(binary(tb), append(args, "--web.listen-address="+addr)...)
+	cmd.Env = append(os.Environ(), env...)
 	a := &agent{cmd: cmd, out: &testnet.SyncBuffer{}, url: "http://" + addr, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = a.out, a.out
 	if err := cmd.Start(); err != nil {
@@ -100,7 +163,7 @@ func startAgent(tb testing.TB, args ...string) *agent {
 			tb.Logf("packetscope output:\n%s", a.out.String())
 		}
 	})
-	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(180 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		select {
 		case err := <-a.done:
 			a.done <- err
@@ -114,7 +177,7 @@ func startAgent(tb testing.TB, args ...string) *agent {
 			}
 		}
 	}
-	tb.Fatalf("packetscope not ready within 90s:\n%s", a.out.String())
+	tb.Fatalf("packetscope not ready within 180s:\n%s", a.out.String())
 	return nil
 }
 
@@ -276,8 +339,14 @@ func TestAgentOnThisKernel(t *testing.T) {
 		_ = os.RemoveAll(pins)
 	})
 
+	// Packet-path traces, configured as a user would: OTEL_* variables. Every
+	// packet is followed (drops are always kept).
+	sink := newSpanSink(t)
+	env := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + sink.url, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+		"OTEL_BSP_SCHEDULE_DELAY=100"}
+	args = append(args, "--trace.track-every", "1")
 	start := time.Now()
-	ag := startAgent(t, args...)
+	ag := startAgent(t, env, args...)
 	t.Logf("agent ready in %v", time.Since(start).Round(time.Millisecond))
 
 	t.Run("features", func(t *testing.T) {
@@ -334,6 +403,51 @@ func TestAgentOnThisKernel(t *testing.T) {
 		}
 	})
 
+	t.Run("packet-path traces", func(t *testing.T) {
+		// The closed-port datagrams above were dropped (NO_SOCKET): their
+		// traces end in a drop, with the stages this kernel has.
+		nf := atLeast(t, rel, features["netfilter_stages"])
+		var dropped map[string]bool
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && dropped == nil; time.Sleep(500 * time.Millisecond) {
+			for _, names := range sink.byTrace() {
+				if names["<dropped>"] && names["rx backlog"] {
+					dropped = names
+					break
+				}
+			}
+		}
+		if dropped == nil {
+			t.Fatalf("no trace of a dropped packet with an rx backlog span among %d traces", len(sink.byTrace()))
+		}
+		if !dropped["drop"] || !dropped["packet rx"] {
+			t.Errorf("a dropped packet's trace lacks its root or drop span: %v", dropped)
+		}
+		if dropped["rx ip"] != nf {
+			t.Errorf("rx ip span present=%v on Linux %s, want %v (netfilter_stages): %v", dropped["rx ip"], rel, nf, dropped)
+		}
+		t.Logf("a dropped packet's spans: %v", dropped)
+	})
+
+	t.Run("traffic window", func(t *testing.T) {
+		code, body := httpDo(t, "GET", ag.url+"/api/v1/traffic?window=60s", "")
+		if code != http.StatusOK {
+			t.Fatalf("GET /api/v1/traffic: %d %s", code, body)
+		}
+		var report struct {
+			Totals struct {
+				SampledPackets uint64 `json:"sampled_packets"`
+			} `json:"totals"`
+			Samples []json.RawMessage `json:"samples"`
+		}
+		if err := json.Unmarshal([]byte(body), &report); err != nil {
+			t.Fatalf("decode /api/v1/traffic: %v: %s", err, body)
+		}
+		// 101 datagrams passed the guard, sampled 1 in 1.
+		if report.Totals.SampledPackets < 100 || len(report.Samples) == 0 {
+			t.Errorf("traffic window holds %d sampled packets and %d samples, want >= 100 and some", report.Totals.SampledPackets, len(report.Samples))
+		}
+	})
+
 	const floodPort = "9999"
 	var ruleID string
 	t.Run("guard drops a flood", func(t *testing.T) {
@@ -375,7 +489,7 @@ func TestAgentOnThisKernel(t *testing.T) {
 		if out := victim.MustRun("tc", "filter", "show", "dev", "va", "ingress"); strings.Contains(out, "bpf") {
 			t.Errorf("a stopped agent left its tc filter:\n%s", out)
 		}
-		ag = startAgent(t, args...)
+		ag = startAgent(t, env, args...)
 		_, list := httpDo(t, "GET", ag.url+"/api/v1/rules", "")
 		if strings.Count(list, ruleID) != 1 {
 			t.Errorf("after a restart the rule %s is not listed exactly once: %s", ruleID, list)

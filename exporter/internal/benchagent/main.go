@@ -27,19 +27,25 @@ func main() {
 	period := flag.Duration("stack.stage-period", exporter.DefaultStagePeriod, "how often a stage sampling window opens")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg := exporter.Config{Netns: *netnsPath, LatencySampleEvery: uint32(*sample), StageWindow: *window, StagePeriod: *period}
-	if err := run(logger, cfg, *listen); err != nil {
+	cfg := exporter.Config{LatencySampleEvery: uint32(*sample), StageWindow: *window, StagePeriod: *period}
+	if err := run(logger, *netnsPath, cfg, *listen); err != nil {
 		logger.Error("run failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(logger *slog.Logger, cfg exporter.Config, listen string) error {
+func run(logger *slog.Logger, netnsPath string, cfg exporter.Config, listen string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := bpf.Preflight(); err != nil {
 		return err
 	}
+	ns, err := bpf.OpenNetns(netnsPath)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	cfg.Netns = ns
 	exp, err := exporter.New(logger, cfg)
 	if err != nil {
 		return err

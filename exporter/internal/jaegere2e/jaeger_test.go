@@ -28,7 +28,7 @@ func newExporter(t *testing.T, ns *testnet.NS, service, protocol, endpoint strin
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
 	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-	exp, err := exporter.New(nil, exporter.Config{Netns: ns.Path(), TraceTrackEvery: 1, TraceKeepEvery: 1,
+	exp, err := exporter.New(nil, exporter.Config{Netns: mustOpenNetns(t, ns.Path()), TraceTrackEvery: 1, TraceKeepEvery: 1,
 		StageWindow: time.Second, StagePeriod: time.Second})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -124,4 +124,14 @@ func TestJaeger(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+}
+
+func mustOpenNetns(tb testing.TB, path string) *bpf.Netns {
+	tb.Helper()
+	ns, err := bpf.OpenNetns(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ns.Close() })
+	return ns
 }

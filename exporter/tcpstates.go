@@ -8,9 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-
 	"github.com/packetscope/packetscope/bpf"
 )
 
@@ -33,9 +30,9 @@ var tcpStateLabels = map[int]string{
 // tcpSnapshot counts the TCP sockets per state in the namespace, from
 // /proc/thread-self/net/tcp{,6} read by a thread inside it. SYN_RECV rows are
 // skipped: they are request sockets, which are not followed afterwards.
-func tcpSnapshot(h netns.NsHandle) ([16]int64, error) {
+func tcpSnapshot(ns *bpf.Netns) ([16]int64, error) {
 	var out [16]int64
-	err := bpf.InNetns(h, func() error {
+	err := ns.Do(func() error {
 		for _, name := range []string{"tcp", "tcp6"} {
 			data, err := os.ReadFile("/proc/thread-self/net/" + name)
 			if err != nil {
@@ -75,18 +72,4 @@ func countTCPStates(data []byte, out *[16]int64) error {
 		}
 	}
 	return sc.Err()
-}
-
-// interfaceNames maps ifindex to name in the namespace.
-func interfaceNames(h *netlink.Handle) (map[uint32]string, error) {
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list interfaces: %w", err)
-	}
-	out := make(map[uint32]string, len(links))
-	for _, l := range links {
-		a := l.Attrs()
-		out[uint32(a.Index)] = a.Name
-	}
-	return out, nil
 }
