@@ -32,6 +32,7 @@ type MinerConfig struct {
 	MinBaseline    int     // prune predicates only with at least this many baseline samples (default 100)
 	MinPrefixLenV4 int     // never emit a source prefix shorter than this (default 16)
 	MinPrefixLenV6 int     // (default 32)
+	MaxCollateral  float64 // never propose a rule matching more of the baseline (default 0.01, the guardrails' limit)
 }
 
 func (c MinerConfig) withDefaults() MinerConfig {
@@ -54,25 +55,128 @@ func (c MinerConfig) withDefaults() MinerConfig {
 	def(&c.MinBaseline, 100)
 	def(&c.MinPrefixLenV4, 16)
 	def(&c.MinPrefixLenV6, 32)
+	deff(&c.MaxCollateral, DefaultGuardrails.MaxCollateral)
 	return c
 }
 
-// Mine finds rules for the attack window: per-source rules when a few sources
-// carry the excess traffic, otherwise fingerprints (field-value conjunctions
-// that cover a traffic class which grew in the attack window and are rare in
-// the baseline). Protected sources never get a per-source rule.
+// Mine is MineAlert with the scope inferred from the window itself.
 func Mine(cfg MinerConfig, attack, baseline []rule.Packet, protected []netip.Prefix) []Candidate {
+	return MineAlert(cfg, "", attack, baseline, protected)
+}
+
+// MineAlert finds rules for the attack window of an alert whose `attack`
+// label is attackLabel (empty: inferred from what grew most).
+//
+// Evidence is scoped by the alert: only traffic classes of the kind the
+// alert says grew are mined (a UDP amplification alert gets UDP, fragment
+// and ICMP-error rules, never rules for the TCP beside it), unless a class
+// outside the scope dominates the window on its own. Packets of served flows
+// (established connections the node carries, see served.go) are no evidence
+// at all: heavy legitimate traffic is not a flood. Each grown class in scope
+// gets its own fingerprint (one rule per vector); per-source rules are used
+// instead only when a few sources, new against the baseline, carry the
+// attack and cover it better than the fingerprints do.
+func MineAlert(cfg MinerConfig, attackLabel string, attack, baseline []rule.Packet, protected []netip.Prefix) []Candidate {
 	cfg = cfg.withDefaults()
 	attack = ipOnly(attack)
 	baseline = ipOnly(baseline)
 	if len(attack) == 0 {
 		return nil
 	}
-	if c := mineSources(cfg, attack, baseline, protected); c != nil {
-		return c
+	served := newServedFlows(attack, baseline)
+	evAttack := served.without(attack)
+	evBaseline := served.without(baseline)
+	if len(evAttack) == 0 {
+		return nil
 	}
-	return mineFingerprints(cfg, attack, baseline)
+	scope := scopeFor(attackLabel)
+	if scope == nil {
+		scope = inferScope(cfg, evAttack, evBaseline, len(attack), len(baseline))
+	}
+	keepCand := func(cs []Candidate) []Candidate {
+		out := cs[:0]
+		for _, c := range cs {
+			if c.Collateral <= cfg.MaxCollateral && served.allows(c.Rule.Match) {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	fps := keepCand(mineFingerprints(cfg, scope, evAttack, evBaseline, attack, baseline))
+	srcs := keepCand(mineSources(cfg, scope, evAttack, evBaseline, attack, baseline, protected))
+	if len(srcs) == 0 {
+		return fps
+	}
+	if len(fps) == 0 {
+		return srcs
+	}
+	rf, rs := ReplayRules(rulesOf(fps), evAttack, baseline), ReplayRules(rulesOf(srcs), evAttack, baseline)
+	// Sources, when they do as well: a rule for the flooding hosts leaves
+	// everyone else's packets of the same shape alone.
+	if rs.Coverage >= rf.Coverage-0.005 && rs.Collateral <= rf.Collateral {
+		return srcs
+	}
+	return fps
 }
+
+func rulesOf(cs []Candidate) []rule.Rule {
+	out := make([]rule.Rule, len(cs))
+	for i, c := range cs {
+		out[i] = c.Rule
+	}
+	return out
+}
+
+// classScope tells which traffic classes an alert is about.
+type classScope func(classKey) bool
+
+// scopeFor maps an alert's `attack` label (alerts/packetscope.rules.yml) to
+// the traffic classes it covers, or nil for a label it does not know.
+// Amplification and UDP floods come with their fragments (later fragments
+// carry no UDP header) and with the ICMP errors of the hosts the answers
+// also hit; TCP floods of any flag class are one scope, since a flood mixes
+// flag combinations and an alert fires on whichever counter grew first.
+func scopeFor(label string) classScope {
+	switch label {
+	case "udp_amplification", "udp_flood", "fragment_flood":
+		return func(k classKey) bool {
+			return k.protocol == rule.ProtoUDP || k.frag == rule.FragLater || k.icmp && isICMPError(k.icmpType)
+		}
+	case "syn_flood", "ack_flood", "rst_flood", "tcp_flood":
+		return func(k classKey) bool { return k.protocol == rule.ProtoTCP }
+	case "icmp_flood":
+		return func(k classKey) bool { return k.icmp || k.frag == rule.FragLater && isICMPProto(k.protocol) }
+	}
+	return nil
+}
+
+func isICMPError(t uint8) bool { return t == 3 || t == 11 || t == 12 || t == 1 || t == 4 } // v4: 3, 11, 12; v6: 1, 4 (unreachable, param problem)
+
+func isICMPProto(p uint8) bool { return p == rule.ProtoICMP || p == rule.ProtoICMPv6 }
+
+// inferScope is the scope of the alert that would have fired: the kind of
+// the class that grew most.
+func inferScope(cfg MinerConfig, attack, baseline []rule.Packet, totalA, totalB int) classScope {
+	classes, _ := grownClasses(cfg, attack, baseline, totalA, totalB)
+	if len(classes) == 0 {
+		return func(classKey) bool { return false }
+	}
+	k := classes[0].key
+	switch {
+	case k.protocol == rule.ProtoUDP || k.frag == rule.FragLater && !isICMPProto(k.protocol):
+		return scopeFor("udp_amplification")
+	case k.protocol == rule.ProtoTCP:
+		return scopeFor("syn_flood")
+	case k.icmp:
+		return scopeFor("icmp_flood")
+	}
+	return func(o classKey) bool { return o.protocol == k.protocol }
+}
+
+// outOfScopeExcess is the share of the window a class outside the alert's
+// scope must have grown by to be mined anyway: it must dominate on its own,
+// not be the ordinary traffic beside the attack the alert is about.
+const outOfScopeExcess = 0.25
 
 func ipOnly(pkts []rule.Packet) []rule.Packet {
 	out := make([]rule.Packet, 0, len(pkts))
@@ -85,10 +189,21 @@ func ipOnly(pkts []rule.Packet) []rule.Packet {
 }
 
 // mineSources returns per-source rules when at most MaxSources addresses,
-// each grown over the baseline, carry SourceShare of the attack window.
-func mineSources(cfg MinerConfig, attack, baseline []rule.Packet, protected []netip.Prefix) []Candidate {
+// each grown over the baseline (new or rare there), carry SourceShare of the
+// attack's grown classes in scope. Mined on the evidence (served flows left
+// out); replayed on the whole windows.
+func mineSources(cfg MinerConfig, scope classScope, attack, baseline, fullAttack, fullBaseline []rule.Packet, protected []netip.Prefix) []Candidate {
+	var inScope []rule.Packet
+	for i := range attack {
+		if scope(keyOf(&attack[i])) {
+			inScope = append(inScope, attack[i])
+		}
+	}
+	if len(inScope) == 0 {
+		return nil
+	}
 	ac := map[netip.Addr]int{}
-	for _, p := range attack {
+	for _, p := range inScope {
 		ac[p.Src]++
 	}
 	bc := map[netip.Addr]int{}
@@ -102,35 +217,33 @@ func mineSources(cfg MinerConfig, attack, baseline []rule.Packet, protected []ne
 	}
 	var heavy []srcShare
 	for a, n := range ac {
-		if ex, ok := grown(n, len(attack), bc[a], len(baseline), 0.02); ok && !isProtected(a, protected) {
+		if ex, ok := grown(n, len(fullAttack), bc[a], len(fullBaseline), 0.02); ok && !isProtected(a, protected) {
 			heavy = append(heavy, srcShare{a, ex, n})
 		}
 	}
 	slices.SortFunc(heavy, func(x, y srcShare) int {
 		return cmp.Or(cmp.Compare(y.n, x.n), x.addr.Compare(y.addr))
 	})
-	if len(heavy) == 0 || len(heavy) > cfg.MaxSources {
+	if len(heavy) == 0 || len(heavy) > min(cfg.MaxSources, cfg.MaxRules) {
 		return nil
 	}
 	// The sources must explain the attack: their excess against the total
-	// excess of the traffic classes that grew.
+	// excess of the traffic classes in scope that grew.
 	srcExcess := 0.0
 	for _, g := range heavy {
 		srcExcess += g.excess
 	}
-	if srcExcess < cfg.SourceShare*classExcess(cfg, attack, baseline) {
+	_, total := grownClasses(cfg, attack, baseline, len(fullAttack), len(fullBaseline), scope)
+	if srcExcess < cfg.SourceShare*total {
 		return nil
 	}
 	var out []Candidate
 	for _, g := range heavy {
-		if len(out) == cfg.MaxRules {
-			break
-		}
 		m := rule.Match{Src: netip.PrefixFrom(g.addr, g.addr.BitLen()).String()}
 		// Narrow to the source's protocol when it sends only one: a flooding
 		// host may still be a client whose other traffic should pass.
 		protos := map[uint8]int{}
-		for _, p := range attack {
+		for _, p := range inScope {
 			if p.Src == g.addr {
 				protos[p.Protocol]++
 			}
@@ -140,8 +253,8 @@ func mineSources(cfg MinerConfig, attack, baseline []rule.Packet, protected []ne
 				m.Protocol = agentapi.FormatProtocol(uint32(pr))
 			}
 		}
-		reason := fmt.Sprintf("source %s carries %.0f%% of the attack window", g.addr, 100*ratio(g.n, len(attack)))
-		out = append(out, candidateFor(m, reason, attack, baseline))
+		reason := fmt.Sprintf("source %s carries %.0f%% of the attack window", g.addr, 100*ratio(g.n, len(fullAttack)))
+		out = append(out, candidateFor(m, reason, fullAttack, fullBaseline))
 	}
 	return out
 }
@@ -150,9 +263,20 @@ func mineSources(cfg MinerConfig, attack, baseline []rule.Packet, protected []ne
 // needs to be taken for the attack when there is no baseline.
 const emptyBaselineShare = 0.05
 
-// classExcess is the total share of the attack window by which grown
-// traffic classes exceed the baseline: the attack's share of the window.
-func classExcess(cfg MinerConfig, attack, baseline []rule.Packet) float64 {
+type grownClass struct {
+	key    classKey
+	excess float64
+}
+
+// grownClasses returns the traffic classes that grew in the attack window
+// (largest excess first) and their total excess; with scopes, only classes
+// within one of them.
+//
+// Shares are of the whole windows (totalA, totalB), while the counts are of
+// the evidence only (served flows left out): leaving the served traffic out
+// of the denominators would inflate every other class's share, most in the
+// baseline, where the served flows are most of the traffic.
+func grownClasses(cfg MinerConfig, attack, baseline []rule.Packet, totalA, totalB int, scopes ...classScope) ([]grownClass, float64) {
 	ac, bc := map[classKey]int{}, map[classKey]int{}
 	for i := range attack {
 		ac[keyOf(&attack[i])]++
@@ -160,17 +284,47 @@ func classExcess(cfg MinerConfig, attack, baseline []rule.Packet) float64 {
 	for i := range baseline {
 		bc[keyOf(&baseline[i])]++
 	}
-	total := 0.0
 	minExcess := cfg.MinGroupExcess
 	if len(baseline) == 0 {
+		// Nothing to compare with: only classes that dominate the window
+		// are taken for the attack, not the ordinary traffic beside it.
 		minExcess = max(minExcess, emptyBaselineShare)
 	}
+	// A flood dilutes the ordinary traffic beside it, so a class the attack
+	// shares with much ordinary traffic (ACKs, SYNs) may hold a smaller share
+	// of the window than of the baseline and still have grown many times
+	// over in packets. The ordinary traffic's volume in the window against
+	// the baseline is at most the smallest ratio among the classes the
+	// baseline holds enough of: a class grown far beyond that counts too.
+	ordScale := math.Inf(1)
+	for k, nb := range bc {
+		if nb >= 10 {
+			ordScale = math.Min(ordScale, float64(ac[k])/float64(nb))
+		}
+	}
+	var out []grownClass
+	total := 0.0
 	for k, n := range ac {
-		if ex, ok := grown(n, len(attack), bc[k], len(baseline), minExcess); ok {
+		if len(scopes) > 0 && !slices.ContainsFunc(scopes, func(s classScope) bool { return s(k) }) {
+			continue
+		}
+		ex, ok := grown(n, totalA, bc[k], totalB, minExcess)
+		if !ok && len(baseline) > 0 && !math.IsInf(ordScale, 1) {
+			expect := ordScale * float64(bc[k])
+			if ex2 := (float64(n) - expect) / float64(totalA); float64(n) >= 4*expect+10 && ex2 >= minExcess {
+				ex, ok = ex2, true
+			}
+		}
+		if ok {
+			out = append(out, grownClass{k, ex})
 			total += ex
 		}
 	}
-	return total
+	slices.SortFunc(out, func(a, b grownClass) int {
+		return cmp.Or(cmp.Compare(b.excess, a.excess), cmp.Compare(ac[b.key], ac[a.key]), cmp.Compare(a.key.protocol, b.key.protocol),
+			cmp.Compare(a.key.frag, b.key.frag), cmp.Compare(a.key.flags, b.key.flags), cmp.Compare(a.key.icmpType, b.key.icmpType))
+	})
+	return out, total
 }
 
 func isProtected(a netip.Addr, protected []netip.Prefix) bool {
@@ -193,8 +347,15 @@ type classKey struct {
 	icmp     bool
 }
 
+// A first fragment carries the L4 header and joins its unfragmented
+// siblings' class (an amplifier's large and small answers are one vector);
+// later fragments, with no L4 header, are a class of their own, which gets
+// its companion rule.
 func keyOf(p *rule.Packet) classKey {
 	k := classKey{protocol: p.Protocol, hasL4: p.HasL4, frag: p.Fragment}
+	if k.frag == rule.FragFirst && p.HasL4 {
+		k.frag = rule.FragNone
+	}
 	if p.HasL4 && p.Protocol == rule.ProtoTCP {
 		k.flags = p.TCPFlags
 	}
@@ -204,7 +365,11 @@ func keyOf(p *rule.Packet) classKey {
 	return k
 }
 
-func mineFingerprints(cfg MinerConfig, attack, baseline []rule.Packet) []Candidate {
+// mineFingerprints gives each grown class in scope (and each class outside
+// it that dominates the window) its own fingerprint: one rule per vector.
+// Mined on the evidence; each rule's coverage and collateral are replayed on
+// the whole windows.
+func mineFingerprints(cfg MinerConfig, scope classScope, attack, baseline, fullAttack, fullBaseline []rule.Packet) []Candidate {
 	ac := map[classKey][]int{}
 	for i := range attack {
 		k := keyOf(&attack[i])
@@ -215,28 +380,37 @@ func mineFingerprints(cfg MinerConfig, attack, baseline []rule.Packet) []Candida
 		k := keyOf(&baseline[i])
 		bc[k] = append(bc[k], i)
 	}
-	type class struct {
-		key    classKey
-		excess float64
-	}
-	var classes []class
+	all, _ := grownClasses(cfg, attack, baseline, len(fullAttack), len(fullBaseline))
+	var classes []grownClass
 	totalExcess := 0.0
-	minExcess := cfg.MinGroupExcess
-	if len(baseline) == 0 {
-		// Nothing to compare with: only classes that dominate the window
-		// are taken for the attack, not the ordinary traffic beside it.
-		minExcess = max(minExcess, emptyBaselineShare)
-	}
-	for k, idx := range ac {
-		if ex, ok := grown(len(idx), len(attack), len(bc[k]), len(baseline), minExcess); ok {
-			classes = append(classes, class{k, ex})
-			totalExcess += ex
+	for _, c := range all {
+		if scope(c.key) || c.excess >= outOfScopeExcess {
+			classes = append(classes, c)
+			totalExcess += c.excess
 		}
 	}
-	slices.SortFunc(classes, func(a, b class) int {
-		return cmp.Or(cmp.Compare(b.excess, a.excess), cmp.Compare(len(ac[b.key]), len(ac[a.key])), cmp.Compare(a.key.protocol, b.key.protocol),
-			cmp.Compare(a.key.flags, b.key.flags), cmp.Compare(a.key.icmpType, b.key.icmpType))
-	})
+	// How much ordinary traffic the window holds against the baseline:
+	// the classes that did not grow. A flood dilutes it, so the windows'
+	// size ratio would overstate it.
+	grownSet := map[classKey]bool{}
+	for _, c := range all {
+		grownSet[c.key] = true
+	}
+	ordA, ordB := 0, 0
+	for k, idx := range ac {
+		if !grownSet[k] {
+			ordA += len(idx)
+		}
+	}
+	for k, idx := range bc {
+		if !grownSet[k] {
+			ordB += len(idx)
+		}
+	}
+	scale := ratio(len(attack), len(baseline))
+	if ordB > 0 {
+		scale = ratio(ordA, ordB)
+	}
 	var out []Candidate
 	done := 0.0
 	for _, c := range classes {
@@ -245,9 +419,8 @@ func mineFingerprints(cfg MinerConfig, attack, baseline []rule.Packet) []Candida
 		}
 		pk := pick(attack, ac[c.key])
 		bk := pick(baseline, bc[c.key])
-		m, reason := fingerprint(cfg, c.key, pk, bk, len(baseline), ratio(len(attack), len(baseline)))
-		cand := candidateFor(m, reason, attack, baseline)
-		out = append(out, cand)
+		m, reason := fingerprint(cfg, c.key, pk, bk, len(baseline), scale)
+		out = append(out, candidateFor(m, reason, fullAttack, fullBaseline))
 		done += c.excess
 	}
 	return out
@@ -278,16 +451,21 @@ func fingerprint(cfg MinerConfig, k classKey, pk, bk []rule.Packet, baselineTota
 	// The attack's size within the class: what the constraints must keep.
 	// Excess beyond it is ordinary traffic with values the baseline sample
 	// happened not to hold (random ephemeral ports, say).
-	keep := float64(len(pk)) - scale*float64(len(bk))
-	if keep <= 0 {
-		keep = float64(len(pk))
+	keepOf := func() float64 {
+		keep := float64(len(pk)) - scale*float64(len(bk))
+		if keep <= 0 {
+			keep = float64(len(pk))
+		}
+		return keep * (1 - 2*cfg.Trim)
 	}
-	keep *= 1 - 2*cfg.Trim
+	keep := keepOf()
 	var preds []predicate
 	proto := agentapi.FormatProtocol(uint32(k.protocol))
 	preds = append(preds, predicate{"protocol", func(m *rule.Match) { m.Protocol = proto }, false})
-	frag := rule.Fragment(k.frag.String())
-	preds = append(preds, predicate{"fragment", func(m *rule.Match) { m.Fragment = frag }, true})
+	if k.frag != rule.FragNone {
+		frag := rule.Fragment(k.frag.String())
+		preds = append(preds, predicate{"fragment", func(m *rule.Match) { m.Fragment = frag }, false})
+	}
 	if k.hasL4 && k.protocol == rule.ProtoTCP {
 		flags := rule.FormatTCPFlags(k.flags, ^k.flags)
 		preds = append(preds, predicate{"tcp_flags", func(m *rule.Match) { m.TCPFlags = flags }, false})
@@ -303,16 +481,23 @@ func fingerprint(cfg MinerConfig, k classKey, pk, bk []rule.Packet, baselineTota
 		if ports := portSet(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.SrcPort) })); ports != nil {
 			preds = append(preds, predicate{"src_ports", func(m *rule.Match) { m.SrcPorts = ports }, true})
 		}
+		// The ports name the vector (a reflector's service port, the
+		// attacked service): the ranges below describe the packets on those
+		// ports only, not the ordinary traffic that shares the class.
+		if c, err := buildMatch(preds).Compile(); err == nil {
+			pk, bk = matching(c, pk), matching(c, bk)
+			keep = keepOf()
+		}
 	}
 	if k.hasL4 && k.protocol == rule.ProtoTCP {
-		if r, ok := valueRange(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.TCPWindow) }), 65535, 8192); ok {
+		if r, ok := bucketRange(keep, pk, bk, func(p *rule.Packet) uint32 { return uint32(p.TCPWindow) }, 256, scale, 65535, 8192); ok {
 			preds = append(preds, predicate{"tcp_window", func(m *rule.Match) { m.TCPWindow = r }, true})
 		}
 	}
-	if r, ok := valueRange(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.TTL) }), 255, 128); ok {
+	if r, ok := bucketRange(keep, pk, bk, func(p *rule.Packet) uint32 { return uint32(p.TTL) }, 1, scale, 255, 128); ok {
 		preds = append(preds, predicate{"ttl", func(m *rule.Match) { m.TTL = r }, true})
 	}
-	if r, ok := valueRange(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.Length) }), 65535, 1024); ok {
+	if r, ok := bucketRange(keep, pk, bk, func(p *rule.Packet) uint32 { return uint32(p.Length) }, 32, scale, 65535, 1024); ok {
 		preds = append(preds, predicate{"length", func(m *rule.Match) { m.Length = r }, true})
 	}
 	if pfx, ok := commonSourcePrefix(cfg, pk, bk, scale); ok {
@@ -320,13 +505,7 @@ func fingerprint(cfg MinerConfig, k classKey, pk, bk []rule.Packet, baselineTota
 		preds = append(preds, predicate{"src", func(m *rule.Match) { m.Src = s }, true})
 	}
 
-	build := func(ps []predicate) rule.Match {
-		var m rule.Match
-		for _, p := range ps {
-			p.apply(&m)
-		}
-		return m
-	}
+	build := buildMatch
 	if baselineTotal >= cfg.MinBaseline {
 		// TTL and source prefix describe the path and the senders, which vary
 		// more over an attack than a sample shows: drop them when the baseline
@@ -352,6 +531,24 @@ func fingerprint(cfg MinerConfig, k classKey, pk, bk []rule.Packet, baselineTota
 	}
 	reason := fmt.Sprintf("fingerprint of %s traffic that grew in the attack window (%s)", describeClass(k), strings.Join(fields, ", "))
 	return m, reason
+}
+
+func buildMatch(ps []predicate) rule.Match {
+	var m rule.Match
+	for _, p := range ps {
+		p.apply(&m)
+	}
+	return m
+}
+
+func matching(m *rule.Matcher, pkts []rule.Packet) []rule.Packet {
+	var out []rule.Packet
+	for i := range pkts {
+		if m.Matches(&pkts[i]) {
+			out = append(out, pkts[i])
+		}
+	}
+	return out
 }
 
 // hasSignature reports whether a fingerprint still pins a header field
@@ -439,7 +636,7 @@ func portSet(keep float64, h map[uint32]float64) []string {
 	sum := 0.0
 	var ports []uint32
 	for _, x := range all {
-		if len(ports) == 8 {
+		if len(ports) == rule.MaxPortItems {
 			break
 		}
 		ports = append(ports, x.v)
@@ -457,6 +654,77 @@ func portSet(keep float64, h map[uint32]float64) []string {
 		return []string{r}
 	}
 	return nil
+}
+
+// bucketRange is valueRange over buckets of width values: the excess of a
+// field whose values spread thinly (answer lengths, windows) is measured per
+// bucket, so ordinary traffic's values cancel against the baseline's nearby
+// ones instead of passing for attack values the baseline sample happened to
+// miss. The range's ends are then the attack's own extreme values within
+// the chosen buckets.
+func bucketRange(keep float64, pk, bk []rule.Packet, get func(*rule.Packet) uint32, width uint32, scale float64, max, maxWidth uint32) (string, bool) {
+	h := excessHist(pk, bk, func(p *rule.Packet) uint32 { return get(p) / width }, scale)
+	blo, bhi, ok := trimmedSpan(keep, h)
+	if !ok {
+		return "", false
+	}
+	// Within the chosen buckets, the values the attack holds beyond the
+	// baseline (exact): a tool's constant beside a stack's nearby one.
+	// A value counts when most of the window's packets holding it are
+	// beyond what the baseline predicts, not when sampling noise leaves a
+	// stack's own value a few packets over.
+	exact := excessHist(pk, bk, get, scale)
+	seen := map[uint32]float64{}
+	for i := range pk {
+		seen[get(&pk[i])]++
+	}
+	lo, hi, found := max, uint32(0), false
+	for v, ex := range exact {
+		if v/width >= blo && v/width <= bhi && ex >= 0.5*seen[v] {
+			lo, hi, found = min(lo, v), maxU32(hi, v), true
+		}
+	}
+	if !found || hi-lo >= maxWidth || lo == 0 && hi == max {
+		return "", false
+	}
+	if lo == hi {
+		return strconv.FormatUint(uint64(lo), 10), true
+	}
+	return fmt.Sprintf("%d-%d", lo, hi), true
+}
+
+func maxU32(a, b uint32) uint32 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// trimmedSpan returns the smallest [lo, hi] of h's keys, shrunk from
+// whichever end is lighter, that keeps at least keep of its weight.
+func trimmedSpan(keep float64, h map[uint32]float64) (uint32, uint32, bool) {
+	vals, total := sortedByValue(h)
+	if total == 0 {
+		return 0, 0, false
+	}
+	budget := total - min(keep, total)
+	i, j := 0, len(vals)-1
+	for i < j {
+		if vals[i].w <= vals[j].w {
+			if vals[i].w > budget {
+				break
+			}
+			budget -= vals[i].w
+			i++
+		} else {
+			if vals[j].w > budget {
+				break
+			}
+			budget -= vals[j].w
+			j--
+		}
+	}
+	return vals[i].v, vals[j].v, true
 }
 
 // valueRange returns "lo-hi" spanning at least keep of the excess, shrunk

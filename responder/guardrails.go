@@ -103,6 +103,7 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 			switch {
 			case hitsProtected(m, in.Baseline, protected):
 				v.Reason = "matches baseline packets from a protected address"
+			case refusesServed(m, in, &v.Reason):
 			case v.Coverage < g.MinCoverage:
 				v.Reason = fmt.Sprintf("coverage %.4f of the attack window is below %.4f", v.Coverage, g.MinCoverage)
 			case v.Replay.BaselineTotal > 0 && v.Collateral > g.MaxCollateral:

@@ -20,6 +20,7 @@ type OfflineConfig struct {
 	Protected  []netip.Prefix
 	Guardrails Guardrails // zero fields take DefaultGuardrails
 	Miner      MinerConfig
+	Attack     string // the alert's attack label to scope the analysis by (udp_amplification, syn_flood, …); "" infers it
 }
 
 // OfflineResult is what the analyst proposed for a capture and what the
@@ -45,9 +46,9 @@ func AnalyzeOffline(ctx context.Context, cfg OfflineConfig, attack, baseline []r
 		return OfflineResult{}, errors.New("the capture holds no IP packets")
 	}
 	protected := normalizePrefixes(append(append([]netip.Prefix{}, cfg.Protected...), alwaysProtected...))
-	ev := &Evidence{Alert: AlertInfo{Name: "offline", Fingerprint: "offline", Status: "firing"}, Attack: attack, Baseline: baseline,
+	ev := &Evidence{Alert: AlertInfo{Name: "offline", Fingerprint: "offline", Status: "firing", Labels: map[string]string{"attack": cfg.Attack}}, Attack: attack, Baseline: baseline,
 		Protected: cfg.Protected, SampleEvery: 1, Estimated: uint64(len(attack))}
-	ev.Candidates = Mine(rc.Miner, attack, baseline, protected)
+	ev.Candidates = MineAlert(rc.Miner, cfg.Attack, attack, baseline, protected)
 	check := func(analyst AnalystName, rules []rule.Rule) []Validation {
 		return rc.Guardrails.Check(CheckInput{Attack: attack, Baseline: baseline, Protected: cfg.Protected,
 			Mode: rc.Mode, RuleTTL: rc.RuleTTL, Origin: string(analyst)}, rules)

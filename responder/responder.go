@@ -683,7 +683,7 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 			r.logger.Warn("agent reported an unreadable protected address", "value", SanitizeText(s, 64))
 		}
 	}
-	ev.Candidates = Mine(r.cfg.Miner, ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
+	ev.Candidates = MineAlert(r.cfg.Miner, j.alert.Labels["attack"], ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
 	sum := &EvidenceSummary{
 		AttackFrom: from, AttackTo: now, BaselineFrom: baseEnd.Add(-r.cfg.BaselineWindow), BaselineTo: baseEnd, BaselineSource: baseSource,
 		AttackSamples: len(ev.Attack), BaselineSamples: len(ev.Baseline), SampleEvery: ev.SampleEvery,

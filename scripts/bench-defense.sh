@@ -1,16 +1,61 @@
 #!/usr/bin/env bash
-# Time from the first attack packet to >= 99 % of the attack dropped at XDP, for
-# each attack and analyst, with the shipped Prometheus/Alertmanager configs
-# (deploy/: scrape and evaluation every 2 s, Alertmanager group_wait 0 s, alert
-# for: 4 s). Runs the end-to-end defense test and prints its measurements.
+# The defense against attacks, measured three ways:
+#  1. offline class matrix: every internal/attackgen class (held-out ones
+#     marked) through the offline analysis path (responder.AnalyzeOffline,
+#     what `packetscope analyze` runs): coverage of the attack as it goes on,
+#     collateral on ordinary traffic from another window, and on the
+#     established connections the node serves, counted apart;
+#  2. live class matrix (BENCH_DEFENSE_LIVE=0 skips it, ~30 min): each attack
+#     class replayed at 20 kpps into an isolated victim running `packetscope
+#     run`, with real Prometheus and Alertmanager: time from the first attack
+#     packet to >= 99 % dropped at XDP, the share dropped while the rules
+#     hold, and the legitimate client's requests served;
+#  3. the end-to-end defense test (hping3 floods, the real captures, the
+#     fragmented DNS amplification; both analysts).
+# Prints markdown tables for README's defense figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+
+echo "== offline class matrix (go test ./responder -run TestUnseenClassMatrix) =="
+if ! go test -count=1 -run 'TestUnseenClassMatrix' -v ./responder/ >"$log" 2>&1; then
+	grep -E -- '--- FAIL|unseen_test.go' "$log" >&2 || true
+	echo "bench-defense: the offline class matrix failed" >&2
+	exit 1
+fi
+echo "| class | alert | coverage | collateral | served connections' packets hit | rules accepted |"
+echo "|---|---|---|---|---|---|"
+grep -E 'unseen_test.go:[0-9]+: [a-z0-9_/]+ \(alert' "$log" | sed -E 's/^ *unseen_test.go:[0-9]+: //' |
+	awk '{
+		name=$1; sub(/^heldout\//, "", name); mark=($1 ~ /^heldout\//) ? " (held out)" : ""
+		alert=$3; sub(/\):$/, "", alert)
+		cov=$5; sub(/,$/, "", cov); col=$7; sub(/,$/, "", col); served=$9; sub(/,$/, "", served); rules=$11; sub(/,$/, "", rules)
+		if ($NF == "legit") { printf "| %s (legitimate) | %s | — | — | %s | %s |\n", name, alert, served, rules; next }
+		printf "| %s%s | %s | %.2f %% | %.2f %% | %s | %s |\n", name, mark, alert, 100*cov, 100*col, served, rules
+	}'
+
+if [ "${BENCH_DEFENSE_LIVE:-1}" != "0" ]; then
+	echo
+	echo "== live class matrix (go test ./e2e -bench BenchmarkDefenseClasses -benchtime=1x) =="
+	if ! CI=true go test -count=1 -run '^$' -bench 'BenchmarkDefenseClasses' -benchtime=1x -timeout 80m -v ./e2e/ >"$log" 2>&1; then
+		grep -E -- '--- FAIL|defense_test.go' "$log" >&2 || true
+		echo "bench-defense: a class was not mitigated live (above)" >&2
+	fi
+	echo "| class | first packet → 99 % dropped | dropped while rules hold | legitimate requests served |"
+	echo "|---|---|---|---|"
+	sed -E 's/^ *defense_test.go:[0-9]+: //' "$log" | awk '
+		/builtin analyst: first attack packet/ { split($0, a, ","); cls=a[1]; t[cls]=$NF; order[++n]=cls }
+		/builtin analyst: .* of the attack dropped/ { split($0, a, ","); d[a[1]]=$4 }
+		/^legitimate client:/ { if (n) { s[order[n]]=$3 " of " ($3+$5) } }
+		END { for (i=1; i<=n; i++) { c=order[i]; printf "| %s | %s | %s | %s |\n", c, t[c], d[c], s[c] } }'
+fi
+
+echo
+echo "== end-to-end defense loop (go test ./e2e -run TestDefenseLoop) =="
 if ! CI=true go test -count=1 -run 'TestDefenseLoop' -v ./e2e/ >"$log" 2>&1; then
 	grep -E -- '--- FAIL|defense_test.go' "$log" >&2 || true
 	echo "bench-defense: the defense loop test failed" >&2
 	exit 1
 fi
-echo "== defense loop: first attack packet → 99 % dropped at XDP =="
-grep -E 'dropped at XDP in|legitimate client:|decision .*outcome' "$log" | sed 's/^ *defense_test.go:[0-9]*: /  /'
+grep -E 'dropped at XDP|legitimate client:|decision .*outcome' "$log" | sed 's/^ *defense_test.go:[0-9]*: /  /'

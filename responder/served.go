@@ -1,0 +1,161 @@
+package responder
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/packetscope/packetscope/rule"
+)
+
+// Never hurt the served. The traffic windows hold only what the node
+// receives (the guard sits at ingress), so an established connection is
+// recognized from its own packets: a TCP 4-tuple that shows a handshake and
+// then ACKs, or ACKs whose headers move (data lengths, PSH, window updates).
+// A spoofed flood never repeats a 4-tuple with moving headers, a reflector
+// retransmits the same SYN-ACK, and a tool sending from a fixed 4-tuple
+// sends the same header every time. The packets of served flows are no
+// flood evidence for the miner, and a rule that matches them is refused:
+// cutting an established connection is the harm a defense must not do.
+
+// flowKey is one direction of a TCP connection as the node receives it.
+type flowKey struct {
+	src, dst     netip.Addr
+	sport, dport uint16
+}
+
+type flowSeen struct {
+	est       int    // packets of the established state: ACK, no SYN or RST
+	handshake bool   // a SYN or SYN-ACK on the same 4-tuple
+	first     uint64 // the first established packet's header shape
+	moved     bool   // a later one differed from it
+}
+
+// servedFlows are the established connections seen in the windows.
+type servedFlows struct {
+	flows map[flowKey]bool
+	pkts  []rule.Packet // their established packets, both windows
+}
+
+// servedMaxShare is the share of the served flows' packets a rule may match
+// (a spoofed packet may land on a served 4-tuple by chance, and a rule then
+// matches it; more than that is the served traffic itself).
+const servedMaxShare = 0.001
+
+func isEstablished(p *rule.Packet) bool {
+	return p.HasL4 && p.Protocol == rule.ProtoTCP && p.TCPFlags&rule.FlagACK != 0 && p.TCPFlags&(rule.FlagSYN|rule.FlagRST) == 0
+}
+
+func flowOf(p *rule.Packet) flowKey {
+	return flowKey{src: p.Src, dst: p.Dst, sport: p.SrcPort, dport: p.DstPort}
+}
+
+func newServedFlows(windows ...[]rule.Packet) *servedFlows {
+	seen := map[flowKey]*flowSeen{}
+	for _, w := range windows {
+		for i := range w {
+			p := &w[i]
+			if !p.HasL4 || p.Protocol != rule.ProtoTCP {
+				continue
+			}
+			k := flowOf(p)
+			f := seen[k]
+			if f == nil {
+				f = &flowSeen{}
+				seen[k] = f
+			}
+			if p.TCPFlags&rule.FlagSYN != 0 {
+				f.handshake = true
+			}
+			if !isEstablished(p) {
+				continue
+			}
+			shape := uint64(p.Length)<<32 | uint64(p.TCPWindow)<<8 | uint64(p.TCPFlags)
+			if f.est == 0 {
+				f.first = shape
+			} else if shape != f.first {
+				f.moved = true
+			}
+			f.est++
+		}
+	}
+	s := &servedFlows{flows: map[flowKey]bool{}}
+	for k, f := range seen {
+		if f.est >= 2 && f.moved || f.handshake && f.est >= 1 {
+			s.flows[k] = true
+		}
+	}
+	for _, w := range windows {
+		for i := range w {
+			if s.isServed(&w[i]) {
+				s.pkts = append(s.pkts, w[i])
+			}
+		}
+	}
+	return s
+}
+
+func (s *servedFlows) isServed(p *rule.Packet) bool {
+	return isEstablished(p) && s.flows[flowOf(p)]
+}
+
+// without returns pkts less the established packets of served flows.
+func (s *servedFlows) without(pkts []rule.Packet) []rule.Packet {
+	if len(s.flows) == 0 {
+		return pkts
+	}
+	out := make([]rule.Packet, 0, len(pkts))
+	for i := range pkts {
+		if !s.isServed(&pkts[i]) {
+			out = append(out, pkts[i])
+		}
+	}
+	return out
+}
+
+// matched returns how many of the served flows' packets m matches.
+func (s *servedFlows) matched(m *rule.Matcher) int {
+	return countMatched([]*rule.Matcher{m}, s.pkts)
+}
+
+// refusal says why a rule matching these served packets must not go in, or "".
+func (s *servedFlows) refusal(n int) string {
+	if n < 2 || float64(n) <= servedMaxShare*float64(len(s.pkts)) {
+		return ""
+	}
+	return fmt.Sprintf("matches %d of the %d sampled packets of established connections the node serves", n, len(s.pkts))
+}
+
+// allows reports whether a proposed match leaves the served flows alone.
+func (s *servedFlows) allows(m rule.Match) bool {
+	c, err := m.Compile()
+	if err != nil {
+		return false
+	}
+	return s.refusal(s.matched(c)) == ""
+}
+
+// refusesServed is the guardrails' check: it sets reason and reports true
+// when m matches the established connections the windows show.
+func refusesServed(m *rule.Matcher, in CheckInput, reason *string) bool {
+	s := newServedFlows(in.Attack, in.Baseline)
+	if r := s.refusal(s.matched(m)); r != "" {
+		*reason = r
+		return true
+	}
+	return false
+}
+
+// ServedCollateral is what rules would do to the served flows of the
+// windows: matched and total sampled packets of established connections.
+// It is reported apart from the baseline collateral, which counts every
+// packet alike.
+func ServedCollateral(rules []rule.Rule, windows ...[]rule.Packet) (matched, total int) {
+	s := newServedFlows(windows...)
+	var ms []*rule.Matcher
+	for _, r := range rules {
+		if m, err := r.Match.Compile(); err == nil {
+			ms = append(ms, m)
+		}
+	}
+	return countMatched(ms, s.pkts), len(s.pkts)
+}
