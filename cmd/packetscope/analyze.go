@@ -20,6 +20,7 @@ import (
 type analyzeConfig struct {
 	pcap       string
 	baseline   string
+	attack     string
 	neverBlock []string
 	output     string
 	analyst    analystConfig
@@ -31,6 +32,7 @@ type analyzeConfig struct {
 func (c *analyzeConfig) addFlags(cmd *kingpin.CmdClause) {
 	cmd.Flag("pcap", "Capture (pcap or pcapng) of the attack traffic.").Required().StringVar(&c.pcap)
 	cmd.Flag("baseline", "Capture of ordinary traffic to measure collateral against; without it collateral is not measured.").StringVar(&c.baseline)
+	cmd.Flag("attack", "The alert's attack label to scope the analysis by, as the shipped alerts set it (udp_amplification, udp_flood, fragment_flood, syn_flood, ack_flood, rst_flood, tcp_flood, icmp_flood); default: the class that grew most.").StringVar(&c.attack)
 	cmd.Flag("never-block", "CIDR a rule must never cover (the node's addresses, gateways); repeatable.").StringsVar(&c.neverBlock)
 	cmd.Flag("output", "text or json.").Default("text").EnumVar(&c.output, "text", "json")
 	c.analyst.addFlags(cmd)
@@ -62,7 +64,8 @@ func runAnalyze(ctx context.Context, c analyzeConfig) error {
 	if err != nil {
 		return err
 	}
-	cfg := responder.OfflineConfig{Analyst: c.analyst.analyst, LLM: llm, Mode: c.mode, RuleTTL: c.ruleTTL, Protected: protected}
+	cfg := responder.OfflineConfig{Analyst: c.analyst.analyst, LLM: llm, Mode: c.mode, RuleTTL: c.ruleTTL, Protected: protected,
+		Attack: c.attack}
 	res, err := responder.AnalyzeOffline(ctx, cfg, attack, baseline)
 	if err != nil {
 		return fmt.Errorf("analyze %s: %w", c.pcap, err)
