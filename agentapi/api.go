@@ -1,8 +1,6 @@
 package agentapi
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,8 +47,7 @@ type api struct {
 	logger    *slog.Logger
 	rules     RuleStore
 	window    *TrafficWindow
-	tokenHash [sha256.Size]byte
-	hasToken  bool
+	token     BearerToken
 	protected func() []netip.Prefix // for the last gate: the window's Protected
 	now       func() time.Time
 }
@@ -71,10 +68,7 @@ type api struct {
 // (the node's addresses, gateways and never-block CIDRs; with no window, only
 // AlwaysProtected): the agent is the last gate whoever calls it.
 func NewAPI(logger *slog.Logger, rules RuleStore, window *TrafficWindow, token string) http.Handler {
-	a := &api{logger: logger, rules: rules, window: window, now: time.Now}
-	if token != "" {
-		a.tokenHash, a.hasToken = sha256.Sum256([]byte(token)), true
-	}
+	a := &api{logger: logger, rules: rules, window: window, token: NewBearerToken(token), now: time.Now}
 	a.protected = func() []netip.Prefix { return nil }
 	if window != nil && window.cfg.Protected != nil {
 		a.protected = window.cfg.Protected
@@ -110,7 +104,7 @@ func NewAPI(logger *slog.Logger, rules RuleStore, window *TrafficWindow, token s
 func (a *api) tokenIfConfigured(next http.HandlerFunc) http.HandlerFunc {
 	guarded := a.requireToken(next)
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !a.hasToken {
+		if !a.token.Configured() {
 			next(w, r)
 			return
 		}
@@ -120,22 +114,14 @@ func (a *api) tokenIfConfigured(next http.HandlerFunc) http.HandlerFunc {
 
 func (a *api) requireToken(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !a.hasToken {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="packetscope"`)
+		if !a.token.Configured() {
+			Challenge(w)
 			writeError(w, http.StatusUnauthorized,
 				"rule changes are disabled: the agent has no API token; start it with --api.token-file")
 			return
 		}
-		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		// Compare hashes so that neither the content nor the length of the
-		// token leaks through timing.
-		h := sha256.Sum256([]byte(strings.TrimSpace(given)))
-		if !ok || subtle.ConstantTimeCompare(h[:], a.tokenHash[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="packetscope"`)
-			msg := "missing bearer token (Authorization: Bearer <token>)"
-			if ok {
-				msg = "wrong bearer token"
-			}
+		if ok, msg := a.token.Check(r); !ok {
+			Challenge(w)
 			a.logger.Warn("refused unauthenticated request", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", msg)
 			writeError(w, http.StatusUnauthorized, msg)
 			return

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+
+	"github.com/packetscope/packetscope/agentapi"
 )
 
 // GET /api/v1/decisions is paginated: at most maxDecisionsPage decisions per
@@ -26,10 +28,10 @@ type DecisionsPage struct {
 }
 
 func (r *Responder) getDecisions(w http.ResponseWriter, req *http.Request) {
-	if r.cfg.APIToken != "" {
-		if !bearerOK(req, r.cfg.APIToken) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="packetscope"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token (the --api.token-file token)"})
+	if r.apiToken.Configured() {
+		if ok, msg := r.apiToken.Check(req); !ok {
+			agentapi.Challenge(w)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg + " (the --api.token-file token)"})
 			return
 		}
 	}

@@ -184,6 +184,9 @@ type Responder struct {
 	cfg     Config
 	metrics *metrics
 	audit   *AuditLog
+	// webhookToken guards POST /api/v1/alerts (refused while unset);
+	// apiToken guards GET /api/v1/decisions (open while unset).
+	webhookToken, apiToken agentapi.BearerToken
 	// analysts are asked in order under the fallback policy.
 	analysts []Analyst
 
@@ -262,14 +265,16 @@ func New(logger *slog.Logger, reg prometheus.Registerer, cfg Config) (*Responder
 		return nil, err
 	}
 	r := &Responder{
-		logger:  logger,
-		cfg:     cfg,
-		metrics: newMetrics(reg),
-		audit:   audit,
-		queue:   make(chan job, cfg.QueueSize),
-		alerts:  map[string]*alertState{},
-		agents:  map[string]Agent{},
-		healthy: map[string]time.Time{},
+		webhookToken: agentapi.NewBearerToken(cfg.WebhookToken),
+		apiToken:     agentapi.NewBearerToken(cfg.APIToken),
+		logger:       logger,
+		cfg:          cfg,
+		metrics:      newMetrics(reg),
+		audit:        audit,
+		queue:        make(chan job, cfg.QueueSize),
+		alerts:       map[string]*alertState{},
+		agents:       map[string]Agent{},
+		healthy:      map[string]time.Time{},
 
 		baselines: newBaselineCache(),
 	}

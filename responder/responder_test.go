@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/rule"
 )
 
@@ -47,6 +48,7 @@ func TestWebhookStatuses(t *testing.T) {
 			tr := startResponder(t, cfg, false)
 			if tc.cfg.WebhookToken == "-" {
 				tr.cfg.WebhookToken = ""
+				tr.webhookToken = agentapi.NewBearerToken("")
 			}
 			code, text := tr.post(t, tc.token, tc.body)
 			if code != tc.want || !strings.Contains(text, tc.wantText) {

@@ -3,7 +3,6 @@ package responder
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,8 +11,9 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/packetscope/packetscope/agentapi"
 )
 
 // MaxWebhookBody bounds an Alertmanager notification.
@@ -102,20 +102,14 @@ func (r *Responder) fail(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-// bearerOK reports whether the request carries "Bearer want"; want is never empty here.
-func bearerOK(req *http.Request, want string) bool {
-	got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
-}
-
 func (r *Responder) authorized(w http.ResponseWriter, req *http.Request) bool {
-	if r.cfg.WebhookToken == "" {
+	if !r.webhookToken.Configured() {
 		r.fail(w, http.StatusUnauthorized, "no webhook token is configured: set --webhook.token-file")
 		return false
 	}
-	if !bearerOK(req, r.cfg.WebhookToken) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="packetscope"`)
-		r.fail(w, http.StatusUnauthorized, "missing or wrong bearer token")
+	if ok, msg := r.webhookToken.Check(req); !ok {
+		agentapi.Challenge(w)
+		r.fail(w, http.StatusUnauthorized, msg)
 		return false
 	}
 	return true
