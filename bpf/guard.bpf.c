@@ -892,14 +892,23 @@ static __always_inline void count_iface(struct xdp_md *ctx, struct pkt *p, __u32
 		pc = PCLASS_NON_IP;
 	else if (p->frag == 2)
 		pc = PCLASS_FRAGMENT;
-	else
-		pc = proto_class[((__u32)(p->family == 6) << 8 | p->protocol) & 511];
+	else {
+		/* The index's bound, explicit: clang knows it from the operands and
+		 * drops the mask, and 6.1's verifier loses it through the OR
+		 * ("math between map_value pointer and register with unbounded
+		 * min value"). */
+		__u32 i = (__u32)(p->family == 6) << 8 | p->protocol;
+		asm volatile("" : "+r"(i));
+		pc = proto_class[i & 511];
+	}
 	/* clang knows the tables' values and would drop the bound the verifier needs. */
 	asm volatile("" : "+r"(pc));
 	if (pc < PCLASS_COUNT)
 		s->protocols[pc]++;
 	if (p->has_l4 && p->protocol == IPPROTO_TCP) {
-		__u32 fc = flag_class[p->tcp_flags & 0x1f];
+		__u32 fi = p->tcp_flags;
+		asm volatile("" : "+r"(fi));
+		__u32 fc = flag_class[fi & 0x1f];
 		asm volatile("" : "+r"(fc));
 		if (fc < FCLASS_COUNT)
 			s->tcp_flags[fc]++;
