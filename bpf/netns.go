@@ -48,6 +48,7 @@ type Netns struct {
 	Path  string // as configured (--netns); "" for the agent's own
 	Inode uint64 // the namespace's inode: what the kernel programs compare
 	h     netns.NsHandle
+	own   bool // the namespace the agent was started in
 }
 
 // OpenNetns opens the namespace at path, or the calling thread's when path
@@ -71,7 +72,14 @@ func OpenNetns(path string) (*Netns, error) {
 		h.Close()
 		return nil, fmt.Errorf("stat network namespace %q: %w", path, err)
 	}
-	return &Netns{Path: path, Inode: st.Ino, h: h}, nil
+	n := &Netns{Path: path, Inode: st.Ino, h: h, own: path == ""}
+	if !n.own {
+		if cur, err := netns.Get(); err == nil {
+			n.own = cur.Equal(h)
+			cur.Close()
+		}
+	}
+	return n, nil
 }
 
 // Do runs f inside the namespace (see InNetns).
@@ -79,6 +87,17 @@ func (n *Netns) Do(f func() error) error { return InNetns(n.h, f) }
 
 // Handle is the namespace's file descriptor, owned by n.
 func (n *Netns) Handle() netns.NsHandle { return n.h }
+
+// ForNetlink is the handle to give vishvananda/netlink's *At functions:
+// netns.None() when this is the agent's own namespace, because they setns
+// even into the namespace a thread is already in, and setns needs
+// CAP_SYS_ADMIN, which an agent guarding its own namespace does not have.
+func (n *Netns) ForNetlink() netns.NsHandle {
+	if n.own {
+		return netns.None()
+	}
+	return n.h
+}
 
 // Close releases the namespace; call it after everything that uses it.
 func (n *Netns) Close() error {

@@ -469,6 +469,15 @@ func TestAgentRunsWithManifestCapabilities(t *testing.T) {
 	if err != nil {
 		t.Fatalf("add a rule: %v\n%s\n%s", err, body, logs())
 	}
+	// The last gate knows the node's own addresses with these capabilities
+	// too: reading them must not need CAP_SYS_ADMIN (a setns into the
+	// agent's own namespace would).
+	code, err := ns.Cmd("curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer h5-cap-test",
+		"--data", `{"action":"drop","match":{"src":"10.215.3.1/32","protocol":"udp"},"ttl_seconds":60,"reason":"must be refused"}`,
+		"http://127.0.0.1:9436/api/v1/rules").Output()
+	if err != nil || string(code) != "400" {
+		t.Errorf("a drop rule covering the node's own address: HTTP %s (%v), want 400 from the last gate\n%s", code, err, logs())
+	}
 	peer.MustRun("ping", "-q", "-c", "3", "-i", "0.2", "10.215.3.1")
 	metrics, _ := ns.Cmd("curl", "-fsS", "--max-time", "5", "http://127.0.0.1:9436/metrics").Output()
 	if bytes.Contains(metrics, []byte(`packetscope_scrape_collector_success{collector=`)) &&

@@ -130,7 +130,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 		MaxAge:      cfg.trafficWindow,
 		MaxSamples:  cfg.trafficMaxSamples,
 		SampleEvery: g.SampleEvery(),
-		Protected:   agentapi.ProtectedAddresses(logger, ns.Handle(), 30*time.Second, neverBlock...),
+		Protected:   agentapi.ProtectedAddresses(logger, ns.ForNetlink(), 30*time.Second, neverBlock...),
 	})
 	reg.MustRegister(window.Collector())
 	go feedWindow(ctx, g, window)
