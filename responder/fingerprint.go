@@ -673,13 +673,29 @@ func bucketRange(keep float64, pk, bk []rule.Packet, get func(*rule.Packet) uint
 	// A value counts when most of the window's packets holding it are
 	// beyond what the baseline predicts, not when sampling noise leaves a
 	// stack's own value a few packets over.
+	//
+	// A value ordinary traffic uses (the baseline holds it) that grew by
+	// only a sliver of the excess is that traffic reacting to the flood: a
+	// served client retrying its handshakes against a flooded port. Spanning
+	// it would make the rule match that client.
 	exact := excessHist(pk, bk, get, scale)
 	seen := map[uint32]float64{}
 	for i := range pk {
 		seen[get(&pk[i])]++
 	}
+	ordinary := map[uint32]bool{}
+	for i := range bk {
+		ordinary[get(&bk[i])] = true
+	}
+	totalExcess := 0.0
+	for _, ex := range exact {
+		totalExcess += ex
+	}
 	lo, hi, found := max, uint32(0), false
 	for v, ex := range exact {
+		if ordinary[v] && ex < ordinaryGrowthShare*totalExcess {
+			continue
+		}
 		if v/width >= blo && v/width <= bhi && ex >= 0.5*seen[v] {
 			lo, hi, found = min(lo, v), maxU32(hi, v), true
 		}
@@ -692,6 +708,10 @@ func bucketRange(keep float64, pk, bk []rule.Packet, get func(*rule.Packet) uint
 	}
 	return fmt.Sprintf("%d-%d", lo, hi), true
 }
+
+// ordinaryGrowthShare is the share of a class's excess below which growth
+// on a value the baseline holds is taken for ordinary traffic, not the attack.
+const ordinaryGrowthShare = 0.01
 
 func maxU32(a, b uint32) uint32 {
 	if a > b {
@@ -731,29 +751,8 @@ func trimmedSpan(keep float64, h map[uint32]float64) (uint32, uint32, bool) {
 // from whichever end is lighter, or false when the span is at least maxWidth
 // (no fingerprint in this field).
 func valueRange(keep float64, h map[uint32]float64, max, maxWidth uint32) (string, bool) {
-	vals, total := sortedByValue(h)
-	if total == 0 {
-		return "", false
-	}
-	budget := total - min(keep, total)
-	i, j := 0, len(vals)-1
-	for i < j {
-		if vals[i].w <= vals[j].w {
-			if vals[i].w > budget {
-				break
-			}
-			budget -= vals[i].w
-			i++
-		} else {
-			if vals[j].w > budget {
-				break
-			}
-			budget -= vals[j].w
-			j--
-		}
-	}
-	lo, hi := vals[i].v, vals[j].v
-	if hi-lo >= maxWidth || lo == 0 && hi == max {
+	lo, hi, ok := trimmedSpan(keep, h)
+	if !ok || hi-lo >= maxWidth || lo == 0 && hi == max {
 		return "", false
 	}
 	if lo == hi {
