@@ -18,10 +18,13 @@ type Evidence struct {
 	Baseline    []rule.Packet // sampled headers in the window before it
 	AttackTop   map[string][]agentapi.ValueCount
 	SampleEvery uint32
-	Estimated   uint64         // packets in the attack window, estimated from sampling
-	Protected   []netip.Prefix // never-block: node addresses, gateways, configured CIDRs
-	ActiveRules []rule.Rule    // what the agent enforces now
-	Candidates  []Candidate    // the fingerprint miner's proposals with their replay
+	// BaselineSeconds is how long the baseline's samples span, to turn
+	// their counts into rates (0: unknown).
+	BaselineSeconds float64
+	Estimated       uint64         // packets in the attack window, estimated from sampling
+	Protected       []netip.Prefix // never-block: node addresses, gateways, configured CIDRs
+	ActiveRules     []rule.Rule    // what the agent enforces now
+	Candidates      []Candidate    // the fingerprint miner's proposals with their replay
 }
 
 // AlertInfo is the part of an Alertmanager alert the responder uses.

@@ -96,8 +96,19 @@ func MineAlert(cfg MinerConfig, attackLabel string, attack, baseline []rule.Pack
 	keepCand := func(cs []Candidate) []Candidate {
 		out := cs[:0]
 		for _, c := range cs {
-			if c.Collateral <= cfg.MaxCollateral && served.allows(c.Rule.Match) {
-				out = append(out, c)
+			m, err := c.Rule.Match.Compile()
+			switch {
+			case err != nil:
+			case served.refusal(served.matched(m)) == "":
+				if c.Collateral <= cfg.MaxCollateral {
+					out = append(out, c)
+				}
+			case served.hitsAreFlood(m, attack):
+				// The guardrails rate-limit it at the served flows' rate:
+				// collateral counts on the rest of the baseline.
+				if ratio(countMatched([]*rule.Matcher{m}, evBaseline), len(evBaseline)) <= cfg.MaxCollateral {
+					out = append(out, c)
+				}
 			}
 		}
 		return out

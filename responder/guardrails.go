@@ -77,6 +77,11 @@ type CheckInput struct {
 	Mode             Mode           // ModeEnforce or ModeMonitor
 	RuleTTL          time.Duration  // the lifetime to give a rule that asks for none, and the most any rule gets
 	Origin           string         // builtin or llm: set on every rule, whatever it claims
+	// SampleEvery and BaselineSeconds turn baseline sample counts into
+	// packet rates (a rule overlapping served traffic is rate-limited at
+	// the served flows' rate); zero: rates unknown, such rules are refused.
+	SampleEvery     uint32
+	BaselineSeconds float64
 }
 
 // Check judges each proposed rule and returns one Validation per rule, in
@@ -100,14 +105,22 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 			v.Replay = replayMatchers([]*rule.Matcher{m}, in.Attack, in.Baseline)
 			v.Coverage, v.Collateral = v.Replay.Coverage, v.Replay.Collateral
 			measurable := v.Replay.BaselineTotal >= max(g.MinBaseline, 1)
+			servedReason, servedRate := servedVerdict(m, in)
+			// A rule rate-limited for the served flows is judged on the
+			// rest of the baseline: the served flows keep their rate.
+			collateral := v.Collateral
+			if servedRate > 0 {
+				collateral = replayMatchers([]*rule.Matcher{m}, nil, newServedFlows(in.Attack, in.Baseline).without(in.Baseline)).Collateral
+			}
 			switch {
 			case hitsProtected(m, in.Baseline, protected):
 				v.Reason = "matches baseline packets from a protected address"
-			case refusesServed(m, in, &v.Reason):
+			case servedReason != "":
+				v.Reason = servedReason
 			case v.Coverage < g.MinCoverage:
 				v.Reason = fmt.Sprintf("coverage %.4f of the attack window is below %.4f", v.Coverage, g.MinCoverage)
-			case v.Replay.BaselineTotal > 0 && v.Collateral > g.MaxCollateral:
-				v.Reason = fmt.Sprintf("collateral %.4f of the baseline is above %.4f", v.Collateral, g.MaxCollateral)
+			case v.Replay.BaselineTotal > 0 && collateral > g.MaxCollateral:
+				v.Reason = fmt.Sprintf("collateral %.4f of the baseline is above %.4f", collateral, g.MaxCollateral)
 			case measurable && sourceShare(m, in.Baseline) > g.MaxSourceShare:
 				v.Reason = fmt.Sprintf("source %s sends %.4f of the baseline (above %.4f): a flood spoofing it must not cut it off",
 					m.Src, sourceShare(m, in.Baseline), g.MaxSourceShare)
@@ -116,6 +129,15 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 			default:
 				v.Accepted = true
 				accepted++
+				if v.Rule.Action == rule.ActionDrop && matchesPathMTUErrors(m) {
+					v.Notes = append(v.Notes, fmt.Sprintf("matches ICMP errors path MTU discovery needs (fragmentation needed, packet too big) from more than one host: installed as rate_limit at %d pps", pathMTURatePPS))
+					v.Rule.Action, v.Rule.RatePPS = rule.ActionRateLimit, pathMTURatePPS
+				}
+				if servedRate > 0 && v.Rule.Action != rule.ActionMonitor && (v.Rule.Action == rule.ActionDrop || v.Rule.RatePPS < servedRate) {
+					v.Notes = append(v.Notes, fmt.Sprintf("overlaps connections the node serves: %s installed as rate_limit at %d pps (%.0f x their baseline rate)",
+						v.Rule.Action, servedRate, servedRateHeadroom))
+					v.Rule.Action, v.Rule.RatePPS = rule.ActionRateLimit, servedRate
+				}
 				if !measurable {
 					// What cannot be measured is not trusted (after an agent
 					// restart, say): counted, not enforced.
@@ -209,6 +231,29 @@ func (g Guardrails) judge(in CheckInput, r rule.Rule, protected []netip.Prefix) 
 		return "rate_limit needs rate_pps"
 	}
 	return ""
+}
+
+// pathMTURatePPS is the rate at which ICMP errors that path MTU discovery
+// needs still pass a rule that would drop them: a router's "fragmentation
+// needed" or "packet too big" is rare, and without it connections through
+// a smaller MTU hang (Linux does not probe by default). A flood of ICMP
+// errors (reflectors' unreachables) is cut to this rate instead of to 0.
+const pathMTURatePPS = 500
+
+// matchesPathMTUErrors reports whether m can match ICMPv4 destination
+// unreachable (type 3, code 4 among them: the match has no code) or ICMPv6
+// packet too big (type 2) from more than one host. TTL, length and
+// destination do not count: routers send these from any distance, at
+// lengths that depend on the packet they answer.
+func matchesPathMTUErrors(m *rule.Matcher) bool {
+	if m.Src.IsValid() && m.Src.IsSingleIP() || m.Fragment == rule.FragmentLater {
+		return false
+	}
+	// A rule on any protocol is about its sources or a header shape, not
+	// about ICMP: its breadth and collateral are judged elsewhere.
+	v4 := m.Protocol == rule.ProtoICMP && (m.ICMPType < 0 || m.ICMPType == 3)
+	v6 := m.Protocol == rule.ProtoICMPv6 && (m.ICMPType < 0 || m.ICMPType == 2)
+	return v4 || v6
 }
 
 func matchIsEmpty(m rule.Match) bool {

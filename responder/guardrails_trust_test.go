@@ -1,6 +1,7 @@
 package responder
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -116,6 +117,46 @@ func TestUnmeasuredPromoted(t *testing.T) {
 	for _, r := range agent.store.List() {
 		if r.Action == rule.ActionMonitor {
 			t.Errorf("monitor rule %s left beside the promoted ones", r.ID)
+		}
+	}
+}
+
+// TestGuardrailsKeepPathMTU: a drop of ICMP destination unreachable (v4
+// type 3: "fragmentation needed" is one of its codes) or packet too big (v6
+// type 2) from many hosts would break path MTU discovery for every
+// connection through a smaller link: it goes in as a rate_limit. Other ICMP
+// types, and one attacking host's ICMP, are dropped as proposed.
+func TestGuardrailsKeepPathMTU(t *testing.T) {
+	errs := make([]rule.Packet, 500)
+	for i := range errs {
+		errs[i] = rule.Packet{Family: 4, Src: netip.AddrFrom4([4]byte{byte(20 + i%100), byte(i), 1, 1}), Dst: victim4,
+			Protocol: rule.ProtoICMP, TTL: 50, Length: 56, HasL4: true, ICMPType: 3}
+		if i%2 == 0 { // one host sends half of them
+			errs[i].Src = netip.MustParseAddr("20.0.0.1")
+		}
+	}
+	in := CheckInput{Attack: errs, Baseline: ordinaryTraffic(3, 2000), Mode: ModeEnforce, RuleTTL: 600e9, Origin: "builtin"}
+	three, eight := 3, 8
+	for _, tc := range []struct {
+		match rule.Match
+		want  rule.Action
+	}{
+		{rule.Match{Protocol: "icmp", ICMPType: &three, Length: "56-72"}, rule.ActionRateLimit},
+		{rule.Match{Protocol: "icmp", Length: "56"}, rule.ActionRateLimit},
+		{rule.Match{Protocol: "icmp", ICMPType: &eight, Length: "56"}, rule.ActionDrop},
+		{rule.Match{Src: errs[0].Src.String() + "/32", Protocol: "icmp"}, rule.ActionDrop},
+	} {
+		js, _ := json.Marshal(tc.match)
+		v := DefaultGuardrails.Check(in, []rule.Rule{{Action: rule.ActionDrop, Match: tc.match}})[0]
+		if tc.want == rule.ActionDrop && tc.match.ICMPType != nil && *tc.match.ICMPType == 8 {
+			// coverage 0: refused, and never rate-limited for path MTU.
+			if v.Rule.Action != rule.ActionDrop {
+				t.Errorf("%s: action %s, want drop", js, v.Rule.Action)
+			}
+			continue
+		}
+		if !v.Accepted || v.Rule.Action != tc.want || tc.want == rule.ActionRateLimit && v.Rule.RatePPS != pathMTURatePPS {
+			t.Errorf("%s: accepted %v, %s at %d pps, want %s (reason %q)", js, v.Accepted, v.Rule.Action, v.Rule.RatePPS, tc.want, v.Reason)
 		}
 	}
 }

@@ -668,17 +668,18 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	if err != nil {
 		return nil, nil, errors.New(agentFailure("list rules", err))
 	}
-	basePkts, baseSource := packetsOf(baseline.Samples), "agent"
+	basePkts, baseSource, baseSpan := packetsOf(baseline.Samples), "agent", sampleSpan(baseline.Samples)
 	if len(basePkts) < minAgentBaselineShare {
 		if cached := r.baselines.window(j.agentURL, baseEnd.Add(-r.cfg.BaselineWindow), baseEnd); len(cached) > len(basePkts) {
-			basePkts, baseSource = cached, "responder"
+			basePkts, baseSource, baseSpan = cached, "responder", r.cfg.BaselineWindow
 		}
 	}
 	ev := &Evidence{
 		Alert: j.alert, AttackFrom: from, AttackTo: now,
 		Attack: packetsOf(attack.Samples), Baseline: basePkts,
 		AttackTop: attack.Top, SampleEvery: attack.SampleEvery, Estimated: attack.Totals.EstimatedPackets,
-		ActiveRules: active,
+		BaselineSeconds: baseSpan.Seconds(),
+		ActiveRules:     active,
 	}
 	ev.Protected = append(ev.Protected, r.cfg.Guardrails.NeverBlock...)
 	for _, s := range append(attack.Protected, baseline.Protected...) {
@@ -703,6 +704,25 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	return ev, sum, nil
 }
 
+// sampleSpan is the time the samples span: an agent up for less than the
+// baseline window holds less than it. At least a second, so a rate from
+// a handful of samples is not inflated without bound.
+func sampleSpan(ss []rule.Sample) time.Duration {
+	if len(ss) == 0 {
+		return 0
+	}
+	lo, hi := ss[0].Time, ss[0].Time
+	for _, s := range ss[1:] {
+		if s.Time.Before(lo) {
+			lo = s.Time
+		}
+		if s.Time.After(hi) {
+			hi = s.Time
+		}
+	}
+	return max(hi.Sub(lo), time.Second)
+}
+
 func packetsOf(ss []rule.Sample) []rule.Packet {
 	out := make([]rule.Packet, len(ss))
 	for i := range ss {
@@ -719,6 +739,7 @@ func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]V
 		return r.cfg.Guardrails.Check(CheckInput{
 			Attack: ev.Attack, Baseline: ev.Baseline, Protected: ev.Protected,
 			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, RuleTTL: r.cfg.RuleTTL, Origin: string(analyst),
+			SampleEvery: ev.SampleEvery, BaselineSeconds: ev.BaselineSeconds,
 		}, rules)
 	}
 	p := proposeWithFallback(ctx, r.analysts, ev, check)

@@ -2,6 +2,7 @@ package responder
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 
 	"github.com/packetscope/packetscope/rule"
@@ -125,24 +126,61 @@ func (s *servedFlows) refusal(n int) string {
 	return fmt.Sprintf("matches %d of the %d sampled packets of established connections the node serves", n, len(s.pkts))
 }
 
-// allows reports whether a proposed match leaves the served flows alone.
-func (s *servedFlows) allows(m rule.Match) bool {
-	c, err := m.Compile()
-	if err != nil {
-		return false
+// Overlap with service traffic. A flood can share its fingerprint with the
+// served connections' own packets (an ACK flood on the port a service's
+// clients send ACKs to): a drop would cut them, and no rule at all leaves the
+// flood in. Where the rule's hits in the attack window are the flood (at
+// least floodShareOfHits of them outside served flows), it goes in as a
+// rate_limit at the rate the served flows matched in the baseline, times
+// servedRateHeadroom: the service keeps its usual rate, the flood above it
+// is dropped. The guard's bucket is one per rule, so under a flood much
+// larger than that rate the served packets share it with the flood's: the
+// service is slowed, not cut off. Where the rule's hits are the served
+// traffic itself (a bulk upload grew, not a flood), it is refused as before.
+const (
+	floodShareOfHits   = 0.9
+	servedRateHeadroom = 2.0
+	minServedRatePPS   = 100 // never limit a served port below this
+)
+
+// hitsAreFlood reports whether m's hits in the attack window are mostly
+// packets no served flow carries.
+func (s *servedFlows) hitsAreFlood(m *rule.Matcher, attack []rule.Packet) bool {
+	hits, servedHits := 0, 0
+	for i := range attack {
+		if m.Matches(&attack[i]) {
+			hits++
+			if s.isServed(&attack[i]) {
+				servedHits++
+			}
+		}
 	}
-	return s.refusal(s.matched(c)) == ""
+	return hits > 0 && float64(hits-servedHits) >= floodShareOfHits*float64(hits)
 }
 
-// refusesServed is the guardrails' check: it sets reason and reports true
-// when m matches the established connections the windows show.
-func refusesServed(m *rule.Matcher, in CheckInput, reason *string) bool {
+// servedVerdict judges m against the served flows of the windows: "" and 0
+// when it leaves them alone; "" and a rate (packets/s) when it may go in
+// only as a rate_limit at that rate; a reason when it must not go in.
+func servedVerdict(m *rule.Matcher, in CheckInput) (reason string, ratePPS uint32) {
 	s := newServedFlows(in.Attack, in.Baseline)
-	if r := s.refusal(s.matched(m)); r != "" {
-		*reason = r
-		return true
+	r := s.refusal(s.matched(m))
+	if r == "" {
+		return "", 0
 	}
-	return false
+	if !s.hitsAreFlood(m, in.Attack) {
+		return r, 0
+	}
+	if in.SampleEvery == 0 || in.BaselineSeconds <= 0 {
+		return r + " (no baseline rate to rate-limit at)", 0
+	}
+	baseHits := 0
+	for i := range in.Baseline {
+		if s.isServed(&in.Baseline[i]) && m.Matches(&in.Baseline[i]) {
+			baseHits++
+		}
+	}
+	rate := float64(baseHits) * float64(in.SampleEvery) / in.BaselineSeconds * servedRateHeadroom
+	return "", uint32(min(max(rate, minServedRatePPS), math.MaxUint32))
 }
 
 // ServedCollateral is what rules would do to the served flows of the

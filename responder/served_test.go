@@ -1,6 +1,7 @@
 package responder
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -55,5 +56,68 @@ func TestGuardrailsRefuseServed(t *testing.T) {
 	}
 	if strings.Contains(vs[1].Reason, "established") {
 		t.Errorf("a SYN rule refused as hitting established connections: %q", vs[1].Reason)
+	}
+}
+
+// servedACKs are the established packets of n connections from one client
+// to port 5222 (XMPP): ACKs whose window moves, as a served transfer's do.
+func servedACKs(seed, conns, perConn int) []rule.Packet {
+	var out []rule.Packet
+	for c := range conns {
+		for i := range perConn {
+			out = append(out, rule.Packet{Family: 4, Src: netip.MustParseAddr("10.221.0.2"), Dst: netip.MustParseAddr("10.221.0.1"),
+				Protocol: rule.ProtoTCP, TTL: 64, Length: 52, HasL4: true, SrcPort: uint16(40000 + seed*1000 + c), DstPort: 5222,
+				TCPFlags: rule.FlagACK, TCPWindow: uint16(500 + i%7)})
+		}
+	}
+	return out
+}
+
+// TestGuardrailsRateLimitServedOverlap (#12 item 7): a spoofed ACK flood
+// whose packets look like the served clients' ACKs to the same port. A drop
+// would cut the served connections; the rule goes in as a rate_limit at the
+// served flows' baseline rate (times the headroom) instead, and only where
+// the rule's hits are the flood: when they are the served traffic itself
+// (a bulk upload), it is still refused, and without sample rates to derive
+// a rate from, too.
+func TestGuardrailsRateLimitServedOverlap(t *testing.T) {
+	flood := make([]rule.Packet, 2000)
+	for i := range flood {
+		flood[i] = rule.Packet{Family: 4, Src: netip.AddrFrom4([4]byte{byte(1 + i%200), byte(i / 200), 7, byte(i)}), Dst: netip.MustParseAddr("10.221.0.1"),
+			Protocol: rule.ProtoTCP, TTL: 64, Length: 52, HasL4: true, SrcPort: uint16(1024 + i*7919%64000), DstPort: 5222,
+			TCPFlags: rule.FlagACK, TCPWindow: uint16(500 + i%7)}
+	}
+	baseline := append(ordinaryTraffic(3, 2000), servedACKs(1, 10, 30)...) // 300 served packets in 60 s at 1 in 16: 80 pps
+	attack := mix(1, flood, servedACKs(2, 10, 5))
+	ackRule := rule.Rule{Action: rule.ActionDrop, Match: rule.Match{Protocol: "tcp", DstPorts: []string{"5222"}, TCPFlags: "ack,!syn,!rst,!fin,!psh", Length: "52"}}
+	in := CheckInput{Attack: attack, Baseline: baseline, Mode: ModeEnforce, RuleTTL: 600e9, Origin: "builtin", SampleEvery: 16, BaselineSeconds: 60}
+
+	v := DefaultGuardrails.Check(in, []rule.Rule{ackRule})[0]
+	if !v.Accepted || v.Rule.Action != rule.ActionRateLimit || v.Rule.RatePPS != 160 {
+		t.Errorf("ACK flood over served ACKs: accepted %v, action %s at %d pps (want rate_limit at 160: 2 x 80 pps), reason %q, notes %q",
+			v.Accepted, v.Rule.Action, v.Rule.RatePPS, v.Reason, v.Notes)
+	}
+
+	in.SampleEvery = 0
+	if v := DefaultGuardrails.Check(in, []rule.Rule{ackRule})[0]; v.Accepted || !strings.Contains(v.Reason, "established connections") {
+		t.Errorf("without a baseline rate: accepted %v (%s), reason %q; want refused", v.Accepted, v.Rule.Action, v.Reason)
+	}
+
+	// The miner keeps the overlapping fingerprint for the guardrails to
+	// rate-limit, instead of leaving the flood without a rule.
+	cands := MineAlert(MinerConfig{}, "ack_flood", attack, baseline, nil)
+	var rules []rule.Rule
+	for _, c := range cands {
+		rules = append(rules, c.Rule)
+	}
+	in.SampleEvery = 16
+	limited := 0
+	for _, v := range DefaultGuardrails.Check(in, rules) {
+		if v.Accepted && v.Rule.Action == rule.ActionRateLimit {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Errorf("miner: no rate-limited rule for the flood among %+v", cands)
 	}
 }
