@@ -141,12 +141,12 @@ func TestAgentLifecycle(t *testing.T) {
 		t.Fatalf("POST answer has no rule id: %s", body)
 	}
 
-	held := heldPrograms(t, agent.cmd.Process.Pid)
+	held := heldPrograms(t, agent.Cmd.Process.Pid)
 	if len(held) < 5 {
 		t.Errorf("the running agent holds %d programs (%v), want the exporter's and the guard's", len(held), held)
 	}
-	if err := agent.stop(t); err != nil {
-		t.Errorf("agent exit after SIGTERM: %v\n%s", err, agent.out.String())
+	if err := agent.Stop(t); err != nil {
+		t.Errorf("agent exit after SIGTERM: %v\n%s", err, agent.Out.String())
 	}
 	// The kernel frees a closed program asynchronously: give it a moment.
 	var left []string
@@ -181,7 +181,7 @@ func TestAgentLifecycle(t *testing.T) {
 	if code, _ := httpDo(t, "DELETE", agent.URL+"/api/v1/rules/"+added.ID, token, ""); code != 404 {
 		t.Errorf("DELETE of a deleted rule: %d, want 404", code)
 	}
-	if err := agent.stop(t); err != nil {
+	if err := agent.Stop(t); err != nil {
 		t.Errorf("agent exit after SIGTERM: %v", err)
 	}
 

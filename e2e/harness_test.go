@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,12 +25,7 @@ func TestMain(m *testing.M) {
 }
 
 // agentProc is a running `packetscope agent` or `packetscope run`.
-type agentProc struct {
-	cmd  *exec.Cmd
-	out  *testnet.SyncBuffer
-	URL  string
-	done chan error
-}
+type agentProc = testnet.Packetscope
 
 // startAgent starts the binary with args plus a fresh loopback listen
 // address, waits until /readyz answers 200 and stops it at cleanup.
@@ -44,62 +38,8 @@ func startAgent(tb testing.TB, args ...string) *agentProc {
 // own environment, e.g. the OTEL_* variables that turn tracing on.
 func startAgentEnv(tb testing.TB, env []string, args ...string) *agentProc {
 	tb.Helper()
-	port := testnet.FreePort(tb)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(testnet.PacketscopeBinary(tb), append(args, "--web.listen-address="+addr)...)
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	p := &agentProc{cmd: cmd, out: &testnet.SyncBuffer{}, URL: "http://" + addr, done: make(chan error, 1)}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	go func() { p.done <- cmd.Wait() }()
-	tb.Cleanup(func() {
-		p.stop(tb)
-		if tb.Failed() {
-			tb.Logf("packetscope output:\n%s", p.out.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-p.done:
-			p.done <- err
-			tb.Fatalf("packetscope exited early (%v):\n%s", err, p.out.String())
-		default:
-		}
-		if resp, err := http.Get(p.URL + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	tb.Fatalf("packetscope not ready within 30s:\n%s", p.out.String())
-	return nil
-}
-
-// stop sends SIGTERM and waits for a clean exit; it returns the exit error.
-func (p *agentProc) stop(tb testing.TB) error {
-	tb.Helper()
-	if p.cmd.ProcessState != nil {
-		return nil
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return err
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		err := <-p.done
-		p.done <- err
-		tb.Errorf("packetscope did not stop within 15s of SIGTERM")
-		return err
-	}
+	return testnet.StartPacketscope(tb, testnet.ProcessConfig{Binary: testnet.PacketscopeBinary(tb), Env: env,
+		ReadyTimeout: 30 * time.Second, StopTimeout: 15 * time.Second}, args...)
 }
 
 func httpGet(tb testing.TB, url string) (int, string) {

@@ -163,7 +163,7 @@ func TestHostileHugeAlertRestart(t *testing.T) {
 		t.Fatalf("post %d bytes: %d %s", len(body), code, text)
 	}
 	waitDecisionOutcome(t, first.URL, "", func(d map[string]any) bool { return d["outcome"] == "unknown_agent" })
-	if err := first.stop(t); err != nil {
+	if err := first.Stop(t); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	data, err := os.ReadFile(audit)

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 
+	"github.com/packetscope/packetscope/internal/attackgen"
 	"github.com/packetscope/packetscope/rule"
 )
 
@@ -17,6 +18,8 @@ import (
 var victim4 = netip.MustParseAddr("10.10.10.10")
 var victim6 = netip.MustParseAddr("2001:db8:10::10")
 
+// randAddr4 is not attackgen.PublicAddr4, which also skips 100/8 and 127/8:
+// testdata/ordinary.pcap was written from this sequence (TestOrdinaryPcap).
 func randAddr4(r *rand.Rand) netip.Addr {
 	for {
 		a := netip.AddrFrom4([4]byte{byte(1 + r.IntN(222)), byte(r.IntN(256)), byte(r.IntN(256)), byte(1 + r.IntN(254))})
@@ -26,21 +29,11 @@ func randAddr4(r *rand.Rand) netip.Addr {
 	}
 }
 
-func randAddr6(r *rand.Rand) netip.Addr {
-	var b [16]byte
-	b[0], b[1] = 0x20, 0x01
-	for i := 2; i < 16; i++ {
-		b[i] = byte(r.IntN(256))
-	}
-	return netip.AddrFrom16(b)
-}
-
-func pathTTL(r *rand.Rand) uint8 {
-	base := []int{64, 64, 64, 128, 128, 255}[r.IntN(6)]
-	return uint8(base - 3 - r.IntN(25))
-}
-
-func ephemeral(r *rand.Rand) uint16 { return uint16(32768 + r.IntN(28000)) }
+var (
+	randAddr6 = attackgen.PublicAddr6
+	pathTTL   = attackgen.PathTTL
+	ephemeral = attackgen.Ephemeral
+)
 
 func tcpPkt(src, dst netip.Addr, sport, dport uint16, flags uint8, win uint16, length uint16, ttl uint8) rule.Packet {
 	fam := uint8(4)

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -79,12 +78,7 @@ func atLeast(tb testing.TB, rel, version string) bool {
 	return a > c || a == c && b >= d
 }
 
-type agent struct {
-	cmd  *exec.Cmd
-	out  *testnet.SyncBuffer
-	url  string
-	done chan error
-}
+type agent = testnet.Packetscope
 
 // spanSink is an OTLP/HTTP trace receiver: it keeps the names and status
 // of every span the agent exports.
@@ -148,61 +142,13 @@ func (s *spanSink) byTrace() map[string]map[string]bool {
 // emulation on a busy 2-core machine is slow: up to three minutes).
 func startAgent(tb testing.TB, env []string, args ...string) *agent {
 	tb.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(tb))
-	cmd := exec.Command(binary(tb), append(args, "--web.listen-address="+addr)...)
-	cmd.Env = append(os.Environ(), env...)
-	a := &agent{cmd: cmd, out: &testnet.SyncBuffer{}, url: "http://" + addr, done: make(chan error, 1)}
-	cmd.Stdout, cmd.Stderr = a.out, a.out
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	go func() { a.done <- cmd.Wait() }()
-	tb.Cleanup(func() {
-		a.stop(tb)
-		if tb.Failed() {
-			tb.Logf("packetscope output:\n%s", a.out.String())
-		}
-	})
-	for deadline := time.Now().Add(180 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		select {
-		case err := <-a.done:
-			a.done <- err
-			tb.Fatalf("packetscope exited early (%v):\n%s", err, a.out.String())
-		default:
-		}
-		if resp, err := http.Get(a.url + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return a
-			}
-		}
-	}
-	tb.Fatalf("packetscope not ready within 180s:\n%s", a.out.String())
-	return nil
+	return testnet.StartPacketscope(tb, testnet.ProcessConfig{Binary: binary(tb), Env: append([]string{}, env...),
+		ReadyTimeout: 180 * time.Second, StopTimeout: 30 * time.Second}, args...)
 }
 
-func (a *agent) stop(tb testing.TB) error {
+func metrics(tb testing.TB, a *agent) string {
 	tb.Helper()
-	if a.cmd.ProcessState != nil {
-		return nil
-	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-a.done:
-		a.done <- err
-		return err
-	case <-time.After(30 * time.Second):
-		_ = a.cmd.Process.Kill()
-		err := <-a.done
-		a.done <- err
-		tb.Errorf("packetscope did not stop within 30s of SIGTERM")
-		return err
-	}
-}
-
-func (a *agent) metrics(tb testing.TB) string {
-	tb.Helper()
-	_, body := httpDo(tb, "GET", a.url+"/metrics", "")
+	_, body := httpDo(tb, "GET", a.URL+"/metrics", "")
 	return body
 }
 
@@ -350,8 +296,8 @@ func TestAgentOnThisKernel(t *testing.T) {
 	t.Logf("agent ready in %v", time.Since(start).Round(time.Millisecond))
 
 	t.Run("features", func(t *testing.T) {
-		m := ag.metrics(t)
-		logs := ag.out.String()
+		m := metrics(t, ag)
+		logs := ag.Out.String()
 		for name, since := range features {
 			v, ok := metricValue(m, "packetscope_feature_enabled", "feature="+name)
 			if !ok {
@@ -379,13 +325,13 @@ func TestAgentOnThisKernel(t *testing.T) {
 		// only a few: resolve first, then count.
 		sendUDP(t, client, "10.211.0.1:7", 1, 10)
 		time.Sleep(time.Second)
-		before := ag.metrics(t)
+		before := metrics(t, ag)
 		p0, _ := metricValue(before, "packetscope_packets_total", "interface=va", "direction=rx", "protocol=udp")
 		b0, _ := metricValue(before, "packetscope_bytes_total", "interface=va", "direction=rx", "protocol=udp")
 		sendUDP(t, client, "10.211.0.1:7", 100, 200)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			m := ag.metrics(t)
+			m := metrics(t, ag)
 			p, _ := metricValue(m, "packetscope_packets_total", "interface=va", "direction=rx", "protocol=udp")
 			b, _ := metricValue(m, "packetscope_bytes_total", "interface=va", "direction=rx", "protocol=udp")
 			tx, _ := metricValue(m, "packetscope_packets_total", "interface=va", "direction=tx")
@@ -429,7 +375,7 @@ func TestAgentOnThisKernel(t *testing.T) {
 	})
 
 	t.Run("traffic window", func(t *testing.T) {
-		code, body := httpDo(t, "GET", ag.url+"/api/v1/traffic?window=60s", "")
+		code, body := httpDo(t, "GET", ag.URL+"/api/v1/traffic?window=60s", "")
 		if code != http.StatusOK {
 			t.Fatalf("GET /api/v1/traffic: %d %s", code, body)
 		}
@@ -452,7 +398,7 @@ func TestAgentOnThisKernel(t *testing.T) {
 	var ruleID string
 	t.Run("guard drops a flood", func(t *testing.T) {
 		rule := `{"action":"drop","match":{"src":"10.211.0.2/32","protocol":"udp","dst_ports":["` + floodPort + `"]},"ttl_seconds":600,"reason":"kernel smoke"}`
-		code, body := httpDo(t, "POST", ag.url+"/api/v1/rules", rule)
+		code, body := httpDo(t, "POST", ag.URL+"/api/v1/rules", rule)
 		if code/100 != 2 {
 			t.Fatalf("POST rule: %d %s", code, body)
 		}
@@ -463,11 +409,11 @@ func TestAgentOnThisKernel(t *testing.T) {
 			t.Fatalf("POST answer has no rule id: %s", body)
 		}
 		ruleID = added.ID
-		m0 := ag.metrics(t)
+		m0 := metrics(t, ag)
 		d0, _ := metricValue(m0, "packetscope_xdp_packets_total", "interface=va", "action=drop")
 		p0, _ := metricValue(m0, "packetscope_packets_total", "interface=va", "direction=rx", "protocol=udp")
 		sendUDP(t, client, "10.211.0.1:"+floodPort, 1000, 64)
-		m := ag.metrics(t)
+		m := metrics(t, ag)
 		d, _ := metricValue(m, "packetscope_xdp_packets_total", "interface=va", "action=drop")
 		p, _ := metricValue(m, "packetscope_packets_total", "interface=va", "direction=rx", "protocol=udp")
 		if d-d0 < 1000 {
@@ -483,19 +429,19 @@ func TestAgentOnThisKernel(t *testing.T) {
 		if ruleID == "" {
 			t.Fatal("no rule was added")
 		}
-		if err := ag.stop(t); err != nil {
-			t.Errorf("agent exit after SIGTERM: %v\n%s", err, ag.out.String())
+		if err := ag.Stop(t); err != nil {
+			t.Errorf("agent exit after SIGTERM: %v\n%s", err, ag.Out.String())
 		}
 		if out := victim.MustRun("tc", "filter", "show", "dev", "va", "ingress"); strings.Contains(out, "bpf") {
 			t.Errorf("a stopped agent left its tc filter:\n%s", out)
 		}
 		ag = startAgent(t, env, args...)
-		_, list := httpDo(t, "GET", ag.url+"/api/v1/rules", "")
+		_, list := httpDo(t, "GET", ag.URL+"/api/v1/rules", "")
 		if strings.Count(list, ruleID) != 1 {
 			t.Errorf("after a restart the rule %s is not listed exactly once: %s", ruleID, list)
 		}
 		sendUDP(t, client, "10.211.0.1:"+floodPort, 200, 64)
-		if d, _ := metricValue(ag.metrics(t), "packetscope_xdp_packets_total", "interface=va", "action=drop"); d < 200 {
+		if d, _ := metricValue(metrics(t, ag), "packetscope_xdp_packets_total", "interface=va", "action=drop"); d < 200 {
 			t.Errorf("xdp drops after the restart = %v, want >= 200", d)
 		}
 	})

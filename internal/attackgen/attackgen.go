@@ -134,7 +134,9 @@ func WritePcap(w io.Writer, frames [][]byte, start time.Time, pps int) error {
 
 // Addresses and header shapes of the Internet the traffic comes from.
 
-func publicAddr4(r *rand.Rand) netip.Addr {
+// PublicAddr4 is a random global unicast IPv4 address outside private,
+// shared (100/8) and loopback space.
+func PublicAddr4(r *rand.Rand) netip.Addr {
 	for {
 		a := netip.AddrFrom4([4]byte{byte(1 + r.IntN(222)), byte(r.IntN(256)), byte(r.IntN(256)), byte(1 + r.IntN(254))})
 		if a.IsGlobalUnicast() && !a.IsPrivate() && a.As4()[0] != 100 && a.As4()[0] != 127 {
@@ -143,7 +145,8 @@ func publicAddr4(r *rand.Rand) netip.Addr {
 	}
 }
 
-func publicAddr6(r *rand.Rand) netip.Addr {
+// PublicAddr6 is a random address in 2001::/16.
+func PublicAddr6(r *rand.Rand) netip.Addr {
 	var b [16]byte
 	b[0], b[1] = 0x20, 0x01
 	for i := 2; i < 16; i++ {
@@ -152,13 +155,14 @@ func publicAddr6(r *rand.Rand) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// pathTTL is a sender's initial TTL (64, 128 or 255) less its path's hops.
-func pathTTL(r *rand.Rand) uint8 {
+// PathTTL is a sender's initial TTL (64, 128 or 255) less its path's hops.
+func PathTTL(r *rand.Rand) uint8 {
 	base := []int{64, 64, 64, 128, 128, 255}[r.IntN(6)]
 	return uint8(base - 3 - r.IntN(25))
 }
 
-func ephemeral(r *rand.Rand) uint16 { return uint16(32768 + r.IntN(28000)) }
+// Ephemeral is a random port of Linux's ephemeral range.
+func Ephemeral(r *rand.Rand) uint16 { return uint16(32768 + r.IntN(28000)) }
 
 // host is a remote address with its path's TTL and an IP ID counter.
 type host struct {
@@ -183,7 +187,7 @@ func (h *host) hdr(dst netip.Addr) ipHeader {
 func hosts(r *rand.Rand, n int) []*host {
 	out := make([]*host, n)
 	for i := range out {
-		out[i] = &host{addr: publicAddr4(r), ttl: pathTTL(r), id: uint16(r.IntN(65536))}
+		out[i] = &host{addr: PublicAddr4(r), ttl: PathTTL(r), id: uint16(r.IntN(65536))}
 	}
 	return out
 }

@@ -43,13 +43,13 @@ var classes = []Class{
 	}},
 	{Name: "udp_flood_spoofed", Alert: "udp_flood", Doc: "spoofed UDP flood: random sources and ports, a fixed 1024-byte payload", gen: func(g *gen, n int) {
 		for range n {
-			h := host{addr: publicAddr4(g.r), ttl: uint8(64 + g.r.IntN(128)), id: uint16(g.r.IntN(65536))}
+			h := host{addr: PublicAddr4(g.r), ttl: uint8(64 + g.r.IntN(128)), id: uint16(g.r.IntN(65536))}
 			g.add(g.b.udp(h.hdr(g.victim), uint16(1024+g.r.IntN(64000)), uint16(1+g.r.IntN(65535)), 1024)...)
 		}
 	}},
 	{Name: "frag_flood", Alert: "fragment_flood", Doc: "spoofed flood of later IP fragments (no L4 header), random offsets and IDs, 1500 bytes", gen: func(g *gen, n int) {
 		for range n {
-			h := host{addr: publicAddr4(g.r), ttl: pathTTL(g.r)}
+			h := host{addr: PublicAddr4(g.r), ttl: PathTTL(g.r)}
 			ip := h.hdr(g.victim)
 			ip.id = uint16(g.r.IntN(65536))
 			g.add(g.b.laterFragment(ip, uint16(1+g.r.IntN(8000)), 1480))
@@ -57,39 +57,39 @@ var classes = []Class{
 	}},
 	{Name: "syn_flood_random", Alert: "syn_flood", Doc: "spoofed SYN flood from a raw-socket tool that randomizes every field it writes (TTL, window, source port, IP ID, sequence) and sends no options, to port 443", gen: func(g *gen, n int) {
 		for range n {
-			h := host{addr: publicAddr4(g.r), ttl: uint8(32 + g.r.IntN(224)), id: uint16(g.r.IntN(65536))}
+			h := host{addr: PublicAddr4(g.r), ttl: uint8(32 + g.r.IntN(224)), id: uint16(g.r.IntN(65536))}
 			g.add(g.b.tcp(h.hdr(g.victim), tcpSeg{sport: uint16(1024 + g.r.IntN(64000)), dport: 443, flags: 0x02, window: uint16(g.r.IntN(65536)), seq: g.r.Uint32()}))
 		}
 	}},
 	{Name: "syn_flood_mimic", Alert: "syn_flood", Mimic: true, Doc: "spoofed SYN flood that copies a Linux client's SYN (20 bytes of options, TTL 64 less the path) and randomizes only the window, to port 443: its headers overlap the node's real clients", gen: func(g *gen, n int) {
 		for range n {
-			h := host{addr: publicAddr4(g.r), ttl: pathTTL(g.r), id: uint16(g.r.IntN(65536))}
-			g.add(g.b.tcp(h.hdr(g.victim), tcpSeg{sport: ephemeral(g.r), dport: 443, flags: 0x02, window: uint16(g.r.IntN(65536)), seq: g.r.Uint32(), options: 20}))
+			h := host{addr: PublicAddr4(g.r), ttl: PathTTL(g.r), id: uint16(g.r.IntN(65536))}
+			g.add(g.b.tcp(h.hdr(g.victim), tcpSeg{sport: Ephemeral(g.r), dport: 443, flags: 0x02, window: uint16(g.r.IntN(65536)), seq: g.r.Uint32(), options: 20}))
 		}
 	}},
 	{Name: "syn_flood_constant", Alert: "syn_flood", Doc: "spoofed SYN flood from a tool with constant fields (window 1024, TTL 255, no options) to random ports", gen: func(g *gen, n int) {
 		for range n {
-			h := host{addr: publicAddr4(g.r), ttl: 255, id: uint16(g.r.IntN(65536))}
+			h := host{addr: PublicAddr4(g.r), ttl: 255, id: uint16(g.r.IntN(65536))}
 			g.add(g.b.tcp(h.hdr(g.victim), tcpSeg{sport: uint16(1024 + g.r.IntN(64000)), dport: uint16(1 + g.r.IntN(65535)), flags: 0x02, window: 1024, seq: g.r.Uint32()}))
 		}
 	}},
 	{Name: "syn_flood_flags", Alert: "syn_flood", Doc: "SYN flood with unusual flag combinations (SYN with URG, PSH, ECE/CWR, FIN) to port 80", gen: func(g *gen, n int) {
 		combos := []uint8{0x02 | 0x20, 0x02 | 0x08, 0x02 | 0x40 | 0x80, 0x02 | 0x01, 0x02 | 0x08 | 0x20}
 		for range n {
-			h := host{addr: publicAddr4(g.r), ttl: uint8(64 - g.r.IntN(20)), id: uint16(g.r.IntN(65536))}
-			g.add(g.b.tcp(h.hdr(g.victim), tcpSeg{sport: ephemeral(g.r), dport: 80, flags: combos[g.r.IntN(len(combos))], window: 512, seq: g.r.Uint32()}))
+			h := host{addr: PublicAddr4(g.r), ttl: uint8(64 - g.r.IntN(20)), id: uint16(g.r.IntN(65536))}
+			g.add(g.b.tcp(h.hdr(g.victim), tcpSeg{sport: Ephemeral(g.r), dport: 80, flags: combos[g.r.IntN(len(combos))], window: 512, seq: g.r.Uint32()}))
 		}
 	}},
 	{Name: "ack_flood_spoofed", Alert: "ack_flood", Doc: "spoofed ACK flood to ports 80 and 443: random sequence numbers, windows and TTLs, some with a small payload", gen: func(g *gen, n int) {
 		for range n {
-			h := host{addr: publicAddr4(g.r), ttl: uint8(32 + g.r.IntN(200)), id: uint16(g.r.IntN(65536))}
+			h := host{addr: PublicAddr4(g.r), ttl: uint8(32 + g.r.IntN(200)), id: uint16(g.r.IntN(65536))}
 			pl := []int{0, 0, 0, 6}[g.r.IntN(4)]
 			g.add(g.b.tcp(h.hdr(g.victim), tcpSeg{sport: uint16(1024 + g.r.IntN(64000)), dport: []uint16{80, 443}[g.r.IntN(2)], flags: 0x10, window: uint16(g.r.IntN(65536)), seq: g.r.Uint32(), ack: g.r.Uint32(), payload: pl}))
 		}
 	}},
 	{Name: "rst_flood", Alert: "rst_flood", Doc: "spoofed RST and RST-ACK flood to random ports", gen: func(g *gen, n int) {
 		for range n {
-			h := host{addr: publicAddr4(g.r), ttl: pathTTL(g.r), id: uint16(g.r.IntN(65536))}
+			h := host{addr: PublicAddr4(g.r), ttl: PathTTL(g.r), id: uint16(g.r.IntN(65536))}
 			f := []uint8{0x04, 0x14}[g.r.IntN(2)]
 			g.add(g.b.tcp(h.hdr(g.victim), tcpSeg{sport: uint16(1 + g.r.IntN(65535)), dport: uint16(1 + g.r.IntN(65535)), flags: f, seq: g.r.Uint32()}))
 		}
@@ -97,7 +97,7 @@ var classes = []Class{
 	{Name: "tcp_flag_mix", Alert: "syn_flood", Doc: "multi-vector TCP flood: SYN, ACK, FIN-PSH-URG (xmas) and no-flag packets, spoofed, to port 443", gen: func(g *gen, n int) {
 		combos := []uint8{0x02, 0x10, 0x01 | 0x08 | 0x20, 0x00}
 		for range n {
-			h := host{addr: publicAddr4(g.r), ttl: uint8(40 + g.r.IntN(200)), id: uint16(g.r.IntN(65536))}
+			h := host{addr: PublicAddr4(g.r), ttl: uint8(40 + g.r.IntN(200)), id: uint16(g.r.IntN(65536))}
 			g.add(g.b.tcp(h.hdr(g.victim), tcpSeg{sport: uint16(1024 + g.r.IntN(64000)), dport: 443, flags: combos[g.r.IntN(len(combos))], window: uint16(g.r.IntN(65536)), seq: g.r.Uint32()}))
 		}
 	}},
@@ -111,7 +111,7 @@ var classes = []Class{
 			i := g.r.IntN(len(refl))
 			win := []uint16{65160, 64240, 29200, 65535, 14600}[i%5]
 			opts := []int{20, 20, 12, 8, 4}[i%5]
-			seg := tcpSeg{sport: svc[i], dport: ephemeral(g.r), flags: 0x12, window: win, seq: g.r.Uint32(), ack: g.r.Uint32(), options: opts}
+			seg := tcpSeg{sport: svc[i], dport: Ephemeral(g.r), flags: 0x12, window: win, seq: g.r.Uint32(), ack: g.r.Uint32(), options: opts}
 			// Servers retransmit an unanswered SYN-ACK a few times.
 			for range 1 + g.r.IntN(4) {
 				g.add(g.b.tcp(refl[i].hdr(g.victim), seg))

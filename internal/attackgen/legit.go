@@ -35,9 +35,9 @@ func bulk(g *gen, n int, peers []*host, streams int, toNode bool) {
 	for i := range ss {
 		s := &stream{src: peers[i%len(peers)], dst: g.victim, seq: g.r.Uint32(), ack: g.r.Uint32(), win: uint16(500 + g.r.IntN(3000))}
 		if toNode {
-			s.sport, s.dport = ephemeral(g.r), 443
+			s.sport, s.dport = Ephemeral(g.r), 443
 		} else {
-			s.sport, s.dport = 443, ephemeral(g.r)
+			s.sport, s.dport = 443, Ephemeral(g.r)
 		}
 		ss[i] = s
 	}
@@ -54,7 +54,7 @@ func bulk(g *gen, n int, peers []*host, streams int, toNode bool) {
 // shortConn writes one short request from a client to the node's port:
 // handshake, request, the client's ACKs of the answer, FIN.
 func shortConn(g *gen, client *host, port uint16) {
-	s := &stream{src: client, sport: ephemeral(g.r), dport: port, dst: g.to(client), seq: g.r.Uint32(), win: []uint16{64240, 65535, 29200}[g.r.IntN(3)]}
+	s := &stream{src: client, sport: Ephemeral(g.r), dport: port, dst: g.to(client), seq: g.r.Uint32(), win: []uint16{64240, 65535, 29200}[g.r.IntN(3)]}
 	syn := tcpSeg{sport: s.sport, dport: port, flags: 0x02, window: s.win, seq: s.seq, options: []int{20, 12, 24}[g.r.IntN(3)]}
 	g.add(g.b.tcp(client.hdr(g.to(client)), syn))
 	s.seq++
@@ -88,7 +88,7 @@ func Background(cfg Config, seed uint64, n int) [][]byte {
 	clients := hosts(r, 3000)
 	for i := range clients {
 		if i%10 == 0 {
-			clients[i].addr = publicAddr6(r)
+			clients[i].addr = PublicAddr6(r)
 		}
 	}
 	servers := hosts(r, 40)
@@ -97,15 +97,15 @@ func Background(cfg Config, seed uint64, n int) [][]byte {
 	var up, down []*stream
 	for i := range 3 {
 		c := clients[r.IntN(len(clients))]
-		up = append(up, &stream{src: c, sport: ephemeral(r), dport: []uint16{443, 22, 443}[i], dst: g.to(c), seq: r.Uint32(), win: uint16(500 + r.IntN(3000))})
-		down = append(down, &stream{src: servers[r.IntN(len(servers))], sport: 443, dport: ephemeral(r), dst: g.victim, seq: r.Uint32(), win: uint16(500 + r.IntN(3000))})
+		up = append(up, &stream{src: c, sport: Ephemeral(r), dport: []uint16{443, 22, 443}[i], dst: g.to(c), seq: r.Uint32(), win: uint16(500 + r.IntN(3000))})
+		down = append(down, &stream{src: servers[r.IntN(len(servers))], sport: 443, dport: Ephemeral(r), dst: g.victim, seq: r.Uint32(), win: uint16(500 + r.IntN(3000))})
 	}
 	quic := make([]struct {
 		h     *host
 		sport uint16
 	}, 200)
 	for i := range quic {
-		quic[i].h, quic[i].sport = clients[r.IntN(len(clients))], ephemeral(r)
+		quic[i].h, quic[i].sport = clients[r.IntN(len(clients))], Ephemeral(r)
 	}
 	for len(g.out) < n {
 		x := r.IntN(1000)
@@ -121,7 +121,7 @@ func Background(cfg Config, seed uint64, n int) [][]byte {
 			g.add(s.segment(g, []uint8{0x10, 0x10, 0x10, 0x18}[r.IntN(4)], 1448))
 		case x < 700: // replies to the node's own connections, new or reused (keep-alive, pools)
 			sv := servers[r.IntN(len(servers))]
-			s := &stream{src: sv, sport: []uint16{443, 80, 5432}[r.IntN(3)], dport: ephemeral(r), dst: g.victim, seq: r.Uint32(), win: 65160}
+			s := &stream{src: sv, sport: []uint16{443, 80, 5432}[r.IntN(3)], dport: Ephemeral(r), dst: g.victim, seq: r.Uint32(), win: 65160}
 			if r.IntN(4) == 0 {
 				g.add(g.b.tcp(sv.hdr(g.victim), tcpSeg{sport: s.sport, dport: s.dport, flags: 0x12, window: 65160, seq: s.seq, options: 20}))
 			}
@@ -135,7 +135,7 @@ func Background(cfg Config, seed uint64, n int) [][]byte {
 			if r.IntN(200) == 0 {
 				size = 1600 + r.IntN(1500) // a DNSSEC answer, fragmented
 			}
-			g.add(g.b.udp(res.hdr(g.victim), 53, ephemeral(r), size)...)
+			g.add(g.b.udp(res.hdr(g.victim), 53, Ephemeral(r), size)...)
 		case x < 900:
 			q := quic[r.IntN(len(quic))]
 			g.add(g.b.udp(q.h.hdr(g.to(q.h)), q.sport, 443, 1200+r.IntN(150))...)
@@ -151,7 +151,7 @@ func Background(cfg Config, seed uint64, n int) [][]byte {
 			g.add(g.b.icmp(sv.hdr(g.victim), []uint8{3, 3, 11}[r.IntN(3)], 3, 28+r.IntN(8)*8))
 		default:
 			c := clients[r.IntN(len(clients))]
-			g.add(g.b.tcp(c.hdr(g.to(c)), tcpSeg{sport: ephemeral(r), dport: 443, flags: []uint8{0x04, 0x14}[r.IntN(2)], seq: r.Uint32()}))
+			g.add(g.b.tcp(c.hdr(g.to(c)), tcpSeg{sport: Ephemeral(r), dport: 443, flags: []uint8{0x04, 0x14}[r.IntN(2)], seq: r.Uint32()}))
 		}
 	}
 	return g.out
