@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -124,11 +125,7 @@ func startDefenseStack(t testing.TB, analyst string) *defenseStack {
 		// rule for it look like collateral.
 		"--responder.attack-window-min", "5s", "--responder.baseline-gap", "10s"}
 	if analyst == "llm" {
-		tt, ok := t.(*testing.T)
-		if !ok {
-			t.Fatal("the scripted LLM runs in tests only")
-		}
-		llm := newScriptedLLM(tt)
+		llm := newScriptedLLM(t)
 		args = append(args, "--llm.base-url", llm.URL+"/v1", "--llm.model", "e2e-model",
 			"--llm.api-key-file", writeToken(t, "llm-key"), "--no-llm.fallback")
 	}
@@ -205,7 +202,10 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-// BenchmarkDefenseClasses runs the defense loop with the builtin analyst
+// BenchmarkDefenseClasses runs the defense loop with each analyst of
+// BENCH_ANALYSTS (default "builtin,llm"; the LLM is the scripted test
+// model, which proposes the miner's candidates: what is measured is the
+// LLM path — prompt, strict schema, guardrails — not a model's judgement)
 // against every attack class of internal/attackgen (held-out ones
 // included; the mimic class, which no header rule separates from clients,
 // and the legitimate classes excluded), replayed at 20 kpps. It measures,
@@ -213,15 +213,18 @@ func ratio(a, b float64) float64 {
 // (-benchtime=1x) and tabulates the logged time to mitigate.
 func BenchmarkDefenseClasses(b *testing.B) {
 	testnet.RequireRoot(b)
-	for _, c := range attackgen.Classes() {
-		if c.Legit || c.Mimic {
-			continue
-		}
-		b.Run(c.Name, func(b *testing.B) {
-			for range b.N {
-				runDefense(b, "builtin", attack{name: c.Name, gen: c.Name, port: 80, replayPPS: 20000})
+	analysts := strings.Split(cmp.Or(os.Getenv("BENCH_ANALYSTS"), "builtin,llm"), ",")
+	for _, analyst := range analysts {
+		for _, c := range attackgen.Classes() {
+			if c.Legit || c.Mimic {
+				continue
 			}
-		})
+			b.Run(analyst+"/"+c.Name, func(b *testing.B) {
+				for range b.N {
+					runDefense(b, analyst, attack{name: c.Name, gen: c.Name, port: 80, replayPPS: 20000})
+				}
+			})
+		}
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 // the propose_rules tool with the evidence's fingerprint candidates that
 // cover most of the attack and little of the baseline. The responder must
 // still validate and replay what it proposes.
-func newScriptedLLM(t *testing.T) *httptest.Server {
+func newScriptedLLM(t testing.TB) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/chat/completions" || r.Header.Get("Authorization") != "Bearer llm-key" {

@@ -5,7 +5,8 @@
 #     what `packetscope analyze` runs): coverage of the attack as it goes on,
 #     collateral on ordinary traffic from another window, and on the
 #     established connections the node serves, counted apart;
-#  2. live class matrix (BENCH_DEFENSE_LIVE=0 skips it, ~30 min): each attack
+#  2. live class matrix (BENCH_DEFENSE_LIVE=0 skips it, ~30 min per analyst;
+#     BENCH_ANALYSTS=builtin,llm by default): each attack
 #     class replayed at 20 kpps into an isolated victim running `packetscope
 #     run`, with real Prometheus and Alertmanager: time from the first attack
 #     packet to >= 99 % dropped at XDP, the share dropped while the rules
@@ -42,11 +43,11 @@ if [ "${BENCH_DEFENSE_LIVE:-1}" != "0" ]; then
 		grep -E -- '--- FAIL|defense_test.go' "$log" >&2 || true
 		echo "bench-defense: a class was not mitigated live (above)" >&2
 	fi
-	echo "| class | first packet → 99 % dropped | dropped while rules hold | legitimate requests served |"
-	echo "|---|---|---|---|"
+	echo "| class | analyst | first packet → 99 % dropped | dropped while rules hold | legitimate requests served |"
+	echo "|---|---|---|---|---|"
 	sed -E 's/^ *defense_test.go:[0-9]+: //' "$log" | awk '
-		/builtin analyst: first attack packet/ { split($0, a, ","); cls=a[1]; t[cls]=$NF; order[++n]=cls }
-		/builtin analyst: .* of the attack dropped/ { split($0, a, ","); d[a[1]]=$4 }
+		/ analyst: first attack packet/ { cls=$1; sub(/,$/, "", cls); key=cls " | " $2; t[key]=$NF; order[++n]=key }
+		/ analyst: .* of the attack dropped/ { cls=$1; sub(/,$/, "", cls); d[cls " | " $2]=$4 }
 		/^legitimate client:/ { if (n) { s[order[n]]=$3 " of " ($3+$5) } }
 		END { for (i=1; i<=n; i++) { c=order[i]; printf "| %s | %s | %s | %s |\n", c, t[c], d[c], s[c] } }'
 fi
