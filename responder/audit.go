@@ -27,7 +27,7 @@ import (
 type Decision struct {
 	ID          string    `json:"id"`
 	Time        time.Time `json:"time"`
-	Kind        string    `json:"kind"` // alert, repeat, resolved, expired
+	Kind        string    `json:"kind"` // alert, repeat, resolved, expired, withdrawn
 	Outcome     string    `json:"outcome"`
 	Analyst     string    `json:"analyst,omitempty"`
 	Alert       AlertInfo `json:"alert"`

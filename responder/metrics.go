@@ -19,10 +19,11 @@ const (
 	OutcomeNoAgent      = "no_agent"      // kept for dashboards of older versions; no longer recorded
 	OutcomeUnknownAgent = "unknown_agent" // the alert's instance names no configured agent: nothing contacted
 	OutcomeAnalystErr   = "analyst_error" // the LLM failed and fallback is off
+	OutcomeWithdrawn    = "withdrawn"     // a rule cut connections the node serves after it went in: deleted
 )
 
 var allOutcomes = []string{OutcomeApplied, OutcomeMonitor, OutcomeNoAction, OutcomeRejected, OutcomeAgentError,
-	OutcomeRepeat, OutcomeResolved, OutcomeExpired, OutcomeNoAgent, OutcomeUnknownAgent, OutcomeAnalystErr}
+	OutcomeRepeat, OutcomeResolved, OutcomeExpired, OutcomeNoAgent, OutcomeUnknownAgent, OutcomeAnalystErr, OutcomeWithdrawn}
 
 type metrics struct {
 	decisions   *prometheus.CounterVec

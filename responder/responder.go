@@ -947,14 +947,17 @@ func (r *Responder) removeRules(ctx context.Context, agentURL string, rules []Ap
 
 // sweep records rules that expired (with their last hit counts) and forgets
 // alerts that have been quiet for long.
+// sweepItem is an alert whose decision left rules on an agent.
+type sweepItem struct {
+	fp, agent string
+	rules     []AppliedRule
+	alert     AlertInfo
+	analyst   string
+}
+
 func (r *Responder) sweep(ctx context.Context) {
 	now := r.cfg.Now()
-	type item struct {
-		fp    string
-		agent string
-		rules []AppliedRule
-	}
-	var live []item
+	var live []sweepItem
 	r.mu.Lock()
 	for fp, s := range r.alerts {
 		if s.status != statusPending && len(s.rules) == 0 && now.Sub(s.lastSeen) > time.Hour {
@@ -962,7 +965,7 @@ func (r *Responder) sweep(ctx context.Context) {
 			continue
 		}
 		if s.status == statusDone && len(s.rules) > 0 {
-			live = append(live, item{fp, s.agentURL, append([]AppliedRule(nil), s.rules...)})
+			live = append(live, sweepItem{fp: fp, agent: s.agentURL, rules: append([]AppliedRule(nil), s.rules...), alert: s.alert, analyst: s.analyst})
 		}
 	}
 	r.mu.Unlock()
@@ -989,19 +992,18 @@ func (r *Responder) sweep(ctx context.Context) {
 				kept = append(kept, ar) // deleted by hand or not yet visible: keep until expiry
 			}
 		}
+		kept = r.withdrawServed(ctx, agent, it, active, kept)
 		r.mu.Lock()
-		s, ok := r.alerts[it.fp]
-		if ok {
+		if s, ok := r.alerts[it.fp]; ok {
 			s.rules = kept
-		}
-		alert := AlertInfo{Fingerprint: it.fp}
-		var analyst string
-		if ok {
-			analyst, alert = s.analyst, s.alert
 		}
 		r.mu.Unlock()
 		if len(gone) > 0 {
-			r.record(Decision{Kind: "expired", Outcome: OutcomeExpired, Alert: alert, Agent: it.agent, Analyst: analyst, Applied: gone, ReceivedAt: now})
+			alert := it.alert
+			if alert.Fingerprint == "" {
+				alert.Fingerprint = it.fp
+			}
+			r.record(Decision{Kind: "expired", Outcome: OutcomeExpired, Alert: alert, Agent: it.agent, Analyst: it.analyst, Applied: gone, ReceivedAt: now})
 		}
 	}
 }
