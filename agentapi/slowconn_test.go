@@ -1,0 +1,168 @@
+package agentapi
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vishvananda/netns"
+)
+
+func TestSlowConnClassify(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	clock := now
+	listen := tcpConn{cookie: 1, state: tcpListen, local: netip.MustParseAddrPort("0.0.0.0:80")}
+	var conns []tcpConn
+	conns = append(conns, listen)
+	cookie := uint64(100)
+	add := func(n int, src string, sport0 int, dport uint16, recv, sent uint64, lastRecv time.Duration) {
+		for i := range n {
+			cookie++
+			conns = append(conns, tcpConn{cookie: cookie, state: tcpEstablished,
+				local:  netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), dport),
+				remote: netip.AddrPortFrom(netip.MustParseAddr(src), uint16(sport0+i)),
+				bytesReceived: recv, bytesSent: sent, lastDataRecv: lastRecv})
+		}
+	}
+	// The attacker: 60 incomplete requests on port 80, and one served request.
+	add(60, "10.0.0.66", 40000, 80, 300, 0, 3*time.Second)
+	add(1, "10.0.0.66", 50000, 80, 300, 5000, time.Second)
+	// Keep-alive clients: answered, idle for long (not slow, idle).
+	for i := range 20 {
+		add(2, fmt.Sprintf("10.1.0.%d", i+1), 40000, 80, 900, 20000, time.Minute)
+	}
+	// A preconnected browser socket: nothing sent yet (slow, one of a kind).
+	add(1, "10.2.0.1", 40000, 80, 0, 0, 10*time.Second)
+	// A bulk upload: much received (not slow).
+	add(1, "10.3.0.1", 40000, 80, 50<<20, 0, 0)
+	// Outbound connections (no listener on their local port) never count.
+	conns = append(conns, tcpConn{cookie: 9999, state: tcpEstablished,
+		local: netip.MustParseAddrPort("10.0.0.1:55555"), remote: netip.MustParseAddrPort("10.9.9.9:443")})
+
+	tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{Now: func() time.Time { return clock }},
+		func() ([]tcpConn, error) { return conns, nil })
+	r := tr.Report()
+	if r.Slow != 0 || r.Inbound != 103 {
+		t.Fatalf("first listing: slow %d inbound %d, want 0 (no connection is old yet) and 103", r.Slow, r.Inbound)
+	}
+	clock = now.Add(6 * time.Second)
+	r = tr.Report()
+	if r.Slow != 61 || r.Idle != 40 || r.SlowSources != 2 {
+		t.Fatalf("slow %d idle %d sources %d, want 61, 40, 2: %+v", r.Slow, r.Idle, r.SlowSources, r)
+	}
+	top := r.Sources[0]
+	if top.Src != "10.0.0.66" || top.Slow != 60 || top.Normal != 1 || strings.Join(top.DstPorts, ",") != "80" {
+		t.Errorf("top source %+v, want 10.0.0.66 with 60 slow, 1 normal on port 80", top)
+	}
+	if r.TopSource() != 60 {
+		t.Errorf("TopSource %d, want 60", r.TopSource())
+	}
+	// A scrape within Every reuses the listing.
+	clock = clock.Add(time.Second)
+	conns = conns[:1]
+	if r := tr.Report(); r.Slow != 61 {
+		t.Errorf("a report within Every listed again: slow %d", r.Slow)
+	}
+	if err := testutil.CollectAndCompare(tr.Collector(), strings.NewReader(`
+# HELP packetscope_tcp_slow_connections Inbound TCP connections open for a while on which the node has answered nothing and the client sent little (an incomplete request: slowloris).
+# TYPE packetscope_tcp_slow_connections gauge
+packetscope_tcp_slow_connections 61
+# HELP packetscope_tcp_slow_connections_top_source Slow inbound TCP connections held by the single source holding the most.
+# TYPE packetscope_tcp_slow_connections_top_source gauge
+packetscope_tcp_slow_connections_top_source 60
+`), "packetscope_tcp_slow_connections", "packetscope_tcp_slow_connections_top_source"); err != nil {
+		t.Error(err)
+	}
+	if probs, err := testutil.CollectAndLint(tr.Collector()); err != nil || len(probs) != 0 {
+		t.Errorf("lint: %v %v", probs, err)
+	}
+	// Gone connections are forgotten: the next listing counts none.
+	clock = clock.Add(2 * time.Second)
+	if r := tr.Report(); r.Slow != 0 || len(r.Sources) != 0 || len(tr.firstSeen) != 0 {
+		t.Errorf("after the connections closed: %+v, %d remembered", r, len(tr.firstSeen))
+	}
+}
+
+// TestSlowConnSockDiag: the sock_diag listing sees a real listener and an
+// incomplete request on it, and not a connection that was answered.
+func TestSlowConnSockDiag(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64)
+				n, _ := c.Read(buf)
+				if strings.Contains(string(buf[:n]), "\r\n\r\n") {
+					_, _ = c.Write([]byte("HTTP/1.0 200 OK\r\n\r\n"))
+				}
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	slow, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	_, _ = slow.Write([]byte("GET / HTTP/1.1\r\n"))
+	served, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer served.Close()
+	_, _ = served.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	if _, err := served.Read(make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+
+	list := sockDiagLister(netns.None())
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	var conns []tcpConn
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conns, err = list()
+		if err != nil {
+			t.Fatalf("sock_diag: %v", err)
+		}
+		var got []tcpConn
+		for _, c := range conns {
+			if c.local.Port() == port && c.state == tcpEstablished {
+				got = append(got, c)
+			}
+		}
+		if len(got) == 2 && got[0].bytesReceived > 0 && got[1].bytesReceived > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	clock := time.Now()
+	tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{MinAge: time.Second, Now: func() time.Time { return clock }},
+		func() ([]tcpConn, error) { return list() })
+	tr.Report()
+	clock = clock.Add(3 * time.Second)
+	r := tr.Report()
+	var src *SlowSource
+	for i := range r.Sources {
+		if r.Sources[i].Src == "127.0.0.1" {
+			src = &r.Sources[i]
+		}
+	}
+	if src == nil || src.Slow != 1 || src.Normal < 1 || !strings.Contains(strings.Join(src.DstPorts, ","), fmt.Sprint(port)) {
+		t.Fatalf("want 127.0.0.1 holding 1 slow connection on port %d and the served one normal: %+v", port, r)
+	}
+}
