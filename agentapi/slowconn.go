@@ -33,7 +33,7 @@ import (
 // Slow-connection defaults.
 const (
 	DefaultSlowConnEvery    = 2 * time.Second
-	DefaultSlowConnMinAge   = 5 * time.Second
+	DefaultSlowConnMinAge   = 3 * time.Second
 	DefaultSlowConnMaxBytes = 8 << 10
 	DefaultSlowConnIdle     = 30 * time.Second
 	DefaultSlowConnTopK     = 10
