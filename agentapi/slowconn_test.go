@@ -25,8 +25,8 @@ func TestSlowConnClassify(t *testing.T) {
 		for i := range n {
 			cookie++
 			conns = append(conns, tcpConn{cookie: cookie, state: tcpEstablished,
-				local:  netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), dport),
-				remote: netip.AddrPortFrom(netip.MustParseAddr(src), uint16(sport0+i)),
+				local:         netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), dport),
+				remote:        netip.AddrPortFrom(netip.MustParseAddr(src), uint16(sport0+i)),
 				bytesReceived: recv, bytesSent: sent, lastDataRecv: lastRecv})
 		}
 	}
