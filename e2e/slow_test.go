@@ -154,9 +154,12 @@ func TestNoSlowAlertOnOrdinaryConnections(t *testing.T) {
 	for i, c := range conns {
 		wg.Go(func() {
 			br := bufio.NewReader(c)
-			// Spread the requests: each connection asks every 6 s and idles between.
-			time.Sleep(time.Duration(i) * 30 * time.Millisecond)
-			for {
+			// Each connection asks at once, then every 6 s (spread over the
+			// connections) and idles between.
+			for n := 0; ; n++ {
+				if n == 1 {
+					time.Sleep(time.Duration(i) * 30 * time.Millisecond)
+				}
 				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 				if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: victim\r\n\r\n"); err != nil {
 					failed.Add(1)
