@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -106,18 +108,24 @@ type SlowConnTracker struct {
 	cfg    SlowConnConfig
 	list   func() ([]tcpConn, error)
 
+	destroy func([]tcpConn) (closed int, err error)
+
 	mu        sync.Mutex
 	firstSeen map[uint64]time.Time
+	slowConns []tcpConn // the slow connections of the last listing
 	last      SlowConnReport
 	lastErr   error
 	listed    time.Time
 	errors    uint64
+	closed    uint64
 }
 
 // NewSlowConnTracker returns a tracker over the TCP sockets of the network
 // namespace ns (netns.None(): the caller's). ns must stay open while it is used.
 func NewSlowConnTracker(logger *slog.Logger, ns netns.NsHandle, cfg SlowConnConfig) *SlowConnTracker {
-	return newSlowConnTracker(logger, cfg, sockDiagLister(ns))
+	t := newSlowConnTracker(logger, cfg, sockDiagLister(ns))
+	t.destroy = sockDestroyer(ns)
+	return t
 }
 
 func newSlowConnTracker(logger *slog.Logger, cfg SlowConnConfig, list func() ([]tcpConn, error)) *SlowConnTracker {
@@ -196,6 +204,7 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 		ports        map[uint16]int
 	}
 	bySrc := map[netip.Addr]*srcAgg{}
+	t.slowConns = t.slowConns[:0]
 	seen := make(map[uint64]time.Time, len(conns))
 	rep := SlowConnReport{At: now, MinAgeS: t.cfg.MinAge.Seconds(), MaxBytes: t.cfg.MaxBytes}
 	for _, c := range conns {
@@ -219,6 +228,7 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 		}
 		if now.Sub(first) >= t.cfg.MinAge && c.bytesSent == 0 && c.bytesReceived <= t.cfg.MaxBytes {
 			rep.Slow++
+			t.slowConns = append(t.slowConns, c)
 			a.slow++
 			a.ports[c.local.Port()]++
 		} else {
@@ -296,11 +306,83 @@ func sockDiagLister(ns netns.NsHandle) func() ([]tcpConn, error) {
 	}
 }
 
+// CloseHeldBy closes the slow connections a new drop rule cuts off (for
+// NewAPI's OnRuleAdded): a rule that drops one source's TCP packets at XDP
+// stops its slowloris from sending, but the connections it holds stay open,
+// and keep the service's slots, until the service's own header timeout
+// ends them. Only a drop rule whose source is one address, and only the
+// connections the last listing called slow (open a while, nothing
+// answered, little received) that the rule matches, are closed (sock_diag
+// SOCK_DESTROY: the service sees the connection aborted and frees its slot;
+// IPv4 only, as netlink offers it). It returns how many it closed.
+func (t *SlowConnTracker) CloseHeldBy(r rule.Rule) int {
+	if r.Action != rule.ActionDrop || t.destroy == nil {
+		return 0
+	}
+	m, err := r.Match.Compile()
+	if err != nil || !m.Src.IsValid() || !m.Src.IsSingleIP() {
+		return 0
+	}
+	t.mu.Lock()
+	conns := slices.Clone(t.slowConns)
+	t.mu.Unlock()
+	var cut []tcpConn
+	for _, c := range conns {
+		p := rule.Packet{Family: 4, Src: c.remote.Addr(), Dst: c.local.Addr(), Protocol: rule.ProtoTCP, HasL4: true,
+			SrcPort: c.remote.Port(), DstPort: c.local.Port(), TCPFlags: rule.FlagACK}
+		if p.Src.Is6() {
+			p.Family = 6
+		}
+		if m.Matches(&p) {
+			cut = append(cut, c)
+		}
+	}
+	if len(cut) == 0 {
+		return 0
+	}
+	closed, lastErr := t.destroy(cut)
+	failed := len(cut) - closed
+	if closed+failed > 0 {
+		t.logger.Info("closed the slow connections a drop rule cuts off", "rule_id", r.ID, "src", m.Src, "closed", closed, "failed", failed, "err", lastErr)
+	}
+	t.mu.Lock()
+	t.closed += uint64(closed)
+	t.mu.Unlock()
+	return closed
+}
+
+// sockDestroyer closes TCP connections of ns by their addresses; it
+// returns how many it closed and the last error.
+func sockDestroyer(ns netns.NsHandle) func([]tcpConn) (int, error) {
+	return func(conns []tcpConn) (int, error) {
+		h, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
+		if err != nil {
+			return 0, fmt.Errorf("open sock_diag handle: %w", err)
+		}
+		defer h.Close()
+		closed := 0
+		var lastErr error
+		for _, c := range conns {
+			if !c.local.Addr().Is4() || !c.remote.Addr().Is4() {
+				lastErr = fmt.Errorf("close %s-%s: only IPv4 connections can be closed", c.local, c.remote)
+				continue
+			}
+			if err := h.SocketDestroy(net.TCPAddrFromAddrPort(c.local), net.TCPAddrFromAddrPort(c.remote)); err != nil {
+				lastErr = fmt.Errorf("close %s-%s: %w", c.local, c.remote, err)
+				continue
+			}
+			closed++
+		}
+		return closed, lastErr
+	}
+}
+
 // slowConnCollector exposes the tracker's counts: no addresses or ports as
 // labels (those are in /api/v1/traffic's slow_connections).
 type slowConnCollector struct {
 	t                                     *SlowConnTracker
 	inbound, slow, idle, top, sources, ok *prometheus.Desc
+	closed                                *prometheus.Desc
 }
 
 // Collector returns a Prometheus collector for the tracker's report.
@@ -315,6 +397,8 @@ func (t *SlowConnTracker) Collector() prometheus.Collector {
 		top:  prometheus.NewDesc(fq("slow_connections_top_source"), "Slow inbound TCP connections held by the single source holding the most.", nil, nil),
 		sources: prometheus.NewDesc(fq("slow_connection_sources"),
 			"Sources holding slow inbound TCP connections.", nil, nil),
+		closed: prometheus.NewDesc(fq("slow_connections_closed_total"),
+			"Slow inbound TCP connections the agent closed because a drop rule cut their source off.", nil, nil),
 		ok: prometheus.NewDesc(fq("slow_connections_scrape_success"), "Whether the last listing of TCP sockets (sock_diag) succeeded.", nil, nil),
 	}
 }
@@ -326,6 +410,7 @@ func (c *slowConnCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.top
 	ch <- c.sources
 	ch <- c.ok
+	ch <- c.closed
 }
 
 func (c *slowConnCollector) Collect(ch chan<- prometheus.Metric) {
@@ -335,6 +420,7 @@ func (c *slowConnCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.t.lastErr != nil {
 		ok = 0
 	}
+	closed := c.t.closed
 	c.t.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(c.inbound, prometheus.GaugeValue, float64(r.Inbound))
 	ch <- prometheus.MustNewConstMetric(c.slow, prometheus.GaugeValue, float64(r.Slow))
@@ -342,4 +428,5 @@ func (c *slowConnCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.top, prometheus.GaugeValue, float64(r.TopSource()))
 	ch <- prometheus.MustNewConstMetric(c.sources, prometheus.GaugeValue, float64(r.SlowSources))
 	ch <- prometheus.MustNewConstMetric(c.ok, prometheus.GaugeValue, ok)
+	ch <- prometheus.MustNewConstMetric(c.closed, prometheus.CounterValue, float64(closed))
 }

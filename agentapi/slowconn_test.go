@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netns"
 )
@@ -81,6 +83,36 @@ packetscope_tcp_slow_connections_top_source 60
 	}
 	if probs, err := testutil.CollectAndLint(tr.Collector()); err != nil || len(probs) != 0 {
 		t.Errorf("lint: %v %v", probs, err)
+	}
+	// A drop rule for the attacker closes its slow connections, not its
+	// answered one; a rate limit, a broader source or another port closes none.
+	var destroyed []tcpConn
+	tr.destroy = func(cs []tcpConn) (int, error) { destroyed = append(destroyed, cs...); return len(cs), nil }
+	mk := func(action rule.Action, src string, ports ...string) rule.Rule {
+		r := rule.Rule{Action: action, Match: rule.Match{Src: src, Protocol: "tcp", DstPorts: ports}}
+		if action == rule.ActionRateLimit {
+			r.RatePPS = 10
+		}
+		return r
+	}
+	for _, c := range []struct {
+		r    rule.Rule
+		want int
+	}{
+		{mk(rule.ActionRateLimit, "10.0.0.66/32"), 0},
+		{mk(rule.ActionDrop, "10.0.0.0/24"), 0},
+		{mk(rule.ActionDrop, "10.0.0.66/32", "443"), 0},
+		{mk(rule.ActionDrop, "10.0.0.66/32", "80"), 60},
+	} {
+		destroyed = nil
+		if n := tr.CloseHeldBy(c.r); n != c.want || len(destroyed) != c.want {
+			t.Errorf("CloseHeldBy(%s %+v) closed %d (%d asked), want %d", c.r.Action, c.r.Match, n, len(destroyed), c.want)
+		}
+		for _, d := range destroyed {
+			if d.remote.Addr().String() != "10.0.0.66" || d.bytesSent != 0 {
+				t.Errorf("closed %+v: not one of the attacker's slow connections", d)
+			}
+		}
 	}
 	// Gone connections are forgotten: the next listing counts none.
 	clock = clock.Add(2 * time.Second)
@@ -164,5 +196,19 @@ func TestSlowConnSockDiag(t *testing.T) {
 	}
 	if src == nil || src.Slow != 1 || src.Normal < 1 || !strings.Contains(strings.Join(src.DstPorts, ","), fmt.Sprint(port)) {
 		t.Fatalf("want 127.0.0.1 holding 1 slow connection on port %d and the served one normal: %+v", port, r)
+	}
+
+	// A drop rule for the source closes the slow connection (the client
+	// sees it reset), not the served one.
+	tr.destroy = sockDestroyer(netns.None())
+	if n := tr.CloseHeldBy(rule.Rule{Action: rule.ActionDrop, Match: rule.Match{Src: "127.0.0.1/32", Protocol: "tcp", DstPorts: []string{fmt.Sprint(port)}}}); n != 1 {
+		t.Fatalf("CloseHeldBy closed %d connections, want 1 (the slow one)", n)
+	}
+	_ = slow.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := slow.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+		t.Errorf("the slow connection is still open after CloseHeldBy: read %v", err)
+	}
+	if _, err := served.Write([]byte("x")); err != nil {
+		t.Errorf("the served connection was closed too: %v", err)
 	}
 }

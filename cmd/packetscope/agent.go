@@ -150,7 +150,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 		}
 		fmt.Fprintln(w, "ready: programs attached")
 	})
-	mux.Handle("/api/v1/", agentapi.NewAPI(logger, g.Rules(), window, token))
+	mux.Handle("/api/v1/", agentapi.NewAPI(logger, g.Rules(), window, token, agentapi.OnRuleAdded(slow.CloseHeldBy)))
 	if extra != nil {
 		extra(mux)
 	}
