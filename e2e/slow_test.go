@@ -35,7 +35,7 @@ const (
 // service; PacketScopeSlowConnections fires, the responder installs a rule
 // for the attacker's address (which holds established connections: the
 // slow-connection evidence is what lets it), the guard drops its packets,
-// the server's idle timeout frees the slots and the legitimate client is
+// the agent closes the connections it held and the legitimate client is
 // served again.
 func TestSlowlorisDefense(t *testing.T) {
 	testnet.RequireRoot(t)
@@ -96,11 +96,14 @@ func runSlowloris(t *testing.T, analyst string) {
 	ok, failed := legit.ok.Load()-ok0, legit.failed.Load()-f0
 	t.Logf("%s analyst: served again %.1fs after the attack started (%.1fs after the rule); then %d served, %d failed",
 		analyst, servedAgain.Seconds(), (servedAgain - ruleAfter).Seconds(), ok, failed)
+	if servedAgain-ruleAfter > 5*time.Second {
+		t.Errorf("served again %.1fs after the rule: want within 5 s (the agent closes the held connections when the rule goes in)", (servedAgain - ruleAfter).Seconds())
+	}
 	if ok == 0 || float64(failed) > 0.01*float64(ok+failed) {
 		t.Errorf("legitimate client after the rule: %d served, %d failed: want >= 99%% served", ok, failed)
 	}
 
-	t.Logf("%s analyst: legitimate client from the attack's start: %d served, %d failed (the failures are the denial before the rule and until the server's idle timeout freed the held slots)",
+	t.Logf("%s analyst: legitimate client from the attack's start: %d served, %d failed (the failures are the denial before the rule)",
 		analyst, legit.ok.Load()-okAtStart, legit.failed.Load()-failedAtStart)
 	if fired := promQuery(t, st.prom, `max_over_time(ALERTS{alertname="PacketScopeSlowConnections",attack="slow_connections",alertstate="firing"}[2m])`); len(fired) == 0 {
 		t.Errorf("PacketScopeSlowConnections never fired")
@@ -115,6 +118,9 @@ func runSlowloris(t *testing.T, analyst string) {
 	}
 	_, m := httpGet(t, st.agent.URL+"/metrics")
 	t.Logf("rule hits %d; agent: %s", r.Packets, strings.ReplaceAll(grepLines(m, "packetscope_tcp_slow"), "\n", "; "))
+	if n := metricValue(m, "packetscope_tcp_slow_connections_closed_total"); n < 50 {
+		t.Errorf("the agent closed %.0f of the attacker's slow connections: want the ones it held (>= 50)", n)
+	}
 }
 
 // TestNoSlowAlertOnOrdinaryConnections: ordinary connection-heavy traffic —
