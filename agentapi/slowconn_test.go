@@ -212,3 +212,28 @@ func TestSlowConnSockDiag(t *testing.T) {
 		t.Errorf("the served connection was closed too: %v", err)
 	}
 }
+
+// TestAPIRuleAddedHookAndSlowReport: the API calls OnRuleAdded with each
+// rule it stored (not with a refused one), and a traffic report carries the
+// window's slow-connection report.
+func TestAPIRuleAddedHookAndSlowReport(t *testing.T) {
+	var got []rule.Rule
+	rep := &SlowConnReport{Inbound: 3, Slow: 2, SlowSources: 1, Sources: []SlowSource{{Src: "198.51.100.9", Slow: 2, DstPorts: []string{"80"}}}}
+	w := NewTrafficWindow(WindowConfig{MaxAge: time.Hour, SlowConnections: func() *SlowConnReport { return rep }})
+	f := &apiFixture{store: newMemStore(4), window: w}
+	f.h = NewAPI(quietLogger, f.store, w, testToken, OnRuleAdded(func(r rule.Rule) int { got = append(got, r); return 0 }))
+	bearer := "Bearer " + testToken
+	if resp, body := f.do(t, "POST", "/api/v1/rules", bearer, goodRule); resp.StatusCode != 201 {
+		t.Fatalf("add: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := f.do(t, "POST", "/api/v1/rules", bearer, `{"action":"drop","match":{"src":"0.0.0.0/0"},"ttl_seconds":60}`); resp.StatusCode != 400 {
+		t.Fatalf("a refused rule: %d", resp.StatusCode)
+	}
+	if len(got) != 1 || got[0].ID == "" || got[0].Match.Src != "203.0.113.0/24" {
+		t.Errorf("hook saw %+v, want the one stored rule with its id", got)
+	}
+	resp, body := f.do(t, "GET", "/api/v1/traffic?window=60s", bearer, "")
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"slow_connections":{`) || !strings.Contains(string(body), `"src":"198.51.100.9"`) {
+		t.Errorf("traffic report lacks slow_connections: %d %s", resp.StatusCode, body)
+	}
+}
