@@ -310,16 +310,28 @@ func sockDiagLister(ns netns.NsHandle) func() ([]tcpConn, error) {
 // NewAPI's OnRuleAdded): a rule that drops one source's TCP packets at XDP
 // stops its slowloris from sending, but the connections it holds stay open,
 // and keep the service's slots, until the service's own header timeout
-// ends them. Only a drop rule whose source is one address, and only the
+// ends them. Only a drop rule (or a rate limit of new connections,
+// tcp_flags "syn,!ack") whose source is one address, and only the
 // connections the last listing called slow (open a while, nothing
 // answered, little received) that the rule matches, are closed (sock_diag
 // SOCK_DESTROY: the service sees the connection aborted and frees its slot;
 // IPv4 only, as netlink offers it). It returns how many it closed.
 func (t *SlowConnTracker) CloseHeldBy(r rule.Rule) int {
-	if r.Action != rule.ActionDrop || t.destroy == nil {
+	if t.destroy == nil {
 		return 0
 	}
-	m, err := r.Match.Compile()
+	match := r.Match
+	switch {
+	case r.Action == rule.ActionDrop:
+	case r.Action == rule.ActionRateLimit && match.TCPFlags == "syn,!ack":
+		// The responder's answer to a slow source that also has ordinary
+		// connections: its new connections are limited, its slow ones
+		// closed, its ordinary ones kept.
+		match.TCPFlags = ""
+	default:
+		return 0
+	}
+	m, err := match.Compile()
 	if err != nil || !m.Src.IsValid() || !m.Src.IsSingleIP() {
 		return 0
 	}

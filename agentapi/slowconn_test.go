@@ -100,6 +100,16 @@ packetscope_tcp_slow_connections_top_source 60
 		want int
 	}{
 		{mk(rule.ActionRateLimit, "10.0.0.66/32"), 0},
+		{func() rule.Rule {
+			r := mk(rule.ActionRateLimit, "10.0.0.66/32", "80")
+			r.Match.TCPFlags = "syn,!ack"
+			return r
+		}(), 60},
+		{func() rule.Rule {
+			r := mk(rule.ActionRateLimit, "10.0.0.66/32", "80")
+			r.Match.TCPFlags = "ack"
+			return r
+		}(), 0},
 		{mk(rule.ActionDrop, "10.0.0.0/24"), 0},
 		{mk(rule.ActionDrop, "10.0.0.66/32", "443"), 0},
 		{mk(rule.ActionDrop, "10.0.0.66/32", "80"), 60},
