@@ -155,7 +155,7 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 					v.Rule.Action, v.Rule.RatePPS = rule.ActionRateLimit, servedRate
 				}
 				if slow {
-					slowAccept(&v, slowSrc)
+					slowAccept(&v, slowSrc, v.Replay.BaselineTotal > 0 && v.Collateral > g.MaxCollateral)
 				}
 				if !measurable {
 					// What cannot be measured is not trusted (after an agent

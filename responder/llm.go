@@ -331,7 +331,7 @@ func buildPrompt(ev *Evidence, maxBytes int) string {
 		Top:         map[string][]agentapi.ValueCount{},
 		Candidates:  ev.Candidates,
 
-		SlowConnections: sanitizeSlowReport(ev.SlowConnections),
+		SlowConnections: slowForPrompt(ev),
 	}
 	for k, vs := range ev.AttackTop {
 		var top []agentapi.ValueCount

@@ -703,7 +703,7 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	for k, vs := range attack.Top {
 		sum.Top[k] = vs[:min(3, len(vs))]
 	}
-	sum.SlowConnections = sanitizeSlowReport(ev.SlowConnections)
+	sum.SlowConnections = slowForPrompt(ev)
 	for _, p := range ev.Protected {
 		sum.Protected = append(sum.Protected, p.String())
 	}

@@ -119,18 +119,25 @@ func (in CheckInput) slowSource(m *rule.Matcher) (agentapi.SlowSource, bool) {
 	return s, ok && s.Slow > 0
 }
 
-// slowAccept adjusts an accepted rule for a slow source: a source that also
-// has ordinary connections keeps them; its new connections are
-// rate-limited instead (whatever the analyst asked).
-func slowAccept(v *Validation, s agentapi.SlowSource) {
-	if s.Normal == 0 || v.Rule.Action == rule.ActionMonitor {
+// slowAccept adjusts an accepted rule for a slow source that is also a
+// legitimate client — it has ordinary connections now, or the baseline
+// replay finds the rule matching more of the traffic before the attack than
+// the collateral limit (inBaseline: short requests leave no connection
+// for the agent to see) — whatever the analyst asked: its new connections
+// are rate-limited instead of all its packets dropped.
+func slowAccept(v *Validation, s agentapi.SlowSource, inBaseline bool) {
+	if s.Normal == 0 && !inBaseline || v.Rule.Action == rule.ActionMonitor {
 		return
 	}
 	if v.Rule.Action == rule.ActionRateLimit && v.Rule.RatePPS <= slowSharedSYNRate && v.Rule.Match.TCPFlags == "syn,!ack" {
 		return
 	}
-	v.Notes = append(v.Notes, fmt.Sprintf("source %s also has %d ordinary connections: %s installed as rate_limit of its new connections (SYN) at %d/s",
-		s.Src, s.Normal, v.Rule.Action, slowSharedSYNRate))
+	why := fmt.Sprintf("also has %d ordinary connections", s.Normal)
+	if s.Normal == 0 {
+		why = fmt.Sprintf("sent %.1f%% of the baseline before the attack", 100*v.Collateral)
+	}
+	v.Notes = append(v.Notes, fmt.Sprintf("source %s %s: %s installed as rate_limit of its new connections (SYN) at %d/s",
+		s.Src, why, v.Rule.Action, slowSharedSYNRate))
 	v.Rule.Action, v.Rule.RatePPS, v.Rule.Match.TCPFlags = rule.ActionRateLimit, slowSharedSYNRate, "syn,!ack"
 }
 
@@ -190,4 +197,14 @@ func sanitizeSlowReport(rep *agentapi.SlowConnReport) *agentapi.SlowConnReport {
 		out.Sources = append(out.Sources, c)
 	}
 	return &out
+}
+
+// slowForPrompt is the slow-connection evidence the LLM and the audit trail
+// get: under a slow_connections alert, or when the node has slow
+// connections at all (nil otherwise: a flood's evidence stays as it was).
+func slowForPrompt(ev *Evidence) *agentapi.SlowConnReport {
+	if ev.SlowConnections == nil || ev.Alert.Labels["attack"] != AttackSlowConnections && ev.SlowConnections.Slow == 0 {
+		return nil
+	}
+	return sanitizeSlowReport(ev.SlowConnections)
 }

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +121,14 @@ func TestGuardrailsSlowExemption(t *testing.T) {
 					v.Accepted, v.Rule.Action, v.Rule.Match.TCPFlags, v.Reason, v.Notes, c.accept, c.action, c.flags, c.because)
 			}
 		})
+	}
+
+	// A source that held no ordinary connection at the listing but was a
+	// client before the attack (its requests in the baseline): rate-limited.
+	regular := slowIn
+	regular.Baseline = append(slices.Clone(baseline), slowlorisPackets(slowAttacker, 30, 2)...)
+	if v := DefaultGuardrails.Check(regular, []rule.Rule{drop(slowAttacker+"/32", tcp80)})[0]; !v.Accepted || v.Rule.Action != rule.ActionRateLimit || v.Rule.Match.TCPFlags != "syn,!ack" {
+		t.Errorf("a slow source that was a client in the baseline: accepted %v, action %s, flags %q, reason %q; want a SYN rate_limit", v.Accepted, v.Rule.Action, v.Rule.Match.TCPFlags, v.Reason)
 	}
 
 	never := DefaultGuardrails
