@@ -50,6 +50,17 @@ type api struct {
 	token     BearerToken
 	protected func() []netip.Prefix // for the last gate: the window's Protected
 	now       func() time.Time
+	added     func(rule.Rule) int // OnRuleAdded
+}
+
+// APIOption configures NewAPI.
+type APIOption func(*api)
+
+// OnRuleAdded calls f with every rule the API added, after it is in the
+// rule table (SlowConnTracker.CloseHeldBy: connections the rule cuts off
+// are closed).
+func OnRuleAdded(f func(rule.Rule) int) APIOption {
+	return func(a *api) { a.added = f }
 }
 
 // NewAPI returns the agent API handler:
@@ -67,8 +78,11 @@ type api struct {
 // Every rule added passes CheckLastGate against the window's Protected list
 // (the node's addresses, gateways and never-block CIDRs; with no window, only
 // AlwaysProtected): the agent is the last gate whoever calls it.
-func NewAPI(logger *slog.Logger, rules RuleStore, window *TrafficWindow, token string) http.Handler {
+func NewAPI(logger *slog.Logger, rules RuleStore, window *TrafficWindow, token string, opts ...APIOption) http.Handler {
 	a := &api{logger: logger, rules: rules, window: window, token: NewBearerToken(token), now: time.Now}
+	for _, o := range opts {
+		o(a)
+	}
 	a.protected = func() []netip.Prefix { return nil }
 	if window != nil && window.cfg.Protected != nil {
 		a.protected = window.cfg.Protected
@@ -169,6 +183,9 @@ func (a *api) addRule(w http.ResponseWriter, r *http.Request) {
 	}
 	a.logger.Info("rule added", "rule_id", added.ID, "action", added.Action, "origin", added.Origin,
 		"ttl_seconds", added.TTLSeconds, "remote", r.RemoteAddr)
+	if a.added != nil {
+		a.added(added)
+	}
 	w.Header().Set("Location", "/api/v1/rules/"+added.ID)
 	writeJSON(w, http.StatusCreated, added)
 }

@@ -27,6 +27,10 @@ type TrafficReport struct {
 	// Protected are the node's own addresses and default gateways (CIDRs):
 	// a rule must never block them.
 	Protected []string `json:"protected"`
+	// SlowConnections are the node's inbound TCP connections now (not over
+	// [From, To]: a connection's state is current), with the sources holding
+	// the most slow ones; absent when the agent does not track them.
+	SlowConnections *SlowConnReport `json:"slow_connections,omitempty"`
 }
 
 // Totals counts the sampled packets in a report's window and estimates the
@@ -69,6 +73,9 @@ type WindowConfig struct {
 	// Protected returns the node's never-block CIDRs for each report (for
 	// example from NodeAddresses). Nil means none are known.
 	Protected func() []netip.Prefix
+	// SlowConnections returns the current slow-connection report for each
+	// traffic report (a SlowConnTracker's Report); nil: not tracked.
+	SlowConnections func() *SlowConnReport
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
 }
@@ -252,10 +259,14 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 	if protected == nil {
 		protected = []string{}
 	}
-	return TrafficReport{
+	rep := TrafficReport{
 		From: from, To: to, SampleEvery: every, Totals: tot,
 		Top: c.top(w.cfg.TopK), Samples: samples, Protected: protected,
 	}
+	if w.cfg.SlowConnections != nil {
+		rep.SlowConnections = w.cfg.SlowConnections()
+	}
+	return rep
 }
 
 // fieldCounts tallies each match field's values: addresses in maps with

@@ -16,7 +16,7 @@ import (
 const rulesFile = "packetscope.rules.yml"
 
 // testFiles are the promtool unit-test files; together they must cover every alert.
-var testFiles = []string{"packetscope.rules.test.yml", "packetscope-health.rules.test.yml"}
+var testFiles = []string{"packetscope.rules.test.yml", "packetscope-health.rules.test.yml", "packetscope-connections.rules.test.yml"}
 
 // promtool returns the path of promtool (Debian package "prometheus"). In CI
 // a missing promtool fails the test; on a developer's machine it skips.
@@ -140,15 +140,15 @@ func TestAlertsCarryWhatTheyNeed(t *testing.T) {
 				if strings.Contains(a.Expr, "by (") && !strings.Contains(a.Expr, "instance") {
 					t.Errorf("expression does not keep the instance label")
 				}
-				if group == "packetscope-floods" {
+				if group == "packetscope-floods" || group == "packetscope-connections" {
 					if !regexp.MustCompile(`^[a-z0-9_]+$`).MatchString(a.Labels["attack"]) {
-						t.Errorf("flood alert needs an attack label (snake_case), got %q", a.Labels["attack"])
+						t.Errorf("flood or connection alert needs an attack label (snake_case), got %q", a.Labels["attack"])
 					}
 					if d > 10*time.Second {
 						t.Errorf("for: %s is too slow for the 10 s defense loop", d)
 					}
 				} else if a.Labels["attack"] != "" {
-					t.Errorf("only flood alerts may carry an attack label: the responder acts on it")
+					t.Errorf("only flood and connection alerts may carry an attack label: the responder acts on it")
 				}
 			})
 		}

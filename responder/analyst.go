@@ -25,6 +25,9 @@ type Evidence struct {
 	Protected       []netip.Prefix // never-block: node addresses, gateways, configured CIDRs
 	ActiveRules     []rule.Rule    // what the agent enforces now
 	Candidates      []Candidate    // the fingerprint miner's proposals with their replay
+	// SlowConnections is the agent's report of its inbound connections and
+	// the sources holding slow ones (nil: the agent does not track them).
+	SlowConnections *agentapi.SlowConnReport
 }
 
 // AlertInfo is the part of an Alertmanager alert the responder uses.

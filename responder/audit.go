@@ -61,6 +61,9 @@ type EvidenceSummary struct {
 	Protected       []string                         `json:"protected,omitempty"`
 	Candidates      []Candidate                      `json:"candidates,omitempty"`
 	ActiveRules     int                              `json:"active_rules"`
+	// SlowConnections is the agent's slow-connection report, sanitized
+	// (the evidence of a slow_connections alert).
+	SlowConnections *agentapi.SlowConnReport `json:"slow_connections,omitempty"`
 }
 
 // AnswerRecord is an analyst's answer as recorded.

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/rule"
 )
 
@@ -82,6 +83,12 @@ type CheckInput struct {
 	// the served flows' rate); zero: rates unknown, such rules are refused.
 	SampleEvery     uint32
 	BaselineSeconds float64
+	// SlowSources are the sources the agent reports holding slow
+	// connections, set only for a slow_connections alert, and SlowTotal
+	// the node's slow connections: a rule on one of these sources may cut
+	// its established connections (slow.go).
+	SlowSources map[netip.Addr]agentapi.SlowSource
+	SlowTotal   int
 }
 
 // Check judges each proposed rule and returns one Validation per rule, in
@@ -112,6 +119,15 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 			if servedRate > 0 {
 				collateral = replayMatchers([]*rule.Matcher{m}, nil, newServedFlows(in.Attack, in.Baseline).without(in.Baseline)).Collateral
 			}
+			// A source holding slow connections: its connections are the
+			// attack, measured in connections, not packets (slow.go).
+			slowSrc, slow := in.slowSource(m)
+			if slow {
+				servedReason, servedRate = "", 0
+				v.Coverage = slowCoverage(slowSrc, in)
+				v.Notes = append(v.Notes, fmt.Sprintf("source %s holds %d slow connections (%.0f%% of the node's): its established connections are the attack; coverage is that share",
+					slowSrc.Src, slowSrc.Slow, 100*v.Coverage))
+			}
 			switch {
 			case hitsProtected(m, in.Baseline, protected):
 				v.Reason = "matches baseline packets from a protected address"
@@ -119,9 +135,9 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 				v.Reason = servedReason
 			case v.Coverage < g.MinCoverage:
 				v.Reason = fmt.Sprintf("coverage %.4f of the attack window is below %.4f", v.Coverage, g.MinCoverage)
-			case v.Replay.BaselineTotal > 0 && collateral > g.MaxCollateral:
+			case !slow && v.Replay.BaselineTotal > 0 && collateral > g.MaxCollateral:
 				v.Reason = fmt.Sprintf("collateral %.4f of the baseline is above %.4f", collateral, g.MaxCollateral)
-			case measurable && sourceShare(m, in.Baseline) > g.MaxSourceShare:
+			case !slow && measurable && sourceShare(m, in.Baseline) > g.MaxSourceShare:
 				v.Reason = fmt.Sprintf("source %s sends %.4f of the baseline (above %.4f): a flood spoofing it must not cut it off",
 					m.Src, sourceShare(m, in.Baseline), g.MaxSourceShare)
 			case in.ActiveRules+accepted >= g.MaxRules:
@@ -137,6 +153,9 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 					v.Notes = append(v.Notes, fmt.Sprintf("overlaps connections the node serves: %s installed as rate_limit at %d pps (%.0f x their baseline rate)",
 						v.Rule.Action, servedRate, servedRateHeadroom))
 					v.Rule.Action, v.Rule.RatePPS = rule.ActionRateLimit, servedRate
+				}
+				if slow {
+					slowAccept(&v, slowSrc, v.Replay.BaselineTotal > 0 && v.Collateral > g.MaxCollateral)
 				}
 				if !measurable {
 					// What cannot be measured is not trusted (after an agent

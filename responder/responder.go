@@ -689,7 +689,12 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 			r.logger.Warn("agent reported an unreadable protected address", "value", SanitizeText(s, 64))
 		}
 	}
-	ev.Candidates = MineAlert(r.cfg.Miner, j.alert.Labels["attack"], ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
+	ev.SlowConnections = attack.SlowConnections
+	if j.alert.Labels["attack"] == AttackSlowConnections {
+		ev.Candidates = MineSlow(r.cfg.Miner, ev.SlowConnections, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
+	} else {
+		ev.Candidates = MineAlert(r.cfg.Miner, j.alert.Labels["attack"], ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
+	}
 	sum := &EvidenceSummary{
 		AttackFrom: from, AttackTo: now, BaselineFrom: baseEnd.Add(-r.cfg.BaselineWindow), BaselineTo: baseEnd, BaselineSource: baseSource,
 		AttackSamples: len(ev.Attack), BaselineSamples: len(ev.Baseline), SampleEvery: ev.SampleEvery,
@@ -698,6 +703,7 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	for k, vs := range attack.Top {
 		sum.Top[k] = vs[:min(3, len(vs))]
 	}
+	sum.SlowConnections = slowForPrompt(ev)
 	for _, p := range ev.Protected {
 		sum.Protected = append(sum.Protected, p.String())
 	}
@@ -740,6 +746,7 @@ func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]V
 			Attack: ev.Attack, Baseline: ev.Baseline, Protected: ev.Protected,
 			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, RuleTTL: r.cfg.RuleTTL, Origin: string(analyst),
 			SampleEvery: ev.SampleEvery, BaselineSeconds: ev.BaselineSeconds,
+			SlowSources: slowEvidence(ev.Alert.Labels["attack"], ev.SlowConnections), SlowTotal: slowTotal(ev.SlowConnections),
 		}, rules)
 	}
 	p := proposeWithFallback(ctx, r.analysts, ev, check)

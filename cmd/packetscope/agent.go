@@ -126,11 +126,15 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	defer exp.Close()
 	reg.MustRegister(exp)
 
+	slow := agentapi.NewSlowConnTracker(logger, ns.ForNetlink(), agentapi.SlowConnConfig{})
+	reg.MustRegister(slow.Collector())
+	go slow.Run(ctx.Done())
 	window := agentapi.NewTrafficWindow(agentapi.WindowConfig{
-		MaxAge:      cfg.trafficWindow,
-		MaxSamples:  cfg.trafficMaxSamples,
-		SampleEvery: g.SampleEvery(),
-		Protected:   agentapi.ProtectedAddresses(logger, ns.ForNetlink(), 30*time.Second, neverBlock...),
+		MaxAge:          cfg.trafficWindow,
+		MaxSamples:      cfg.trafficMaxSamples,
+		SampleEvery:     g.SampleEvery(),
+		Protected:       agentapi.ProtectedAddresses(logger, ns.ForNetlink(), 30*time.Second, neverBlock...),
+		SlowConnections: slow.Report,
 	})
 	reg.MustRegister(window.Collector())
 	go feedWindow(ctx, g, window)
@@ -146,7 +150,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 		}
 		fmt.Fprintln(w, "ready: programs attached")
 	})
-	mux.Handle("/api/v1/", agentapi.NewAPI(logger, g.Rules(), window, token))
+	mux.Handle("/api/v1/", agentapi.NewAPI(logger, g.Rules(), window, token, agentapi.OnRuleAdded(slow.CloseHeldBy)))
 	if extra != nil {
 		extra(mux)
 	}

@@ -1,0 +1,444 @@
+package agentapi
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/packetscope/packetscope/rule"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Slow connections (slowloris and its kin): a client opens many
+// connections to a service and keeps each one open by sending a request a
+// few bytes at a time, never finishing it, until the service has no
+// connection slot left. No packet of it is abnormal and there is no flood:
+// what gives it away is the connections themselves. The agent lists the
+// observed namespace's TCP sockets with their tcp_info (sock_diag) and
+// calls an inbound established connection (its local port is one the node
+// listens on) slow when it has been open for SlowConnConfig.MinAge, the
+// node has sent nothing back on it (the request is still incomplete: a
+// served request gets an answer) and its client has sent at most MaxBytes.
+// An idle keep-alive connection has been answered, so it is not slow; a
+// browser's preconnected socket is, but one browser holds a handful, not
+// dozens: the alert (alerts/) looks at the number one source holds.
+
+// Slow-connection defaults.
+const (
+	DefaultSlowConnEvery    = 2 * time.Second
+	DefaultSlowConnMinAge   = 3 * time.Second
+	DefaultSlowConnMaxBytes = 8 << 10
+	DefaultSlowConnIdle     = 30 * time.Second
+	DefaultSlowConnTopK     = 10
+)
+
+// SlowConnConfig tunes a SlowConnTracker; zero fields take the defaults.
+type SlowConnConfig struct {
+	Every    time.Duration // how often the sockets are listed (and at most how often a scrape lists them)
+	MinAge   time.Duration // a connection younger than this is never slow
+	MaxBytes uint64        // a connection whose client sent more than this is not slow
+	Idle     time.Duration // an inbound connection with no data received for this long is idle
+	TopK     int           // sources listed in a report
+	Now      func() time.Time
+}
+
+// SlowConnReport is the agent's view of its inbound TCP connections: the
+// evidence for a slow_connections alert (additive field of TrafficReport).
+type SlowConnReport struct {
+	At      time.Time `json:"at"`
+	Inbound int       `json:"inbound"` // established connections to a port the node listens on
+	Slow    int       `json:"slow"`    // of them: open a while, nothing answered, little received
+	Idle    int       `json:"idle"`    // of them: nothing received for a while
+	// SlowSources is how many sources hold slow connections (Sources lists the top ones).
+	SlowSources int     `json:"slow_sources"`
+	MinAgeS     float64 `json:"min_age_seconds"`
+	MaxBytes    uint64  `json:"max_bytes"`
+	// Sources are the sources holding the most slow connections, most first.
+	Sources []SlowSource `json:"sources"`
+}
+
+// SlowSource is one client address and its inbound connections.
+type SlowSource struct {
+	Src    string `json:"src"`
+	Slow   int    `json:"slow"`   // slow connections it holds
+	Normal int    `json:"normal"` // its other inbound established connections
+	// DstPorts are the local ports of its slow connections, most held first.
+	DstPorts []string `json:"dst_ports"`
+}
+
+// TopSource is the number of slow connections the busiest source holds.
+func (r *SlowConnReport) TopSource() int {
+	if r == nil || len(r.Sources) == 0 {
+		return 0
+	}
+	return r.Sources[0].Slow
+}
+
+// tcpConn is one socket as sock_diag reports it, reduced to what the
+// classification needs.
+type tcpConn struct {
+	cookie        uint64
+	state         uint8
+	local, remote netip.AddrPort
+	bytesReceived uint64
+	bytesSent     uint64
+	lastDataRecv  time.Duration
+}
+
+// TCP states of include/net/tcp_states.h.
+const (
+	tcpEstablished = 1
+	tcpListen      = 10
+)
+
+// SlowConnTracker lists TCP sockets every Every and keeps the latest
+// report. It remembers when it first saw each connection: tcp_info has no
+// connection age.
+type SlowConnTracker struct {
+	logger *slog.Logger
+	cfg    SlowConnConfig
+	list   func() ([]tcpConn, error)
+
+	destroy func([]tcpConn) (closed int, err error)
+
+	mu        sync.Mutex
+	firstSeen map[uint64]time.Time
+	slowConns []tcpConn // the slow connections of the last listing
+	last      SlowConnReport
+	lastErr   error
+	listed    time.Time
+	errors    uint64
+	closed    uint64
+}
+
+// NewSlowConnTracker returns a tracker over the TCP sockets of the network
+// namespace ns (netns.None(): the caller's). ns must stay open while it is used.
+func NewSlowConnTracker(logger *slog.Logger, ns netns.NsHandle, cfg SlowConnConfig) *SlowConnTracker {
+	t := newSlowConnTracker(logger, cfg, sockDiagLister(ns))
+	t.destroy = sockDestroyer(ns)
+	return t
+}
+
+func newSlowConnTracker(logger *slog.Logger, cfg SlowConnConfig, list func() ([]tcpConn, error)) *SlowConnTracker {
+	if cfg.Every <= 0 {
+		cfg.Every = DefaultSlowConnEvery
+	}
+	if cfg.MinAge <= 0 {
+		cfg.MinAge = DefaultSlowConnMinAge
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = DefaultSlowConnMaxBytes
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = DefaultSlowConnIdle
+	}
+	if cfg.TopK <= 0 {
+		cfg.TopK = DefaultSlowConnTopK
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &SlowConnTracker{logger: logger, cfg: cfg, list: list, firstSeen: map[uint64]time.Time{}}
+}
+
+// Run refreshes the report every Every until done is closed, so connection
+// ages are known whether or not anyone scrapes.
+func (t *SlowConnTracker) Run(done <-chan struct{}) {
+	tick := time.NewTicker(t.cfg.Every)
+	defer tick.Stop()
+	for {
+		t.Report()
+		select {
+		case <-tick.C:
+		case <-done:
+			return
+		}
+	}
+}
+
+// Report returns the latest report, listing the sockets first when the
+// last listing is older than Every.
+func (t *SlowConnTracker) Report() *SlowConnReport {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.cfg.Now()
+	if t.listed.IsZero() || now.Sub(t.listed) >= t.cfg.Every-t.cfg.Every/10 {
+		conns, err := t.list()
+		t.listed = now
+		if err != nil {
+			if t.lastErr == nil {
+				t.logger.Warn("list tcp sockets for slow-connection detection failed", "err", err)
+			}
+			t.lastErr = err
+			t.errors++
+		} else {
+			t.lastErr = nil
+			t.last = t.classify(now, conns)
+		}
+	}
+	r := t.last
+	r.Sources = slices.Clone(r.Sources)
+	return &r
+}
+
+// classify counts inbound connections and their slow ones per source.
+// Called with t.mu held.
+func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnReport {
+	listening := map[uint16]bool{}
+	for _, c := range conns {
+		if c.state == tcpListen {
+			listening[c.local.Port()] = true
+		}
+	}
+	type srcAgg struct {
+		slow, normal int
+		ports        map[uint16]int
+	}
+	bySrc := map[netip.Addr]*srcAgg{}
+	t.slowConns = t.slowConns[:0]
+	seen := make(map[uint64]time.Time, len(conns))
+	rep := SlowConnReport{At: now, MinAgeS: t.cfg.MinAge.Seconds(), MaxBytes: t.cfg.MaxBytes}
+	for _, c := range conns {
+		if c.state != tcpEstablished || !listening[c.local.Port()] {
+			continue
+		}
+		first, ok := t.firstSeen[c.cookie]
+		if !ok {
+			first = now
+		}
+		seen[c.cookie] = first
+		rep.Inbound++
+		if c.lastDataRecv >= t.cfg.Idle {
+			rep.Idle++
+		}
+		src := c.remote.Addr().Unmap()
+		a := bySrc[src]
+		if a == nil {
+			a = &srcAgg{ports: map[uint16]int{}}
+			bySrc[src] = a
+		}
+		if now.Sub(first) >= t.cfg.MinAge && c.bytesSent == 0 && c.bytesReceived <= t.cfg.MaxBytes {
+			rep.Slow++
+			t.slowConns = append(t.slowConns, c)
+			a.slow++
+			a.ports[c.local.Port()]++
+		} else {
+			a.normal++
+		}
+	}
+	t.firstSeen = seen // connections gone are forgotten
+	type srcRow struct {
+		addr netip.Addr
+		agg  *srcAgg
+	}
+	var rows []srcRow
+	for addr, a := range bySrc {
+		if a.slow > 0 {
+			rows = append(rows, srcRow{addr, a})
+		}
+	}
+	slices.SortFunc(rows, func(x, y srcRow) int {
+		return cmp.Or(cmp.Compare(y.agg.slow, x.agg.slow), x.addr.Compare(y.addr))
+	})
+	rep.SlowSources = len(rows)
+	rep.Sources = []SlowSource{}
+	for _, r := range rows[:min(len(rows), t.cfg.TopK)] {
+		s := SlowSource{Src: r.addr.String(), Slow: r.agg.slow, Normal: r.agg.normal}
+		ports := make([]uint16, 0, len(r.agg.ports))
+		for p := range r.agg.ports {
+			ports = append(ports, p)
+		}
+		slices.SortFunc(ports, func(x, y uint16) int {
+			return cmp.Or(cmp.Compare(r.agg.ports[y], r.agg.ports[x]), cmp.Compare(x, y))
+		})
+		for _, p := range ports {
+			s.DstPorts = append(s.DstPorts, strconv.Itoa(int(p)))
+		}
+		rep.Sources = append(rep.Sources, s)
+	}
+	return rep
+}
+
+// sockDiagLister lists the TCP sockets of ns, IPv4 and IPv6, with tcp_info.
+func sockDiagLister(ns netns.NsHandle) func() ([]tcpConn, error) {
+	return func() ([]tcpConn, error) {
+		h, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
+		if err != nil {
+			return nil, fmt.Errorf("open sock_diag handle: %w", err)
+		}
+		defer h.Close()
+		var out []tcpConn
+		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			resp, err := h.SocketDiagTCPInfo(fam)
+			if err != nil {
+				return nil, fmt.Errorf("sock_diag tcp (family %d): %w", fam, err)
+			}
+			for _, r := range resp {
+				s := r.InetDiagMsg
+				if s == nil {
+					continue
+				}
+				lip, _ := netip.AddrFromSlice(s.ID.Source)
+				rip, _ := netip.AddrFromSlice(s.ID.Destination)
+				c := tcpConn{
+					cookie: uint64(s.ID.Cookie[1])<<32 | uint64(s.ID.Cookie[0]),
+					state:  s.State,
+					local:  netip.AddrPortFrom(lip.Unmap(), s.ID.SourcePort),
+					remote: netip.AddrPortFrom(rip.Unmap(), s.ID.DestinationPort),
+				}
+				if ti := r.TCPInfo; ti != nil {
+					c.bytesReceived, c.bytesSent = ti.Bytes_received, max(ti.Bytes_sent, ti.Bytes_acked)
+					c.lastDataRecv = time.Duration(ti.Last_data_recv) * time.Millisecond
+				}
+				out = append(out, c)
+			}
+		}
+		return out, nil
+	}
+}
+
+// CloseHeldBy closes the slow connections a new drop rule cuts off (for
+// NewAPI's OnRuleAdded): a rule that drops one source's TCP packets at XDP
+// stops its slowloris from sending, but the connections it holds stay open,
+// and keep the service's slots, until the service's own header timeout
+// ends them. Only a drop rule (or a rate limit of new connections,
+// tcp_flags "syn,!ack") whose source is one address, and only the
+// connections the last listing called slow (open a while, nothing
+// answered, little received) that the rule matches, are closed (sock_diag
+// SOCK_DESTROY: the service sees the connection aborted and frees its slot;
+// IPv4 only, as netlink offers it). It returns how many it closed.
+func (t *SlowConnTracker) CloseHeldBy(r rule.Rule) int {
+	if t.destroy == nil {
+		return 0
+	}
+	match := r.Match
+	switch {
+	case r.Action == rule.ActionDrop:
+	case r.Action == rule.ActionRateLimit && match.TCPFlags == "syn,!ack":
+		// The responder's answer to a slow source that also has ordinary
+		// connections: its new connections are limited, its slow ones
+		// closed, its ordinary ones kept.
+		match.TCPFlags = ""
+	default:
+		return 0
+	}
+	m, err := match.Compile()
+	if err != nil || !m.Src.IsValid() || !m.Src.IsSingleIP() {
+		return 0
+	}
+	t.mu.Lock()
+	conns := slices.Clone(t.slowConns)
+	t.mu.Unlock()
+	var cut []tcpConn
+	for _, c := range conns {
+		p := rule.Packet{Family: 4, Src: c.remote.Addr(), Dst: c.local.Addr(), Protocol: rule.ProtoTCP, HasL4: true,
+			SrcPort: c.remote.Port(), DstPort: c.local.Port(), TCPFlags: rule.FlagACK}
+		if p.Src.Is6() {
+			p.Family = 6
+		}
+		if m.Matches(&p) {
+			cut = append(cut, c)
+		}
+	}
+	if len(cut) == 0 {
+		return 0
+	}
+	closed, lastErr := t.destroy(cut)
+	failed := len(cut) - closed
+	if closed+failed > 0 {
+		t.logger.Info("closed the slow connections a drop rule cuts off", "rule_id", r.ID, "src", m.Src, "closed", closed, "failed", failed, "err", lastErr)
+	}
+	t.mu.Lock()
+	t.closed += uint64(closed)
+	t.mu.Unlock()
+	return closed
+}
+
+// sockDestroyer closes TCP connections of ns by their addresses; it
+// returns how many it closed and the last error.
+func sockDestroyer(ns netns.NsHandle) func([]tcpConn) (int, error) {
+	return func(conns []tcpConn) (int, error) {
+		h, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
+		if err != nil {
+			return 0, fmt.Errorf("open sock_diag handle: %w", err)
+		}
+		defer h.Close()
+		closed := 0
+		var lastErr error
+		for _, c := range conns {
+			if !c.local.Addr().Is4() || !c.remote.Addr().Is4() {
+				lastErr = fmt.Errorf("close %s-%s: only IPv4 connections can be closed", c.local, c.remote)
+				continue
+			}
+			if err := h.SocketDestroy(net.TCPAddrFromAddrPort(c.local), net.TCPAddrFromAddrPort(c.remote)); err != nil {
+				lastErr = fmt.Errorf("close %s-%s: %w", c.local, c.remote, err)
+				continue
+			}
+			closed++
+		}
+		return closed, lastErr
+	}
+}
+
+// slowConnCollector exposes the tracker's counts: no addresses or ports as
+// labels (those are in /api/v1/traffic's slow_connections).
+type slowConnCollector struct {
+	t                                     *SlowConnTracker
+	inbound, slow, idle, top, sources, ok *prometheus.Desc
+	closed                                *prometheus.Desc
+}
+
+// Collector returns a Prometheus collector for the tracker's report.
+func (t *SlowConnTracker) Collector() prometheus.Collector {
+	fq := func(name string) string { return prometheus.BuildFQName("packetscope", "tcp", name) }
+	return &slowConnCollector{
+		t:       t,
+		inbound: prometheus.NewDesc(fq("inbound_connections"), "Established TCP connections to a port the node listens on.", nil, nil),
+		slow: prometheus.NewDesc(fq("slow_connections"),
+			"Inbound TCP connections open for a while on which the node has answered nothing and the client sent little (an incomplete request: slowloris).", nil, nil),
+		idle: prometheus.NewDesc(fq("idle_connections"), "Inbound TCP connections that received no data for a while (idle keep-alive included).", nil, nil),
+		top:  prometheus.NewDesc(fq("slow_connections_top_source"), "Slow inbound TCP connections held by the single source holding the most.", nil, nil),
+		sources: prometheus.NewDesc(fq("slow_connection_sources"),
+			"Sources holding slow inbound TCP connections.", nil, nil),
+		closed: prometheus.NewDesc(fq("slow_connections_closed_total"),
+			"Slow inbound TCP connections the agent closed because a drop rule cut their source off.", nil, nil),
+		ok: prometheus.NewDesc(fq("slow_connections_scrape_success"), "Whether the last listing of TCP sockets (sock_diag) succeeded.", nil, nil),
+	}
+}
+
+func (c *slowConnCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.inbound
+	ch <- c.slow
+	ch <- c.idle
+	ch <- c.top
+	ch <- c.sources
+	ch <- c.ok
+	ch <- c.closed
+}
+
+func (c *slowConnCollector) Collect(ch chan<- prometheus.Metric) {
+	r := c.t.Report()
+	c.t.mu.Lock()
+	ok := 1.0
+	if c.t.lastErr != nil {
+		ok = 0
+	}
+	closed := c.t.closed
+	c.t.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(c.inbound, prometheus.GaugeValue, float64(r.Inbound))
+	ch <- prometheus.MustNewConstMetric(c.slow, prometheus.GaugeValue, float64(r.Slow))
+	ch <- prometheus.MustNewConstMetric(c.idle, prometheus.GaugeValue, float64(r.Idle))
+	ch <- prometheus.MustNewConstMetric(c.top, prometheus.GaugeValue, float64(r.TopSource()))
+	ch <- prometheus.MustNewConstMetric(c.sources, prometheus.GaugeValue, float64(r.SlowSources))
+	ch <- prometheus.MustNewConstMetric(c.ok, prometheus.GaugeValue, ok)
+	ch <- prometheus.MustNewConstMetric(c.closed, prometheus.CounterValue, float64(closed))
+}

@@ -1,0 +1,249 @@
+package agentapi
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/packetscope/packetscope/rule"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vishvananda/netns"
+)
+
+func TestSlowConnClassify(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	clock := now
+	listen := tcpConn{cookie: 1, state: tcpListen, local: netip.MustParseAddrPort("0.0.0.0:80")}
+	var conns []tcpConn
+	conns = append(conns, listen)
+	cookie := uint64(100)
+	add := func(n int, src string, sport0 int, dport uint16, recv, sent uint64, lastRecv time.Duration) {
+		for i := range n {
+			cookie++
+			conns = append(conns, tcpConn{cookie: cookie, state: tcpEstablished,
+				local:         netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), dport),
+				remote:        netip.AddrPortFrom(netip.MustParseAddr(src), uint16(sport0+i)),
+				bytesReceived: recv, bytesSent: sent, lastDataRecv: lastRecv})
+		}
+	}
+	// The attacker: 60 incomplete requests on port 80, and one served request.
+	add(60, "10.0.0.66", 40000, 80, 300, 0, 3*time.Second)
+	add(1, "10.0.0.66", 50000, 80, 300, 5000, time.Second)
+	// Keep-alive clients: answered, idle for long (not slow, idle).
+	for i := range 20 {
+		add(2, fmt.Sprintf("10.1.0.%d", i+1), 40000, 80, 900, 20000, time.Minute)
+	}
+	// A preconnected browser socket: nothing sent yet (slow, one of a kind).
+	add(1, "10.2.0.1", 40000, 80, 0, 0, 10*time.Second)
+	// A bulk upload: much received (not slow).
+	add(1, "10.3.0.1", 40000, 80, 50<<20, 0, 0)
+	// Outbound connections (no listener on their local port) never count.
+	conns = append(conns, tcpConn{cookie: 9999, state: tcpEstablished,
+		local: netip.MustParseAddrPort("10.0.0.1:55555"), remote: netip.MustParseAddrPort("10.9.9.9:443")})
+
+	tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{Now: func() time.Time { return clock }},
+		func() ([]tcpConn, error) { return conns, nil })
+	r := tr.Report()
+	if r.Slow != 0 || r.Inbound != 103 {
+		t.Fatalf("first listing: slow %d inbound %d, want 0 (no connection is old yet) and 103", r.Slow, r.Inbound)
+	}
+	clock = now.Add(6 * time.Second)
+	r = tr.Report()
+	if r.Slow != 61 || r.Idle != 40 || r.SlowSources != 2 {
+		t.Fatalf("slow %d idle %d sources %d, want 61, 40, 2: %+v", r.Slow, r.Idle, r.SlowSources, r)
+	}
+	top := r.Sources[0]
+	if top.Src != "10.0.0.66" || top.Slow != 60 || top.Normal != 1 || strings.Join(top.DstPorts, ",") != "80" {
+		t.Errorf("top source %+v, want 10.0.0.66 with 60 slow, 1 normal on port 80", top)
+	}
+	if r.TopSource() != 60 {
+		t.Errorf("TopSource %d, want 60", r.TopSource())
+	}
+	// A scrape within Every reuses the listing.
+	clock = clock.Add(time.Second)
+	conns = conns[:1]
+	if r := tr.Report(); r.Slow != 61 {
+		t.Errorf("a report within Every listed again: slow %d", r.Slow)
+	}
+	if err := testutil.CollectAndCompare(tr.Collector(), strings.NewReader(`
+# HELP packetscope_tcp_slow_connections Inbound TCP connections open for a while on which the node has answered nothing and the client sent little (an incomplete request: slowloris).
+# TYPE packetscope_tcp_slow_connections gauge
+packetscope_tcp_slow_connections 61
+# HELP packetscope_tcp_slow_connections_top_source Slow inbound TCP connections held by the single source holding the most.
+# TYPE packetscope_tcp_slow_connections_top_source gauge
+packetscope_tcp_slow_connections_top_source 60
+`), "packetscope_tcp_slow_connections", "packetscope_tcp_slow_connections_top_source"); err != nil {
+		t.Error(err)
+	}
+	if probs, err := testutil.CollectAndLint(tr.Collector()); err != nil || len(probs) != 0 {
+		t.Errorf("lint: %v %v", probs, err)
+	}
+	// A drop rule for the attacker closes its slow connections, not its
+	// answered one; a rate limit, a broader source or another port closes none.
+	var destroyed []tcpConn
+	tr.destroy = func(cs []tcpConn) (int, error) { destroyed = append(destroyed, cs...); return len(cs), nil }
+	mk := func(action rule.Action, src string, ports ...string) rule.Rule {
+		r := rule.Rule{Action: action, Match: rule.Match{Src: src, Protocol: "tcp", DstPorts: ports}}
+		if action == rule.ActionRateLimit {
+			r.RatePPS = 10
+		}
+		return r
+	}
+	for _, c := range []struct {
+		r    rule.Rule
+		want int
+	}{
+		{mk(rule.ActionRateLimit, "10.0.0.66/32"), 0},
+		{func() rule.Rule {
+			r := mk(rule.ActionRateLimit, "10.0.0.66/32", "80")
+			r.Match.TCPFlags = "syn,!ack"
+			return r
+		}(), 60},
+		{func() rule.Rule {
+			r := mk(rule.ActionRateLimit, "10.0.0.66/32", "80")
+			r.Match.TCPFlags = "ack"
+			return r
+		}(), 0},
+		{mk(rule.ActionDrop, "10.0.0.0/24"), 0},
+		{mk(rule.ActionDrop, "10.0.0.66/32", "443"), 0},
+		{mk(rule.ActionDrop, "10.0.0.66/32", "80"), 60},
+	} {
+		destroyed = nil
+		if n := tr.CloseHeldBy(c.r); n != c.want || len(destroyed) != c.want {
+			t.Errorf("CloseHeldBy(%s %+v) closed %d (%d asked), want %d", c.r.Action, c.r.Match, n, len(destroyed), c.want)
+		}
+		for _, d := range destroyed {
+			if d.remote.Addr().String() != "10.0.0.66" || d.bytesSent != 0 {
+				t.Errorf("closed %+v: not one of the attacker's slow connections", d)
+			}
+		}
+	}
+	// Gone connections are forgotten: the next listing counts none.
+	clock = clock.Add(2 * time.Second)
+	if r := tr.Report(); r.Slow != 0 || len(r.Sources) != 0 || len(tr.firstSeen) != 0 {
+		t.Errorf("after the connections closed: %+v, %d remembered", r, len(tr.firstSeen))
+	}
+}
+
+// TestSlowConnSockDiag: the sock_diag listing sees a real listener and an
+// incomplete request on it, and not a connection that was answered.
+func TestSlowConnSockDiag(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64)
+				n, _ := c.Read(buf)
+				if strings.Contains(string(buf[:n]), "\r\n\r\n") {
+					_, _ = c.Write([]byte("HTTP/1.0 200 OK\r\n\r\n"))
+				}
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	slow, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	_, _ = slow.Write([]byte("GET / HTTP/1.1\r\n"))
+	served, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer served.Close()
+	_, _ = served.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	if _, err := served.Read(make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+
+	list := sockDiagLister(netns.None())
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	var conns []tcpConn
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conns, err = list()
+		if err != nil {
+			t.Fatalf("sock_diag: %v", err)
+		}
+		var got []tcpConn
+		for _, c := range conns {
+			if c.local.Port() == port && c.state == tcpEstablished {
+				got = append(got, c)
+			}
+		}
+		if len(got) == 2 && got[0].bytesReceived > 0 && got[1].bytesReceived > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	clock := time.Now()
+	tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{MinAge: time.Second, Now: func() time.Time { return clock }},
+		func() ([]tcpConn, error) { return list() })
+	tr.Report()
+	clock = clock.Add(3 * time.Second)
+	r := tr.Report()
+	var src *SlowSource
+	for i := range r.Sources {
+		if r.Sources[i].Src == "127.0.0.1" {
+			src = &r.Sources[i]
+		}
+	}
+	if src == nil || src.Slow != 1 || src.Normal < 1 || !strings.Contains(strings.Join(src.DstPorts, ","), fmt.Sprint(port)) {
+		t.Fatalf("want 127.0.0.1 holding 1 slow connection on port %d and the served one normal: %+v", port, r)
+	}
+
+	// A drop rule for the source closes the slow connection (the client
+	// sees it reset), not the served one.
+	tr.destroy = sockDestroyer(netns.None())
+	if n := tr.CloseHeldBy(rule.Rule{Action: rule.ActionDrop, Match: rule.Match{Src: "127.0.0.1/32", Protocol: "tcp", DstPorts: []string{fmt.Sprint(port)}}}); n != 1 {
+		t.Fatalf("CloseHeldBy closed %d connections, want 1 (the slow one)", n)
+	}
+	_ = slow.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := slow.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+		t.Errorf("the slow connection is still open after CloseHeldBy: read %v", err)
+	}
+	if _, err := served.Write([]byte("x")); err != nil {
+		t.Errorf("the served connection was closed too: %v", err)
+	}
+}
+
+// TestAPIRuleAddedHookAndSlowReport: the API calls OnRuleAdded with each
+// rule it stored (not with a refused one), and a traffic report carries the
+// window's slow-connection report.
+func TestAPIRuleAddedHookAndSlowReport(t *testing.T) {
+	var got []rule.Rule
+	rep := &SlowConnReport{Inbound: 3, Slow: 2, SlowSources: 1, Sources: []SlowSource{{Src: "198.51.100.9", Slow: 2, DstPorts: []string{"80"}}}}
+	w := NewTrafficWindow(WindowConfig{MaxAge: time.Hour, SlowConnections: func() *SlowConnReport { return rep }})
+	f := &apiFixture{store: newMemStore(4), window: w}
+	f.h = NewAPI(quietLogger, f.store, w, testToken, OnRuleAdded(func(r rule.Rule) int { got = append(got, r); return 0 }))
+	bearer := "Bearer " + testToken
+	if resp, body := f.do(t, "POST", "/api/v1/rules", bearer, goodRule); resp.StatusCode != 201 {
+		t.Fatalf("add: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := f.do(t, "POST", "/api/v1/rules", bearer, `{"action":"drop","match":{"src":"0.0.0.0/0"},"ttl_seconds":60}`); resp.StatusCode != 400 {
+		t.Fatalf("a refused rule: %d", resp.StatusCode)
+	}
+	if len(got) != 1 || got[0].ID == "" || got[0].Match.Src != "203.0.113.0/24" {
+		t.Errorf("hook saw %+v, want the one stored rule with its id", got)
+	}
+	resp, body := f.do(t, "GET", "/api/v1/traffic?window=60s", bearer, "")
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"slow_connections":{`) || !strings.Contains(string(body), `"src":"198.51.100.9"`) {
+		t.Errorf("traffic report lacks slow_connections: %d %s", resp.StatusCode, body)
+	}
+}
