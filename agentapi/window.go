@@ -31,6 +31,10 @@ type TrafficReport struct {
 	// [From, To]: a connection's state is current), with the sources holding
 	// the most slow ones; absent when the agent does not track them.
 	SlowConnections *SlowConnReport `json:"slow_connections,omitempty"`
+	// UDPPeers are the peers of the node's connected UDP sockets now: what
+	// they send is an answer the node asked for (UDPPeer); absent when the
+	// agent does not list them.
+	UDPPeers []UDPPeer `json:"udp_peers,omitempty"`
 }
 
 // Totals counts the sampled packets in a report's window and estimates the
@@ -76,6 +80,9 @@ type WindowConfig struct {
 	// SlowConnections returns the current slow-connection report for each
 	// traffic report (a SlowConnTracker's Report); nil: not tracked.
 	SlowConnections func() *SlowConnReport
+	// UDPPeers lists the connected UDP sockets' peers for each traffic
+	// report (UDPPeersOf); nil: not listed. An error leaves the list out.
+	UDPPeers func() ([]UDPPeer, error)
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
 }
@@ -265,6 +272,9 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 	}
 	if w.cfg.SlowConnections != nil {
 		rep.SlowConnections = w.cfg.SlowConnections()
+	}
+	if w.cfg.UDPPeers != nil {
+		rep.UDPPeers, _ = w.cfg.UDPPeers()
 	}
 	return rep
 }

@@ -28,6 +28,9 @@ type Evidence struct {
 	// SlowConnections is the agent's report of its inbound connections and
 	// the sources holding slow ones (nil: the agent does not track them).
 	SlowConnections *agentapi.SlowConnReport
+	// UDPPeers are the node's connected UDP sockets' peers now (the agent's
+	// report): their answers are served traffic (served.go).
+	UDPPeers []agentapi.UDPPeer
 }
 
 // AlertInfo is the part of an Alertmanager alert the responder uses.

@@ -76,14 +76,17 @@ func Mine(cfg MinerConfig, attack, baseline []rule.Packet, protected []netip.Pre
 // gets its own fingerprint (one rule per vector); per-source rules are used
 // instead only when a few sources, new against the baseline, carry the
 // attack and cover it better than the fingerprints do.
-func MineAlert(cfg MinerConfig, attackLabel string, attack, baseline []rule.Packet, protected []netip.Prefix) []Candidate {
+//
+// peers are the node's connected UDP sockets' peers, when the agent lists
+// them: their answers are served traffic too.
+func MineAlert(cfg MinerConfig, attackLabel string, attack, baseline []rule.Packet, protected []netip.Prefix, peers ...agentapi.UDPPeer) []Candidate {
 	cfg = cfg.withDefaults()
 	attack = ipOnly(attack)
 	baseline = ipOnly(baseline)
 	if len(attack) == 0 {
 		return nil
 	}
-	served := newServedFlows(attack, baseline)
+	served := newServedFlows(peers, attack, baseline)
 	evAttack := served.without(attack)
 	evBaseline := served.without(baseline)
 	if len(evAttack) == 0 {

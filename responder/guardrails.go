@@ -83,6 +83,9 @@ type CheckInput struct {
 	// the served flows' rate); zero: rates unknown, such rules are refused.
 	SampleEvery     uint32
 	BaselineSeconds float64
+	// UDPPeers are the node's connected UDP sockets' peers: their packets
+	// are served traffic (served.go).
+	UDPPeers []agentapi.UDPPeer
 	// SlowSources are the sources the agent reports holding slow
 	// connections, set only for a slow_connections alert, and SlowTotal
 	// the node's slow connections: a rule on one of these sources may cut
@@ -117,7 +120,7 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 			// rest of the baseline: the served flows keep their rate.
 			collateral := v.Collateral
 			if servedRate > 0 {
-				collateral = replayMatchers([]*rule.Matcher{m}, nil, newServedFlows(in.Attack, in.Baseline).without(in.Baseline)).Collateral
+				collateral = replayMatchers([]*rule.Matcher{m}, nil, newServedFlows(in.UDPPeers, in.Attack, in.Baseline).without(in.Baseline)).Collateral
 			}
 			// A source holding slow connections: its connections are the
 			// attack, measured in connections, not packets (slow.go).

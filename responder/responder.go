@@ -693,7 +693,8 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	if j.alert.Labels["attack"] == AttackSlowConnections {
 		ev.Candidates = MineSlow(r.cfg.Miner, ev.SlowConnections, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
 	} else {
-		ev.Candidates = MineAlert(r.cfg.Miner, j.alert.Labels["attack"], ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
+		ev.UDPPeers = attack.UDPPeers
+		ev.Candidates = MineAlert(r.cfg.Miner, j.alert.Labels["attack"], ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)), ev.UDPPeers...)
 	}
 	sum := &EvidenceSummary{
 		AttackFrom: from, AttackTo: now, BaselineFrom: baseEnd.Add(-r.cfg.BaselineWindow), BaselineTo: baseEnd, BaselineSource: baseSource,
@@ -745,7 +746,7 @@ func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]V
 		return r.cfg.Guardrails.Check(CheckInput{
 			Attack: ev.Attack, Baseline: ev.Baseline, Protected: ev.Protected,
 			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, RuleTTL: r.cfg.RuleTTL, Origin: string(analyst),
-			SampleEvery: ev.SampleEvery, BaselineSeconds: ev.BaselineSeconds,
+			SampleEvery: ev.SampleEvery, BaselineSeconds: ev.BaselineSeconds, UDPPeers: ev.UDPPeers,
 			SlowSources: slowEvidence(ev.Alert.Labels["attack"], ev.SlowConnections), SlowTotal: slowTotal(ev.SlowConnections),
 		}, rules)
 	}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 
+	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/rule"
 )
 
@@ -31,10 +32,19 @@ type flowSeen struct {
 	moved     bool   // a later one differed from it
 }
 
-// servedFlows are the established connections seen in the windows.
+// servedFlows are the established connections seen in the windows, and
+// the UDP answers the node asked for.
 type servedFlows struct {
 	flows map[flowKey]bool
-	pkts  []rule.Packet // their established packets, both windows
+	udp   map[udpPeerKey]bool
+	pkts  []rule.Packet // their packets, all windows
+}
+
+// udpPeerKey is what a packet from a connected UDP socket's peer carries:
+// the peer's address and port, and the socket's local port.
+type udpPeerKey struct {
+	src          netip.Addr
+	sport, dport uint16
 }
 
 // servedMaxShare is the share of the served flows' packets a rule may match
@@ -50,7 +60,10 @@ func flowOf(p *rule.Packet) flowKey {
 	return flowKey{src: p.Src, dst: p.Dst, sport: p.SrcPort, dport: p.DstPort}
 }
 
-func newServedFlows(windows ...[]rule.Packet) *servedFlows {
+// newServedFlows finds the served connections in the windows; peers are the
+// node's connected UDP sockets' (agentapi.UDPPeer), whose packets are
+// served whatever their volume: a QUIC download is heavy UDP the node asked for.
+func newServedFlows(peers []agentapi.UDPPeer, windows ...[]rule.Packet) *servedFlows {
 	seen := map[flowKey]*flowSeen{}
 	for _, w := range windows {
 		for i := range w {
@@ -79,7 +92,10 @@ func newServedFlows(windows ...[]rule.Packet) *servedFlows {
 			f.est++
 		}
 	}
-	s := &servedFlows{flows: map[flowKey]bool{}}
+	s := &servedFlows{flows: map[flowKey]bool{}, udp: map[udpPeerKey]bool{}}
+	for _, p := range peers {
+		s.udp[udpPeerKey{src: p.Remote.Addr().Unmap(), sport: p.Remote.Port(), dport: p.LocalPort}] = true
+	}
 	for k, f := range seen {
 		if f.est >= 2 && f.moved || f.handshake && f.est >= 1 {
 			s.flows[k] = true
@@ -96,12 +112,15 @@ func newServedFlows(windows ...[]rule.Packet) *servedFlows {
 }
 
 func (s *servedFlows) isServed(p *rule.Packet) bool {
+	if p.HasL4 && p.Protocol == rule.ProtoUDP {
+		return s.udp[udpPeerKey{src: p.Src, sport: p.SrcPort, dport: p.DstPort}]
+	}
 	return isEstablished(p) && s.flows[flowOf(p)]
 }
 
 // without returns pkts less the established packets of served flows.
 func (s *servedFlows) without(pkts []rule.Packet) []rule.Packet {
-	if len(s.flows) == 0 {
+	if len(s.flows) == 0 && len(s.udp) == 0 {
 		return pkts
 	}
 	out := make([]rule.Packet, 0, len(pkts))
@@ -162,7 +181,7 @@ func (s *servedFlows) hitsAreFlood(m *rule.Matcher, attack []rule.Packet) bool {
 // when it leaves them alone; "" and a rate (packets/s) when it may go in
 // only as a rate_limit at that rate; a reason when it must not go in.
 func servedVerdict(m *rule.Matcher, in CheckInput) (reason string, ratePPS uint32) {
-	s := newServedFlows(in.Attack, in.Baseline)
+	s := newServedFlows(in.UDPPeers, in.Attack, in.Baseline)
 	r := s.refusal(s.matched(m))
 	if r == "" {
 		return "", 0
@@ -188,7 +207,7 @@ func servedVerdict(m *rule.Matcher, in CheckInput) (reason string, ratePPS uint3
 // It is reported apart from the baseline collateral, which counts every
 // packet alike.
 func ServedCollateral(rules []rule.Rule, windows ...[]rule.Packet) (matched, total int) {
-	s := newServedFlows(windows...)
+	s := newServedFlows(nil, windows...)
 	var ms []*rule.Matcher
 	for _, r := range rules {
 		if m, err := r.Match.Compile(); err == nil {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/packetscope/packetscope/agentapi"
 	"github.com/packetscope/packetscope/rule"
 )
 
@@ -32,7 +33,7 @@ func TestServedFlows(t *testing.T) {
 		}(), 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newServedFlows(tc.pkts)
+			s := newServedFlows(nil, tc.pkts)
 			if got := len(s.pkts); got < tc.served*95/100 || got > tc.served {
 				t.Errorf("%d of %d packets served, want %d", got, len(tc.pkts), tc.served)
 			}
@@ -119,5 +120,42 @@ func TestGuardrailsRateLimitServedOverlap(t *testing.T) {
 	}
 	if limited == 0 {
 		t.Errorf("miner: no rate-limited rule for the flood among %+v", cands)
+	}
+}
+
+// TestServedUDPPeers: a QUIC download (heavy UDP from a CDN's port 443 to
+// the node's ephemeral port) looks like a reflection from one source to the
+// miner. When the agent lists the connected UDP socket's peer, its packets
+// are served traffic: no candidate for them, and a rule matching them is
+// refused. Without the peer list the miner proposes one (what the list
+// prevents).
+func TestServedUDPPeers(t *testing.T) {
+	cdn := netip.MustParseAddrPort("198.51.100.20:443")
+	quic := make([]rule.Packet, 3000)
+	for i := range quic {
+		quic[i] = rule.Packet{Family: 4, Src: cdn.Addr(), Dst: victim4, Protocol: rule.ProtoUDP, TTL: 55, HasL4: true,
+			Length: uint16(1200 + i*37%150), SrcPort: cdn.Port(), DstPort: 51000}
+	}
+	baseline := ordinaryTraffic(3, 2000)
+	attack := mix(1, quic, ordinaryTraffic(4, 500))
+	peers := []agentapi.UDPPeer{{Remote: cdn, LocalPort: 51000}}
+	hitsDownload := func(cs []Candidate) bool {
+		for _, c := range cs {
+			if m, err := c.Rule.Match.Compile(); err == nil && countMatched([]*rule.Matcher{m}, quic) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	if !hitsDownload(MineAlert(MinerConfig{}, "udp_amplification", attack, baseline, nil)) {
+		t.Fatal("without the peer list the miner proposes nothing for the download: this test shows nothing")
+	}
+	if cs := MineAlert(MinerConfig{}, "udp_amplification", attack, baseline, nil, peers...); hitsDownload(cs) {
+		t.Errorf("with the peer listed, candidates still match the download: %+v", cs)
+	}
+	in := CheckInput{Attack: attack, Baseline: baseline, Mode: ModeEnforce, RuleTTL: 600e9, Origin: "llm", SampleEvery: 16, BaselineSeconds: 60, UDPPeers: peers}
+	v := DefaultGuardrails.Check(in, []rule.Rule{{Action: rule.ActionDrop, Match: rule.Match{Protocol: "udp", SrcPorts: []string{"443"}, Length: "1200-1350"}}})[0]
+	if v.Accepted || !strings.Contains(v.Reason, "connections the node serves") {
+		t.Errorf("a rule on the download: accepted %v as %s, reason %q", v.Accepted, v.Rule.Action, v.Reason)
 	}
 }

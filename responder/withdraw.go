@@ -43,8 +43,8 @@ func (r *Responder) cutsServed(ctx context.Context, agent Agent, active []rule.R
 	if err != nil {
 		return nil, err
 	}
-	served := newServedFlows(packetsOf(rep.Samples))
-	if len(served.flows) == 0 {
+	served := newServedFlows(rep.UDPPeers, packetsOf(rep.Samples))
+	if len(served.flows) == 0 && len(served.udp) == 0 {
 		return nil, nil
 	}
 	out := map[string]string{}

@@ -135,6 +135,7 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 		SampleEvery:     g.SampleEvery(),
 		Protected:       agentapi.ProtectedAddresses(logger, ns.ForNetlink(), 30*time.Second, neverBlock...),
 		SlowConnections: slow.Report,
+		UDPPeers:        loggedUDPPeers(logger, agentapi.UDPPeersOf(ns.ForNetlink())),
 	})
 	reg.MustRegister(window.Collector())
 	go feedWindow(ctx, g, window)
@@ -218,4 +219,16 @@ func runCleanup(logger *slog.Logger, pinPath string) error {
 	}
 	logger.Info("removed the pinned XDP guard", "pin_path", pinPath)
 	return nil
+}
+
+// loggedUDPPeers logs a failed listing: a report then goes out without the
+// peers, and the responder counts their answers as unknown traffic.
+func loggedUDPPeers(logger *slog.Logger, list func() ([]agentapi.UDPPeer, error)) func() ([]agentapi.UDPPeer, error) {
+	return func() ([]agentapi.UDPPeer, error) {
+		peers, err := list()
+		if err != nil {
+			logger.Warn("list the connected UDP sockets' peers", "err", err)
+		}
+		return peers, err
+	}
 }
