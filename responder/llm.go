@@ -81,6 +81,8 @@ Rules: every match field is optional and all given fields must match (AND). The 
 Use null for fields you do not constrain. Prefer fingerprints (ports, flags, TTL, length, window)
 when sources are spoofed; per-source rules only when a few sources carry the attack. Never match a protected address, never use
 0.0.0.0/0 or ::/0, keep collateral under 1 %. Propose at most ` + strconv.Itoa(maxProposedRules) + ` rules, or none if the traffic is ordinary.
+Never match the connections the node serves: established TCP flows, and datagrams from the peers of its connected UDP sockets
+(served_udp_peers: answers it asked for, however heavy); the guardrails refuse such rules.
 
 ` + slowPrompt + `
 
@@ -315,7 +317,14 @@ type promptEvidence struct {
 	// The node's inbound connections and the sources holding slow ones
 	// (slow.go): the evidence of a slow_connections alert.
 	SlowConnections *agentapi.SlowConnReport `json:"slow_connections,omitempty"`
+	// Peers of the node's connected UDP sockets (served.go), at most
+	// maxPromptUDPPeers.
+	UDPPeers []string `json:"served_udp_peers,omitempty"`
 }
+
+// maxPromptUDPPeers bounds the peers the model sees (a busy resolver holds
+// thousands of connected sockets; the guardrails check them all).
+const maxPromptUDPPeers = 32
 
 // buildPrompt renders the evidence as JSON within maxBytes: untrusted text
 // (labels, annotations) is sanitized and cut, and samples are dropped until
@@ -342,6 +351,9 @@ func buildPrompt(ev *Evidence, maxBytes int) string {
 	}
 	for _, p := range ev.Protected {
 		pe.Protected = append(pe.Protected, p.String())
+	}
+	for _, p := range ev.UDPPeers[:min(len(ev.UDPPeers), maxPromptUDPPeers)] {
+		pe.UDPPeers = append(pe.UDPPeers, fmt.Sprintf("%s to local port %d", p.Remote, p.LocalPort))
 	}
 	for _, r := range ev.ActiveRules[:min(len(ev.ActiveRules), 20)] {
 		r.Reason = SanitizeText(r.Reason, 80)
