@@ -676,7 +676,7 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	}
 	ev := &Evidence{
 		Alert: j.alert, AttackFrom: from, AttackTo: now,
-		Attack: packetsOf(attack.Samples), Baseline: basePkts,
+		Attack: packetsOf(attack.Samples), Baseline: basePkts, Reactions: attack.Reactions,
 		AttackTop: attack.Top, SampleEvery: attack.SampleEvery, Estimated: attack.Totals.EstimatedPackets,
 		ActiveRules: active,
 	}
@@ -688,10 +688,10 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 			r.logger.Warn("agent reported an unreadable protected address", "value", SanitizeText(s, 64))
 		}
 	}
-	ev.Candidates = MineAlert(r.cfg.Miner, j.alert.Labels["attack"], ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
+	ev.Candidates = MineEvidence(r.cfg.Miner, j.alert.Labels["attack"], ev.Attack, ev.Baseline, ev.Reactions, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
 	sum := &EvidenceSummary{
 		AttackFrom: from, AttackTo: now, BaselineFrom: baseEnd.Add(-r.cfg.BaselineWindow), BaselineTo: baseEnd, BaselineSource: baseSource,
-		AttackSamples: len(ev.Attack), BaselineSamples: len(ev.Baseline), SampleEvery: ev.SampleEvery,
+		AttackSamples: len(ev.Attack), BaselineSamples: len(ev.Baseline), Reactions: len(ev.Reactions), SampleEvery: ev.SampleEvery,
 		Estimated: ev.Estimated, Candidates: ev.Candidates, ActiveRules: len(active), Top: map[string][]agentapi.ValueCount{},
 	}
 	for k, vs := range attack.Top {
