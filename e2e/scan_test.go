@@ -135,6 +135,8 @@ func TestSYNQueueExhaustionDefense(t *testing.T) {
 			if ok == 0 || float64(failed) > 0.01*float64(ok+failed) {
 				t.Errorf("legitimate client: %d served, %d failed: want >= 99%% served; first failures: %v", ok, failed, legit.errs)
 			}
+			_, rules := httpDo(t, http.MethodGet, st.agent.URL+"/api/v1/rules", defenseAPIToken, "")
+			t.Logf("rules: %s", rules)
 			if fired := promQuery(t, st.prom, `ALERTS{alertname="PacketScopeSYNFlood"}`); len(fired) > 0 {
 				t.Errorf("the SYN flood alert fired at 100 SYN/s: %v", fired)
 			}

@@ -164,7 +164,7 @@ func MineScanners(cfg MinerConfig, attack, baseline []rule.Packet, reactions []r
 				m.Protocol = agentapi.FormatProtocol(uint32(p))
 			}
 		}
-		reason := fmt.Sprintf("source %s probed %d distinct closed ports (%d probes answered with RST or ICMP port unreachable)", s.Addr, s.Ports, s.Probes)
+		reason := fmt.Sprintf("source %s probed %d distinct closed ports (%d probes the kernel dropped as NO_SOCKET)", s.Addr, s.Ports, s.Probes)
 		if len(servedPorts) > 0 || !served.allows(m) {
 			if len(protos) != 1 || !protos[rule.ProtoTCP] || len(servedPorts) >= rule.MaxPortItems {
 				continue // no narrower rule leaves its connections alone
