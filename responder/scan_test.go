@@ -174,3 +174,42 @@ func TestPromptShowsReactions(t *testing.T) {
 		t.Errorf("prompt of %d bytes", len(p))
 	}
 }
+
+// TestPortScanAlertRoundTrip: a port_scan alert through the webhook; the
+// responder pulls the agent's window with its reactions and pushes a drop
+// rule for the scanner, recording the reactions in the evidence.
+func TestPortScanAlertRoundTrip(t *testing.T) {
+	pkts, reactions := probes(scanner4, rule.ProtoTCP, portRange(1, 1000))
+	attack := append(ordinaryTraffic(12, 500), pkts...)
+	agent := newFakeAgent(t, ordinaryTraffic(11, 4000), attack)
+	now := time.Now()
+	for i, r := range reactions {
+		r.Time = now.Add(-20 * time.Second).Add(time.Duration(i) * 10 * time.Millisecond)
+		agent.window.AddReaction(r)
+	}
+	tr := startResponder(t, Config{AgentURLs: []string{agent.srv.URL}}, true)
+	body := payload(t, "alertmanager-firing.json", func(m map[string]any) {
+		a := m["alerts"].([]any)[0].(map[string]any)
+		labels := a["labels"].(map[string]any)
+		labels["instance"] = strings.TrimPrefix(agent.srv.URL, "http://")
+		labels["alertname"], labels["attack"], labels["protocol"] = "PacketScopePortScan", "port_scan", "tcp"
+		delete(labels, "interface")
+	})
+	if code, text := tr.post(t, webhookToken, body); code != 200 {
+		t.Fatalf("post: %d %s", code, text)
+	}
+	d := tr.waitDecision(t, isKind("alert"))
+	if d.Outcome != OutcomeApplied {
+		t.Fatalf("decision %s err=%q validations=%+v", d.Outcome, d.Error, d.Validations)
+	}
+	if d.Evidence == nil || d.Evidence.Reactions != len(reactions) {
+		t.Errorf("evidence records %+v reactions, want %d", d.Evidence, len(reactions))
+	}
+	adds := agent.store.Adds()
+	if len(adds) != 1 || adds[0].Match.Src != "198.51.100.7/32" || adds[0].Match.Protocol != "tcp" || adds[0].Action != rule.ActionDrop {
+		t.Fatalf("pushed %+v, want one drop for 198.51.100.7/32 tcp", adds)
+	}
+	if !strings.Contains(adds[0].Reason, "probed 998 distinct closed ports") {
+		t.Errorf("rule reason %q does not come from the reactions", adds[0].Reason)
+	}
+}
