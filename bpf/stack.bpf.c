@@ -69,7 +69,8 @@ volatile const __u32 have_kfuncs = 0;
 volatile const __u32 have_netfilter = 1;
 // Reaction records (see reaction_emit) per CPU and second (~1.07 s windows):
 // a scan of every port must not flood the ring buffer or user space. The
-// excess is counted in lost_events[LOST_REACTION_RATE]. Set from Go.
+// excess is counted in lost_events[LOST_REACTION_RATE] (exported apart from
+// the losses: the counters count every reaction). Set from Go.
 volatile const __u32 reaction_budget = 200;
 
 enum direction {

@@ -131,7 +131,7 @@
 //     tcp:tcp_receive_reset = rx).
 //   - packetscope_ebpf_events_lost_total{cause}: map_full (a counter map had
 //     no room for a new key), recursion (programs the kernel skipped), and
-//     the reactions' reaction_ringbuf and reaction_rate (see below).
+//     the reactions' reaction_ringbuf (see below).
 //
 // # The stack's reactions
 //
@@ -148,7 +148,8 @@
 // headers to a ring buffer (Exporter.Reactions), at most
 // bpf.DefaultReactionBudget per CPU and second: a scan of every port
 // costs user space a few hundred records a second, the rest count as
-// packetscope_ebpf_events_lost_total{cause="reaction_rate"}. The agent keeps
+// packetscope_reaction_samples_skipped_total (not a loss: the counters
+// count every probe). The agent keeps
 // them in its traffic window as reactions.
 //
 // A full SYN queue has no tracepoint (the SYN is consumed, cookie or not),

@@ -33,6 +33,9 @@ var (
 	closedPortsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "closed_ports_probed"),
 		"Distinct closed ports probed in the last 10 s (exact: one bit per port in the kernel), over all sources.",
 		[]string{"protocol"}, nil)
+	reactionsSkippedDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "reaction_samples_skipped_total"),
+		"The stack's reactions (closed-port probes, listen overflows) not sampled into the traffic window because the per-CPU budget of the second was spent: by design, the counters above count every one.",
+		nil, nil)
 	listenQueueDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "tcp", "listen_queue_events_total"),
 		"Listening sockets' queue events (the kernel's TcpExt counters of the observed namespace): accept-queue overflows (listen_overflow), SYNs and ACKs a listener dropped (listen_drop), SYNs met by a full SYN queue answered with a cookie (syn_queue_full_cookie) or dropped (syn_queue_full_drop), SYN cookies sent, received valid, and failed (syncookie_sent, syncookie_recv, syncookie_failed).",
 		[]string{"event"}, nil)
@@ -131,7 +134,7 @@ func (e *Exporter) collectScan(ch chan<- prometheus.Metric) error {
 		return err
 	}
 	ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(full), "reaction_ringbuf")
-	ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(rate), "reaction_rate")
+	ch <- prometheus.MustNewConstMetric(reactionsSkippedDesc, prometheus.CounterValue, float64(rate))
 	var netstat []byte
 	if err := e.ns.Do(func() (err error) {
 		netstat, err = os.ReadFile("/proc/thread-self/net/netstat")
