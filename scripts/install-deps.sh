@@ -7,6 +7,7 @@ packages=(
   clang-16 llvm-16 libbpf-dev bpftool   # make generate (bpf2go)
   iproute2 iptables iputils-ping        # test hosts in network namespaces, drops on purpose
   iperf3 hping3 tcpreplay tcpdump       # traffic, floods, capture replay
+  nmap                                  # port scans (e2e TestPortScanDefense)
   netsniff-ng                           # trafgen: PACKET_MMAP line-rate floods (make bench)
   jq curl                               # benchmark scripts, stack test
   systemd util-linux                    # systemd-analyze verify; nsenter and setpriv
