@@ -24,6 +24,13 @@ type TrafficReport struct {
 	Top map[string][]ValueCount `json:"top"`
 	// Samples are the newest sampled headers in [From, To], oldest first.
 	Samples []rule.Sample `json:"samples"`
+	// Reactions are the stack's answers to packets in [From, To], oldest
+	// first: received packets the kernel dropped because nobody asked for
+	// them (reaction NO_SOCKET: a closed port, answered by a RST or an ICMP
+	// port unreachable; TCP_LISTEN_OVERFLOW: a full accept queue). Sampled
+	// apart from Samples (every such drop, up to a per-CPU budget per
+	// second), so they count in neither Totals nor Top.
+	Reactions []rule.Sample `json:"reactions,omitempty"`
 	// Protected are the node's own addresses and default gateways (CIDRs):
 	// a rule must never block them.
 	Protected []string `json:"protected"`
@@ -65,7 +72,11 @@ const (
 	DefaultWindowMaxSamples = 200_000
 	DefaultWindowMaxAge     = 10 * time.Minute
 	DefaultTopK             = 10
-	MaxTopK                 = 100
+	// DefaultWindowMaxReactions bounds the reactions kept (rule.Sample with
+	// Reaction set): the kernel emits at most a few hundred per CPU and
+	// second, so this holds minutes of a full-speed scan.
+	DefaultWindowMaxReactions = 50_000
+	MaxTopK                   = 100
 )
 
 // WindowConfig bounds a TrafficWindow.
@@ -107,6 +118,9 @@ type TrafficWindow struct {
 	n     int           // samples held
 	every uint32
 	stats WindowStats
+
+	reactions     []rule.Sample // a ring of at most DefaultWindowMaxReactions
+	reactionsHead int           // index of the oldest once full
 }
 
 // NewTrafficWindow returns an empty window; zero config fields take defaults.
@@ -214,6 +228,50 @@ func (w *TrafficWindow) evictOld(cutoff time.Time) {
 	}
 }
 
+// AddReaction keeps one of the stack's reactions (s.Reaction set) apart
+// from the sampled arriving headers; the oldest goes once
+// DefaultWindowMaxReactions are held, and any older than MaxAge at a report.
+func (w *TrafficWindow) AddReaction(s rule.Sample) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.reactions) < DefaultWindowMaxReactions {
+		w.reactions = append(w.reactions, s)
+		return
+	}
+	w.reactions[w.reactionsHead] = s
+	w.reactionsHead = (w.reactionsHead + 1) % len(w.reactions)
+}
+
+// reactionsIn returns the newest max reactions in [from, to], oldest first.
+func (w *TrafficWindow) reactionsIn(from, to time.Time, max int) []rule.Sample {
+	var out []rule.Sample
+	n := len(w.reactions)
+	for i := n - 1; i >= 0 && len(out) < max; i-- {
+		s := &w.reactions[(w.reactionsHead+i)%n]
+		if s.Time.Before(from) || s.Time.After(to) {
+			continue
+		}
+		out = append(out, *s)
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// evictOldReactions drops reactions older than cutoff when the oldest is.
+func (w *TrafficWindow) evictOldReactions(cutoff time.Time) {
+	n := len(w.reactions)
+	if n == 0 || !w.reactions[w.reactionsHead].Time.Before(cutoff) {
+		return
+	}
+	kept := make([]rule.Sample, 0, n)
+	for i := range n {
+		if s := w.reactions[(w.reactionsHead+i)%n]; !s.Time.Before(cutoff) {
+			kept = append(kept, s)
+		}
+	}
+	w.reactions, w.reactionsHead = kept, 0
+}
+
 // Stats returns counters about the window's contents.
 func (w *TrafficWindow) Stats() WindowStats {
 	w.mu.Lock()
@@ -255,6 +313,8 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 			samples = append(samples, *s)
 		}
 	}
+	w.evictOldReactions(w.cfg.Now().Add(-w.cfg.MaxAge))
+	reactions := w.reactionsIn(from, to, max(maxSamples, 0))
 	w.mu.Unlock()
 
 	slices.Reverse(samples)
@@ -268,7 +328,7 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 	}
 	rep := TrafficReport{
 		From: from, To: to, SampleEvery: every, Totals: tot,
-		Top: c.top(w.cfg.TopK), Samples: samples, Protected: protected,
+		Top: c.top(w.cfg.TopK), Samples: samples, Reactions: reactions, Protected: protected,
 	}
 	if w.cfg.SlowConnections != nil {
 		rep.SlowConnections = w.cfg.SlowConnections()

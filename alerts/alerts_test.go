@@ -95,6 +95,10 @@ func loadAlerts(t *testing.T) map[string][]rule {
 	return byGroup
 }
 
+// responderGroups are the groups whose alerts carry an `attack` label: the
+// floods, the probes the stack's reactions reveal, and the slow connections.
+var responderGroups = map[string]bool{"packetscope-floods": true, "packetscope-probes": true, "packetscope-connections": true}
+
 // TestAlertsCarryWhatTheyNeed checks what promtool does not: the fields
 // STYLE.md asks of every alert, and the labels the responder and the
 // Alertmanager route rely on.
@@ -140,15 +144,15 @@ func TestAlertsCarryWhatTheyNeed(t *testing.T) {
 				if strings.Contains(a.Expr, "by (") && !strings.Contains(a.Expr, "instance") {
 					t.Errorf("expression does not keep the instance label")
 				}
-				if group == "packetscope-floods" || group == "packetscope-connections" {
+				if responderGroups[group] {
 					if !regexp.MustCompile(`^[a-z0-9_]+$`).MatchString(a.Labels["attack"]) {
-						t.Errorf("flood or connection alert needs an attack label (snake_case), got %q", a.Labels["attack"])
+						t.Errorf("flood, probe or connection alert needs an attack label (snake_case), got %q", a.Labels["attack"])
 					}
 					if d > 10*time.Second {
 						t.Errorf("for: %s is too slow for the 10 s defense loop", d)
 					}
 				} else if a.Labels["attack"] != "" {
-					t.Errorf("only flood and connection alerts may carry an attack label: the responder acts on it")
+					t.Errorf("only flood, probe and connection alerts may carry an attack label: the responder acts on it")
 				}
 			})
 		}

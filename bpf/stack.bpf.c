@@ -67,6 +67,11 @@ volatile const __u32 have_kfuncs = 0;
 // that do not touch the IP layer (rx backlog, tx qdisc and driver) are still
 // observed. Set from Go.
 volatile const __u32 have_netfilter = 1;
+// Reaction records (see reaction_emit) per CPU and second (~1.07 s windows):
+// a scan of every port must not flood the ring buffer or user space. The
+// excess is counted in lost_events[LOST_REACTION_RATE] (exported apart from
+// the losses: the counters count every reaction). Set from Go.
+volatile const __u32 reaction_budget = 200;
 
 enum direction {
 	DIRECTION_RX = 0,
@@ -123,7 +128,9 @@ enum lost_cause {
 	LOST_MAP_FULL = 0,
 	LOST_TRACE_RINGBUF = 1, // the trace ring buffer was full
 	LOST_TRACE_RATE = 2,    // a dropped/slow packet over trace_tail_budget
-	LOST_COUNT = 3,
+	LOST_REACTION_RINGBUF = 3, // the reaction ring buffer was full
+	LOST_REACTION_RATE = 4,    // a reaction over reaction_budget
+	LOST_COUNT = 5,
 };
 
 // Trace points: the boundaries (enum stage_boundary) plus the socket enqueue and
@@ -140,6 +147,13 @@ enum trace_end {
 	TRACE_END_QUEUED = 3, // queued to a socket (UDP/ICMP: no later tracepoint)
 };
 
+// Protocols of the closed-port maps (closed_ports, closed_probes).
+enum probe_protocol {
+	PROBE_TCP = 0, // a TCP SYN (without ACK) to a port no socket listens on
+	PROBE_UDP = 1, // a UDP datagram to a port no socket is bound to
+	PROBE_PROTOCOLS = 2,
+};
+
 // Enums only Go reads (bpf2go -type): referenced here so they reach BTF, and
 // bpf/stack.go takes its constants from the generated ones.
 enum direction unused_direction __attribute__((unused));
@@ -150,6 +164,7 @@ enum tcp_event unused_tcp_event __attribute__((unused));
 enum lost_cause unused_lost_cause __attribute__((unused));
 enum trace_point unused_trace_point __attribute__((unused));
 enum trace_end unused_trace_end __attribute__((unused));
+enum probe_protocol unused_probe_protocol __attribute__((unused));
 
 // A packet's identity: what both ends see of it.
 struct trace_flow {
@@ -192,6 +207,30 @@ struct traffic_value {
 	__u64 packets; // wire packets: GSO/GRO aggregates count their segments
 	__u64 bytes;   // skb length plus the device's link-layer header
 };
+
+// A reaction of the stack to a received packet: the kernel dropped it for a
+// reason that means "nobody here asked for this" (NO_SOCKET: a SYN or UDP
+// datagram to a closed port, which the node answers with a RST or an ICMP
+// port unreachable; TCP_LISTEN_OVERFLOW: a handshake's ACK a full accept
+// queue refused). Emitted to the reactions ring buffer with the packet's
+// headers, so the agent's traffic window holds the stack's answers beside
+// the arriving headers the XDP guard samples.
+struct reaction_record {
+	__u32 ifindex;
+	__u32 reason;  // enum skb_drop_reason value of the running kernel
+	__u8 saddr[16]; // IPv4 in the first 4 bytes
+	__u8 daddr[16];
+	__u16 sport;   // host order
+	__u16 dport;
+	__u16 length;  // IP packet length
+	__u16 window;  // TCP window
+	__u8 family;   // 4 or 6
+	__u8 protocol; // IP protocol number
+	__u8 tcp_flags;
+	__u8 ttl;      // TTL or hop limit
+};
+
+struct reaction_record *unused_reaction __attribute__((unused)); // for bpf2go -type
 
 struct drop_key {
 	__u32 reason;  // enum skb_drop_reason value of the running kernel
@@ -396,6 +435,53 @@ struct {
 	__type(key, __u32);   // enum lost_cause
 	__type(value, __u64); // events
 } lost_events SEC(".maps");
+
+// The reactions (struct reaction_record), read by the agent into its
+// traffic window. Bounded per CPU by reaction_budget.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18);
+} reactions SEC(".maps");
+
+struct reaction_tokens {
+	__u64 window; // bpf_ktime_get_ns() >> 30 of the current window
+	__u32 used;   // records emitted in it
+	__u32 pad;
+};
+
+// Per-CPU reaction budget state.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32); // always 0
+	__type(value, struct reaction_tokens);
+} reaction_budget_used SEC(".maps");
+
+// Closed ports probed since the agent last read (and cleared) the map: one
+// bit per port. A port is 16 bits, so an exact set costs 8 KiB per protocol
+// and one OR per probe; a sketch (HyperLogLog) would estimate what this
+// counts exactly in less memory but no less work. The agent reads and clears
+// it every second and reports the distinct ports of a sliding window
+// (packetscope_closed_ports_probed): distinct ports, not packets, tell a scan
+// from a client retrying one closed port.
+struct port_bitmap {
+	__u64 words[65536 / 64];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PROBE_PROTOCOLS);
+	__type(key, __u32); // enum probe_protocol
+	__type(value, struct port_bitmap);
+} closed_ports SEC(".maps");
+
+// Probes of closed ports (packets, not distinct ports).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PROBE_PROTOCOLS);
+	__type(key, __u32);   // enum probe_protocol
+	__type(value, __u64); // probes
+} closed_probes SEC(".maps");
 
 // bpf_rdonly_cast turns an address into a read-only pointer of a kernel
 // type: loads through it are plain loads the kernel guards with an exception
@@ -1129,6 +1215,145 @@ static __always_inline struct sock *rx_sk_arg(unsigned long long *ctx)
 	return NULL;
 }
 
+// reaction_wakeup: like ringbuf_wakeup, for the reactions (the reader polls).
+static __always_inline __u64 reaction_wakeup(void)
+{
+	if (bpf_ringbuf_query(&reactions, BPF_RB_AVAIL_DATA) >= (1 << 16))
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+// reaction_take spends one record of this CPU's reaction budget.
+static __always_inline bool reaction_take(void)
+{
+	__u32 zero = 0;
+	struct reaction_tokens *t = bpf_map_lookup_elem(&reaction_budget_used, &zero);
+	if (!t)
+		return false;
+	__u64 w = bpf_ktime_get_ns() >> 30;
+	if (t->window != w) {
+		t->window = w;
+		t->used = 0;
+	}
+	if (t->used >= reaction_budget) {
+		count_lost(LOST_REACTION_RATE);
+		return false;
+	}
+	t->used++;
+	return true;
+}
+
+// reaction_parse reads the headers of a dropped packet whose L3 header is
+// at l3: IPv4 (with options) or IPv6 without extension headers, then the
+// first 16 bytes of TCP or UDP. It returns false for anything else.
+static __always_inline bool reaction_parse(__u16 eth_proto_be, const unsigned char *l3, struct reaction_record *r)
+{
+	__u16 eth_proto = bpf_ntohs(eth_proto_be);
+	__u8 buf[40];
+	__u8 l4h[16] = {};
+	__u32 l4off;
+
+	if (!l3 || bpf_probe_read_kernel(buf, sizeof(buf), l3))
+		return false;
+	if (eth_proto == ETH_P_IP) {
+		const struct iphdr *ip = (const void *)buf;
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return false; // a later fragment: no ports
+		r->family = 4;
+		__builtin_memcpy(r->saddr, &ip->saddr, 4);
+		__builtin_memcpy(r->daddr, &ip->daddr, 4);
+		r->protocol = ip->protocol;
+		r->ttl = ip->ttl;
+		r->length = bpf_ntohs(ip->tot_len);
+		l4off = (ip->ihl & 0xf) * 4;
+	} else if (eth_proto == ETH_P_IPV6) {
+		const struct ipv6hdr *ip6 = (const void *)buf;
+		r->family = 6;
+		__builtin_memcpy(r->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(r->daddr, &ip6->daddr, 16);
+		r->protocol = ip6->nexthdr;
+		r->ttl = ip6->hop_limit;
+		r->length = bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
+		l4off = sizeof(struct ipv6hdr);
+	} else {
+		return false;
+	}
+	if (r->protocol != IPPROTO_TCP && r->protocol != IPPROTO_UDP)
+		return false;
+	if (bpf_probe_read_kernel(l4h, sizeof(l4h), l3 + (l4off & 0x3f)))
+		return false;
+	r->sport = (__u16)l4h[0] << 8 | l4h[1];
+	r->dport = (__u16)l4h[2] << 8 | l4h[3];
+	if (r->protocol == IPPROTO_TCP) {
+		r->tcp_flags = l4h[13];
+		r->window = (__u16)l4h[14] << 8 | l4h[15];
+	}
+	return true;
+}
+
+// Drop reasons that are the stack's answer to a packet nobody asked for.
+// Their values differ between kernels: CO-RE reads them from the running
+// kernel's BTF (0 when the kernel lacks the reason, which is never a drop's).
+static __always_inline __u32 reason_no_socket(void)
+{
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET))
+		return bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET);
+	return 0;
+}
+
+static __always_inline __u32 reason_listen_overflow(void)
+{
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW))
+		return bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW);
+	return 0;
+}
+
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
+
+// reaction notes a received packet the stack dropped for one of the
+// reactions' reasons: a closed port's probe sets the port's bit and counts,
+// and within the budget the headers go to the reactions ring buffer. Only
+// drops with these reasons pay for it, never the packets the stack keeps.
+static __always_inline void reaction(const struct sk_buff *skb, __u32 reason)
+{
+	bool no_socket = reason == reason_no_socket();
+	if (!reason || !(no_socket || reason == reason_listen_overflow()))
+		return;
+	struct reaction_record r = {};
+	if (!reaction_parse(skb->protocol, network_header(skb), &r))
+		return;
+	if (no_socket) {
+		// A probe is what opens a conversation: a SYN without ACK, or any UDP
+		// datagram. Other TCP segments to closed ports are stray (a closed
+		// connection's late segments) or an ACK/RST flood, not a scan.
+		__u32 pp;
+		if (r.protocol == IPPROTO_UDP)
+			pp = PROBE_UDP;
+		else if ((r.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+			pp = PROBE_TCP;
+		else
+			return;
+		__u64 *c = bpf_map_lookup_elem(&closed_probes, &pp);
+		if (c)
+			*c += 1;
+		struct port_bitmap *bm = bpf_map_lookup_elem(&closed_ports, &pp);
+		if (bm) {
+			__u64 bit = 1ULL << (r.dport & 63);
+			__u64 *w = &bm->words[(r.dport >> 6) & (65536 / 64 - 1)];
+			if (!(*w & bit))
+				__sync_fetch_and_or(w, bit);
+		}
+	}
+	if (!reaction_take())
+		return;
+	const struct net_device *dev = skb->dev;
+	r.ifindex = dev ? dev->ifindex : 0;
+	r.reason = reason;
+	if (bpf_ringbuf_output(&reactions, &r, sizeof(r), reaction_wakeup()))
+		count_lost(LOST_REACTION_RINGBUF);
+}
+
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
@@ -1149,6 +1374,7 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 		return 0;
 	if (trace_on && !traced)
 		trace_untracked_drop(skb, (__u32)reason, rx_sk);
+	reaction(skb, (__u32)reason);
 
 	__u8 protocol = classify(skb->protocol, network_header(skb));
 	if ((__u32)reason < DROP_REASON_SLOTS) {

@@ -63,6 +63,9 @@ type StackConfig struct {
 	// Trace turns on packet-path records (see TraceConfig); nil leaves the
 	// tracing code paths off in the kernel.
 	Trace *TraceConfig
+	// ReactionBudget caps the reaction records (see Reaction) each CPU
+	// emits per second; zero means DefaultReactionBudget.
+	ReactionBudget uint32
 }
 
 // Stack holds the loaded stack observation programs and their links.
@@ -142,6 +145,12 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	}
 	if err := spec.Variables["sample_every"].Set(cfg.SampleEvery); err != nil {
 		return nil, fmt.Errorf("set sample_every: %w", err)
+	}
+	if cfg.ReactionBudget == 0 {
+		cfg.ReactionBudget = DefaultReactionBudget
+	}
+	if err := spec.Variables["reaction_budget"].Set(cfg.ReactionBudget); err != nil {
+		return nil, fmt.Errorf("set reaction_budget: %w", err)
 	}
 	if err := setTraceVariables(spec, cfg.Trace); err != nil {
 		return nil, err

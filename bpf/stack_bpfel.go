@@ -44,10 +44,25 @@ type stackLatencySample struct {
 type stackLostCause uint32
 
 const (
-	stackLostCauseLOST_MAP_FULL      stackLostCause = 0
-	stackLostCauseLOST_TRACE_RINGBUF stackLostCause = 1
-	stackLostCauseLOST_TRACE_RATE    stackLostCause = 2
-	stackLostCauseLOST_COUNT         stackLostCause = 3
+	stackLostCauseLOST_MAP_FULL         stackLostCause = 0
+	stackLostCauseLOST_TRACE_RINGBUF    stackLostCause = 1
+	stackLostCauseLOST_TRACE_RATE       stackLostCause = 2
+	stackLostCauseLOST_REACTION_RINGBUF stackLostCause = 3
+	stackLostCauseLOST_REACTION_RATE    stackLostCause = 4
+	stackLostCauseLOST_COUNT            stackLostCause = 5
+)
+
+type stackPortBitmap struct {
+	_     structs.HostLayout
+	Words [1024]uint64
+}
+
+type stackProbeProtocol uint32
+
+const (
+	stackProbeProtocolPROBE_TCP       stackProbeProtocol = 0
+	stackProbeProtocolPROBE_UDP       stackProbeProtocol = 1
+	stackProbeProtocolPROBE_PROTOCOLS stackProbeProtocol = 2
 )
 
 type stackProtocol uint32
@@ -60,6 +75,29 @@ const (
 	stackProtocolPROTOCOL_ICMPV6 stackProtocol = 4
 	stackProtocolPROTOCOL_ARP    stackProtocol = 5
 )
+
+type stackReactionRecord struct {
+	_        structs.HostLayout
+	Ifindex  uint32
+	Reason   uint32
+	Saddr    [16]uint8
+	Daddr    [16]uint8
+	Sport    uint16
+	Dport    uint16
+	Length   uint16
+	Window   uint16
+	Family   uint8
+	Protocol uint8
+	TcpFlags uint8
+	Ttl      uint8
+}
+
+type stackReactionTokens struct {
+	_      structs.HostLayout
+	Window uint64
+	Used   uint32
+	Pad    uint32
+}
 
 type stackRxCurrent struct {
 	_    structs.HostLayout
@@ -183,11 +221,15 @@ type stackTrafficValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	stackMapClosedPorts               = "closed_ports"
+	stackMapClosedProbes              = "closed_probes"
 	stackMapDropCells                 = "drop_cells"
 	stackMapDrops                     = "drops"
 	stackMapLatencyBuckets            = "latency_buckets"
 	stackMapLatencySums               = "latency_sums"
 	stackMapLostEvents                = "lost_events"
+	stackMapReactionBudgetUsed        = "reaction_budget_used"
+	stackMapReactions                 = "reactions"
 	stackMapRttBuckets                = "rtt_buckets"
 	stackMapRttSum                    = "rtt_sum"
 	stackMapSampleSlotsUsed           = "sample_slots_used"
@@ -226,6 +268,7 @@ const (
 	stackVarHaveKfuncs                = "have_kfuncs"
 	stackVarHaveNetfilter             = "have_netfilter"
 	stackVarPathOn                    = "path_on"
+	stackVarReactionBudget            = "reaction_budget"
 	stackVarSampleEvery               = "sample_every"
 	stackVarTargetNetns               = "target_netns"
 	stackVarTraceKeepMask             = "trace_keep_mask"
@@ -236,7 +279,9 @@ const (
 	stackVarUnusedBoundary            = "unused_boundary"
 	stackVarUnusedDirection           = "unused_direction"
 	stackVarUnusedLostCause           = "unused_lost_cause"
+	stackVarUnusedProbeProtocol       = "unused_probe_protocol"
 	stackVarUnusedProtocol            = "unused_protocol"
+	stackVarUnusedReaction            = "unused_reaction"
 	stackVarUnusedStage               = "unused_stage"
 	stackVarUnusedTcpEvent            = "unused_tcp_event"
 	stackVarUnusedTraceEnd            = "unused_trace_end"
@@ -312,49 +357,56 @@ type stackProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stackMapSpecs struct {
-	DropCells       *ebpf.MapSpec `ebpf:"drop_cells"`
-	Drops           *ebpf.MapSpec `ebpf:"drops"`
-	LatencyBuckets  *ebpf.MapSpec `ebpf:"latency_buckets"`
-	LatencySums     *ebpf.MapSpec `ebpf:"latency_sums"`
-	LostEvents      *ebpf.MapSpec `ebpf:"lost_events"`
-	RttBuckets      *ebpf.MapSpec `ebpf:"rtt_buckets"`
-	RttSum          *ebpf.MapSpec `ebpf:"rtt_sum"`
-	SampleSlotsUsed *ebpf.MapSpec `ebpf:"sample_slots_used"`
-	SampleTick      *ebpf.MapSpec `ebpf:"sample_tick"`
-	Samples         *ebpf.MapSpec `ebpf:"samples"`
-	TcpEvents       *ebpf.MapSpec `ebpf:"tcp_events"`
-	TcpStateDelta   *ebpf.MapSpec `ebpf:"tcp_state_delta"`
-	TraceEvents     *ebpf.MapSpec `ebpf:"trace_events"`
-	TraceRxCurrent  *ebpf.MapSpec `ebpf:"trace_rx_current"`
-	TraceTailUsed   *ebpf.MapSpec `ebpf:"trace_tail_used"`
-	Traces          *ebpf.MapSpec `ebpf:"traces"`
-	Traffic         *ebpf.MapSpec `ebpf:"traffic"`
-	TrafficCells    *ebpf.MapSpec `ebpf:"traffic_cells"`
-	XdpPass         *ebpf.MapSpec `ebpf:"xdp_pass"`
+	ClosedPorts        *ebpf.MapSpec `ebpf:"closed_ports"`
+	ClosedProbes       *ebpf.MapSpec `ebpf:"closed_probes"`
+	DropCells          *ebpf.MapSpec `ebpf:"drop_cells"`
+	Drops              *ebpf.MapSpec `ebpf:"drops"`
+	LatencyBuckets     *ebpf.MapSpec `ebpf:"latency_buckets"`
+	LatencySums        *ebpf.MapSpec `ebpf:"latency_sums"`
+	LostEvents         *ebpf.MapSpec `ebpf:"lost_events"`
+	ReactionBudgetUsed *ebpf.MapSpec `ebpf:"reaction_budget_used"`
+	Reactions          *ebpf.MapSpec `ebpf:"reactions"`
+	RttBuckets         *ebpf.MapSpec `ebpf:"rtt_buckets"`
+	RttSum             *ebpf.MapSpec `ebpf:"rtt_sum"`
+	SampleSlotsUsed    *ebpf.MapSpec `ebpf:"sample_slots_used"`
+	SampleTick         *ebpf.MapSpec `ebpf:"sample_tick"`
+	Samples            *ebpf.MapSpec `ebpf:"samples"`
+	TcpEvents          *ebpf.MapSpec `ebpf:"tcp_events"`
+	TcpStateDelta      *ebpf.MapSpec `ebpf:"tcp_state_delta"`
+	TraceEvents        *ebpf.MapSpec `ebpf:"trace_events"`
+	TraceRxCurrent     *ebpf.MapSpec `ebpf:"trace_rx_current"`
+	TraceTailUsed      *ebpf.MapSpec `ebpf:"trace_tail_used"`
+	Traces             *ebpf.MapSpec `ebpf:"traces"`
+	Traffic            *ebpf.MapSpec `ebpf:"traffic"`
+	TrafficCells       *ebpf.MapSpec `ebpf:"traffic_cells"`
+	XdpPass            *ebpf.MapSpec `ebpf:"xdp_pass"`
 }
 
 // stackVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stackVariableSpecs struct {
-	HaveKfuncs       *ebpf.VariableSpec `ebpf:"have_kfuncs"`
-	HaveNetfilter    *ebpf.VariableSpec `ebpf:"have_netfilter"`
-	PathOn           *ebpf.VariableSpec `ebpf:"path_on"`
-	SampleEvery      *ebpf.VariableSpec `ebpf:"sample_every"`
-	TargetNetns      *ebpf.VariableSpec `ebpf:"target_netns"`
-	TraceKeepMask    *ebpf.VariableSpec `ebpf:"trace_keep_mask"`
-	TraceOn          *ebpf.VariableSpec `ebpf:"trace_on"`
-	TraceSlowNs      *ebpf.VariableSpec `ebpf:"trace_slow_ns"`
-	TraceTailBudget  *ebpf.VariableSpec `ebpf:"trace_tail_budget"`
-	TraceTrackMask   *ebpf.VariableSpec `ebpf:"trace_track_mask"`
-	UnusedBoundary   *ebpf.VariableSpec `ebpf:"unused_boundary"`
-	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
-	UnusedLostCause  *ebpf.VariableSpec `ebpf:"unused_lost_cause"`
-	UnusedProtocol   *ebpf.VariableSpec `ebpf:"unused_protocol"`
-	UnusedStage      *ebpf.VariableSpec `ebpf:"unused_stage"`
-	UnusedTcpEvent   *ebpf.VariableSpec `ebpf:"unused_tcp_event"`
-	UnusedTraceEnd   *ebpf.VariableSpec `ebpf:"unused_trace_end"`
-	UnusedTracePoint *ebpf.VariableSpec `ebpf:"unused_trace_point"`
+	HaveKfuncs          *ebpf.VariableSpec `ebpf:"have_kfuncs"`
+	HaveNetfilter       *ebpf.VariableSpec `ebpf:"have_netfilter"`
+	PathOn              *ebpf.VariableSpec `ebpf:"path_on"`
+	ReactionBudget      *ebpf.VariableSpec `ebpf:"reaction_budget"`
+	SampleEvery         *ebpf.VariableSpec `ebpf:"sample_every"`
+	TargetNetns         *ebpf.VariableSpec `ebpf:"target_netns"`
+	TraceKeepMask       *ebpf.VariableSpec `ebpf:"trace_keep_mask"`
+	TraceOn             *ebpf.VariableSpec `ebpf:"trace_on"`
+	TraceSlowNs         *ebpf.VariableSpec `ebpf:"trace_slow_ns"`
+	TraceTailBudget     *ebpf.VariableSpec `ebpf:"trace_tail_budget"`
+	TraceTrackMask      *ebpf.VariableSpec `ebpf:"trace_track_mask"`
+	UnusedBoundary      *ebpf.VariableSpec `ebpf:"unused_boundary"`
+	UnusedDirection     *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedLostCause     *ebpf.VariableSpec `ebpf:"unused_lost_cause"`
+	UnusedProbeProtocol *ebpf.VariableSpec `ebpf:"unused_probe_protocol"`
+	UnusedProtocol      *ebpf.VariableSpec `ebpf:"unused_protocol"`
+	UnusedReaction      *ebpf.VariableSpec `ebpf:"unused_reaction"`
+	UnusedStage         *ebpf.VariableSpec `ebpf:"unused_stage"`
+	UnusedTcpEvent      *ebpf.VariableSpec `ebpf:"unused_tcp_event"`
+	UnusedTraceEnd      *ebpf.VariableSpec `ebpf:"unused_trace_end"`
+	UnusedTracePoint    *ebpf.VariableSpec `ebpf:"unused_trace_point"`
 }
 
 // stackObjects contains all objects after they have been loaded into the kernel.
@@ -377,34 +429,42 @@ func (o *stackObjects) Close() error {
 //
 // It can be passed to loadStackObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stackMaps struct {
-	DropCells       *ebpf.Map `ebpf:"drop_cells"`
-	Drops           *ebpf.Map `ebpf:"drops"`
-	LatencyBuckets  *ebpf.Map `ebpf:"latency_buckets"`
-	LatencySums     *ebpf.Map `ebpf:"latency_sums"`
-	LostEvents      *ebpf.Map `ebpf:"lost_events"`
-	RttBuckets      *ebpf.Map `ebpf:"rtt_buckets"`
-	RttSum          *ebpf.Map `ebpf:"rtt_sum"`
-	SampleSlotsUsed *ebpf.Map `ebpf:"sample_slots_used"`
-	SampleTick      *ebpf.Map `ebpf:"sample_tick"`
-	Samples         *ebpf.Map `ebpf:"samples"`
-	TcpEvents       *ebpf.Map `ebpf:"tcp_events"`
-	TcpStateDelta   *ebpf.Map `ebpf:"tcp_state_delta"`
-	TraceEvents     *ebpf.Map `ebpf:"trace_events"`
-	TraceRxCurrent  *ebpf.Map `ebpf:"trace_rx_current"`
-	TraceTailUsed   *ebpf.Map `ebpf:"trace_tail_used"`
-	Traces          *ebpf.Map `ebpf:"traces"`
-	Traffic         *ebpf.Map `ebpf:"traffic"`
-	TrafficCells    *ebpf.Map `ebpf:"traffic_cells"`
-	XdpPass         *ebpf.Map `ebpf:"xdp_pass"`
+	ClosedPorts        *ebpf.Map `ebpf:"closed_ports"`
+	ClosedProbes       *ebpf.Map `ebpf:"closed_probes"`
+	DropCells          *ebpf.Map `ebpf:"drop_cells"`
+	Drops              *ebpf.Map `ebpf:"drops"`
+	LatencyBuckets     *ebpf.Map `ebpf:"latency_buckets"`
+	LatencySums        *ebpf.Map `ebpf:"latency_sums"`
+	LostEvents         *ebpf.Map `ebpf:"lost_events"`
+	ReactionBudgetUsed *ebpf.Map `ebpf:"reaction_budget_used"`
+	Reactions          *ebpf.Map `ebpf:"reactions"`
+	RttBuckets         *ebpf.Map `ebpf:"rtt_buckets"`
+	RttSum             *ebpf.Map `ebpf:"rtt_sum"`
+	SampleSlotsUsed    *ebpf.Map `ebpf:"sample_slots_used"`
+	SampleTick         *ebpf.Map `ebpf:"sample_tick"`
+	Samples            *ebpf.Map `ebpf:"samples"`
+	TcpEvents          *ebpf.Map `ebpf:"tcp_events"`
+	TcpStateDelta      *ebpf.Map `ebpf:"tcp_state_delta"`
+	TraceEvents        *ebpf.Map `ebpf:"trace_events"`
+	TraceRxCurrent     *ebpf.Map `ebpf:"trace_rx_current"`
+	TraceTailUsed      *ebpf.Map `ebpf:"trace_tail_used"`
+	Traces             *ebpf.Map `ebpf:"traces"`
+	Traffic            *ebpf.Map `ebpf:"traffic"`
+	TrafficCells       *ebpf.Map `ebpf:"traffic_cells"`
+	XdpPass            *ebpf.Map `ebpf:"xdp_pass"`
 }
 
 func (m *stackMaps) Close() error {
 	return _StackClose(
+		m.ClosedPorts,
+		m.ClosedProbes,
 		m.DropCells,
 		m.Drops,
 		m.LatencyBuckets,
 		m.LatencySums,
 		m.LostEvents,
+		m.ReactionBudgetUsed,
+		m.Reactions,
 		m.RttBuckets,
 		m.RttSum,
 		m.SampleSlotsUsed,
@@ -426,24 +486,27 @@ func (m *stackMaps) Close() error {
 //
 // It can be passed to loadStackObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stackVariables struct {
-	HaveKfuncs       *ebpf.Variable `ebpf:"have_kfuncs"`
-	HaveNetfilter    *ebpf.Variable `ebpf:"have_netfilter"`
-	PathOn           *ebpf.Variable `ebpf:"path_on"`
-	SampleEvery      *ebpf.Variable `ebpf:"sample_every"`
-	TargetNetns      *ebpf.Variable `ebpf:"target_netns"`
-	TraceKeepMask    *ebpf.Variable `ebpf:"trace_keep_mask"`
-	TraceOn          *ebpf.Variable `ebpf:"trace_on"`
-	TraceSlowNs      *ebpf.Variable `ebpf:"trace_slow_ns"`
-	TraceTailBudget  *ebpf.Variable `ebpf:"trace_tail_budget"`
-	TraceTrackMask   *ebpf.Variable `ebpf:"trace_track_mask"`
-	UnusedBoundary   *ebpf.Variable `ebpf:"unused_boundary"`
-	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
-	UnusedLostCause  *ebpf.Variable `ebpf:"unused_lost_cause"`
-	UnusedProtocol   *ebpf.Variable `ebpf:"unused_protocol"`
-	UnusedStage      *ebpf.Variable `ebpf:"unused_stage"`
-	UnusedTcpEvent   *ebpf.Variable `ebpf:"unused_tcp_event"`
-	UnusedTraceEnd   *ebpf.Variable `ebpf:"unused_trace_end"`
-	UnusedTracePoint *ebpf.Variable `ebpf:"unused_trace_point"`
+	HaveKfuncs          *ebpf.Variable `ebpf:"have_kfuncs"`
+	HaveNetfilter       *ebpf.Variable `ebpf:"have_netfilter"`
+	PathOn              *ebpf.Variable `ebpf:"path_on"`
+	ReactionBudget      *ebpf.Variable `ebpf:"reaction_budget"`
+	SampleEvery         *ebpf.Variable `ebpf:"sample_every"`
+	TargetNetns         *ebpf.Variable `ebpf:"target_netns"`
+	TraceKeepMask       *ebpf.Variable `ebpf:"trace_keep_mask"`
+	TraceOn             *ebpf.Variable `ebpf:"trace_on"`
+	TraceSlowNs         *ebpf.Variable `ebpf:"trace_slow_ns"`
+	TraceTailBudget     *ebpf.Variable `ebpf:"trace_tail_budget"`
+	TraceTrackMask      *ebpf.Variable `ebpf:"trace_track_mask"`
+	UnusedBoundary      *ebpf.Variable `ebpf:"unused_boundary"`
+	UnusedDirection     *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedLostCause     *ebpf.Variable `ebpf:"unused_lost_cause"`
+	UnusedProbeProtocol *ebpf.Variable `ebpf:"unused_probe_protocol"`
+	UnusedProtocol      *ebpf.Variable `ebpf:"unused_protocol"`
+	UnusedReaction      *ebpf.Variable `ebpf:"unused_reaction"`
+	UnusedStage         *ebpf.Variable `ebpf:"unused_stage"`
+	UnusedTcpEvent      *ebpf.Variable `ebpf:"unused_tcp_event"`
+	UnusedTraceEnd      *ebpf.Variable `ebpf:"unused_trace_end"`
+	UnusedTracePoint    *ebpf.Variable `ebpf:"unused_trace_point"`
 }
 
 // stackPrograms contains all programs after they have been loaded into the kernel.

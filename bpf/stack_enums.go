@@ -34,6 +34,12 @@ func _() {
 	_ = x[lostMapFull-stackLostCauseLOST_MAP_FULL]
 	_ = x[lostTraceRingbuf-stackLostCauseLOST_TRACE_RINGBUF]
 	_ = x[lostTraceRate-stackLostCauseLOST_TRACE_RATE]
+	_ = x[lostReactionRingbuf-stackLostCauseLOST_REACTION_RINGBUF]
+	_ = x[lostReactionRate-stackLostCauseLOST_REACTION_RATE]
+
+	_ = x[ProbeTCP-stackProbeProtocolPROBE_TCP]
+	_ = x[ProbeUDP-stackProbeProtocolPROBE_UDP]
+	_ = x[ProbeProtocols-stackProbeProtocolPROBE_PROTOCOLS]
 
 	_ = x[PointRXEntry-stackStageBoundaryBOUNDARY_RX_ENTRY]
 	_ = x[PointRXNetifRecv-stackStageBoundaryBOUNDARY_RX_NETIF_RECEIVE]

@@ -157,6 +157,14 @@ func tcp() dashboard {
 	b.add(24, timeseries("TCP flags at the XDP guard", "pps",
 		"What the SYN, RST and ACK flood alerts watch.",
 		q(`sum by (flags) (rate(packetscope_xdp_tcp_flags_packets_total{`+iface+`}[`+ri+`]))`, "{{flags}}")))
+
+	b.row("Is someone scanning ports or exhausting listen queues?")
+	b.add(12, timeseries("Distinct closed ports probed (last 10 s)", "short",
+		"SYNs and UDP datagrams to ports nobody listens on, counted once per port; the port scan alert fires at 100.",
+		q(`sum by (protocol) (packetscope_closed_ports_probed{`+inst+`})`, "{{protocol}}")))
+	b.add(12, timeseries("Listen queue events", "ops",
+		"SYNs met by a full SYN queue (answered with a cookie or dropped) and accept-queue overflows; the queue exhaustion alert fires above 1/s.",
+		q(`sum by (event) (rate(packetscope_tcp_listen_queue_events_total{`+inst+`,event!="listen_drop"}[`+ri+`]))`, "{{event}}")))
 	return b.done()
 }
 

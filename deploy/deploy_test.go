@@ -148,6 +148,15 @@ func TestAlertmanagerConfig(t *testing.T) {
 					}
 				}
 			}
+			// The probe alerts (group packetscope-probes) have no interface.
+			for _, probe := range []model.LabelSet{
+				{"alertname": "PacketScopePortScan", "instance": "127.0.0.1:9436", "protocol": "tcp", "attack": "port_scan", "severity": "warning"},
+				{"alertname": "PacketScopeSYNQueueExhaustion", "instance": "127.0.0.1:9436", "attack": "syn_queue_exhaustion", "severity": "critical"},
+			} {
+				if got := strings.Join(receivers(probe), ","); got != "packetscope-responder,operators" {
+					t.Errorf("alert %s goes to %q, want packetscope-responder,operators", probe["alertname"], got)
+				}
+			}
 			down := model.LabelSet{"alertname": "PacketScopeAgentDown", "instance": "127.0.0.1:9436", "severity": "critical"}
 			if got := strings.Join(receivers(down), ","); got != "operators" {
 				t.Errorf("an alert without attack label goes to %q, want operators only", got)

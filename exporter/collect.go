@@ -38,7 +38,7 @@ var (
 		"TCP resets sent (tx) and received (rx).",
 		[]string{"direction"}, nil)
 	lostDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "ebpf", "events_lost_total"),
-		"Kernel events not recorded: a full counter map (map_full), a program that could not run because another was running on the CPU (recursion), while tracing, a full packet trace ring buffer (trace_ringbuf) or dropped/slow packets over the per-CPU trace budget (trace_rate).",
+		"Kernel events not recorded: a full counter map (map_full), a program that could not run because another was running on the CPU (recursion), while tracing, a full packet trace ring buffer (trace_ringbuf) or dropped/slow packets over the per-CPU trace budget (trace_rate), and the stack's reactions (closed-port probes, listen overflows) kept from the traffic window by a full ring buffer (reaction_ringbuf).",
 		[]string{"cause"}, nil)
 	progRunSecondsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "ebpf", "program_run_seconds_total"),
 		"Time spent running each eBPF program; counts only while kernel.bpf_stats_enabled=1.",
@@ -100,6 +100,7 @@ var collectors = []collector{
 	{"latency", (*Exporter).collectLatency},
 	{"tcp", (*Exporter).collectTCP},
 	{"programs", (*Exporter).collectPrograms},
+	{"scan", (*Exporter).collectScan},
 }
 
 // Describe implements prometheus.Collector.
@@ -107,6 +108,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		packetsDesc, bytesDesc, dropsDesc, latencyDesc, tcpConnsDesc, rttDesc, retransDesc, resetsDesc,
 		lostDesc, progRunSecondsDesc, progRunsDesc, scrapeDurationDesc, scrapeSuccessDesc, featureDesc,
+		closedProbesDesc, closedPortsDesc, listenQueueDesc, reactionsSkippedDesc,
 	} {
 		ch <- d
 	}

@@ -89,13 +89,23 @@ packetscope_tcp_retransmits_total 0
 # TYPE packetscope_tcp_resets_total counter
 packetscope_tcp_resets_total{direction="rx"} 0
 packetscope_tcp_resets_total{direction="tx"} 0
-# HELP packetscope_ebpf_events_lost_total Kernel events not recorded: a full counter map (map_full), a program that could not run because another was running on the CPU (recursion), while tracing, a full packet trace ring buffer (trace_ringbuf) or dropped/slow packets over the per-CPU trace budget (trace_rate).
+# HELP packetscope_ebpf_events_lost_total Kernel events not recorded: a full counter map (map_full), a program that could not run because another was running on the CPU (recursion), while tracing, a full packet trace ring buffer (trace_ringbuf) or dropped/slow packets over the per-CPU trace budget (trace_rate), and the stack's reactions (closed-port probes, listen overflows) kept from the traffic window by a full ring buffer (reaction_ringbuf).
 # TYPE packetscope_ebpf_events_lost_total counter
 packetscope_ebpf_events_lost_total{cause="map_full"} 0
+packetscope_ebpf_events_lost_total{cause="reaction_ringbuf"} 0
+# HELP packetscope_closed_port_probes_total Probes of closed ports: TCP SYNs (without ACK) and UDP datagrams the kernel dropped because no socket wanted them (drop reason NO_SOCKET; the node answered with a RST or an ICMP port unreachable).
+# TYPE packetscope_closed_port_probes_total counter
+packetscope_closed_port_probes_total{protocol="tcp"} 0
+packetscope_closed_port_probes_total{protocol="udp"} 0
+# HELP packetscope_closed_ports_probed Distinct closed ports probed in the last 10 s (exact: one bit per port in the kernel), over all sources.
+# TYPE packetscope_closed_ports_probed gauge
+packetscope_closed_ports_probed{protocol="tcp"} 0
+packetscope_closed_ports_probed{protocol="udp"} 0
 `
 	}
 	names := []string{"packetscope_tcp_connections", "packetscope_tcp_retransmits_total",
-		"packetscope_tcp_resets_total", "packetscope_ebpf_events_lost_total"}
+		"packetscope_tcp_resets_total", "packetscope_ebpf_events_lost_total",
+		"packetscope_closed_port_probes_total", "packetscope_closed_ports_probed"}
 	// recursion misses depend on what else runs on the machine: leave them out.
 	compare := func(listen int) {
 		t.Helper()

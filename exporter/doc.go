@@ -130,13 +130,39 @@
 //     packetscope_tcp_resets_total{direction} (tcp:tcp_send_reset = tx,
 //     tcp:tcp_receive_reset = rx).
 //   - packetscope_ebpf_events_lost_total{cause}: map_full (a counter map had
-//     no room for a new key) and recursion (programs the kernel skipped).
+//     no room for a new key), recursion (programs the kernel skipped), and
+//     the reactions' reaction_ringbuf (see below).
+//
+// # The stack's reactions
+//
+// kfree_skb also looks at what the stack refuses. A SYN without ACK or a
+// UDP datagram dropped with NO_SOCKET is a probe of a closed port (the node
+// answers it with a RST or an ICMP port unreachable): it counts in
+// packetscope_closed_port_probes_total{protocol} and sets the port's bit in
+// a per-protocol 64 Kibit bitmap, which the exporter reads and clears every
+// second; packetscope_closed_ports_probed{protocol} is the number of
+// distinct ports of the last ClosedPortWindow (10 s). Exact, because a port
+// has 16 bits: a sketch would save memory, not work. Other TCP segments to
+// closed ports (a closed connection's stragglers, an ACK flood) are not
+// probes. Probes and TCP_LISTEN_OVERFLOW drops are also emitted with their
+// headers to a ring buffer (Exporter.Reactions), at most
+// bpf.DefaultReactionBudget per CPU and second: a scan of every port
+// costs user space a few hundred records a second, the rest count as
+// packetscope_reaction_samples_skipped_total (not a loss: the counters
+// count every probe). The agent keeps
+// them in its traffic window as reactions.
+//
+// A full SYN queue has no tracepoint (the SYN is consumed, cookie or not),
+// so packetscope_tcp_listen_queue_events_total{event} reads the observed
+// namespace's TcpExt counters (/proc/net/netstat) at each scrape: accept
+// queue overflows, listen drops, SYNs met by a full SYN queue (answered with
+// a cookie, or dropped) and SYN cookies sent, validated and failed.
 //   - packetscope_ebpf_program_run_seconds_total,
 //     packetscope_ebpf_program_runs_total{program}: from the programs' info;
 //     they move only while sysctl kernel.bpf_stats_enabled=1.
 //   - packetscope_scrape_collector_duration_seconds,
 //     packetscope_scrape_collector_success{collector}: per part of a scrape
-//     (traffic, drops, latency, tcp, programs).
+//     (traffic, drops, latency, tcp, programs, scan).
 //   - packetscope_feature_enabled{feature}: 1 or 0 per kernel feature the
 //     stack programs use where the kernel has it (bpf.Feature: tcx,
 //     netfilter_stages, drop_reason_socket, kfunc_reads,

@@ -91,6 +91,8 @@ type Exporter struct {
 
 	stopWindows context.CancelFunc
 	windowsDone chan struct{}
+	closed      closedPorts // closed ports probed, the last ClosedPortWindow
+	closedDone  chan struct{}
 	xdpTrace    func(on bool) error
 	stopDevices chan struct{}
 	devicesDone chan struct{}
@@ -139,7 +141,7 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 	if cfg.Netns == nil {
 		return nil, errors.New("new exporter: no network namespace to observe")
 	}
-	e := &Exporter{logger: logger, reasons: reasons, ns: cfg.Netns, xdpTrace: cfg.XDPTrace}
+	e := &Exporter{logger: logger, reasons: reasons, ns: cfg.Netns, xdpTrace: cfg.XDPTrace, traceNames: map[uint32]string{}}
 	defer func() {
 		if err != nil {
 			e.Close()
@@ -203,6 +205,11 @@ func New(logger *slog.Logger, cfg Config) (_ *Exporter, err error) {
 		defer close(e.windowsDone)
 		e.runStageWindows(ctx, cfg.StageWindow, cfg.StagePeriod)
 	}()
+	e.closedDone = make(chan struct{})
+	go func() {
+		defer close(e.closedDone)
+		e.runClosedPorts(ctx)
+	}()
 	logger.Info("stack programs attached", "netns", cfg.Netns.Path, "netns_inode", e.stack.NetnsInode,
 		"latency_sample_every", cfg.LatencySampleEvery, "stage_window", cfg.StageWindow,
 		"stage_period", cfg.StagePeriod, "drop_reasons", len(reasons))
@@ -215,6 +222,7 @@ func (e *Exporter) Close() error {
 	if e.stopWindows != nil {
 		e.stopWindows()
 		<-e.windowsDone
+		<-e.closedDone
 		e.stopWindows = nil
 	}
 	e.closeDevices()
@@ -284,7 +292,6 @@ func (e *Exporter) startTracer(sp sdktrace.SpanProcessor) error {
 	h := fnv.New64a()
 	host, _ := os.Hostname()
 	h.Write([]byte(host + "/" + strconv.FormatUint(e.stack.NetnsInode, 10)))
-	e.traceNames = map[uint32]string{}
 	e.tracer = newTracer(e.logger, tp, rd, h.Sum64(), e.traceIfname, e.reasons)
 	return nil
 }

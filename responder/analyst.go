@@ -11,11 +11,16 @@ import (
 
 // Evidence is everything an analyst may look at for one alert.
 type Evidence struct {
-	Alert       AlertInfo
-	AttackFrom  time.Time
-	AttackTo    time.Time
-	Attack      []rule.Packet // sampled headers in the attack window
-	Baseline    []rule.Packet // sampled headers in the window before it
+	Alert      AlertInfo
+	AttackFrom time.Time
+	AttackTo   time.Time
+	Attack     []rule.Packet // sampled headers in the attack window
+	Baseline   []rule.Packet // sampled headers in the window before it
+	// Reactions are the stack's answers in the attack window: received
+	// packets the kernel dropped because nobody asked for them, with the
+	// drop reason in Reaction (NO_SOCKET: a closed port's probe, answered
+	// with a RST or an ICMP port unreachable; TCP_LISTEN_OVERFLOW).
+	Reactions   []rule.Sample
 	AttackTop   map[string][]agentapi.ValueCount
 	SampleEvery uint32
 	// BaselineSeconds is how long the baseline's samples span, to turn

@@ -55,6 +55,7 @@ type EvidenceSummary struct {
 	BaselineSource  string                           `json:"baseline_source"` // agent, or responder (its own snapshots: the flood overwrote the agent's window)
 	AttackSamples   int                              `json:"attack_samples"`
 	BaselineSamples int                              `json:"baseline_samples"`
+	Reactions       int                              `json:"reactions,omitempty"` // the stack's reactions in the attack window
 	SampleEvery     uint32                           `json:"sample_every"`
 	Estimated       uint64                           `json:"attack_packets_estimated"`
 	Top             map[string][]agentapi.ValueCount `json:"top,omitempty"` // top 3 per field

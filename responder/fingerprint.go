@@ -160,6 +160,16 @@ func scopeFor(label string) classScope {
 		return func(k classKey) bool { return k.protocol == rule.ProtoTCP }
 	case "icmp_flood":
 		return func(k classKey) bool { return k.icmp || k.frag == rule.FragLater && isICMPProto(k.protocol) }
+	case "port_scan":
+		// What a scan sends: SYNs without ACK and UDP datagrams (the probes
+		// the reactions show; other TCP scans' odd flags are the TCP flood's).
+		return func(k classKey) bool {
+			return k.hasL4 && (k.protocol == rule.ProtoUDP || k.protocol == rule.ProtoTCP && k.flags&(rule.FlagSYN|rule.FlagACK) == rule.FlagSYN)
+		}
+	case "syn_queue_exhaustion":
+		// Half-open handshakes: the SYNs that fill the queue, and the ACKs of
+		// handshakes completed into a full accept queue.
+		return func(k classKey) bool { return k.protocol == rule.ProtoTCP }
 	}
 	return nil
 }

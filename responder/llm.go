@@ -71,10 +71,21 @@ func (*LLM) Name() AnalystName { return AnalystLLM }
 
 // systemPrompt tells the model its job; the match fields' meanings come
 // from the rule schema (rule.MatchFields), as in the tool schema.
-var systemPrompt = `You are the analyst of PacketScope, an XDP packet guard on a Linux node. An alert says the node is under a flood.
-You get the alert, sampled packet headers from the attack window, the fields' top values, candidate rules a fingerprint miner found
-(with coverage = share of the attack window matched and collateral = share of the baseline window matched), the node's protected
-addresses and the active rules. Answer ONLY by calling the tool propose_rules.
+var systemPrompt = `You are the analyst of PacketScope, an XDP packet guard on a Linux node. An alert says the node is under attack.
+You get the alert, sampled packet headers from the attack window, the fields' top values, the stack's reactions (received packets
+the kernel dropped because nobody asked for them), candidate rules a fingerprint miner found (with coverage = share of the attack
+window matched and collateral = share of the baseline window matched), the node's protected addresses and the active rules.
+Answer ONLY by calling the tool propose_rules.
+
+The alert's attack label names the class:
+- *_flood, udp_amplification: a volume flood of the named kind, often from spoofed sources.
+- port_scan: few sources probe many closed ports (TCP SYNs, UDP datagrams). closed_port_probes_by_source lists, per source, the
+  distinct closed ports it probed: the kernel dropped those probes (reaction NO_SOCKET) and answered with a RST or an ICMP port
+  unreachable. Scanners need the answers, so their addresses are real: block each scanner by source (/32 or /128, with its
+  protocol when it uses one), never a source that is also served established connections (narrow its rule to SYNs without ACK
+  to the ports it is not served on, or leave it). Many sources probing few ports each is not a per-source case.
+- syn_queue_exhaustion: listening sockets' SYN or accept queues are full although the packet rate is low: half-open handshakes
+  (SYNs, often spoofed) to a listener's port. Fingerprint those SYNs, or block the few sources that carry them.
 
 Rules: every match field is optional and all given fields must match (AND). The match fields:
 ` + matchFieldsPrompt() + `
@@ -320,6 +331,12 @@ type promptEvidence struct {
 	// Peers of the node's connected UDP sockets (served.go), at most
 	// maxPromptUDPPeers.
 	UDPPeers []string `json:"served_udp_peers,omitempty"`
+	// The stack's reactions in the attack window: counts per drop reason,
+	// the sources that probed closed ports (most ports first), and some
+	// of the reactions' headers.
+	ReactionCounts map[string]int `json:"reactions_by_reason,omitempty"`
+	ScanSources    []ScanSource   `json:"closed_port_probes_by_source,omitempty"`
+	Reactions      []string       `json:"reaction_headers,omitempty"`
 }
 
 // maxPromptUDPPeers bounds the peers the model sees (a busy resolver holds
@@ -362,15 +379,32 @@ func buildPrompt(ev *Evidence, maxBytes int) string {
 	for i := range ev.Attack[:min(len(ev.Attack), 64)] {
 		pe.Samples = append(pe.Samples, headerLine(&ev.Attack[i]))
 	}
+	if len(ev.Reactions) > 0 {
+		pe.ReactionCounts = map[string]int{}
+		for i := range ev.Reactions {
+			pe.ReactionCounts[SanitizeText(ev.Reactions[i].Reaction, 48)]++
+		}
+		if len(pe.ReactionCounts) > 20 { // an agent's garbage: not worth the space
+			pe.ReactionCounts = nil
+		}
+		srcs := ScanSources(ev.Reactions)
+		pe.ScanSources = srcs[:min(len(srcs), 10)]
+		step := max(1, len(ev.Reactions)/16)
+		for i := 0; i < len(ev.Reactions) && len(pe.Reactions) < 16; i += step {
+			pe.Reactions = append(pe.Reactions, headerLine(&ev.Reactions[i].Packet)+" reaction="+SanitizeText(ev.Reactions[i].Reaction, 48))
+		}
+	}
 	for {
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false)
 		_ = enc.Encode(pe)
-		if buf.Len() <= maxBytes || len(pe.Samples) == 0 && len(pe.Candidates) == 0 && len(pe.ActiveRules) == 0 {
+		if buf.Len() <= maxBytes || len(pe.Samples) == 0 && len(pe.Reactions) == 0 && len(pe.Candidates) == 0 && len(pe.ActiveRules) == 0 {
 			return buf.String()
 		}
 		switch {
+		case len(pe.Reactions) > 0:
+			pe.Reactions = pe.Reactions[:len(pe.Reactions)/2]
 		case len(pe.Samples) > 0:
 			pe.Samples = pe.Samples[:len(pe.Samples)/2]
 		case len(pe.ActiveRules) > 0:

@@ -676,7 +676,7 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	}
 	ev := &Evidence{
 		Alert: j.alert, AttackFrom: from, AttackTo: now,
-		Attack: packetsOf(attack.Samples), Baseline: basePkts,
+		Attack: packetsOf(attack.Samples), Baseline: basePkts, Reactions: attack.Reactions,
 		AttackTop: attack.Top, SampleEvery: attack.SampleEvery, Estimated: attack.Totals.EstimatedPackets,
 		BaselineSeconds: baseSpan.Seconds(),
 		ActiveRules:     active,
@@ -690,15 +690,15 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 		}
 	}
 	ev.SlowConnections = attack.SlowConnections
+	ev.UDPPeers = attack.UDPPeers
 	if j.alert.Labels["attack"] == AttackSlowConnections {
 		ev.Candidates = MineSlow(r.cfg.Miner, ev.SlowConnections, normalizePrefixes(append(ev.Protected, alwaysProtected...)))
 	} else {
-		ev.UDPPeers = attack.UDPPeers
-		ev.Candidates = MineAlert(r.cfg.Miner, j.alert.Labels["attack"], ev.Attack, ev.Baseline, normalizePrefixes(append(ev.Protected, alwaysProtected...)), ev.UDPPeers...)
+		ev.Candidates = MineEvidence(r.cfg.Miner, j.alert.Labels["attack"], ev.Attack, ev.Baseline, ev.Reactions, normalizePrefixes(append(ev.Protected, alwaysProtected...)), ev.UDPPeers...)
 	}
 	sum := &EvidenceSummary{
 		AttackFrom: from, AttackTo: now, BaselineFrom: baseEnd.Add(-r.cfg.BaselineWindow), BaselineTo: baseEnd, BaselineSource: baseSource,
-		AttackSamples: len(ev.Attack), BaselineSamples: len(ev.Baseline), SampleEvery: ev.SampleEvery,
+		AttackSamples: len(ev.Attack), BaselineSamples: len(ev.Baseline), Reactions: len(ev.Reactions), SampleEvery: ev.SampleEvery,
 		Estimated: ev.Estimated, Candidates: ev.Candidates, ActiveRules: len(active), Top: map[string][]agentapi.ValueCount{},
 	}
 	for k, vs := range attack.Top {

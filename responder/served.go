@@ -145,6 +145,13 @@ func (s *servedFlows) refusal(n int) string {
 	return fmt.Sprintf("matches %d of the %d sampled packets of established connections the node serves", n, len(s.pkts))
 }
 
+// allows reports whether a match leaves the served flows alone (a source
+// rule for a scanner must: no rate-limit exception there).
+func (s *servedFlows) allows(m rule.Match) bool {
+	c, err := m.Compile()
+	return err == nil && s.refusal(s.matched(c)) == ""
+}
+
 // Overlap with service traffic. A flood can share its fingerprint with the
 // served connections' own packets (an ACK flood on the port a service's
 // clients send ACKs to): a drop would cut them, and no rule at all leaves the

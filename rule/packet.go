@@ -162,6 +162,11 @@ type Sample struct {
 	Time      time.Time `json:"time"`
 	Interface string    `json:"interface"`
 	Packet    Packet    `json:"packet"`
+	// Reaction is set on the stack's reactions (agentapi.TrafficReport's
+	// Reactions): the kernel drop reason the packet met, e.g. NO_SOCKET (a
+	// closed port: the node sent a RST or an ICMP port unreachable) or
+	// TCP_LISTEN_OVERFLOW.
+	Reaction string `json:"reaction,omitempty"`
 }
 
 // AllowsMeta reports whether m can match a packet with these header facts:

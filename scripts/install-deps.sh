@@ -8,6 +8,7 @@ packages=(
   iproute2 iptables iputils-ping        # test hosts in network namespaces, drops on purpose
   iperf3 hping3 tcpreplay tcpdump       # traffic, floods, capture replay
   slowhttptest                          # slowloris (e2e slow-connection defense)
+  nmap                                  # port scans (e2e TestPortScanDefense)
   netsniff-ng                           # trafgen: PACKET_MMAP line-rate floods (make bench)
   jq curl                               # benchmark scripts, stack test
   systemd util-linux                    # systemd-analyze verify; nsenter and setpriv

@@ -22,6 +22,7 @@ import (
 	"github.com/packetscope/packetscope/bpf"
 	"github.com/packetscope/packetscope/exporter"
 	"github.com/packetscope/packetscope/guard"
+	"github.com/packetscope/packetscope/rule"
 )
 
 const defaultAgentListenAddress = ":9436"
@@ -139,6 +140,11 @@ func runAgent(ctx context.Context, logger *slog.Logger, cfg agentConfig, reg *pr
 	})
 	reg.MustRegister(window.Collector())
 	go feedWindow(ctx, g, window)
+	go func() {
+		if err := exp.Reactions(ctx, func(r exporter.Reaction) { window.AddReaction(reactionSample(r)) }); err != nil {
+			logger.Warn("read the stack's reactions", "err", err)
+		}
+	}()
 
 	var ready atomic.Bool
 	mux := http.NewServeMux()
@@ -173,6 +179,15 @@ func feedWindow(ctx context.Context, g *guard.Guard, w *agentapi.TrafficWindow) 
 			w.Add(s)
 		}
 	}
+}
+
+// reactionSample is a stack reaction as the traffic window keeps it.
+func reactionSample(r exporter.Reaction) rule.Sample {
+	return rule.Sample{Time: r.Time, Interface: r.Interface, Reaction: r.ReasonName, Packet: rule.Packet{
+		Family: r.Family, Src: r.Src, Dst: r.Dst, Protocol: r.Protocol, TTL: r.TTL, Length: r.Length,
+		Fragment: rule.FragNone, HasL4: true, SrcPort: r.SrcPort, DstPort: r.DstPort,
+		TCPFlags: r.TCPFlags, TCPWindow: r.Window,
+	}}
 }
 
 // guardInterfaces resolves --interfaces, or every up, non-loopback interface.

@@ -383,7 +383,13 @@ func TestAgentOnThisKernel(t *testing.T) {
 			Totals struct {
 				SampledPackets uint64 `json:"sampled_packets"`
 			} `json:"totals"`
-			Samples []json.RawMessage `json:"samples"`
+			Samples   []json.RawMessage `json:"samples"`
+			Reactions []struct {
+				Reaction string `json:"reaction"`
+				Packet   struct {
+					DstPort uint16 `json:"dst_port"`
+				} `json:"packet"`
+			} `json:"reactions"`
 		}
 		if err := json.Unmarshal([]byte(body), &report); err != nil {
 			t.Fatalf("decode /api/v1/traffic: %v: %s", err, body)
@@ -391,6 +397,13 @@ func TestAgentOnThisKernel(t *testing.T) {
 		// 101 datagrams passed the guard, sampled 1 in 1.
 		if report.Totals.SampledPackets < 100 || len(report.Samples) == 0 {
 			t.Errorf("traffic window holds %d sampled packets and %d samples, want >= 100 and some", report.Totals.SampledPackets, len(report.Samples))
+		}
+		// ...and the stack refused them: closed-port probes, each a reaction.
+		if len(report.Reactions) < 100 || report.Reactions[0].Reaction != "NO_SOCKET" || report.Reactions[0].Packet.DstPort != 7 {
+			t.Errorf("traffic window holds %d reactions (first %+v), want >= 100 NO_SOCKET probes of port 7", len(report.Reactions), report.Reactions[:min(1, len(report.Reactions))])
+		}
+		if n, _ := metricValue(ag.metrics(t), "packetscope_closed_port_probes_total", "protocol=udp"); n < 100 {
+			t.Errorf("packetscope_closed_port_probes_total{protocol=udp} = %v, want >= 100", n)
 		}
 	})
 
