@@ -160,6 +160,7 @@ func runAttackPhase(t testing.TB, st *defenseStack, analyst string, a attack, le
 			t.Errorf("alert %s never fired", a.alert)
 		}
 	}
+	logTimeline(t, prom, agent, a.name, analyst, startedAt, mitigatedAfter)
 
 	// Keep the attack running a little while the rule holds, and measure
 	// the share dropped at XDP meanwhile (the attacked interface carries
@@ -512,12 +513,19 @@ func grepLines(s, prefix string) string {
 type decision struct {
 	ID          string            `json:"id"`
 	Kind        string            `json:"kind"`
+	Alert       decisionAlert     `json:"alert"`
+	ReceivedAt  time.Time         `json:"received_at"`
 	Outcome     string            `json:"outcome"`
 	Analyst     string            `json:"analyst"`
 	Applied     []json.RawMessage `json:"applied"`
 	Coverage    float64           `json:"coverage"`
 	Collateral  float64           `json:"collateral"`
 	LatencySecs float64           `json:"latency_seconds"`
+}
+
+type decisionAlert struct {
+	Name     string    `json:"name"`
+	StartsAt time.Time `json:"starts_at"`
 }
 
 // defenseAPIToken guards the agent's API and the decisions of `run`.
@@ -540,4 +548,73 @@ func getDecisions(t testing.TB, agent *agentProc) []decision {
 		t.Fatalf("decode decisions: %v: %s", err, body)
 	}
 	return list
+}
+
+// logTimeline logs where the time from the first attack packet to the drop
+// went, as seconds after the attack was started: the first scrape that saw
+// it (Prometheus' own sample timestamps of the attacked interface's XDP
+// counter), the alert's activeAt (pending; the same as firing for an alert
+// with no `for:`), its firing time (the startsAt Prometheus sent, which the
+// responder records), the webhook's arrival, the last rule pushed into the
+// guard's maps, and the start of the first 1 s interval with 99 % dropped.
+// scripts/bench-defense.sh tabulates these lines; nothing here is asserted.
+func logTimeline(t testing.TB, prom *service, agent *agentProc, name, analyst string, startedAt time.Time, mitigatedAfter time.Duration) {
+	t.Helper()
+	since := func(at time.Time) string {
+		if at.IsZero() {
+			return "?"
+		}
+		return fmt.Sprintf("%.1fs", at.Sub(startedAt).Seconds())
+	}
+	var scrape time.Time
+	for _, s := range promRange(t, prom, `packetscope_xdp_packets_total{interface="eth0",action="pass"}[3m]`) {
+		for i := 1; i < len(s.Points); i++ {
+			at := time.UnixMilli(int64(s.Points[i].T * 1000))
+			if at.After(startedAt) && s.Points[i].V-s.Points[i-1].V >= 50 && (scrape.IsZero() || at.Before(scrape)) {
+				scrape = at
+				break
+			}
+		}
+	}
+	// The first decision that applied a rule: its alert, webhook and push.
+	var first *decision
+	for _, d := range getDecisions(t, agent) {
+		if d.Kind == "alert" && len(d.Applied) > 0 && (first == nil || d.ReceivedAt.Before(first.ReceivedAt)) {
+			first = &d
+		}
+	}
+	var pending, fired, webhook, pushed time.Time
+	alert := "?"
+	if first != nil {
+		alert, fired, webhook = first.Alert.Name, first.Alert.StartsAt, first.ReceivedAt
+		pushed = webhook.Add(time.Duration(first.LatencySecs * float64(time.Second)))
+		pending = alertActiveAt(t, prom, alert)
+	}
+	t.Logf("%s, %s analyst: timeline %s: scrape saw it %s, pending %s, fired %s, webhook %s, rule pushed %s, 99%% dropped %.1fs",
+		name, analyst, alert, since(scrape), since(pending), since(fired), since(webhook), since(pushed), mitigatedAfter.Seconds())
+}
+
+// alertActiveAt returns when the earliest active instance of an alert
+// became active (pending), from Prometheus' /api/v1/alerts.
+func alertActiveAt(tb testing.TB, prom *service, alertname string) time.Time {
+	tb.Helper()
+	_, body := httpGet(tb, prom.URL+"/api/v1/alerts")
+	var resp struct {
+		Data struct {
+			Alerts []struct {
+				Labels   map[string]string `json:"labels"`
+				ActiveAt time.Time         `json:"activeAt"`
+			} `json:"alerts"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &resp); err != nil {
+		tb.Fatalf("decode /api/v1/alerts: %v", err)
+	}
+	var at time.Time
+	for _, a := range resp.Data.Alerts {
+		if a.Labels["alertname"] == alertname && (at.IsZero() || a.ActiveAt.Before(at)) {
+			at = a.ActiveAt
+		}
+	}
+	return at
 }
