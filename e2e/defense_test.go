@@ -115,14 +115,17 @@ func startDefenseStack(t testing.TB, analyst string) *defenseStack {
 		"--bpf.pin-path", pinDir(t), "--api.token-file", writeToken(t, defenseAPIToken),
 		"--webhook.token-file", webhookToken, "--responder.audit-file", filepath.Join(t.TempDir(), "audit.jsonl"),
 		"--guard.sample-every", "16", "--analyst", analyst,
-		// The agent has no history before this test: analyse the attack from
-		// its alert on and take the seconds before it as the baseline, instead
-		// of the production defaults (30 s back, a baseline ending 1 min earlier).
-		// The baseline ends 10 s before the alert fired: an alert fires up to
-		// 10 s after the flood's first packet (scrape, irate, for: 4-6 s,
-		// evaluation), and a baseline holding the flood's start makes every
-		// rule for it look like collateral.
-		"--responder.attack-window-min", "5s", "--responder.baseline-gap", "10s"}
+		// The agent has no history before this test: analyse the last seconds
+		// before the decision and take the seconds before them as the
+		// baseline, instead of the production defaults (30 s back, a baseline
+		// ending 1 min earlier). The baseline ends 3 s + 3 s before the
+		// decision: a flood alert fires 1-3 s after the flood's first packet
+		// (a 1 s scrape, a 1 s evaluation, one more scrape interval for a
+		// moderate flood), and a baseline holding the flood's start makes
+		// every rule for it look like collateral. 6 s leaves room for a loaded
+		// machine without thinning the baseline of this short test below the
+		// 50 samples a measured collateral needs.
+		"--responder.attack-window-min", "3s", "--responder.baseline-gap", "3s"}
 	if analyst == "llm" {
 		tt, ok := t.(*testing.T)
 		if !ok {
