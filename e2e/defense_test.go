@@ -154,9 +154,8 @@ func startDefenseStack(t testing.TB, analyst string) *defenseStack {
 func runAttackPhase(t testing.TB, st *defenseStack, analyst string, a attack, legit *legitClient) {
 	t.Helper()
 	attacker, agent, prom := st.attacker, st.agent, st.prom
-	startedAt := time.Now()
-	startAttack(t, attacker, a)
-	mitigatedAfter := waitMitigated(t, agent, 60*time.Second)
+	startedAt := startAttack(t, attacker, a)
+	mitigatedAfter := waitMitigated(t, agent, startedAt, 60*time.Second)
 	t.Logf("%s, %s analyst: first attack packet → 99%% dropped at XDP in %.1fs", a.name, analyst, mitigatedAfter.Seconds())
 	if a.alert != "" {
 		if fired := promQuery(t, prom, `ALERTS{alertname="`+a.alert+`"}`); len(fired) == 0 {
@@ -399,12 +398,15 @@ func httpOnce(addr string) error {
 }
 
 // startAttack runs the flood in the attacker namespace: hping3, or a capture
-// rewritten to the victim's address and MAC and replayed with tcpreplay.
-func startAttack(t testing.TB, attacker *testnet.NS, a attack) {
+// rewritten to the victim's address and MAC and replayed with tcpreplay. It
+// returns when the attacking process was started: the first attack packet,
+// give or take the milliseconds the tool takes to send it.
+func startAttack(t testing.TB, attacker *testnet.NS, a attack) time.Time {
 	t.Helper()
 	if a.pcap == "" && a.gen == "" {
+		at := time.Now()
 		attacker.Start(a.command...)
-		return
+		return at
 	}
 	// Copies of ../shared/captures, with their attribution in responder/testdata/README.md.
 	src := filepath.Join("..", "responder", "testdata", a.pcap)
@@ -428,7 +430,9 @@ func startAttack(t testing.TB, attacker *testnet.NS, a attack) {
 	if _, err := testnet.RewriteCapture(src, out, netip.MustParseAddr("10.10.10.10"), netip.MustParseAddr(victimAttackIP), victimMAC, ownMAC); err != nil {
 		t.Fatalf("rewrite %s: %v", a.pcap, err)
 	}
+	at := time.Now()
 	attacker.Start("timeout", "40", "tcpreplay", "-q", "--intf1=eth0", fmt.Sprintf("--pps=%d", a.replayPPS), "--loop=0", out)
+	return at
 }
 
 // writeGenerated writes 20,000 whole frames of an attackgen class (seeded:
@@ -471,11 +475,10 @@ func peerMAC(t testing.TB, attacker *testnet.NS) string {
 }
 
 // waitMitigated polls the agent's XDP counters on the attacked interface and
-// returns how long after its start at least 99 % of a 1 s interval's packets
-// were dropped.
-func waitMitigated(t testing.TB, agent *agentProc, limit time.Duration) time.Duration {
+// returns how long after start (the attack's) at least 99 % of a 1 s
+// interval's packets were dropped.
+func waitMitigated(t testing.TB, agent *agentProc, start time.Time, limit time.Duration) time.Duration {
 	t.Helper()
-	start := time.Now()
 	type point struct {
 		at          time.Time
 		total, drop float64
