@@ -176,9 +176,11 @@ func keepAliveConns(ctx context.Context, client *testnet.NS, n int, stats *ordin
 	wg.Wait()
 }
 
-// requestBursts: every 3 s, 300 short HTTP requests (a fresh connection
-// each) from 30 workers, as fast as the victim answers; between bursts, one
-// request every 50 ms.
+// requestBursts: every 3 s, 1500 short HTTP requests (a fresh connection
+// each) from 150 workers, as fast as the victim answers — more than the SYN
+// floor (1000/s) within one scrape interval when the machine keeps up, but
+// never over it in two intervals in a row, as 2000 SYNs would be; between
+// bursts, one request every 50 ms.
 func requestBursts(ctx context.Context, client *testnet.NS, stats *ordinaryStats) {
 	addr := fmt.Sprintf("%s:%d", victimServeIP, 80)
 	one := func() {
@@ -188,13 +190,13 @@ func requestBursts(ctx context.Context, client *testnet.NS, stats *ordinaryStats
 		stats.requests.Add(1)
 	}
 	for ctx.Err() == nil {
-		jobs := make(chan struct{}, 300)
-		for range 300 {
+		jobs := make(chan struct{}, 1500)
+		for range 1500 {
 			jobs <- struct{}{}
 		}
 		close(jobs)
 		var wg sync.WaitGroup
-		for range 30 {
+		for range 150 {
 			wg.Go(func() {
 				for range jobs {
 					one()
@@ -210,7 +212,8 @@ func requestBursts(ctx context.Context, client *testnet.NS, stats *ordinaryStats
 }
 
 // dnsLikeUDP sends small queries to the victim's UDP echo on port 53: 500 a
-// second, with a burst of 2000 in a quarter second every 5 s.
+// second, with a burst of 6000 back to back every 5 s (a resolver's burst:
+// over the UDP floor, 5000/s, within one scrape interval, not in two).
 func dnsLikeUDP(ctx context.Context, client *testnet.NS, stats *ordinaryStats) {
 	var conn net.Conn
 	if err := client.Do(func() (err error) {
@@ -242,9 +245,8 @@ func dnsLikeUDP(ctx context.Context, client *testnet.NS, stats *ordinaryStats) {
 		<-tick.C
 		send()
 		if i%2500 == 2499 { // every 5 s
-			for range 2000 {
+			for range 6000 {
 				send()
-				time.Sleep(125 * time.Microsecond)
 			}
 		}
 	}
