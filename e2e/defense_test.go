@@ -213,7 +213,7 @@ func ratio(a, b float64) float64 {
 // included; the mimic class, which no header rule separates from clients,
 // and the legitimate classes excluded), replayed at 20 kpps. It measures,
 // not times: scripts/bench-defense.sh runs it once per class
-// (-benchtime=1x) and tabulates the logged time to mitigate.
+// (-benchtime=1x) and tabulates the logged time to mitigate and timeline.
 func BenchmarkDefenseClasses(b *testing.B) {
 	testnet.RequireRoot(b)
 	for _, c := range attackgen.Classes() {
