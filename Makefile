@@ -40,7 +40,7 @@ test: deps check-generate lint test-kernels ## install test dependencies, run ev
 test-kernels: deps ## boot Debian 12's stock 6.1 kernel under qemu and run the live smoke tests inside (root)
 	GO=$(GO) bash scripts/test-kernels.sh
 
-bench: deps build ## performance figures: XDP ns/packet, tracing overhead, time to mitigate each attack
+bench: deps build ## performance figures: XDP ns/packet, tracing overhead, time to mitigate each attack (per step), 10 min of ordinary traffic without an alert
 	bash scripts/bench-guard.sh
 	bash scripts/bench-overhead.sh
 	bash scripts/bench-defense.sh

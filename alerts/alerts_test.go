@@ -16,7 +16,8 @@ import (
 const rulesFile = "packetscope.rules.yml"
 
 // testFiles are the promtool unit-test files; together they must cover every alert.
-var testFiles = []string{"packetscope.rules.test.yml", "packetscope-health.rules.test.yml", "packetscope-connections.rules.test.yml"}
+var testFiles = []string{"packetscope.rules.test.yml", "packetscope-baseline.rules.test.yml", "packetscope-health.rules.test.yml",
+	"packetscope-connections.rules.test.yml"}
 
 // promtool returns the path of promtool (Debian package "prometheus"). In CI
 // a missing promtool fails the test; on a developer's machine it skips.
@@ -112,6 +113,14 @@ func TestAlertsCarryWhatTheyNeed(t *testing.T) {
 	if len(groups["packetscope-floods"]) == 0 {
 		t.Fatal("no alerts in group packetscope-floods")
 	}
+	// Every group the responder acts on is evaluated every second: the
+	// global interval (15 s) would put a scan or a slowloris a quarter
+	// minute behind.
+	for group := range responderGroups {
+		if iv := groupIntervals(t)[group]; iv != "1s" {
+			t.Errorf("group %s evaluates every %q, want 1s (the defense loop's timing, alerts/runbook.md)", group, iv)
+		}
+	}
 	names := map[string]bool{}
 	for group, alerts := range groups {
 		for _, a := range alerts {
@@ -124,7 +133,10 @@ func TestAlertsCarryWhatTheyNeed(t *testing.T) {
 					t.Errorf("name is not CamelCase with the PacketScope prefix")
 				}
 				d, err := time.ParseDuration(a.For)
-				if err != nil || d <= 0 {
+				switch {
+				case err != nil:
+					t.Errorf("for: %q, want a duration, written out", a.For)
+				case d <= 0 && group != "packetscope-floods":
 					t.Errorf("for: %q, want a positive duration", a.For)
 				}
 				if !slices.Contains([]string{"critical", "warning", "info"}, a.Labels["severity"]) {
@@ -148,8 +160,20 @@ func TestAlertsCarryWhatTheyNeed(t *testing.T) {
 					if !regexp.MustCompile(`^[a-z0-9_]+$`).MatchString(a.Labels["attack"]) {
 						t.Errorf("flood, probe or connection alert needs an attack label (snake_case), got %q", a.Labels["attack"])
 					}
-					if d > 10*time.Second {
-						t.Errorf("for: %s is too slow for the 10 s defense loop", d)
+					switch {
+					case group == "packetscope-floods":
+						// Two levels in one rule: an overwhelming rate fires at
+						// the first evaluation that sees it, a moderate one
+						// must have been over the threshold one scrape (1 s)
+						// before too. A `for:` would delay both.
+						if d != 0 {
+							t.Errorf("for: %s: the 3 s defense loop has no room for it; a moderate flood is held by its `offset 1s` level", d)
+						}
+						if !strings.Contains(a.Expr, "offset 1s") || !strings.Contains(a.Expr, "overwhelming") {
+							t.Errorf("flood alert without its two levels (an overwhelming rate at once, a moderate one over the previous scrape interval too)")
+						}
+					case d > 10*time.Second:
+						t.Errorf("for: %s is too slow for the defense loop", d)
 					}
 				} else if a.Labels["attack"] != "" {
 					t.Errorf("only flood, probe and connection alerts may carry an attack label: the responder acts on it")
@@ -157,6 +181,24 @@ func TestAlertsCarryWhatTheyNeed(t *testing.T) {
 			})
 		}
 	}
+}
+
+// groupIntervals returns each rule group's own interval ("" for the global one).
+func groupIntervals(t *testing.T) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f ruleFile
+	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+		t.Fatalf("decode %s: %v", rulesFile, err)
+	}
+	out := map[string]string{}
+	for _, g := range f.Groups {
+		out[g.Name] = g.Interval
+	}
+	return out
 }
 
 // TestEveryAlertIsUnitTested: each alert appears in a promtool test that

@@ -50,25 +50,11 @@ func TestPrometheusConfig(t *testing.T) {
 	// The in-cluster file names paths of a Prometheus pod: syntax only.
 	run(t, promtool, "check", "config", "--syntax-only", "kubernetes/prometheus.yml")
 
-	// The intervals the alerts' timing (alerts/runbook.md) is built on.
-	var cfg struct {
-		Global struct {
-			ScrapeInterval     string `json:"scrape_interval"`
-			EvaluationInterval string `json:"evaluation_interval"`
-		} `json:"global"`
-		RuleFiles     []string `json:"rule_files"`
-		ScrapeConfigs []struct {
-			JobName       string `json:"job_name"`
-			StaticConfigs []struct {
-				Targets []string `json:"targets"`
-			} `json:"static_configs"`
-		} `json:"scrape_configs"`
-	}
+	// The intervals the alerts' timing (alerts/runbook.md) is built on: the
+	// flood alerts look one scrape back (`offset 1s`) and their group
+	// evaluates every second, so the agent must be scraped every second.
+	var cfg promConfig
 	readYAML(t, "prometheus.yml", &cfg)
-	if cfg.Global.ScrapeInterval != "2s" || cfg.Global.EvaluationInterval != "2s" {
-		t.Errorf("scrape/evaluation interval %s/%s, want 2s/2s (the flood alerts' timing depends on it)",
-			cfg.Global.ScrapeInterval, cfg.Global.EvaluationInterval)
-	}
 	if len(cfg.RuleFiles) != 1 || filepath.Clean(cfg.RuleFiles[0]) != filepath.Clean("../alerts/packetscope.rules.yml") {
 		t.Errorf("rule_files %v, want [../alerts/packetscope.rules.yml]", cfg.RuleFiles)
 	}
@@ -81,6 +67,50 @@ func TestPrometheusConfig(t *testing.T) {
 	if !agentJob {
 		t.Errorf("no job \"packetscope\" scraping 127.0.0.1:9436 (the alerts use job=\"packetscope\")")
 	}
+	var k8s promConfig
+	readYAML(t, "kubernetes/prometheus.yml", &k8s)
+	for name, c := range map[string]promConfig{"prometheus.yml": cfg, "kubernetes/prometheus.yml": k8s} {
+		if got := c.agentScrapeInterval(); got != time.Second {
+			t.Errorf("%s: the agents (job packetscope) are scraped every %s, want 1s (the flood alerts' timing depends on it)", name, got)
+		}
+	}
+}
+
+type promConfig struct {
+	Global struct {
+		ScrapeInterval string `json:"scrape_interval"`
+	} `json:"global"`
+	RuleFiles     []string `json:"rule_files"`
+	ScrapeConfigs []struct {
+		JobName        string `json:"job_name"`
+		ScrapeInterval string `json:"scrape_interval"`
+		StaticConfigs  []struct {
+			Targets []string `json:"targets"`
+		} `json:"static_configs"`
+	} `json:"scrape_configs"`
+}
+
+// agentScrapeInterval is the scrape interval of job packetscope (0 if
+// there is no such job or the interval does not parse).
+func (c promConfig) agentScrapeInterval() time.Duration {
+	for _, sc := range c.ScrapeConfigs {
+		if sc.JobName != "packetscope" {
+			continue
+		}
+		s := sc.ScrapeInterval
+		if s == "" {
+			s = c.Global.ScrapeInterval
+		}
+		if s == "" {
+			s = "1m" // Prometheus' default
+		}
+		d, err := model.ParseDuration(s)
+		if err != nil {
+			return 0
+		}
+		return time.Duration(d)
+	}
+	return 0
 }
 
 func TestAlertmanagerConfig(t *testing.T) {
@@ -136,7 +166,7 @@ func TestAlertmanagerConfig(t *testing.T) {
 			for _, r := range route.Match(flood) {
 				if r.RouteOpts.Receiver == "packetscope-responder" {
 					if r.RouteOpts.GroupWait != 0 {
-						t.Errorf("group_wait %s for the responder, want 0s (10 s defense loop)", r.RouteOpts.GroupWait)
+						t.Errorf("group_wait %s for the responder, want 0s (the defense loop has 3 s)", r.RouteOpts.GroupWait)
 					}
 					if r.RouteOpts.RepeatInterval > 10*time.Minute {
 						t.Errorf("repeat_interval %s: longer than the responder's default rule TTL (10m), so rules lapse while the alert fires", r.RouteOpts.RepeatInterval)

@@ -88,7 +88,7 @@ PacketScope stack is up (state and logs in $state):
   agent rules        http://127.0.0.1:9436/api/v1/rules      (mutations: bearer token in $state/api.token)
   traffic window     http://127.0.0.1:9436/api/v1/traffic?window=60s   (bearer token in $state/api.token)
   responder          http://127.0.0.1:9436/api/v1/decisions  (same token; audit trail $state/decisions.jsonl)
-  Prometheus         http://127.0.0.1:9090/alerts            (scrape and evaluation every 2s)
+  Prometheus         http://127.0.0.1:9090/alerts            (agent scraped and flood alerts evaluated every 1s)
   Alertmanager       http://127.0.0.1:9093                   (flood alerts -> responder, group_wait 0s)
   Grafana            dashboards/*.json with dashboards/provisioning/
   rules CLI          $packetscope rules list

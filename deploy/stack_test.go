@@ -127,7 +127,7 @@ func TestRunStack(t *testing.T) {
 	peer.MustRun("ping", "-q", "-f", "-c", "500", "10.215.0.1")
 	trafficAt := time.Now()
 
-	// Every rule group is loaded; the 2s groups have evaluated cleanly and
+	// Every rule group is loaded; the fast groups (floods, 1s) have evaluated cleanly and
 	// no rule, including the 30s baselines, has failed.
 	rulesFile, err := os.ReadFile("../alerts/packetscope.rules.yml")
 	if err != nil {

@@ -129,3 +129,54 @@ type promSample struct {
 	Labels map[string]string
 	Value  float64
 }
+
+type promSeries struct {
+	Labels map[string]string
+	Points []promPoint
+}
+
+type promPoint struct {
+	T float64 // Unix seconds
+	V float64
+}
+
+// promRange runs an instant query of a range selector and returns the raw
+// samples of each series, with Prometheus' own timestamps.
+func promRange(tb testing.TB, prom *service, query string) []promSeries {
+	tb.Helper()
+	resp, err := http.Get(prom.URL + "/api/v1/query?query=" + url.QueryEscape(query))
+	if err != nil {
+		tb.Fatalf("query %q: %v", query, err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+				Values [][2]any          `json:"values"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		tb.Fatalf("query %q: decode: %v", query, err)
+	}
+	if body.Status != "success" {
+		tb.Fatalf("query %q: %s", query, body.Error)
+	}
+	var out []promSeries
+	for _, r := range body.Data.Result {
+		s := promSeries{Labels: r.Metric}
+		for _, v := range r.Values {
+			var p promPoint
+			p.T, _ = v[0].(float64)
+			if str, ok := v[1].(string); ok {
+				fmt.Sscan(str, &p.V)
+			}
+			s.Points = append(s.Points, p)
+		}
+		out = append(out, s)
+	}
+	return out
+}

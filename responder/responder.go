@@ -649,10 +649,6 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	if from.Before(now.Add(-r.cfg.AttackWindowMax)) {
 		from = now.Add(-r.cfg.AttackWindowMax)
 	}
-	attack, err := agent.Traffic(ctx, from, now, r.cfg.MaxSamples)
-	if err != nil {
-		return nil, nil, errors.New(agentFailure("pull attack window", err))
-	}
 	// The baseline ends before the flood began, which is before the alert
 	// started, even when the attack window looks only at its last minutes.
 	anchor := from
@@ -660,13 +656,27 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 		anchor = st
 	}
 	baseEnd := anchor.Add(-r.cfg.BaselineGap)
-	baseline, err := agent.Traffic(ctx, baseEnd.Add(-r.cfg.BaselineWindow), baseEnd, r.cfg.MaxSamples)
-	if err != nil {
-		return nil, nil, errors.New(agentFailure("pull baseline window", err))
-	}
-	active, err := agent.ListRules(ctx)
-	if err != nil {
-		return nil, nil, errors.New(agentFailure("list rules", err))
+	// The three pulls are independent: made at once, the evidence costs
+	// one round trip to the agent, not three (the defense loop has 3 s).
+	var (
+		attack, baseline         agentapi.TrafficReport
+		active                   []rule.Rule
+		attackErr, baseErr, lErr error
+		wg                       sync.WaitGroup
+	)
+	wg.Go(func() { attack, attackErr = agent.Traffic(ctx, from, now, r.cfg.MaxSamples) })
+	wg.Go(func() {
+		baseline, baseErr = agent.Traffic(ctx, baseEnd.Add(-r.cfg.BaselineWindow), baseEnd, r.cfg.MaxSamples)
+	})
+	wg.Go(func() { active, lErr = agent.ListRules(ctx) })
+	wg.Wait()
+	switch {
+	case attackErr != nil:
+		return nil, nil, errors.New(agentFailure("pull attack window", attackErr))
+	case baseErr != nil:
+		return nil, nil, errors.New(agentFailure("pull baseline window", baseErr))
+	case lErr != nil:
+		return nil, nil, errors.New(agentFailure("list rules", lErr))
 	}
 	basePkts, baseSource, baseSpan := packetsOf(baseline.Samples), "agent", sampleSpan(baseline.Samples)
 	if len(basePkts) < minAgentBaselineShare {

@@ -14,10 +14,24 @@
 #  3. the end-to-end defense test (hping3 floods, the real captures, the
 #     fragmented DNS amplification; both analysts).
 # Prints markdown tables for README's defense figures.
+#  4. no alert on ordinary traffic: TestNoAlertOnOrdinaryTraffic for 10
+#     minutes (BENCH_ORDINARY_TRAFFIC=0 skips it) with the shipped alerts.
+# The live runs print where the time went for each attack: seconds from the
+# first attack packet to the first scrape that saw it, the alert firing (no
+# `for:` since #14: pending and firing are one), the webhook, the rule in the
+# guard's maps, and >= 99 % dropped at XDP.
+# Prints markdown tables for README's defense figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+
+# timeline_table LOG: the timeline lines e2e/defense_test.go logs, as a table.
+timeline_table() {
+	echo "| attack | analyst | alert | scrape saw it | alert fired | webhook | rule pushed | 99 % dropped |"
+	echo "|---|---|---|---|---|---|---|---|"
+	sed -nE 's/^ *defense_test.go:[0-9]+: (.*), ([a-z]+) analyst: timeline ([A-Za-z]+): scrape saw it ([^,]+), pending [^,]+, fired ([^,]+), webhook ([^,]+), rule pushed ([^,]+), 99% dropped (.*)$/| \1 | \2 | \3 | \4 | \5 | \6 | \7 | \8 |/p' "$1"
+}
 
 echo "== offline class matrix (go test ./responder -run TestUnseenClassMatrix) =="
 if ! go test -count=1 -run 'TestUnseenClassMatrix' -v ./responder/ >"$log" 2>&1; then
@@ -50,6 +64,10 @@ if [ "${BENCH_DEFENSE_LIVE:-1}" != "0" ]; then
 		/ analyst: .* of the attack dropped/ { cls=$1; sub(/,$/, "", cls); d[cls " | " $2]=$4 }
 		/^legitimate client:/ { if (n) { s[order[n]]=$3 " of " ($3+$5) } }
 		END { for (i=1; i<=n; i++) { c=order[i]; printf "| %s | %s | %s | %s |\n", c, t[c], d[c], s[c] } }'
+	echo
+	echo "Where the time went (seconds after the first attack packet):"
+	echo
+	timeline_table "$log"
 fi
 
 echo
@@ -60,3 +78,18 @@ if ! CI=true go test -count=1 -run 'TestDefenseLoop' -v ./e2e/ >"$log" 2>&1; the
 	exit 1
 fi
 grep -E 'dropped at XDP|legitimate client:|decision .*outcome' "$log" | sed 's/^ *defense_test.go:[0-9]*: /  /'
+echo
+echo "Where the time went (seconds after the first attack packet):"
+echo
+timeline_table "$log"
+
+if [ "${BENCH_ORDINARY_TRAFFIC:-1}" != "0" ]; then
+	echo
+	echo "== no alert on 10 minutes of ordinary traffic (go test ./e2e -run TestNoAlertOnOrdinaryTraffic) =="
+	if ! CI=true PACKETSCOPE_ORDINARY_TRAFFIC=10m go test -count=1 -run 'TestNoAlertOnOrdinaryTraffic' -timeout 20m -v ./e2e/ >"$log" 2>&1; then
+		grep -E -- '--- FAIL|ordinary_test.go' "$log" >&2 || true
+		echo "bench-defense: ordinary traffic raised an alert or got a rule (above)" >&2
+		exit 1
+	fi
+	grep -E 'ordinary_test.go' "$log" | sed 's/^ *ordinary_test.go:[0-9]*: /  /'
+fi

@@ -22,7 +22,7 @@ var templateVar = regexp.MustCompile(`\$\{?[A-Za-z_][A-Za-z0-9_]*\}?`)
 
 // Load returns the Prometheus-datasource queries of every dashboard JSON in
 // dir, with Grafana's variables replaced as Grafana would: every value of a
-// template variable, a rate interval of 30s (several 2 s scrapes), a range
+// template variable, a rate interval of 30s (many 1 s scrapes), a range
 // of 5m.
 func Load(dir string) ([]Query, error) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
