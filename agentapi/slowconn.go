@@ -73,6 +73,25 @@ type SlowSource struct {
 	Normal int    `json:"normal"` // its other inbound established connections
 	// DstPorts are the local ports of its slow connections, most held first.
 	DstPorts []string `json:"dst_ports"`
+	// Since is the earliest its slow connections can have opened: when the
+	// first of them was first listed, less one listing interval. The
+	// responder's baseline ends before it (the attack's own start is no
+	// baseline).
+	Since time.Time `json:"since"`
+}
+
+// Began is the earliest Since of the listed sources (zero: none listed).
+func (r *SlowConnReport) Began() time.Time {
+	var t time.Time
+	if r == nil {
+		return t
+	}
+	for _, s := range r.Sources {
+		if t.IsZero() || s.Since.Before(t) {
+			t = s.Since
+		}
+	}
+	return t
 }
 
 // TopSource is the number of slow connections the busiest source holds.
@@ -202,6 +221,7 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 	type srcAgg struct {
 		slow, normal int
 		ports        map[uint16]int
+		since        time.Time // the first listing of its oldest slow connection
 	}
 	bySrc := map[netip.Addr]*srcAgg{}
 	t.slowConns = t.slowConns[:0]
@@ -231,6 +251,9 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 			t.slowConns = append(t.slowConns, c)
 			a.slow++
 			a.ports[c.local.Port()]++
+			if a.since.IsZero() || first.Before(a.since) {
+				a.since = first
+			}
 		} else {
 			a.normal++
 		}
@@ -252,7 +275,7 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 	rep.SlowSources = len(rows)
 	rep.Sources = []SlowSource{}
 	for _, r := range rows[:min(len(rows), t.cfg.TopK)] {
-		s := SlowSource{Src: r.addr.String(), Slow: r.agg.slow, Normal: r.agg.normal}
+		s := SlowSource{Src: r.addr.String(), Slow: r.agg.slow, Normal: r.agg.normal, Since: r.agg.since.Add(-t.cfg.Every)}
 		ports := make([]uint16, 0, len(r.agg.ports))
 		for p := range r.agg.ports {
 			ports = append(ports, p)

@@ -181,9 +181,10 @@ func runAttackPhase(t testing.TB, st *defenseStack, analyst string, a attack, le
 
 	decisions := getDecisions(t, agent)
 	applied := false
+	var decidedAt time.Time
 	for _, d := range decisions {
 		if d.Kind == "alert" && len(d.Applied) > 0 {
-			applied = true
+			applied, decidedAt = true, d.ReceivedAt
 			if d.Analyst != analyst {
 				t.Errorf("decision %s made by %q, want %q (no fallback)", d.ID, d.Analyst, analyst)
 			}
@@ -194,7 +195,7 @@ func runAttackPhase(t testing.TB, st *defenseStack, analyst string, a attack, le
 		t.Errorf("no decision applied a rule: %+v", decisions)
 	}
 	if analyst == "llm" {
-		checkDefenseDashboards(t, prom)
+		checkDefenseDashboards(t, prom, decidedAt)
 	}
 }
 
@@ -274,8 +275,11 @@ func TestNoDefenseAgainstBulkUpload(t *testing.T) {
 // checkDefenseDashboards: the dashboard queries that only a defense loop
 // with the LLM analyst feeds (LLM latency and tokens, firing alerts,
 // decision latency) return data from this live Prometheus. deploy's
-// TestRunStack checks all the others against its own live stack.
-func checkDefenseDashboards(t testing.TB, prom *service) {
+// TestRunStack checks all the others against its own live stack. A query
+// may answer now or when the alert was firing (firedAt: the webhook's
+// arrival): an alert that resolves once its rule holds (the ACK flood's
+// stack condition) has no firing series left by the time of the check.
+func checkDefenseDashboards(t testing.TB, prom *service, firedAt time.Time) {
 	t.Helper()
 	queries, err := dashquery.Load("../dashboards")
 	if err != nil {
@@ -288,7 +292,7 @@ func checkDefenseDashboards(t testing.TB, prom *service) {
 			continue
 		}
 		checked++
-		if len(promQuery(t, prom, q.Expr)) == 0 {
+		if len(promQuery(t, prom, q.Expr)) == 0 && (firedAt.IsZero() || len(promQueryAt(t, prom, q.Expr, firedAt.Add(time.Second))) == 0) {
 			t.Errorf("dashboard %s: no data for %s", q.Panel, q.Expr)
 		}
 	}

@@ -105,8 +105,17 @@ func runSlowloris(t *testing.T, analyst string) {
 
 	t.Logf("%s analyst: legitimate client from the attack's start: %d served, %d failed (the failures are the denial before the rule)",
 		analyst, legit.ok.Load()-okAtStart, legit.failed.Load()-failedAtStart)
-	if fired := promQuery(t, st.prom, `max_over_time(ALERTS{alertname="PacketScopeSlowConnections",attack="slow_connections",alertstate="firing"}[2m])`); len(fired) == 0 {
-		t.Errorf("PacketScopeSlowConnections never fired")
+	// Against this small backlog (slowBacklog) the held connections also
+	// overflow the accept queue: the SYN-queue exhaustion alert may fire
+	// first, and its rule for the same source ends the attack (and closes
+	// the held connections) before the slow-connection alert's `for:` is
+	// over. Either is the right alert for this attack.
+	fired := promQuery(t, st.prom, `max_over_time(ALERTS{alertname=~"PacketScopeSlowConnections|PacketScopeSYNQueueExhaustion",alertstate="firing"}[2m])`)
+	if len(fired) == 0 {
+		t.Errorf("neither PacketScopeSlowConnections nor PacketScopeSYNQueueExhaustion fired")
+	}
+	for _, f := range fired {
+		t.Logf("%s analyst: %s fired", analyst, f.Labels["alertname"])
 	}
 	if r = findRule(t, st.agent, attackerIP+"/32"); r == nil || r.Packets == 0 {
 		t.Errorf("the attacker's rule dropped nothing at XDP: %+v", r)

@@ -93,7 +93,17 @@ func startAlertmanager(tb testing.TB, config string) *service {
 // as label sets with values.
 func promQuery(tb testing.TB, prom *service, query string) []promSample {
 	tb.Helper()
-	resp, err := http.Get(prom.URL + "/api/v1/query?query=" + url.QueryEscape(query))
+	return promQueryAt(tb, prom, query, time.Time{})
+}
+
+// promQueryAt is promQuery evaluated at a past moment (zero: now).
+func promQueryAt(tb testing.TB, prom *service, query string, at time.Time) []promSample {
+	tb.Helper()
+	u := prom.URL + "/api/v1/query?query=" + url.QueryEscape(query)
+	if !at.IsZero() {
+		u += fmt.Sprintf("&time=%.3f", float64(at.UnixMilli())/1000)
+	}
+	resp, err := http.Get(u)
 	if err != nil {
 		tb.Fatalf("query %q: %v", query, err)
 	}

@@ -678,6 +678,14 @@ func (r *Responder) gather(ctx context.Context, agent Agent, j job) (*Evidence, 
 	case lErr != nil:
 		return nil, nil, errors.New(agentFailure("list rules", lErr))
 	}
+	if j.alert.Labels["attack"] == AttackSlowConnections {
+		// A slow-connection alert fires seconds after the connections
+		// opened (they must be a while old): the baseline ends before the
+		// first of them, whatever the gap.
+		if began := attack.SlowConnections.Began(); !began.IsZero() {
+			baseline.Samples = slices.DeleteFunc(baseline.Samples, func(s rule.Sample) bool { return !s.Time.Before(began) })
+		}
+	}
 	basePkts, baseSource, baseSpan := packetsOf(baseline.Samples), "agent", sampleSpan(baseline.Samples)
 	if len(basePkts) < minAgentBaselineShare {
 		if cached := r.baselines.window(j.agentURL, baseEnd.Add(-r.cfg.BaselineWindow), baseEnd); len(cached) > len(basePkts) {
