@@ -48,4 +48,6 @@ bench: deps build ## performance figures: XDP ns/packet, tracing overhead, time 
 lint: ## gofmt, go vet, and go.mod/go.sum tidy
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags kernelsmoke ./e2e/kernels
+	$(GO) vet -tags variants ./guard
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; exit 1; }

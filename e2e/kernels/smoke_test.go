@@ -402,7 +402,7 @@ func TestAgentOnThisKernel(t *testing.T) {
 		if len(report.Reactions) < 100 || report.Reactions[0].Reaction != "NO_SOCKET" || report.Reactions[0].Packet.DstPort != 7 {
 			t.Errorf("traffic window holds %d reactions (first %+v), want >= 100 NO_SOCKET probes of port 7", len(report.Reactions), report.Reactions[:min(1, len(report.Reactions))])
 		}
-		if n, _ := metricValue(ag.metrics(t), "packetscope_closed_port_probes_total", "protocol=udp"); n < 100 {
+		if n, _ := metricValue(metrics(t, ag), "packetscope_closed_port_probes_total", "protocol=udp"); n < 100 {
 			t.Errorf("packetscope_closed_port_probes_total{protocol=udp} = %v, want >= 100", n)
 		}
 	})
