@@ -16,7 +16,11 @@ import (
 // or ACKs whose headers move) after it was installed, it is withdrawn and
 // the withdrawal recorded. Rate limits are left alone: they are installed
 // knowing they overlap served traffic (served.go, the baseline rate), and
-// monitor rules drop nothing.
+// monitor rules drop nothing. So are rules for one source address: the
+// evidence named that host (a scanner, a slow client holding connections,
+// a flooding host) and its connections are cut on purpose; a host the
+// decision saw served is refused then. Fingerprint and prefix rules are the
+// ones that can hit anyone's connections.
 
 // servedLookback is how far before a rule went in the check looks, so the
 // connections it then cut show the handshake or moving headers that make
@@ -29,7 +33,7 @@ func (r *Responder) cutsServed(ctx context.Context, agent Agent, active []rule.R
 	var drops []rule.Rule
 	from := r.cfg.Now()
 	for _, a := range active {
-		if a.Action == rule.ActionDrop {
+		if a.Action == rule.ActionDrop && !oneSource(a.Match) {
 			drops = append(drops, a)
 			if a.CreatedAt.Before(from) {
 				from = a.CreatedAt
@@ -115,4 +119,10 @@ func (r *Responder) withdrawServed(ctx context.Context, agent Agent, it sweepIte
 	r.record(Decision{Kind: "withdrawn", Outcome: OutcomeWithdrawn, Alert: it.alert, Agent: it.agent, Analyst: it.analyst,
 		Applied: gone, Notes: notes, ReceivedAt: r.cfg.Now()})
 	return still
+}
+
+// oneSource reports whether m names a single source address.
+func oneSource(m rule.Match) bool {
+	c, err := m.Compile()
+	return err == nil && c.Src.IsValid() && c.Src.IsSingleIP()
 }

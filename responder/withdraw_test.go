@@ -55,3 +55,38 @@ func TestWithdrawRuleThatCutsServed(t *testing.T) {
 		t.Errorf("agent still holds %+v", rules)
 	}
 }
+
+// TestWithdrawLeavesSourceRules: a rule for one source cuts that host's
+// connections on purpose (a slow client's, say): the check leaves it even
+// when its hits are packets of a connection with a handshake, and flags the
+// same rule without the source.
+func TestWithdrawLeavesSourceRules(t *testing.T) {
+	client := netip.MustParseAddr("203.0.113.9")
+	agent := newFakeAgent(t, nil, nil)
+	tr := startResponder(t, Config{AgentURL: agent.srv.URL}, false)
+	add := func(m rule.Match) rule.Rule {
+		r, err := agent.store.Add(rule.Rule{Action: rule.ActionDrop, TTLSeconds: 600, Match: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	source := add(rule.Match{Src: client.String() + "/32", Protocol: "tcp"})
+	shape := add(rule.Match{Protocol: "tcp", DstPorts: []string{"80"}, TCPWindow: "512"})
+	time.Sleep(300 * time.Millisecond)
+	conn := []rule.Packet{tcpPkt(client, victim4, 40000, 80, rule.FlagSYN, 512, 60, 57)}
+	for i := range 40 {
+		conn = append(conn, tcpPkt(client, victim4, 40000, 80, rule.FlagACK, 512, uint16(52+i*10), 57))
+	}
+	fill(agent.window, conn, time.Now().Add(-250*time.Millisecond), time.Now())
+	cut, err := tr.cutsServed(context.Background(), tr.agentFor(agent.srv.URL), []rule.Rule{source, shape})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cut[source.ID]; ok {
+		t.Errorf("the one-source rule would be withdrawn: %q", cut[source.ID])
+	}
+	if _, ok := cut[shape.ID]; !ok {
+		t.Errorf("the shape rule cutting the same connection is not flagged: %v", cut)
+	}
+}
