@@ -12,9 +12,11 @@
 #     packet to >= 99 % dropped at XDP, the share dropped while the rules
 #     hold, and the legitimate client's requests served;
 #  3. the end-to-end defense test (hping3 floods, the real captures, the
-#     fragmented DNS amplification; both analysts).
-# Prints markdown tables for README's defense figures.
-#  4. no alert on ordinary traffic: TestNoAlertOnOrdinaryTraffic for 10
+#     fragmented DNS amplification; both analysts);
+#  4. attacks below the flood floors (#15: nmap scans, SYN-queue exhaustion,
+#     slowloris; both analysts): time to the rule and to 99 % dropped, the
+#     alert that fired, the legitimate client;
+#  5. no alert on ordinary traffic: TestNoAlertOnOrdinaryTraffic for 10
 #     minutes (BENCH_ORDINARY_TRAFFIC=0 skips it) with the shipped alerts.
 # The live runs print where the time went for each attack: seconds from the
 # first attack packet to the first scrape that saw it, the alert firing (no
@@ -82,6 +84,15 @@ echo
 echo "Where the time went (seconds after the first attack packet):"
 echo
 timeline_table "$log"
+
+echo
+echo "== attacks below the flood floors (go test ./e2e -run 'TestPortScanDefense|TestSYNQueueExhaustionDefense|TestSlowlorisDefense') =="
+if ! CI=true go test -count=1 -run 'TestPortScanDefense|TestSYNQueueExhaustionDefense|TestSlowlorisDefense' -timeout 20m -v ./e2e/ >"$log" 2>&1; then
+	grep -E -- '--- FAIL|scan_test.go|slow_test.go' "$log" >&2 || true
+	echo "bench-defense: a probe or slow-connection attack was not stopped (above)" >&2
+	exit 1
+fi
+grep -E '(scan|slow)_test.go:[0-9]+: .*(dropped at XDP|→ rule|served again|legitimate client|fired)' "$log" | sed -E 's/^ *(scan|slow)_test.go:[0-9]*: /  /'
 
 if [ "${BENCH_ORDINARY_TRAFFIC:-1}" != "0" ]; then
 	echo
