@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
 )
@@ -64,16 +62,7 @@ var ErrReactionsClosed = ringbuf.ErrClosed
 // Read blocks for the next reaction (the kernel submits without waking the
 // reader until the buffer fills up: Read polls, like TraceReader).
 func (r *ReactionReader) Read() (Reaction, error) {
-	var (
-		rec ringbuf.Record
-		err error
-	)
-	for {
-		r.rd.SetDeadline(time.Now().Add(tracePoll))
-		if rec, err = r.rd.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
-			break
-		}
-	}
+	rec, err := readPolled(r.rd)
 	if err != nil {
 		return Reaction{}, err
 	}

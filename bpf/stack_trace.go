@@ -124,18 +124,22 @@ var ErrTraceClosed = ringbuf.ErrClosed
 // without waking the reader until the buffer is half full.
 const tracePoll = 100 * time.Millisecond
 
-// Read blocks for the next record.
-func (r *TraceReader) Read() (TraceRecord, error) {
-	var (
-		rec ringbuf.Record
-		err error
-	)
+// readPolled blocks for the next record of rd, looking every tracePoll: the
+// kernel submits without waking the reader (trace and reaction records
+// alike), so a plain Read could wait for a buffer that never fills.
+func readPolled(rd *ringbuf.Reader) (ringbuf.Record, error) {
 	for {
-		r.rd.SetDeadline(time.Now().Add(tracePoll))
-		if rec, err = r.rd.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
-			break
+		rd.SetDeadline(time.Now().Add(tracePoll))
+		rec, err := rd.Read()
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return rec, err
 		}
 	}
+}
+
+// Read blocks for the next record.
+func (r *TraceReader) Read() (TraceRecord, error) {
+	rec, err := readPolled(r.rd)
 	if err != nil {
 		return TraceRecord{}, err
 	}

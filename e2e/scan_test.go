@@ -60,7 +60,7 @@ func runScanDefense(t *testing.T, analyst string, s scan) {
 
 	startedAt := time.Now()
 	cmd, out := st.attacker.Start(s.command...)
-	mitigatedAfter := waitDropping(t, st.agent, 30*time.Second, 100)
+	mitigatedAfter := waitMitigated(t, st.agent, time.Now(), 30*time.Second, 100)
 	t.Logf("%s, %s analyst: first probe → 99%% dropped at XDP in %.1fs", s.name, analyst, mitigatedAfter.Seconds())
 	if fired := promQuery(t, st.prom, `ALERTS{alertname="PacketScopePortScan",alertstate="firing",protocol="`+s.protocol+`"}`); len(fired) == 0 {
 		t.Errorf("PacketScopePortScan{protocol=%q} never fired", s.protocol)
@@ -123,7 +123,7 @@ func TestSYNQueueExhaustionDefense(t *testing.T) {
 			// victim's SYN-ACKs find no neighbour, nothing resets the
 			// half-open connections, and no reply leaves the test subnet.
 			st.attacker.Start("timeout", "60", "hping3", "-S", "-p", "8080", "-i", "u10000", "-a", "10.220.0.77", "-q", victimAttackIP)
-			mitigatedAfter := waitDropping(t, st.agent, 30*time.Second, 40)
+			mitigatedAfter := waitMitigated(t, st.agent, time.Now(), 30*time.Second, 40)
 			t.Logf("SYN queue exhaustion, %s analyst: first SYN → 99%% dropped at XDP in %.1fs", analyst, mitigatedAfter.Seconds())
 			if fired := promQuery(t, st.prom, `ALERTS{alertname="PacketScopeSYNQueueExhaustion",alertstate="firing"}`); len(fired) == 0 {
 				t.Errorf("PacketScopeSYNQueueExhaustion never fired")
@@ -163,41 +163,6 @@ func waitBaseline(t *testing.T, st *defenseStack) {
 	if a := promQuery(t, st.prom, `ALERTS{alertname=~"PacketScopePortScan|PacketScopeSYNQueueExhaustion"}`); len(a) > 0 {
 		t.Errorf("ordinary traffic raised a probe alert: %v", a)
 	}
-}
-
-// waitDropping polls the agent's XDP counters on the attacked interface and
-// returns how long after its start at least 99 % of an interval of 1 s or
-// more was dropped, with at least minPackets in it (a low-rate attack
-// needs a lower minimum than waitMitigated's).
-func waitDropping(t *testing.T, agent *agentProc, limit time.Duration, minPackets float64) time.Duration {
-	t.Helper()
-	start := time.Now()
-	type point struct {
-		at          time.Time
-		total, drop float64
-	}
-	var hist []point
-	for time.Since(start) < limit {
-		_, m := httpGet(t, agent.URL+"/metrics")
-		p := point{time.Now(), metricValue(m, "packetscope_xdp_packets_total", "interface=eth0"),
-			metricValue(m, "packetscope_xdp_packets_total", "interface=eth0", "action=drop")}
-		hist = append(hist, p)
-		for i := len(hist) - 2; i >= 0; i-- {
-			if p.at.Sub(hist[i].at) >= time.Second {
-				total, drop := p.total-hist[i].total, p.drop-hist[i].drop
-				if total >= minPackets && drop >= 0.99*total {
-					return hist[i].at.Sub(start)
-				}
-				break
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	_, m := httpGet(t, agent.URL+"/metrics")
-	_, decisions := httpDo(t, http.MethodGet, agent.URL+"/api/v1/decisions", defenseAPIToken, "")
-	t.Fatalf("the attack was not 99%% dropped within %s; rules: %s\nprobes: %s\ndecisions: %s", limit, grepLines(m, "packetscope_guard_rule"),
-		grepLines(m, "packetscope_closed_ports_probed"), decisions)
-	return 0
 }
 
 // scannerRule returns the responder's rule for the attacker's address.
