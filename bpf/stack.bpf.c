@@ -120,7 +120,8 @@ enum tcp_event {
 	TCP_EVENT_RETRANSMIT = 0,
 	TCP_EVENT_RESET_TX = 1,
 	TCP_EVENT_RESET_RX = 2,
-	TCP_EVENT_COUNT = 3,
+	TCP_EVENT_PASSIVE_OPEN = 3,
+	TCP_EVENT_COUNT = 4,
 };
 
 // Indexes into lost_events.
@@ -1481,6 +1482,10 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 	if (!(oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV))
 		add_state(oldstate, -1);
 	add_state(newstate, 1);
+	// A handshake a client completed (SYN cookies included): the SYN that
+	// opened it was no flood (the SYN-flood alert counts SYNs that do not).
+	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)
+		count_tcp_event(TCP_EVENT_PASSIVE_OPEN);
 	return 0;
 }
 

@@ -36,9 +36,10 @@ const (
 	StageTXDriver  = 7
 	StageCount     = 8
 
-	tcpEventRetransmit = 0
-	tcpEventResetTX    = 1
-	tcpEventResetRX    = 2
+	tcpEventRetransmit  = 0
+	tcpEventResetTX     = 1
+	tcpEventResetRX     = 2
+	tcpEventPassiveOpen = 3
 
 	lostMapFull = 0
 

@@ -150,10 +150,11 @@ type stackTailBudget struct {
 type stackTcpEvent uint32
 
 const (
-	stackTcpEventTCP_EVENT_RETRANSMIT stackTcpEvent = 0
-	stackTcpEventTCP_EVENT_RESET_TX   stackTcpEvent = 1
-	stackTcpEventTCP_EVENT_RESET_RX   stackTcpEvent = 2
-	stackTcpEventTCP_EVENT_COUNT      stackTcpEvent = 3
+	stackTcpEventTCP_EVENT_RETRANSMIT   stackTcpEvent = 0
+	stackTcpEventTCP_EVENT_RESET_TX     stackTcpEvent = 1
+	stackTcpEventTCP_EVENT_RESET_RX     stackTcpEvent = 2
+	stackTcpEventTCP_EVENT_PASSIVE_OPEN stackTcpEvent = 3
+	stackTcpEventTCP_EVENT_COUNT        stackTcpEvent = 4
 )
 
 type stackTraceEnd uint32

@@ -30,6 +30,7 @@ func _() {
 	_ = x[tcpEventRetransmit-stackTcpEventTCP_EVENT_RETRANSMIT]
 	_ = x[tcpEventResetTX-stackTcpEventTCP_EVENT_RESET_TX]
 	_ = x[tcpEventResetRX-stackTcpEventTCP_EVENT_RESET_RX]
+	_ = x[tcpEventPassiveOpen-stackTcpEventTCP_EVENT_PASSIVE_OPEN]
 
 	_ = x[lostMapFull-stackLostCauseLOST_MAP_FULL]
 	_ = x[lostTraceRingbuf-stackLostCauseLOST_TRACE_RINGBUF]

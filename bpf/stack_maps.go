@@ -35,6 +35,8 @@ type TCPEvents struct {
 	Retransmits uint64
 	ResetsTX    uint64
 	ResetsRX    uint64
+	// PassiveOpens are handshakes clients completed with a listener.
+	PassiveOpens uint64
 }
 
 // Traffic reads the packets and bytes per interface, direction and
@@ -216,13 +218,14 @@ func (s *Stack) TCPStateDelta() ([16]int64, error) {
 	return out, nil
 }
 
-// TCPEvents reads the retransmit and reset totals.
+// TCPEvents reads the retransmit, reset and passive-open totals.
 func (s *Stack) TCPEvents() (TCPEvents, error) {
 	var e TCPEvents
-	var errs [3]error
+	var errs [4]error
 	e.Retransmits, errs[0] = sumU64(s.objs.TcpEvents, tcpEventRetransmit)
 	e.ResetsTX, errs[1] = sumU64(s.objs.TcpEvents, tcpEventResetTX)
 	e.ResetsRX, errs[2] = sumU64(s.objs.TcpEvents, tcpEventResetRX)
+	e.PassiveOpens, errs[3] = sumU64(s.objs.TcpEvents, tcpEventPassiveOpen)
 	if err := errors.Join(errs[:]...); err != nil {
 		return e, fmt.Errorf("read tcp_events: %w", err)
 	}

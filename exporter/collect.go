@@ -37,6 +37,9 @@ var (
 	resetsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "tcp", "resets_total"),
 		"TCP resets sent (tx) and received (rx).",
 		[]string{"direction"}, nil)
+	passiveOpensDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "tcp", "passive_opens_total"),
+		"TCP handshakes clients completed with this node's listeners (SYN_RECV to ESTABLISHED, SYN cookies included): the SYNs that were no flood.",
+		nil, nil)
 	lostDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "ebpf", "events_lost_total"),
 		"Kernel events not recorded: a full counter map (map_full), a program that could not run because another was running on the CPU (recursion), while tracing, a full packet trace ring buffer (trace_ringbuf) or dropped/slow packets over the per-CPU trace budget (trace_rate), and the stack's reactions (closed-port probes, listen overflows) kept from the traffic window by a full ring buffer (reaction_ringbuf).",
 		[]string{"cause"}, nil)
@@ -106,7 +109,7 @@ var collectors = []collector{
 // Describe implements prometheus.Collector.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		packetsDesc, bytesDesc, dropsDesc, latencyDesc, tcpConnsDesc, rttDesc, retransDesc, resetsDesc,
+		packetsDesc, bytesDesc, dropsDesc, latencyDesc, tcpConnsDesc, rttDesc, retransDesc, resetsDesc, passiveOpensDesc,
 		lostDesc, progRunSecondsDesc, progRunsDesc, scrapeDurationDesc, scrapeSuccessDesc, featureDesc,
 		closedProbesDesc, closedPortsDesc, listenQueueDesc, reactionsSkippedDesc,
 	} {
@@ -239,6 +242,7 @@ func (e *Exporter) collectTCP(ch chan<- prometheus.Metric) error {
 	ch <- prometheus.MustNewConstMetric(retransDesc, prometheus.CounterValue, float64(ev.Retransmits))
 	ch <- prometheus.MustNewConstMetric(resetsDesc, prometheus.CounterValue, float64(ev.ResetsTX), "tx")
 	ch <- prometheus.MustNewConstMetric(resetsDesc, prometheus.CounterValue, float64(ev.ResetsRX), "rx")
+	ch <- prometheus.MustNewConstMetric(passiveOpensDesc, prometheus.CounterValue, float64(ev.PassiveOpens))
 	return nil
 }
 

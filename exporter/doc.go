@@ -128,7 +128,9 @@
 //     windows.
 //   - packetscope_tcp_retransmits_total (tcp:tcp_retransmit_skb),
 //     packetscope_tcp_resets_total{direction} (tcp:tcp_send_reset = tx,
-//     tcp:tcp_receive_reset = rx).
+//     tcp:tcp_receive_reset = rx), packetscope_tcp_passive_opens_total
+//     (inet_sock_set_state SYN_RECV -> ESTABLISHED: handshakes clients
+//     completed, which the SYN-flood alert subtracts from the SYN rate).
 //   - packetscope_ebpf_events_lost_total{cause}: map_full (a counter map had
 //     no room for a new key), recursion (programs the kernel skipped), and
 //     the reactions' reaction_ringbuf (see below).

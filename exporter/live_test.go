@@ -233,6 +233,29 @@ func TestTCPResetsAndRetransmits(t *testing.T) {
 		tb.atLeast(t, "packetscope_tcp_resets_total", labels("direction", "rx"), before, 1)
 	})
 
+	// Handshakes completed with a's listener count; a SYN to a closed port
+	// (the reset-sent subtest) does not.
+	t.Run("passive opens", func(t *testing.T) {
+		l := listenTCP(t, tb.a, addrA+":6002")
+		go func() {
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					return
+				}
+				conn.Close()
+			}
+		}()
+		before := value(t, tb.reg, "packetscope_tcp_passive_opens_total", nil)
+		for range 3 {
+			mustDial(t, tb.b, "tcp", addrA+":6002").Close()
+		}
+		tb.atLeast(t, "packetscope_tcp_passive_opens_total", nil, before, 3)
+		if got := value(t, tb.reg, "packetscope_tcp_passive_opens_total", nil) - before; got > 3 {
+			t.Errorf("3 handshakes counted as %.0f passive opens", got)
+		}
+	})
+
 	t.Run("retransmits", func(t *testing.T) {
 		l := listenTCP(t, tb.b, addrB+":6001")
 		go func() {
