@@ -124,6 +124,12 @@ enum tcp_event {
 	TCP_EVENT_COUNT = 4,
 };
 
+enum udp_connected_counter {
+	UDP_CONNECTED_PACKETS = 0,
+	UDP_CONNECTED_BYTES = 1,
+	UDP_CONNECTED_COUNT = 2,
+};
+
 // Indexes into lost_events.
 enum lost_cause {
 	LOST_MAP_FULL = 0,
@@ -428,6 +434,16 @@ struct {
 	__type(key, __u32);   // enum tcp_event
 	__type(value, __u64); // events
 } tcp_events SEC(".maps");
+
+// UDP datagrams received for connected sockets: answers from the peer a
+// socket of the node connected to (a QUIC or other UDP download), which the
+// UDP flood alerts do not count as flood. Counted at tc ingress.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDP_CONNECTED_COUNT);
+	__type(key, __u32);   // enum udp_connected_counter
+	__type(value, __u64); // datagrams or bytes
+} udp_connected SEC(".maps");
 
 // Events the programs could not record.
 struct {
@@ -1157,6 +1173,61 @@ static __always_inline void count_skb(struct __sk_buff *ctx, __u8 direction)
 	count_traffic(ctx->ifindex, direction, protocol, segs ? segs : 1, ctx->len);
 }
 
+// count_udp_connected counts a received UDP datagram whose socket is
+// connected to its sender. One socket lookup per UDP datagram; TCP and the
+// rest do not pay for it. Later fragments carry no ports and are not
+// counted (an answer fragmented on the way is rare; a flood's is not).
+static __always_inline void count_udp_connected(struct __sk_buff *ctx)
+{
+	struct bpf_sock_tuple t = {};
+	__u32 tuple_len;
+	__u16 ports[2];
+	__u16 eth_proto = bpf_ntohs(ctx->protocol);
+	if (eth_proto == ETH_P_IP) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes_relative(ctx, 0, &ip, sizeof(ip), BPF_HDR_START_NET) ||
+		    ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x1fff)))
+			return;
+		if (bpf_skb_load_bytes_relative(ctx, ip.ihl * 4, ports, sizeof(ports), BPF_HDR_START_NET))
+			return;
+		t.ipv4.saddr = ip.saddr;
+		t.ipv4.daddr = ip.daddr;
+		t.ipv4.sport = ports[0];
+		t.ipv4.dport = ports[1];
+		tuple_len = sizeof(t.ipv4);
+	} else if (eth_proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes_relative(ctx, 0, &ip6, sizeof(ip6), BPF_HDR_START_NET) ||
+		    ip6.nexthdr != IPPROTO_UDP)
+			return;
+		if (bpf_skb_load_bytes_relative(ctx, sizeof(ip6), ports, sizeof(ports), BPF_HDR_START_NET))
+			return;
+		__builtin_memcpy(t.ipv6.saddr, &ip6.saddr, sizeof(t.ipv6.saddr));
+		__builtin_memcpy(t.ipv6.daddr, &ip6.daddr, sizeof(t.ipv6.daddr));
+		t.ipv6.sport = ports[0];
+		t.ipv6.dport = ports[1];
+		tuple_len = sizeof(t.ipv6);
+	} else {
+		return;
+	}
+	struct bpf_sock *sk = bpf_sk_lookup_udp(ctx, &t, tuple_len, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return;
+	// connect(2) on a UDP socket sets TCP_ESTABLISHED.
+	bool connected = sk->state == BPF_TCP_ESTABLISHED;
+	bpf_sk_release(sk);
+	if (!connected)
+		return;
+	__u32 key = UDP_CONNECTED_PACKETS;
+	__u64 *v = bpf_map_lookup_elem(&udp_connected, &key);
+	if (v)
+		*v += ctx->gso_segs ? ctx->gso_segs : 1;
+	key = UDP_CONNECTED_BYTES;
+	v = bpf_map_lookup_elem(&udp_connected, &key);
+	if (v)
+		*v += ctx->len;
+}
+
 // The traffic counters run on the ingress and egress hooks of the observed
 // namespace's devices (attached per device from Go: TCX from Linux 6.6, a
 // tc clsact BPF filter before), so other namespaces' packets do not pay for
@@ -1167,6 +1238,7 @@ SEC("tc")
 int tcx_ingress(struct __sk_buff *ctx)
 {
 	count_skb(ctx, DIRECTION_RX);
+	count_udp_connected(ctx);
 	return TCX_NEXT;
 }
 

@@ -244,6 +244,7 @@ const (
 	stackMapTraces                    = "traces"
 	stackMapTraffic                   = "traffic"
 	stackMapTrafficCells              = "traffic_cells"
+	stackMapUdpConnected              = "udp_connected"
 	stackMapXdpPass                   = "xdp_pass"
 	stackProgConsumeSkb               = "consume_skb"
 	stackProgInetSockSetState         = "inet_sock_set_state"
@@ -380,6 +381,7 @@ type stackMapSpecs struct {
 	Traces             *ebpf.MapSpec `ebpf:"traces"`
 	Traffic            *ebpf.MapSpec `ebpf:"traffic"`
 	TrafficCells       *ebpf.MapSpec `ebpf:"traffic_cells"`
+	UdpConnected       *ebpf.MapSpec `ebpf:"udp_connected"`
 	XdpPass            *ebpf.MapSpec `ebpf:"xdp_pass"`
 }
 
@@ -452,6 +454,7 @@ type stackMaps struct {
 	Traces             *ebpf.Map `ebpf:"traces"`
 	Traffic            *ebpf.Map `ebpf:"traffic"`
 	TrafficCells       *ebpf.Map `ebpf:"traffic_cells"`
+	UdpConnected       *ebpf.Map `ebpf:"udp_connected"`
 	XdpPass            *ebpf.Map `ebpf:"xdp_pass"`
 }
 
@@ -479,6 +482,7 @@ func (m *stackMaps) Close() error {
 		m.Traces,
 		m.Traffic,
 		m.TrafficCells,
+		m.UdpConnected,
 		m.XdpPass,
 	)
 }

@@ -232,6 +232,25 @@ func (s *Stack) TCPEvents() (TCPEvents, error) {
 	return e, nil
 }
 
+// UDPConnected are the UDP datagrams and bytes received for connected
+// sockets (answers from the peer a socket of the node connected to) since
+// load.
+type UDPConnected struct {
+	Packets, Bytes uint64
+}
+
+// UDPConnected reads the connected sockets' UDP totals.
+func (s *Stack) UDPConnected() (UDPConnected, error) {
+	var u UDPConnected
+	var errs [2]error
+	u.Packets, errs[0] = sumU64(s.objs.UdpConnected, udpConnectedPackets)
+	u.Bytes, errs[1] = sumU64(s.objs.UdpConnected, udpConnectedBytes)
+	if err := errors.Join(errs[:]...); err != nil {
+		return u, fmt.Errorf("read udp_connected: %w", err)
+	}
+	return u, nil
+}
+
 // LostMapFull reads how many events found a counter map full.
 func (s *Stack) LostMapFull() (uint64, error) {
 	v, err := sumU64(s.objs.LostEvents, lostMapFull)

@@ -37,6 +37,12 @@ var (
 	resetsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "tcp", "resets_total"),
 		"TCP resets sent (tx) and received (rx).",
 		[]string{"direction"}, nil)
+	udpConnectedPacketsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "udp", "connected_packets_total"),
+		"UDP datagrams received for connected sockets: answers from the peer a socket of the node connected to (a QUIC or other UDP download), which the UDP flood alerts do not count.",
+		nil, nil)
+	udpConnectedBytesDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "udp", "connected_bytes_total"),
+		"Bytes of the UDP datagrams received for connected sockets.",
+		nil, nil)
 	passiveOpensDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "tcp", "passive_opens_total"),
 		"TCP handshakes clients completed with this node's listeners (SYN_RECV to ESTABLISHED, SYN cookies included): the SYNs that were no flood.",
 		nil, nil)
@@ -109,7 +115,7 @@ var collectors = []collector{
 // Describe implements prometheus.Collector.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		packetsDesc, bytesDesc, dropsDesc, latencyDesc, tcpConnsDesc, rttDesc, retransDesc, resetsDesc, passiveOpensDesc,
+		packetsDesc, bytesDesc, dropsDesc, latencyDesc, tcpConnsDesc, rttDesc, retransDesc, resetsDesc, passiveOpensDesc, udpConnectedPacketsDesc, udpConnectedBytesDesc,
 		lostDesc, progRunSecondsDesc, progRunsDesc, scrapeDurationDesc, scrapeSuccessDesc, featureDesc,
 		closedProbesDesc, closedPortsDesc, listenQueueDesc, reactionsSkippedDesc,
 	} {
@@ -175,6 +181,12 @@ func (e *Exporter) collectTraffic(ch chan<- prometheus.Metric) error {
 		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(c.Packets), labels...)
 		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(c.Bytes), labels...)
 	}
+	udp, err := e.stack.UDPConnected()
+	if err != nil {
+		return err
+	}
+	ch <- prometheus.MustNewConstMetric(udpConnectedPacketsDesc, prometheus.CounterValue, float64(udp.Packets))
+	ch <- prometheus.MustNewConstMetric(udpConnectedBytesDesc, prometheus.CounterValue, float64(udp.Bytes))
 	return nil
 }
 

@@ -318,3 +318,47 @@ func TestTrafficInterfacesSharingACell(t *testing.T) {
 		}
 	}
 }
+
+// TestUDPConnected: datagrams a connected UDP socket of a receives from
+// its peer are counted (a UDP download's answers); datagrams for an
+// unconnected socket (a server's queries) are not.
+func TestUDPConnected(t *testing.T) {
+	tb := newTestbed(t)
+	server := listenUDP(t, tb.a, addrA+":5061")     // unconnected, on a
+	peer := listenUDP(t, tb.b, addrB+":5062")       // what a connects to
+	conn := mustDial(t, tb.a, "udp", addrB+":5062") // connected, on a
+	packets := value(t, tb.reg, "packetscope_udp_connected_packets_total", nil)
+	bytes := value(t, tb.reg, "packetscope_udp_connected_bytes_total", nil)
+
+	// Queries to a's server, from b: not counted.
+	query := mustDial(t, tb.b, "udp", addrA+":5061")
+	buf := make([]byte, 2048)
+	for range 5 {
+		if _, err := query.Write([]byte("query")); err != nil {
+			t.Fatal(err)
+		}
+		_ = server.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, _, err := server.ReadFrom(buf); err != nil {
+			t.Fatalf("server read: %v", err)
+		}
+	}
+	// Answers to a's connected socket, from its peer: counted.
+	const answers, size = 7, 1000
+	for range answers {
+		if _, err := peer.WriteTo(make([]byte, size), conn.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := conn.Read(buf); err != nil {
+			t.Fatalf("connected read: %v", err)
+		}
+	}
+	if got := value(t, tb.reg, "packetscope_udp_connected_packets_total", nil) - packets; got != answers {
+		t.Errorf("counted %.0f datagrams for connected sockets, want %d", got, answers)
+	}
+	// As packetscope_bytes_total counts them at tc ingress: with the
+	// Ethernet, IPv4 and UDP headers.
+	if got := value(t, tb.reg, "packetscope_udp_connected_bytes_total", nil) - bytes; got != answers*(size+14+28) {
+		t.Errorf("counted %.0f bytes for connected sockets, want %d", got, answers*(size+14+28))
+	}
+}
