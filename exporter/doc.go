@@ -131,6 +131,9 @@
 //     tcp:tcp_receive_reset = rx), packetscope_tcp_passive_opens_total
 //     (inet_sock_set_state SYN_RECV -> ESTABLISHED: handshakes clients
 //     completed, which the SYN-flood alert subtracts from the SYN rate).
+//   - packetscope_udp_connected_packets_total, _bytes_total: UDP received
+//     for connected sockets (a socket lookup per UDP datagram at tc
+//     ingress): answers the node asked for, which the UDP alerts leave out.
 //   - packetscope_ebpf_events_lost_total{cause}: map_full (a counter map had
 //     no room for a new key), recursion (programs the kernel skipped), and
 //     the reactions' reaction_ringbuf (see below).
