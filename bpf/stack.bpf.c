@@ -130,6 +130,9 @@ enum udp_connected_counter {
 	UDP_CONNECTED_COUNT = 2,
 };
 
+// One UDP datagram in this many is looked up (a power of two).
+#define UDP_CONNECTED_SAMPLE 16
+
 // Indexes into lost_events.
 enum lost_cause {
 	LOST_MAP_FULL = 0,
@@ -444,6 +447,15 @@ struct {
 	__type(key, __u32);   // enum udp_connected_counter
 	__type(value, __u64); // datagrams or bytes
 } udp_connected SEC(".maps");
+
+// UDP datagrams a CPU has seen at tc ingress, for count_udp_connected's
+// sampling.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);   // always 0
+	__type(value, __u64); // datagrams
+} udp_connected_tick SEC(".maps");
 
 // Events the programs could not record.
 struct {
@@ -1143,18 +1155,19 @@ int BPF_PROG(net_dev_start_xmit, const struct sk_buff *skb, const struct net_dev
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
 // count_skb counts a packet a device of the observed namespace receives or
-// sends. The link-layer header is in the skb at both tc hooks.
-static __always_inline void count_skb(struct __sk_buff *ctx, __u8 direction)
+// sends, and returns its protocol class. The link-layer header is in the
+// skb at both tc hooks.
+static __always_inline __u8 count_skb(struct __sk_buff *ctx, __u8 direction)
 {
 	if (have_kfuncs) {
 		struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
 		const struct net_device *dev = skb->dev;
 		if (!dev)
-			return;
+			return PROTOCOL_OTHER;
 		__u32 len = skb->len;
-		count_traffic(dev->ifindex, direction, classify(skb->protocol, network_header(skb)),
-			      wire_packets(skb, dev, len), len);
-		return;
+		__u8 protocol = classify(skb->protocol, network_header(skb));
+		count_traffic(dev->ifindex, direction, protocol, wire_packets(skb, dev, len), len);
+		return protocol;
 	}
 	// Before 6.2: the same figures through the __sk_buff context and a
 	// load relative to the network header (which the kfunc path reads
@@ -1171,14 +1184,23 @@ static __always_inline void count_skb(struct __sk_buff *ctx, __u8 direction)
 		protocol = protocol_of(l4);
 	__u32 segs = ctx->gso_segs;
 	count_traffic(ctx->ifindex, direction, protocol, segs ? segs : 1, ctx->len);
+	return protocol;
 }
 
-// count_udp_connected counts a received UDP datagram whose socket is
-// connected to its sender. One socket lookup per UDP datagram; TCP and the
-// rest do not pay for it. Later fragments carry no ports and are not
-// counted (an answer fragmented on the way is rare; a flood's is not).
+// count_udp_connected estimates the received UDP datagrams whose socket is
+// connected to their sender. A socket lookup costs more than the rest of
+// the traffic counter (~170 ns against ~50 per frame), so only every
+// UDP_CONNECTED_SAMPLE-th UDP datagram of a CPU is looked up, and a hit
+// counts for that many: an unbiased estimate (an 8,000 datagrams/s download
+// is ~500 lookups/s) at ~10 ns per datagram. TCP and the rest do not pay.
+// Later fragments carry no ports and are not counted (an answer fragmented
+// on the way is rare; a flood's is not).
 static __always_inline void count_udp_connected(struct __sk_buff *ctx)
 {
+	__u32 zero = 0;
+	__u64 *tick = bpf_map_lookup_elem(&udp_connected_tick, &zero); // UDP only
+	if (!tick || (++*tick & (UDP_CONNECTED_SAMPLE - 1)))
+		return;
 	struct bpf_sock_tuple t = {};
 	__u32 tuple_len;
 	__u16 ports[2];
@@ -1221,11 +1243,11 @@ static __always_inline void count_udp_connected(struct __sk_buff *ctx)
 	__u32 key = UDP_CONNECTED_PACKETS;
 	__u64 *v = bpf_map_lookup_elem(&udp_connected, &key);
 	if (v)
-		*v += ctx->gso_segs ? ctx->gso_segs : 1;
+		*v += (__u64)(ctx->gso_segs ? ctx->gso_segs : 1) * UDP_CONNECTED_SAMPLE;
 	key = UDP_CONNECTED_BYTES;
 	v = bpf_map_lookup_elem(&udp_connected, &key);
 	if (v)
-		*v += ctx->len;
+		*v += (__u64)ctx->len * UDP_CONNECTED_SAMPLE;
 }
 
 // The traffic counters run on the ingress and egress hooks of the observed
@@ -1237,8 +1259,8 @@ static __always_inline void count_udp_connected(struct __sk_buff *ctx)
 SEC("tc")
 int tcx_ingress(struct __sk_buff *ctx)
 {
-	count_skb(ctx, DIRECTION_RX);
-	count_udp_connected(ctx);
+	if (count_skb(ctx, DIRECTION_RX) == PROTOCOL_UDP)
+		count_udp_connected(ctx);
 	return TCX_NEXT;
 }
 

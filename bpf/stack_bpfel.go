@@ -245,6 +245,7 @@ const (
 	stackMapTraffic                   = "traffic"
 	stackMapTrafficCells              = "traffic_cells"
 	stackMapUdpConnected              = "udp_connected"
+	stackMapUdpConnectedTick          = "udp_connected_tick"
 	stackMapXdpPass                   = "xdp_pass"
 	stackProgConsumeSkb               = "consume_skb"
 	stackProgInetSockSetState         = "inet_sock_set_state"
@@ -382,6 +383,7 @@ type stackMapSpecs struct {
 	Traffic            *ebpf.MapSpec `ebpf:"traffic"`
 	TrafficCells       *ebpf.MapSpec `ebpf:"traffic_cells"`
 	UdpConnected       *ebpf.MapSpec `ebpf:"udp_connected"`
+	UdpConnectedTick   *ebpf.MapSpec `ebpf:"udp_connected_tick"`
 	XdpPass            *ebpf.MapSpec `ebpf:"xdp_pass"`
 }
 
@@ -455,6 +457,7 @@ type stackMaps struct {
 	Traffic            *ebpf.Map `ebpf:"traffic"`
 	TrafficCells       *ebpf.Map `ebpf:"traffic_cells"`
 	UdpConnected       *ebpf.Map `ebpf:"udp_connected"`
+	UdpConnectedTick   *ebpf.Map `ebpf:"udp_connected_tick"`
 	XdpPass            *ebpf.Map `ebpf:"xdp_pass"`
 }
 
@@ -483,6 +486,7 @@ func (m *stackMaps) Close() error {
 		m.Traffic,
 		m.TrafficCells,
 		m.UdpConnected,
+		m.UdpConnectedTick,
 		m.XdpPass,
 	)
 }
