@@ -234,7 +234,7 @@ func (s *Stack) TCPEvents() (TCPEvents, error) {
 
 // UDPConnected are the UDP datagrams and bytes received for connected
 // sockets (answers from the peer a socket of the node connected to) since
-// load.
+// load, estimated from a sample (count_udp_connected in stack.bpf.c).
 type UDPConnected struct {
 	Packets, Bytes uint64
 }
