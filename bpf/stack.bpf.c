@@ -124,6 +124,18 @@ enum tcp_event {
 	TCP_EVENT_COUNT = 4,
 };
 
+// The XDP guard's TCP flag classes (guard.h, enum guard_flag_class), so
+// that what the stack rejects compares with what the guard counted.
+enum tcp_flag_class {
+	TCP_CLASS_SYN = 0,    // SYN without ACK
+	TCP_CLASS_SYNACK = 1,
+	TCP_CLASS_ACK = 2,    // ACK without SYN, RST, FIN
+	TCP_CLASS_RST = 3,
+	TCP_CLASS_FIN = 4,
+	TCP_CLASS_OTHER = 5,  // none of the above (no flags, PSH alone)
+	TCP_CLASS_COUNT = 6,
+};
+
 enum udp_connected_counter {
 	UDP_CONNECTED_PACKETS = 0,
 	UDP_CONNECTED_BYTES = 1,
@@ -437,6 +449,19 @@ struct {
 	__type(key, __u32);   // enum tcp_event
 	__type(value, __u64); // events
 } tcp_events SEC(".maps");
+
+// Incoming TCP segments of no connection, per flag class: those the stack
+// answered with a reset (a closed port, a listener receiving an ACK, a
+// SYN-ACK nobody asked for) and those it dropped for nonsense flags
+// (TCP_FLAGS). The flood alerts weigh a flag class's rate at the guard
+// against this: a flood's segments belong nowhere, an ordinary burst's
+// (closing FINs, a bulk transfer's ACKs) belong to their connections.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TCP_CLASS_COUNT);
+	__type(key, __u32);   // enum tcp_flag_class
+	__type(value, __u64); // segments
+} tcp_rejected SEC(".maps");
 
 // UDP datagrams received for connected sockets: answers from the peer a
 // socket of the node connected to (a QUIC or other UDP download), which the
@@ -1386,6 +1411,41 @@ static __always_inline bool reaction_parse(__u16 eth_proto_be, const unsigned ch
 	return true;
 }
 
+// tcp_flag_class classifies TCP flags as the guard's flag_class table does:
+// RST first, then FIN, then SYN (with or without ACK), then ACK.
+static __always_inline __u32 tcp_flag_class(__u8 flags)
+{
+	if (flags & 0x04)
+		return TCP_CLASS_RST;
+	if (flags & 0x01)
+		return TCP_CLASS_FIN;
+	if (flags & 0x02)
+		return (flags & 0x10) ? TCP_CLASS_SYNACK : TCP_CLASS_SYN;
+	if (flags & 0x10)
+		return TCP_CLASS_ACK;
+	return TCP_CLASS_OTHER;
+}
+
+// count_rejected counts an incoming TCP segment the stack rejected, by its
+// flag class.
+static __always_inline void count_rejected(const struct sk_buff *skb)
+{
+	struct reaction_record r = {};
+	if (!reaction_parse(skb->protocol, network_header(skb), &r) || r.protocol != IPPROTO_TCP)
+		return;
+	__u32 key = tcp_flag_class(r.tcp_flags);
+	__u64 *v = bpf_map_lookup_elem(&tcp_rejected, &key);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 reason_tcp_flags(void)
+{
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_FLAGS))
+		return bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_FLAGS);
+	return 0;
+}
+
 // Drop reasons that are the stack's answer to a packet nobody asked for.
 // Their values differ between kernels: CO-RE reads them from the running
 // kernel's BTF (0 when the kernel lacks the reason, which is never a drop's).
@@ -1472,6 +1532,8 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 	reaction(skb, (__u32)reason);
 
 	__u8 protocol = classify(skb->protocol, network_header(skb));
+	if (protocol == PROTOCOL_TCP && reason && (__u32)reason == reason_tcp_flags())
+		count_rejected(skb);
 	if ((__u32)reason < DROP_REASON_SLOTS) {
 		__u32 cell = (__u32)reason * PROTOCOL_SLOTS + (protocol & (PROTOCOL_SLOTS - 1));
 		__u64 *c = bpf_map_lookup_elem(&drop_cells, &cell);
@@ -1545,8 +1607,13 @@ int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 		in_scope = dev_in_scope(skb->dev);
 	else
 		in_scope = false;
-	if (in_scope)
-		count_tcp_event(TCP_EVENT_RESET_TX);
+	if (!in_scope)
+		return 0;
+	count_tcp_event(TCP_EVENT_RESET_TX);
+	// With an skb, the reset answers that incoming segment; without, the
+	// node aborts a connection of its own (an active reset).
+	if (skb)
+		count_rejected(skb);
 	return 0;
 }
 

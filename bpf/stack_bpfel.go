@@ -237,6 +237,7 @@ const (
 	stackMapSampleTick                = "sample_tick"
 	stackMapSamples                   = "samples"
 	stackMapTcpEvents                 = "tcp_events"
+	stackMapTcpRejected               = "tcp_rejected"
 	stackMapTcpStateDelta             = "tcp_state_delta"
 	stackMapTraceEvents               = "trace_events"
 	stackMapTraceRxCurrent            = "trace_rx_current"
@@ -375,6 +376,7 @@ type stackMapSpecs struct {
 	SampleTick         *ebpf.MapSpec `ebpf:"sample_tick"`
 	Samples            *ebpf.MapSpec `ebpf:"samples"`
 	TcpEvents          *ebpf.MapSpec `ebpf:"tcp_events"`
+	TcpRejected        *ebpf.MapSpec `ebpf:"tcp_rejected"`
 	TcpStateDelta      *ebpf.MapSpec `ebpf:"tcp_state_delta"`
 	TraceEvents        *ebpf.MapSpec `ebpf:"trace_events"`
 	TraceRxCurrent     *ebpf.MapSpec `ebpf:"trace_rx_current"`
@@ -449,6 +451,7 @@ type stackMaps struct {
 	SampleTick         *ebpf.Map `ebpf:"sample_tick"`
 	Samples            *ebpf.Map `ebpf:"samples"`
 	TcpEvents          *ebpf.Map `ebpf:"tcp_events"`
+	TcpRejected        *ebpf.Map `ebpf:"tcp_rejected"`
 	TcpStateDelta      *ebpf.Map `ebpf:"tcp_state_delta"`
 	TraceEvents        *ebpf.Map `ebpf:"trace_events"`
 	TraceRxCurrent     *ebpf.Map `ebpf:"trace_rx_current"`
@@ -478,6 +481,7 @@ func (m *stackMaps) Close() error {
 		m.SampleTick,
 		m.Samples,
 		m.TcpEvents,
+		m.TcpRejected,
 		m.TcpStateDelta,
 		m.TraceEvents,
 		m.TraceRxCurrent,
