@@ -62,7 +62,9 @@ func TestRSTVerdicts(t *testing.T) {
 	}
 	t.Cleanup(func() { inj.Close() })
 
-	verdict := func(v string) float64 { return value(t, tb.reg, "packetscope_tcp_rst_verdicts_total", labels("verdict", v)) }
+	verdict := func(v string) float64 {
+		return value(t, tb.reg, "packetscope_tcp_rst_verdicts_total", labels("verdict", v))
+	}
 	before := map[string]float64{}
 	for _, v := range []string{"accepted", "challenged", "out_of_window"} {
 		before[v] = verdict(v)
