@@ -83,6 +83,7 @@ func runResetInjection(t *testing.T, analyst string) {
 	ctx, stop := context.WithTimeout(context.Background(), 45*time.Second)
 	defer stop()
 	sent := make(chan int, 1)
+	okAtStart, failedAtStart := legit.ok.Load(), legit.failed.Load()
 	startedAt := time.Now()
 	go func() {
 		n, err := inj.Blind(ctx, targets, rstinject.Shape{TTL: 64, Window: 8192}, injectPPS, 0.3)
@@ -109,7 +110,14 @@ func runResetInjection(t *testing.T, analyst string) {
 	if ratio(drop, total) < 0.95 {
 		t.Errorf("%.0f of %.0f packets dropped while the rule holds, want >= 95 %%", drop, total)
 	}
-	t.Logf("RST verdicts: %s", grepLines(m1, "packetscope_tcp_rst_verdicts_total"))
+	// The RSTs reached the connections before the rule: the stack rejected
+	// them (none was exact, so none was accepted).
+	t.Logf("RST verdicts: %s", strings.ReplaceAll(grepLines(m1, "packetscope_tcp_rst_verdicts_total"), "\n", "; "))
+	challenged := metricValue(m1, "packetscope_tcp_rst_verdicts_total", "verdict=challenged")
+	outOfWindow := metricValue(m1, "packetscope_tcp_rst_verdicts_total", "verdict=out_of_window")
+	if challenged < 50 || outOfWindow < 100 || metricValue(m1, "packetscope_tcp_rst_verdicts_total", "verdict=accepted") != 0 {
+		t.Errorf("RST verdicts: challenged %v (want >= 50), out_of_window %v (want >= 100), accepted: want 0", challenged, outOfWindow)
+	}
 	stop()
 	t.Logf("%d RSTs injected", <-sent)
 
@@ -126,6 +134,7 @@ func runResetInjection(t *testing.T, analyst string) {
 		}
 	}
 	ok, failed := legit.stop()
+	ok, failed = ok-okAtStart, failed-failedAtStart
 	t.Logf("legitimate client: %d served, %d failed since %s", ok, failed, time.Since(startedAt).Round(time.Second))
 	if ok == 0 || float64(failed) > 0.01*float64(ok+failed) {
 		t.Errorf("legitimate client: %d served, %d failed: want >= 99%% served; first failures: %v", ok, failed, legit.errs)
@@ -133,6 +142,7 @@ func runResetInjection(t *testing.T, analyst string) {
 	checkNoFloodAlert(t, st)
 	checkApplied(t, st, analyst, "PacketScopeResetInjection")
 	logTimeline(t, st.prom, st.agent, "reset injection", analyst, startedAt, mitigatedAfter)
+	logFigures(t, st, "reset injection (spoofed RSTs, 500/s)", analyst, startedAt, mitigatedAfter, ">= 95 % dropped", ok, failed)
 }
 
 // checkResetRule: the responder's rule matches RSTs only, never the

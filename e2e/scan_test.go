@@ -98,6 +98,7 @@ func runScanDefense(t *testing.T, analyst string, s scan) {
 		t.Logf("nmap:\n%s", out.String())
 	}
 	checkApplied(t, st, analyst, "PacketScopePortScan")
+	logFigures(t, st, "port scan ("+s.name+")", analyst, startedAt, mitigatedAfter, ">= 99 % dropped", ok, failed)
 }
 
 // TestSYNQueueExhaustionDefense: hping3 sends 100 SYNs/s (a tenth of the SYN
@@ -142,6 +143,7 @@ func TestSYNQueueExhaustionDefense(t *testing.T) {
 				t.Errorf("the SYN flood alert fired at 100 SYN/s: %v", fired)
 			}
 			checkApplied(t, st, analyst, "PacketScopeSYNQueueExhaustion")
+			logFigures(t, st, "SYN-queue exhaustion (hping3, 100 SYN/s)", analyst, startedAt, mitigatedAfter, ">= 99 % dropped", ok, failed)
 		})
 	}
 }
@@ -160,7 +162,7 @@ func waitBaseline(t *testing.T, st *defenseStack) {
 	// fewer than the 50 samples a drop rule needs and the rule goes in as
 	// monitor (seen once in ten runs with 12 s).
 	time.Sleep(18 * time.Second)
-	if a := promQuery(t, st.prom, `ALERTS{alertname=~"PacketScopePortScan|PacketScopeSYNQueueExhaustion"}`); len(a) > 0 {
+	if a := promQuery(t, st.prom, `ALERTS{alertname=~"PacketScopePortScan|PacketScopeSYNQueueExhaustion|PacketScopeResetInjection"}`); len(a) > 0 {
 		t.Errorf("ordinary traffic raised a probe alert: %v", a)
 	}
 }
