@@ -1368,7 +1368,7 @@ static __always_inline void count_rst(__u32 verdict)
 // reactions' reasons: a closed port's probe sets the port's bit and counts,
 // and within the budget the headers go to the reactions ring buffer. Only
 // drops with these reasons pay for it, never the packets the stack keeps.
-static __always_inline void reaction(const struct sk_buff *skb, __u32 reason)
+static __always_inline void reaction(const struct sk_buff *skb, __u32 reason, const struct sock *rx_sk)
 {
 	bool no_socket = reason == reason_no_socket();
 	bool rst_reason = reason == reason_tcp_reset() || reason_out_of_window(reason);
@@ -1381,6 +1381,11 @@ static __always_inline void reaction(const struct sk_buff *skb, __u32 reason)
 		// These reasons drop any segment of a connection that fails the
 		// checks; only the RSTs among them are resets someone aimed at it.
 		if (r.protocol != IPPROTO_TCP || !(r.tcp_flags & TCP_FLAG_RST))
+			return;
+		// A listener drops a RST with TCP_RESET too: one that matches no
+		// connection (a stray, or a RST flood's) is aimed at none. Kernels
+		// before kfree_skb's rx_sk argument (6.11) count it.
+		if (rx_sk && rx_sk->__sk_common.skc_state == TCP_LISTEN)
 			return;
 		count_rst(reason == reason_tcp_reset() ? RST_CHALLENGED : RST_OUT_OF_WINDOW);
 	}
@@ -1435,7 +1440,7 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 		return 0;
 	if (trace_on && !traced)
 		trace_untracked_drop(skb, (__u32)reason, rx_sk);
-	reaction(skb, (__u32)reason);
+	reaction(skb, (__u32)reason, rx_sk);
 
 	__u8 protocol = classify(skb->protocol, network_header(skb));
 	if ((__u32)reason < DROP_REASON_SLOTS) {

@@ -162,7 +162,9 @@
 // SYN-SENT). packetscope_tcp_rst_verdicts_total{verdict} counts the three
 // (out_of_window, challenged, accepted); the two dropped kinds are
 // reactions too, with their headers (the reset injection's evidence). Only
-// the RSTs among those reasons' drops count: they also drop other segments.
+// the RSTs among those reasons' drops count (they also drop other
+// segments), and not those a listener drops with TCP_RESET: they match no
+// connection (kfree_skb's rx_sk, Linux 6.11, tells; older kernels count them).
 //
 // A full SYN queue has no tracepoint (the SYN is consumed, cookie or not),
 // so packetscope_tcp_listen_queue_events_total{event} reads the observed

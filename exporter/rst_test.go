@@ -17,7 +17,8 @@ import (
 // TestRSTVerdicts: crafted RSTs from the peer's address into an established
 // connection of the observed namespace. In-window ones (not at rcv_nxt) are
 // challenged, out-of-window ones dropped, both with their headers as
-// reactions; the one at rcv_nxt resets the connection (accepted).
+// reactions; the one at rcv_nxt resets the connection (accepted). RSTs a
+// listener drops (no connection of theirs) count nowhere.
 func TestRSTVerdicts(t *testing.T) {
 	tb := newTestbed(t)
 	var (
@@ -70,6 +71,14 @@ func TestRSTVerdicts(t *testing.T) {
 		before[v] = verdict(v)
 	}
 	shape := rstinject.Shape{TTL: 99, Window: 1234}
+	// A RST to the listener's port that matches no connection: the
+	// listener drops it (TCP_RESET as well), aimed at no connection.
+	stray := rstinject.Target{Src: netip.AddrPortFrom(target.Src.Addr(), 1), Dst: target.Dst}
+	for range 5 {
+		if err := inj.Send(stray, 12345, shape); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for k := range 30 {
 		if err := inj.Send(target, seq+1+uint32(k)*100, shape); err != nil {
 			t.Fatal(err)
