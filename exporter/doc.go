@@ -165,6 +165,9 @@
 // the RSTs among those reasons' drops count (they also drop other
 // segments), and not those a listener drops with TCP_RESET: they match no
 // connection (kfree_skb's rx_sk, Linux 6.11, tells; older kernels count them).
+// Before 6.11 the rejected RSTs themselves, dropped without a device or an
+// owning socket, cannot be placed in the observed namespace: only accepted
+// ones are counted there (the kernel smoke test checks both).
 //
 // A full SYN queue has no tracepoint (the SYN is consumed, cookie or not),
 // so packetscope_tcp_listen_queue_events_total{event} reads the observed
