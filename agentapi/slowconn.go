@@ -58,6 +58,10 @@ type SlowConnReport struct {
 	Inbound int       `json:"inbound"` // established connections to a port the node listens on
 	Slow    int       `json:"slow"`    // of them: open a while, nothing answered, little received
 	Idle    int       `json:"idle"`    // of them: nothing received for a while
+	// HalfOpen are handshakes in progress on the node's listeners: SYNs
+	// answered whose client has not completed (SYN_RECV request sockets,
+	// the SYN queue's content; none kept while SYN cookies are sent).
+	HalfOpen int `json:"half_open"`
 	// SlowSources is how many sources hold slow connections (Sources lists the top ones).
 	SlowSources int     `json:"slow_sources"`
 	MinAgeS     float64 `json:"min_age_seconds"`
@@ -116,6 +120,7 @@ type tcpConn struct {
 // TCP states of include/net/tcp_states.h.
 const (
 	tcpEstablished = 1
+	tcpSynRecv     = 3
 	tcpListen      = 10
 )
 
@@ -228,6 +233,10 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 	seen := make(map[uint64]time.Time, len(conns))
 	rep := SlowConnReport{At: now, MinAgeS: t.cfg.MinAge.Seconds(), MaxBytes: t.cfg.MaxBytes}
 	for _, c := range conns {
+		if c.state == tcpSynRecv && listening[c.local.Port()] {
+			rep.HalfOpen++
+			continue
+		}
 		if c.state != tcpEstablished || !listening[c.local.Port()] {
 			continue
 		}
@@ -415,9 +424,10 @@ func sockDestroyer(ns netns.NsHandle) func([]tcpConn) (int, error) {
 // slowConnCollector exposes the tracker's counts: no addresses or ports as
 // labels (those are in /api/v1/traffic's slow_connections).
 type slowConnCollector struct {
-	t                                     *SlowConnTracker
-	inbound, slow, idle, top, sources, ok *prometheus.Desc
-	closed                                *prometheus.Desc
+	t                                  *SlowConnTracker
+	inbound, slow, idle, halfOpen, top *prometheus.Desc
+	sources, ok                        *prometheus.Desc
+	closed                             *prometheus.Desc
 }
 
 // Collector returns a Prometheus collector for the tracker's report.
@@ -429,7 +439,9 @@ func (t *SlowConnTracker) Collector() prometheus.Collector {
 		slow: prometheus.NewDesc(fq("slow_connections"),
 			"Inbound TCP connections open for a while on which the node has answered nothing and the client sent little (an incomplete request: slowloris).", nil, nil),
 		idle: prometheus.NewDesc(fq("idle_connections"), "Inbound TCP connections that received no data for a while (idle keep-alive included).", nil, nil),
-		top:  prometheus.NewDesc(fq("slow_connections_top_source"), "Slow inbound TCP connections held by the single source holding the most.", nil, nil),
+		halfOpen: prometheus.NewDesc(fq("half_open_connections"),
+			"Inbound TCP handshakes in progress: SYNs the node answered whose client has not completed the handshake (SYN_RECV request sockets; none are kept while SYN cookies are sent).", nil, nil),
+		top: prometheus.NewDesc(fq("slow_connections_top_source"), "Slow inbound TCP connections held by the single source holding the most.", nil, nil),
 		sources: prometheus.NewDesc(fq("slow_connection_sources"),
 			"Sources holding slow inbound TCP connections.", nil, nil),
 		closed: prometheus.NewDesc(fq("slow_connections_closed_total"),
@@ -442,6 +454,7 @@ func (c *slowConnCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.inbound
 	ch <- c.slow
 	ch <- c.idle
+	ch <- c.halfOpen
 	ch <- c.top
 	ch <- c.sources
 	ch <- c.ok
@@ -460,6 +473,7 @@ func (c *slowConnCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.inbound, prometheus.GaugeValue, float64(r.Inbound))
 	ch <- prometheus.MustNewConstMetric(c.slow, prometheus.GaugeValue, float64(r.Slow))
 	ch <- prometheus.MustNewConstMetric(c.idle, prometheus.GaugeValue, float64(r.Idle))
+	ch <- prometheus.MustNewConstMetric(c.halfOpen, prometheus.GaugeValue, float64(r.HalfOpen))
 	ch <- prometheus.MustNewConstMetric(c.top, prometheus.GaugeValue, float64(r.TopSource()))
 	ch <- prometheus.MustNewConstMetric(c.sources, prometheus.GaugeValue, float64(r.SlowSources))
 	ch <- prometheus.MustNewConstMetric(c.ok, prometheus.GaugeValue, ok)

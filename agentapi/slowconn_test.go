@@ -9,9 +9,11 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/packetscope/packetscope/internal/testnet"
 	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netns"
@@ -251,5 +253,56 @@ func TestAPIRuleAddedHookAndSlowReport(t *testing.T) {
 	resp, body := f.do(t, "GET", "/api/v1/traffic?window=60s", bearer, "")
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"slow_connections":{`) || !strings.Contains(string(body), `"src":"198.51.100.9"`) {
 		t.Errorf("traffic report lacks slow_connections: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestSlowConnHalfOpen: a client whose handshake never completes (it drops
+// the node's SYN-ACKs) leaves a request socket in SYN_RECV on the node's
+// listener: the listing counts it half-open, and not as a connection.
+func TestSlowConnHalfOpen(t *testing.T) {
+	testnet.RequireRoot(t)
+	node := testnet.NewNS(t, "ps-halfopen-node")
+	client := testnet.NewNS(t, "ps-halfopen-client")
+	testnet.Link(t, node, "eth0", "10.231.0.1/24", client, "eth0", "10.231.0.2/24")
+	var l net.Listener
+	if err := node.Do(func() (err error) {
+		l, err = net.Listen("tcp", "10.231.0.1:8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client.MustRun("iptables", "-A", "INPUT", "-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "DROP")
+	// The dials end (time out) before the namespaces go: a thread still
+	// inside one at cleanup would be killed with its namespace's processes.
+	var dials sync.WaitGroup
+	t.Cleanup(dials.Wait)
+	for range 3 {
+		dials.Go(func() {
+			_ = client.Do(func() error {
+				c, err := net.DialTimeout("tcp", "10.231.0.1:8080", 2*time.Second)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			})
+		})
+	}
+	h, err := netns.GetFromPath(node.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{}, sockDiagLister(h))
+	var r *SlowConnReport
+	testnet.WaitFor(t, 3*time.Second, "3 half-open handshakes", func() bool {
+		tr.mu.Lock()
+		tr.listed = time.Time{} // list again
+		tr.mu.Unlock()
+		r = tr.Report()
+		return r.HalfOpen == 3
+	})
+	if r.Inbound != 0 {
+		t.Errorf("half-open handshakes counted as %d inbound connections", r.Inbound)
 	}
 }

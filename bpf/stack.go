@@ -41,6 +41,10 @@ const (
 	tcpEventResetRX     = 2
 	tcpEventPassiveOpen = 3
 
+	// enum udp_connected_counter
+	udpConnectedPackets = 0
+	udpConnectedBytes   = 1
+
 	lostMapFull = 0
 
 	// HistBuckets is the number of log2 buckets: bucket i counts values

@@ -238,6 +238,7 @@ const (
 	stackMapSampleTick                = "sample_tick"
 	stackMapSamples                   = "samples"
 	stackMapTcpEvents                 = "tcp_events"
+	stackMapTcpRejected               = "tcp_rejected"
 	stackMapTcpStateDelta             = "tcp_state_delta"
 	stackMapTraceEvents               = "trace_events"
 	stackMapTraceRxCurrent            = "trace_rx_current"
@@ -245,6 +246,8 @@ const (
 	stackMapTraces                    = "traces"
 	stackMapTraffic                   = "traffic"
 	stackMapTrafficCells              = "traffic_cells"
+	stackMapUdpConnected              = "udp_connected"
+	stackMapUdpConnectedTick          = "udp_connected_tick"
 	stackMapXdpPass                   = "xdp_pass"
 	stackProgConsumeSkb               = "consume_skb"
 	stackProgInetSockSetState         = "inet_sock_set_state"
@@ -375,6 +378,7 @@ type stackMapSpecs struct {
 	SampleTick         *ebpf.MapSpec `ebpf:"sample_tick"`
 	Samples            *ebpf.MapSpec `ebpf:"samples"`
 	TcpEvents          *ebpf.MapSpec `ebpf:"tcp_events"`
+	TcpRejected        *ebpf.MapSpec `ebpf:"tcp_rejected"`
 	TcpStateDelta      *ebpf.MapSpec `ebpf:"tcp_state_delta"`
 	TraceEvents        *ebpf.MapSpec `ebpf:"trace_events"`
 	TraceRxCurrent     *ebpf.MapSpec `ebpf:"trace_rx_current"`
@@ -382,6 +386,8 @@ type stackMapSpecs struct {
 	Traces             *ebpf.MapSpec `ebpf:"traces"`
 	Traffic            *ebpf.MapSpec `ebpf:"traffic"`
 	TrafficCells       *ebpf.MapSpec `ebpf:"traffic_cells"`
+	UdpConnected       *ebpf.MapSpec `ebpf:"udp_connected"`
+	UdpConnectedTick   *ebpf.MapSpec `ebpf:"udp_connected_tick"`
 	XdpPass            *ebpf.MapSpec `ebpf:"xdp_pass"`
 }
 
@@ -448,6 +454,7 @@ type stackMaps struct {
 	SampleTick         *ebpf.Map `ebpf:"sample_tick"`
 	Samples            *ebpf.Map `ebpf:"samples"`
 	TcpEvents          *ebpf.Map `ebpf:"tcp_events"`
+	TcpRejected        *ebpf.Map `ebpf:"tcp_rejected"`
 	TcpStateDelta      *ebpf.Map `ebpf:"tcp_state_delta"`
 	TraceEvents        *ebpf.Map `ebpf:"trace_events"`
 	TraceRxCurrent     *ebpf.Map `ebpf:"trace_rx_current"`
@@ -455,6 +462,8 @@ type stackMaps struct {
 	Traces             *ebpf.Map `ebpf:"traces"`
 	Traffic            *ebpf.Map `ebpf:"traffic"`
 	TrafficCells       *ebpf.Map `ebpf:"traffic_cells"`
+	UdpConnected       *ebpf.Map `ebpf:"udp_connected"`
+	UdpConnectedTick   *ebpf.Map `ebpf:"udp_connected_tick"`
 	XdpPass            *ebpf.Map `ebpf:"xdp_pass"`
 }
 
@@ -476,6 +485,7 @@ func (m *stackMaps) Close() error {
 		m.SampleTick,
 		m.Samples,
 		m.TcpEvents,
+		m.TcpRejected,
 		m.TcpStateDelta,
 		m.TraceEvents,
 		m.TraceRxCurrent,
@@ -483,6 +493,8 @@ func (m *stackMaps) Close() error {
 		m.Traces,
 		m.Traffic,
 		m.TrafficCells,
+		m.UdpConnected,
+		m.UdpConnectedTick,
 		m.XdpPass,
 	)
 }

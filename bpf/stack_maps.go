@@ -232,6 +232,46 @@ func (s *Stack) TCPEvents() (TCPEvents, error) {
 	return e, nil
 }
 
+// TCPFlagClasses name the TCP flag classes of tcp_rejected, in the order
+// of enum tcp_flag_class: the XDP guard's classes and labels.
+var TCPFlagClasses = [...]string{"syn", "synack", "ack", "rst", "fin", "other"}
+
+// TCPRejected reads the incoming TCP segments of no connection per flag
+// class (indexed as TCPFlagClasses): answered with a reset or dropped for
+// nonsense flags, since load.
+func (s *Stack) TCPRejected() ([len(TCPFlagClasses)]uint64, error) {
+	var out [len(TCPFlagClasses)]uint64
+	var errs []error
+	for i := range out {
+		v, err := sumU64(s.objs.TcpRejected, uint32(i))
+		out[i] = v
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return out, fmt.Errorf("read tcp_rejected: %w", err)
+	}
+	return out, nil
+}
+
+// UDPConnected are the UDP datagrams and bytes received for connected
+// sockets (answers from the peer a socket of the node connected to) since
+// load, estimated from a sample (count_udp_connected in stack.bpf.c).
+type UDPConnected struct {
+	Packets, Bytes uint64
+}
+
+// UDPConnected reads the connected sockets' UDP totals.
+func (s *Stack) UDPConnected() (UDPConnected, error) {
+	var u UDPConnected
+	var errs [2]error
+	u.Packets, errs[0] = sumU64(s.objs.UdpConnected, udpConnectedPackets)
+	u.Bytes, errs[1] = sumU64(s.objs.UdpConnected, udpConnectedBytes)
+	if err := errors.Join(errs[:]...); err != nil {
+		return u, fmt.Errorf("read udp_connected: %w", err)
+	}
+	return u, nil
+}
+
 // LostMapFull reads how many events found a counter map full.
 func (s *Stack) LostMapFull() (uint64, error) {
 	v, err := sumU64(s.objs.LostEvents, lostMapFull)

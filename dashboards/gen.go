@@ -134,8 +134,10 @@ func tcp() dashboard {
 	b.add(16, stacked(timeseries("Connections by state", "short",
 		"TCP sockets per state (request sockets of half-open connections are not sockets yet: a SYN flood shows in the flags panel below, not here).",
 		q(`sum by (state) (packetscope_tcp_connections{`+inst+`})`, "{{state}}"))))
-	b.add(8, stat("Established", "short", "",
+	b.add(4, stat("Established", "short", "",
 		q(`sum(packetscope_tcp_connections{`+inst+`,state="established"})`, "established")))
+	b.add(4, stat("Half-open", "short", "Handshakes in progress on the node's listeners (SYN_RECV request sockets: the SYN queue).",
+		q(`sum(packetscope_tcp_half_open_connections{`+inst+`})`, "half-open")))
 
 	b.row("How long is the round trip?")
 	b.add(12, heatmap("RTT", "s",
@@ -157,9 +159,13 @@ func tcp() dashboard {
 		q(`sum by (verdict) (rate(packetscope_tcp_rst_verdicts_total{`+inst+`}[`+ri+`]))`, "{{verdict}}")))
 
 	b.row("Is someone flooding with SYN, RST or ACK?")
-	b.add(24, timeseries("TCP flags at the XDP guard", "pps",
+	b.add(12, timeseries("TCP flags at the XDP guard", "pps",
 		"What the SYN, RST and ACK flood alerts watch.",
 		q(`sum by (flags) (rate(packetscope_xdp_tcp_flags_packets_total{`+iface+`}[`+ri+`]))`, "{{flags}}")))
+	b.add(12, timeseries("SYNs and completed handshakes", "pps",
+		"The SYN flood alert counts the SYNs no handshake completes: the gap between the two lines.",
+		q(`sum(rate(packetscope_xdp_tcp_flags_packets_total{`+iface+`,flags="syn"}[`+ri+`]))`, "SYNs at the guard"),
+		q(`sum(rate(packetscope_tcp_passive_opens_total{`+inst+`}[`+ri+`]))`, "handshakes completed")))
 
 	b.row("Is someone scanning ports or exhausting listen queues?")
 	b.add(12, timeseries("Distinct closed ports probed (last 10 s)", "short",

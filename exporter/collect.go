@@ -37,6 +37,15 @@ var (
 	resetsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "tcp", "resets_total"),
 		"TCP resets sent (tx) and received (rx).",
 		[]string{"direction"}, nil)
+	udpConnectedPacketsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "udp", "connected_packets_total"),
+		"UDP datagrams received for connected sockets: answers from the peer a socket of the node connected to (a QUIC or other UDP download), which the UDP flood alerts do not count.",
+		nil, nil)
+	udpConnectedBytesDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "udp", "connected_bytes_total"),
+		"Bytes of the UDP datagrams received for connected sockets.",
+		nil, nil)
+	rejectedDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "tcp", "rejected_packets_total"),
+		"Incoming TCP segments of no connection, by the XDP guard's flag classes: answered with a reset (tcp:tcp_send_reset with the offending segment) or dropped for nonsense flags (TCP_FLAGS). The TCP and ACK flood alerts weigh them against the guard's counts.",
+		[]string{"flags"}, nil)
 	passiveOpensDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "tcp", "passive_opens_total"),
 		"TCP handshakes clients completed with this node's listeners (SYN_RECV to ESTABLISHED, SYN cookies included): the SYNs that were no flood.",
 		nil, nil)
@@ -109,7 +118,7 @@ var collectors = []collector{
 // Describe implements prometheus.Collector.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		packetsDesc, bytesDesc, dropsDesc, latencyDesc, tcpConnsDesc, rttDesc, retransDesc, resetsDesc, passiveOpensDesc,
+		packetsDesc, bytesDesc, dropsDesc, latencyDesc, tcpConnsDesc, rttDesc, retransDesc, resetsDesc, rejectedDesc, passiveOpensDesc, udpConnectedPacketsDesc, udpConnectedBytesDesc,
 		lostDesc, progRunSecondsDesc, progRunsDesc, scrapeDurationDesc, scrapeSuccessDesc, featureDesc,
 		closedProbesDesc, closedPortsDesc, listenQueueDesc, reactionsSkippedDesc, rstVerdictDesc,
 	} {
@@ -175,6 +184,12 @@ func (e *Exporter) collectTraffic(ch chan<- prometheus.Metric) error {
 		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(c.Packets), labels...)
 		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(c.Bytes), labels...)
 	}
+	udp, err := e.stack.UDPConnected()
+	if err != nil {
+		return err
+	}
+	ch <- prometheus.MustNewConstMetric(udpConnectedPacketsDesc, prometheus.CounterValue, float64(udp.Packets))
+	ch <- prometheus.MustNewConstMetric(udpConnectedBytesDesc, prometheus.CounterValue, float64(udp.Bytes))
 	return nil
 }
 
@@ -243,6 +258,13 @@ func (e *Exporter) collectTCP(ch chan<- prometheus.Metric) error {
 	ch <- prometheus.MustNewConstMetric(resetsDesc, prometheus.CounterValue, float64(ev.ResetsTX), "tx")
 	ch <- prometheus.MustNewConstMetric(resetsDesc, prometheus.CounterValue, float64(ev.ResetsRX), "rx")
 	ch <- prometheus.MustNewConstMetric(passiveOpensDesc, prometheus.CounterValue, float64(ev.PassiveOpens))
+	rejected, err := e.stack.TCPRejected()
+	if err != nil {
+		return err
+	}
+	for i, n := range rejected {
+		ch <- prometheus.MustNewConstMetric(rejectedDesc, prometheus.CounterValue, float64(n), bpf.TCPFlagClasses[i])
+	}
 	return nil
 }
 

@@ -131,6 +131,14 @@
 //     tcp:tcp_receive_reset = rx), packetscope_tcp_passive_opens_total
 //     (inet_sock_set_state SYN_RECV -> ESTABLISHED: handshakes clients
 //     completed, which the SYN-flood alert subtracts from the SYN rate).
+//   - packetscope_tcp_rejected_packets_total{flags}: incoming TCP segments
+//     of no connection by the guard's flag classes, answered with a reset
+//     (tcp:tcp_send_reset with the offending segment) or dropped as
+//     TCP_FLAGS (skb:kfree_skb).
+//   - packetscope_udp_connected_packets_total, _bytes_total: UDP received
+//     for connected sockets (a socket lookup for one UDP datagram in 16 per
+//     CPU at tc ingress, a hit counting 16): answers the node asked for,
+//     which the UDP alerts leave out.
 //   - packetscope_ebpf_events_lost_total{cause}: map_full (a counter map had
 //     no room for a new key), recursion (programs the kernel skipped), and
 //     the reactions' reaction_ringbuf (see below).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -316,5 +317,58 @@ func TestTrafficInterfacesSharingACell(t *testing.T) {
 		if v := value(t, tb.reg, "packetscope_packets_total", rx); v != float64(l.n) {
 			t.Errorf("%s (ifindex %d) received %v UDP packets, want %d", l.name, l.index, v, l.n)
 		}
+	}
+}
+
+// TestUDPConnected: datagrams a connected UDP socket of a receives from
+// its peer are counted (a UDP download's answers), estimated from one
+// datagram in 16 per CPU; datagrams for an unconnected socket (a server's
+// queries) never are.
+func TestUDPConnected(t *testing.T) {
+	tb := newTestbed(t)
+	server := listenUDP(t, tb.a, addrA+":5061")     // unconnected, on a
+	peer := listenUDP(t, tb.b, addrB+":5062")       // what a connects to
+	conn := mustDial(t, tb.a, "udp", addrB+":5062") // connected, on a
+	packets := func() float64 { return value(t, tb.reg, "packetscope_udp_connected_packets_total", nil) }
+	bytes := func() float64 { return value(t, tb.reg, "packetscope_udp_connected_bytes_total", nil) }
+	const n, size = 160, 1000
+	buf := make([]byte, 2048)
+
+	// Queries to a's server, from b: never counted.
+	before := packets()
+	query := mustDial(t, tb.b, "udp", addrA+":5061")
+	for range n {
+		if _, err := query.Write([]byte("query")); err != nil {
+			t.Fatal(err)
+		}
+		_ = server.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, _, err := server.ReadFrom(buf); err != nil {
+			t.Fatalf("server read: %v", err)
+		}
+	}
+	if got := packets() - before; got != 0 {
+		t.Errorf("counted %.0f datagrams of an unconnected socket as a connected one's", got)
+	}
+
+	// Answers to a's connected socket, from its peer: counted, 16 for each
+	// one looked up, so within 16 per CPU of the truth.
+	before, beforeBytes := packets(), bytes()
+	for range n {
+		if _, err := peer.WriteTo(make([]byte, size), conn.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := conn.Read(buf); err != nil {
+			t.Fatalf("connected read: %v", err)
+		}
+	}
+	got := packets() - before
+	if slack := float64(16 * runtime.NumCPU()); got < n-slack || got > n+slack {
+		t.Errorf("counted %.0f datagrams for connected sockets, want %d ± %.0f", got, n, slack)
+	}
+	// As packetscope_bytes_total counts them at tc ingress: with the
+	// Ethernet, IPv4 and UDP headers.
+	if gotBytes := bytes() - beforeBytes; gotBytes != got*(size+14+28) {
+		t.Errorf("counted %.0f bytes for %.0f datagrams, want %.0f", gotBytes, got, got*(size+14+28))
 	}
 }
