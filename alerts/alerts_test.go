@@ -17,7 +17,7 @@ const rulesFile = "packetscope.rules.yml"
 
 // testFiles are the promtool unit-test files; together they must cover every alert.
 var testFiles = []string{"packetscope.rules.test.yml", "packetscope-baseline.rules.test.yml", "packetscope-health.rules.test.yml",
-	"packetscope-connections.rules.test.yml"}
+	"packetscope-connections.rules.test.yml", "packetscope-reset.rules.test.yml"}
 
 // promtool returns the path of promtool (Debian package "prometheus"). In CI
 // a missing promtool fails the test; on a developer's machine it skips.

@@ -234,9 +234,11 @@ struct traffic_value {
 // reason that means "nobody here asked for this" (NO_SOCKET: a SYN or UDP
 // datagram to a closed port, which the node answers with a RST or an ICMP
 // port unreachable; TCP_LISTEN_OVERFLOW: a handshake's ACK a full accept
-// queue refused). Emitted to the reactions ring buffer with the packet's
-// headers, so the agent's traffic window holds the stack's answers beside
-// the arriving headers the XDP guard samples.
+// queue refused; TCP_RESET and the sequence checks' reasons: a RST aimed at a
+// connection, in its window but not exact or outside it). Emitted to the
+// reactions ring buffer with the packet's headers, so the agent's traffic
+// window holds the stack's answers beside the arriving headers the XDP
+// guard samples.
 struct reaction_record {
 	__u32 ifindex;
 	__u32 reason;  // enum skb_drop_reason value of the running kernel
@@ -536,6 +538,24 @@ struct {
 	__type(key, __u32);   // enum probe_protocol
 	__type(value, __u64); // probes
 } closed_probes SEC(".maps");
+
+// Verdicts on received RSTs aimed at connections (indexes of rst_verdicts).
+enum rst_verdict {
+	RST_ACCEPTED = 0,      // exactly in sequence: the connection was reset (tcp_receive_reset)
+	RST_CHALLENGED = 1,    // in the window but not exact: a challenge ACK, dropped (RFC 5961 3.2)
+	RST_OUT_OF_WINDOW = 2, // outside the receive window: dropped
+	RST_VERDICTS = 3,
+};
+
+// RSTs by verdict (packets). A blind reset injection sweeps the sequence
+// space: its RSTs are mostly out of window, some challenged; a peer
+// resetting its own connection sends one exact RST.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RST_VERDICTS);
+	__type(key, __u32);   // enum rst_verdict
+	__type(value, __u64); // RSTs
+} rst_verdicts SEC(".maps");
 
 // bpf_rdonly_cast turns an address into a read-only pointer of a kernel
 // type: loads through it are plain loads the kernel guards with an exception
@@ -1463,6 +1483,38 @@ static __always_inline __u32 reason_listen_overflow(void)
 	return 0;
 }
 
+// The reasons tcp_validate_incoming drops a RST with: TCP_RESET for one in
+// the window but not exact (answered with a challenge ACK), the sequence
+// checks' reasons for one outside it. 0 when the kernel lacks the reason.
+static __always_inline __u32 reason_tcp_reset(void)
+{
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_RESET))
+		return bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_RESET);
+	return 0;
+}
+
+static __always_inline bool reason_out_of_window(__u32 reason)
+{
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_OLD_SEQUENCE) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_OLD_SEQUENCE))
+		return true;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_INVALID_SEQUENCE) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_INVALID_SEQUENCE))
+		return true;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_INVALID_END_SEQUENCE) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_INVALID_END_SEQUENCE))
+		return true;
+	return false;
+}
+
+static __always_inline void count_rst(__u32 verdict)
+{
+	__u64 *c = bpf_map_lookup_elem(&rst_verdicts, &verdict);
+	if (c)
+		*c += 1;
+}
+
+#define TCP_FLAG_RST 0x04
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_ACK 0x10
 
@@ -1470,14 +1522,27 @@ static __always_inline __u32 reason_listen_overflow(void)
 // reactions' reasons: a closed port's probe sets the port's bit and counts,
 // and within the budget the headers go to the reactions ring buffer. Only
 // drops with these reasons pay for it, never the packets the stack keeps.
-static __always_inline void reaction(const struct sk_buff *skb, __u32 reason)
+static __always_inline void reaction(const struct sk_buff *skb, __u32 reason, const struct sock *rx_sk)
 {
 	bool no_socket = reason == reason_no_socket();
-	if (!reason || !(no_socket || reason == reason_listen_overflow()))
+	bool rst_reason = reason == reason_tcp_reset() || reason_out_of_window(reason);
+	if (!reason || !(no_socket || rst_reason || reason == reason_listen_overflow()))
 		return;
 	struct reaction_record r = {};
 	if (!reaction_parse(skb->protocol, network_header(skb), &r))
 		return;
+	if (rst_reason) {
+		// These reasons drop any segment of a connection that fails the
+		// checks; only the RSTs among them are resets someone aimed at it.
+		if (r.protocol != IPPROTO_TCP || !(r.tcp_flags & TCP_FLAG_RST))
+			return;
+		// A listener drops a RST with TCP_RESET too: one that matches no
+		// connection (a stray, or a RST flood's) is aimed at none. Kernels
+		// before kfree_skb's rx_sk argument (6.11) count it.
+		if (rx_sk && rx_sk->__sk_common.skc_state == TCP_LISTEN)
+			return;
+		count_rst(reason == reason_tcp_reset() ? RST_CHALLENGED : RST_OUT_OF_WINDOW);
+	}
 	if (no_socket) {
 		// A probe is what opens a conversation: a SYN without ACK, or any UDP
 		// datagram. Other TCP segments to closed ports are stray (a closed
@@ -1529,7 +1594,7 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 		return 0;
 	if (trace_on && !traced)
 		trace_untracked_drop(skb, (__u32)reason, rx_sk);
-	reaction(skb, (__u32)reason);
+	reaction(skb, (__u32)reason, rx_sk);
 
 	__u8 protocol = classify(skb->protocol, network_header(skb));
 	if (protocol == PROTOCOL_TCP && reason && (__u32)reason == reason_tcp_flags())
@@ -1620,8 +1685,12 @@ int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tcp_receive_reset, struct sock *sk)
 {
-	if (sk_in_scope(sk))
-		count_tcp_event(TCP_EVENT_RESET_RX);
+	if (!sk_in_scope(sk))
+		return 0;
+	count_tcp_event(TCP_EVENT_RESET_RX);
+	// A RST in SYN-SENT is a refused connection, not a reset of one.
+	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
+		count_rst(RST_ACCEPTED);
 	return 0;
 }
 

@@ -231,6 +231,7 @@ const (
 	stackMapLostEvents                = "lost_events"
 	stackMapReactionBudgetUsed        = "reaction_budget_used"
 	stackMapReactions                 = "reactions"
+	stackMapRstVerdicts               = "rst_verdicts"
 	stackMapRttBuckets                = "rtt_buckets"
 	stackMapRttSum                    = "rtt_sum"
 	stackMapSampleSlotsUsed           = "sample_slots_used"
@@ -370,6 +371,7 @@ type stackMapSpecs struct {
 	LostEvents         *ebpf.MapSpec `ebpf:"lost_events"`
 	ReactionBudgetUsed *ebpf.MapSpec `ebpf:"reaction_budget_used"`
 	Reactions          *ebpf.MapSpec `ebpf:"reactions"`
+	RstVerdicts        *ebpf.MapSpec `ebpf:"rst_verdicts"`
 	RttBuckets         *ebpf.MapSpec `ebpf:"rtt_buckets"`
 	RttSum             *ebpf.MapSpec `ebpf:"rtt_sum"`
 	SampleSlotsUsed    *ebpf.MapSpec `ebpf:"sample_slots_used"`
@@ -445,6 +447,7 @@ type stackMaps struct {
 	LostEvents         *ebpf.Map `ebpf:"lost_events"`
 	ReactionBudgetUsed *ebpf.Map `ebpf:"reaction_budget_used"`
 	Reactions          *ebpf.Map `ebpf:"reactions"`
+	RstVerdicts        *ebpf.Map `ebpf:"rst_verdicts"`
 	RttBuckets         *ebpf.Map `ebpf:"rtt_buckets"`
 	RttSum             *ebpf.Map `ebpf:"rtt_sum"`
 	SampleSlotsUsed    *ebpf.Map `ebpf:"sample_slots_used"`
@@ -475,6 +478,7 @@ func (m *stackMaps) Close() error {
 		m.LostEvents,
 		m.ReactionBudgetUsed,
 		m.Reactions,
+		m.RstVerdicts,
 		m.RttBuckets,
 		m.RttSum,
 		m.SampleSlotsUsed,

@@ -157,3 +157,25 @@ func (s *Stack) TakeClosedPorts() ([ProbeProtocols]PortSet, error) {
 	}
 	return out, nil
 }
+
+// Verdicts on received RSTs aimed at connections, indexes of RSTVerdicts
+// (stack.bpf.c's enum rst_verdict).
+const (
+	RSTAccepted    = 0 // exactly in sequence: the connection was reset
+	RSTChallenged  = 1 // in the receive window but not exact: a challenge ACK answered it, dropped (RFC 5961 3.2)
+	RSTOutOfWindow = 2 // outside the receive window: dropped
+	RSTVerdictsLen = 3
+)
+
+// RSTVerdicts reads the received RSTs counted since load, per verdict.
+func (s *Stack) RSTVerdicts() ([RSTVerdictsLen]uint64, error) {
+	var out [RSTVerdictsLen]uint64
+	for v := range uint32(RSTVerdictsLen) {
+		n, err := sumU64(s.objs.RstVerdicts, v)
+		if err != nil {
+			return out, fmt.Errorf("read rst_verdicts: %w", err)
+		}
+		out[v] = n
+	}
+	return out, nil
+}

@@ -147,13 +147,16 @@ func tcp() dashboard {
 		q(`histogram_quantile(0.99, sum by (le) (rate(packetscope_tcp_rtt_seconds_bucket{`+inst+`}[`+ri+`])))`, "p99"))))
 
 	b.row("Is TCP losing segments or resetting connections?")
-	b.add(8, timeseries("Retransmits", "pps", "",
+	b.add(6, timeseries("Retransmits", "pps", "",
 		q(`sum(rate(packetscope_tcp_retransmits_total{`+inst+`}[`+ri+`]))`, "retransmits")))
-	b.add(8, timeseries("Retransmitted share of sent segments", "percentunit",
+	b.add(6, timeseries("Retransmitted share of sent segments", "percentunit",
 		"Retransmits over TCP packets sent; the retransmit alert fires above 2 %.",
 		q(`sum(rate(packetscope_tcp_retransmits_total{`+inst+`}[`+ri+`])) / sum(rate(packetscope_packets_total{`+inst+`,direction="tx",protocol="tcp"}[`+ri+`]))`, "retransmitted")))
-	b.add(8, timeseries("Resets", "pps", "rx: resets received; tx: resets sent.",
+	b.add(6, timeseries("Resets", "pps", "rx: resets received; tx: resets sent.",
 		q(`sum by (direction) (rate(packetscope_tcp_resets_total{`+inst+`}[`+ri+`]))`, "{{direction}}")))
+	b.add(6, timeseries("Received RSTs by verdict", "pps",
+		"accepted: exactly in sequence, the connection was reset; challenged (in the window, not exact) and out_of_window: rejected, guesses of a reset injection; its alert fires above 10/s of these two.",
+		q(`sum by (verdict) (rate(packetscope_tcp_rst_verdicts_total{`+inst+`}[`+ri+`]))`, "{{verdict}}")))
 
 	b.row("Is someone flooding with SYN, RST or ACK?")
 	b.add(12, timeseries("TCP flags at the XDP guard", "pps",

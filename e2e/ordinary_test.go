@@ -114,6 +114,11 @@ func noAlertOnOrdinaryTraffic(t testing.TB) {
 		}
 	}
 	t.Logf("peak stack reactions (1 s irate): %s", strings.Join(parts, ", "))
+	// What the reset injection alert watches: RSTs the stack rejected on its
+	// connections (it fires above 10/s over 5 s).
+	for _, p := range promQuery(t, st.prom, `max_over_time(sum by (verdict) (rate(packetscope_tcp_rst_verdicts_total[5s]))[`+window+`:1s])`) {
+		t.Logf("peak RSTs received, %s: %.1f/s (5 s rate)", p.Labels["verdict"], p.Value)
+	}
 	// What the 1 s scrape costs the agent under this traffic.
 	for _, q := range []string{"avg_over_time", "max_over_time"} {
 		for _, p := range promQuery(t, st.prom, q+`(scrape_duration_seconds{job="packetscope"}[`+window+`])`) {

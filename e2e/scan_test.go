@@ -58,6 +58,7 @@ func runScanDefense(t *testing.T, analyst string, s scan) {
 	legit := startLegitClient(t, st.client, 80)
 	waitBaseline(t, st)
 
+	ok0, failed0 := legit.ok.Load(), legit.failed.Load()
 	startedAt := time.Now()
 	cmd, out := st.attacker.Start(s.command...)
 	mitigatedAfter := waitMitigated(t, st.agent, time.Now(), 30*time.Second, 100)
@@ -98,6 +99,7 @@ func runScanDefense(t *testing.T, analyst string, s scan) {
 		t.Logf("nmap:\n%s", out.String())
 	}
 	checkApplied(t, st, analyst, "PacketScopePortScan")
+	logFigures(t, st, "port scan ("+s.name+")", analyst, startedAt, mitigatedAfter, ">= 99 % dropped", ok-ok0, failed-failed0)
 }
 
 // TestSYNQueueExhaustionDefense: hping3 sends 100 SYNs/s (a tenth of the SYN
@@ -118,6 +120,7 @@ func TestSYNQueueExhaustionDefense(t *testing.T) {
 			legit := startLegitClient(t, st.client, port)
 			waitBaseline(t, st)
 
+			ok0, failed0 := legit.ok.Load(), legit.failed.Load()
 			startedAt := time.Now()
 			// 10.220.0.77 is on the attacker's link but nobody has it: the
 			// victim's SYN-ACKs find no neighbour, nothing resets the
@@ -142,6 +145,7 @@ func TestSYNQueueExhaustionDefense(t *testing.T) {
 				t.Errorf("the SYN flood alert fired at 100 SYN/s: %v", fired)
 			}
 			checkApplied(t, st, analyst, "PacketScopeSYNQueueExhaustion")
+			logFigures(t, st, "SYN-queue exhaustion (hping3, 100 SYN/s)", analyst, startedAt, mitigatedAfter, ">= 99 % dropped", ok-ok0, failed-failed0)
 		})
 	}
 }
@@ -160,7 +164,7 @@ func waitBaseline(t *testing.T, st *defenseStack) {
 	// fewer than the 50 samples a drop rule needs and the rule goes in as
 	// monitor (seen once in ten runs with 12 s).
 	time.Sleep(18 * time.Second)
-	if a := promQuery(t, st.prom, `ALERTS{alertname=~"PacketScopePortScan|PacketScopeSYNQueueExhaustion"}`); len(a) > 0 {
+	if a := promQuery(t, st.prom, `ALERTS{alertname=~"PacketScopePortScan|PacketScopeSYNQueueExhaustion|PacketScopeResetInjection"}`); len(a) > 0 {
 		t.Errorf("ordinary traffic raised a probe alert: %v", a)
 	}
 }

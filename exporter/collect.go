@@ -120,7 +120,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		packetsDesc, bytesDesc, dropsDesc, latencyDesc, tcpConnsDesc, rttDesc, retransDesc, resetsDesc, rejectedDesc, passiveOpensDesc, udpConnectedPacketsDesc, udpConnectedBytesDesc,
 		lostDesc, progRunSecondsDesc, progRunsDesc, scrapeDurationDesc, scrapeSuccessDesc, featureDesc,
-		closedProbesDesc, closedPortsDesc, listenQueueDesc, reactionsSkippedDesc,
+		closedProbesDesc, closedPortsDesc, listenQueueDesc, reactionsSkippedDesc, rstVerdictDesc,
 	} {
 		ch <- d
 	}

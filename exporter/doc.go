@@ -162,6 +162,21 @@
 // count every probe). The agent keeps
 // them in its traffic window as reactions.
 //
+// RSTs aimed at connections: tcp_validate_incoming drops a RST outside the
+// receive window with the sequence checks' reasons (TCP_OLD_SEQUENCE,
+// TCP_INVALID_SEQUENCE, TCP_INVALID_END_SEQUENCE) and one in the window but
+// not exactly at rcv_nxt with TCP_RESET after a challenge ACK (RFC 5961);
+// an exact one resets the connection (tcp:tcp_receive_reset, not in
+// SYN-SENT). packetscope_tcp_rst_verdicts_total{verdict} counts the three
+// (out_of_window, challenged, accepted); the two dropped kinds are
+// reactions too, with their headers (the reset injection's evidence). Only
+// the RSTs among those reasons' drops count (they also drop other
+// segments), and not those a listener drops with TCP_RESET: they match no
+// connection (kfree_skb's rx_sk, Linux 6.11, tells; older kernels count them).
+// Before 6.11 the rejected RSTs themselves, dropped without a device or an
+// owning socket, cannot be placed in the observed namespace: only accepted
+// ones are counted there (the kernel smoke test checks both).
+//
 // A full SYN queue has no tracepoint (the SYN is consumed, cookie or not),
 // so packetscope_tcp_listen_queue_events_total{event} reads the observed
 // namespace's TcpExt counters (/proc/net/netstat) at each scrape: accept

@@ -36,12 +36,17 @@ var (
 	reactionsSkippedDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "reaction_samples_skipped_total"),
 		"The stack's reactions (closed-port probes, listen overflows) not sampled into the traffic window because the per-CPU budget of the second was spent: by design, the counters above count every one.",
 		nil, nil)
+	rstVerdictDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "tcp", "rst_verdicts_total"),
+		"RSTs received on connections, by the stack's verdict: accepted (exactly in sequence: the connection was reset; not counted in SYN-SENT, where a RST refuses the connection), challenged (in the receive window but not exact: dropped and answered with a challenge ACK, RFC 5961) and out_of_window (dropped by the sequence check). Spoofed RSTs guessing a connection's sequence numbers are mostly out_of_window and challenged.",
+		[]string{"verdict"}, nil)
 	listenQueueDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "tcp", "listen_queue_events_total"),
 		"Listening sockets' queue events (the kernel's TcpExt counters of the observed namespace): accept-queue overflows (listen_overflow), SYNs and ACKs a listener dropped (listen_drop), SYNs met by a full SYN queue answered with a cookie (syn_queue_full_cookie) or dropped (syn_queue_full_drop), SYN cookies sent, received valid, and failed (syncookie_sent, syncookie_recv, syncookie_failed).",
 		[]string{"event"}, nil)
 )
 
 var probeLabels = [bpf.ProbeProtocols]string{bpf.ProbeTCP: "tcp", bpf.ProbeUDP: "udp"}
+
+var rstVerdictLabels = [bpf.RSTVerdictsLen]string{bpf.RSTAccepted: "accepted", bpf.RSTChallenged: "challenged", bpf.RSTOutOfWindow: "out_of_window"}
 
 // listenQueueCounters maps /proc/net/netstat's TcpExt fields to the event
 // label of packetscope_tcp_listen_queue_events_total. The kernel has no
@@ -129,6 +134,13 @@ func (e *Exporter) collectScan(ch chan<- prometheus.Metric) error {
 		ch <- prometheus.MustNewConstMetric(closedProbesDesc, prometheus.CounterValue, float64(probes[p]), label)
 		ch <- prometheus.MustNewConstMetric(closedPortsDesc, prometheus.GaugeValue, float64(distinct[p]), label)
 	}
+	rsts, err := e.stack.RSTVerdicts()
+	if err != nil {
+		return err
+	}
+	for v, label := range rstVerdictLabels {
+		ch <- prometheus.MustNewConstMetric(rstVerdictDesc, prometheus.CounterValue, float64(rsts[v]), label)
+	}
 	full, rate, err := e.stack.LostReactions()
 	if err != nil {
 		return err
@@ -191,7 +203,7 @@ func parseTcpExt(data []byte) (map[string]uint64, error) {
 type Reaction struct {
 	bpf.Reaction
 	Interface  string
-	ReasonName string // e.g. NO_SOCKET, TCP_LISTEN_OVERFLOW
+	ReasonName string // e.g. NO_SOCKET, TCP_LISTEN_OVERFLOW, TCP_RESET
 	Time       time.Time
 }
 

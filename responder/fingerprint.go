@@ -166,6 +166,9 @@ func scopeFor(label string) classScope {
 		return func(k classKey) bool {
 			return k.hasL4 && (k.protocol == rule.ProtoUDP || k.protocol == rule.ProtoTCP && k.flags&(rule.FlagSYN|rule.FlagACK) == rule.FlagSYN)
 		}
+	case AttackResetInjection:
+		// Without reactions to name them: the RSTs that arrived.
+		return func(k classKey) bool { return k.protocol == rule.ProtoTCP && k.flags&rule.FlagRST != 0 }
 	case "syn_queue_exhaustion":
 		// Half-open handshakes: the SYNs that fill the queue, and the ACKs of
 		// handshakes completed into a full accept queue.

@@ -86,6 +86,13 @@ The alert's attack label names the class:
   to the ports it is not served on, or leave it). Many sources probing few ports each is not a per-source case.
 - syn_queue_exhaustion: listening sockets' SYN or accept queues are full although the packet rate is low: half-open handshakes
   (SYNs, often spoofed) to a listener's port. Fingerprint those SYNs, or block the few sources that carry them.
+- reset_injection: crafted TCP RSTs aimed at the node's established connections, guessing their sequence numbers. The stack
+  rejected the misses: reactions TCP_RESET (in the receive window but not exact: challenged) and TCP_OLD_SEQUENCE /
+  TCP_INVALID_SEQUENCE (out of the window). rejected_rsts_by_source lists who they claim to come from: to hit a connection a RST
+  must carry its peer's address, so that address is usually a served client's, spoofed. Match only RSTs (tcp_flags "rst") with
+  the crafted packets' TTL, window, length and the attacked ports. When they claim served clients: that fingerprint without a
+  source, as a rate_limit of about 10/s (the clients' own resets may share the shape); when a few sources the node does not
+  serve carry them: a drop per source; otherwise a drop on the fingerprint.
 
 Rules: every match field is optional and all given fields must match (AND). The match fields:
 ` + matchFieldsPrompt() + `
@@ -332,10 +339,11 @@ type promptEvidence struct {
 	// maxPromptUDPPeers.
 	UDPPeers []string `json:"served_udp_peers,omitempty"`
 	// The stack's reactions in the attack window: counts per drop reason,
-	// the sources that probed closed ports (most ports first), and some
-	// of the reactions' headers.
+	// the sources that probed closed ports (most ports first), the sources
+	// rejected RSTs claim (most first), and some of the reactions' headers.
 	ReactionCounts map[string]int `json:"reactions_by_reason,omitempty"`
 	ScanSources    []ScanSource   `json:"closed_port_probes_by_source,omitempty"`
+	RSTSources     []RSTSource    `json:"rejected_rsts_by_source,omitempty"`
 	Reactions      []string       `json:"reaction_headers,omitempty"`
 }
 
@@ -389,6 +397,8 @@ func buildPrompt(ev *Evidence, maxBytes int) string {
 		}
 		srcs := ScanSources(ev.Reactions)
 		pe.ScanSources = srcs[:min(len(srcs), 10)]
+		rsts := RSTSources(ev.Reactions)
+		pe.RSTSources = rsts[:min(len(rsts), 10)]
 		step := max(1, len(ev.Reactions)/16)
 		for i := 0; i < len(ev.Reactions) && len(pe.Reactions) < 16; i += step {
 			pe.Reactions = append(pe.Reactions, headerLine(&ev.Reactions[i].Packet)+" reaction="+SanitizeText(ev.Reactions[i].Reaction, 48))

@@ -93,11 +93,18 @@ func ScanSources(reactions []rule.Sample) []ScanSource {
 }
 
 // MineEvidence is MineAlert with the stack's reactions: for a port_scan
-// alert, per-source rules for the scanners they show (MineScanners); when
-// there are none (or for any other alert), MineAlert's candidates.
+// alert, per-source rules for the scanners they show (MineScanners); for a
+// reset_injection alert, rules for the RSTs the stack rejected
+// (MineResets); when there are none (or for any other alert), MineAlert's
+// candidates.
 func MineEvidence(cfg MinerConfig, attackLabel string, attack, baseline []rule.Packet, reactions []rule.Sample, protected []netip.Prefix, peers ...agentapi.UDPPeer) []Candidate {
-	if attackLabel == "port_scan" {
+	switch attackLabel {
+	case "port_scan":
 		if cs := MineScanners(cfg, attack, baseline, reactions, protected, peers...); len(cs) > 0 {
+			return cs
+		}
+	case AttackResetInjection:
+		if cs := MineResets(cfg, attack, baseline, reactions, protected, peers...); len(cs) > 0 {
 			return cs
 		}
 	}

