@@ -653,6 +653,10 @@ func sortedByValue(h map[uint32]float64) ([]valueWeight, float64) {
 
 // portSet returns the few ports that carry the excess (as a list), a narrow
 // range holding them, or nil when ports are spread (spoofed random ports).
+// minPortSetWeight is the excess (in samples) a port needs to be listed in
+// a port set.
+const minPortSetWeight = 1.5
+
 func portSet(keep float64, h map[uint32]float64) []string {
 	all, total := sortedByValue(h)
 	if total == 0 {
@@ -663,6 +667,14 @@ func portSet(keep float64, h map[uint32]float64) []string {
 	sum := 0.0
 	var ports []uint32
 	for _, x := range all {
+		// A port the attack sample holds once is no member of a set: the
+		// field is spread (hping3's incrementing source ports, a
+		// reflection's random victim ports), and a list of the values a
+		// small sample happened to hold, or their range, misses the
+		// attack's next packets. No port predicate then.
+		if x.w < minPortSetWeight {
+			return nil
+		}
 		if len(ports) == rule.MaxPortItems {
 			break
 		}

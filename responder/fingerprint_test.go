@@ -3,6 +3,7 @@ package responder
 import (
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 
@@ -184,5 +185,62 @@ func TestMineFloodWithRetryingClient(t *testing.T) {
 	}
 	if rp := ReplayRules(rules, flood, clientPkts(2, rule.FlagSYN, 50)); rp.Coverage < 0.99 || rp.BaselineMatched != 0 {
 		t.Errorf("flood coverage %.4f (want >= 0.99), client handshakes matched %d (want 0)", rp.Coverage, rp.BaselineMatched)
+	}
+}
+
+// TestMineSpreadSourcePortsFromFewSamples: hping3 against a small listen
+// queue sends 100 SYNs/s from one address with a source port that grows by
+// one each packet; sampled 1 in 16, a short window holds 12 SYNs, each from
+// its own port. The rule must not list those 12 ports (hping3's next SYNs
+// carry others, and a loaded CI run saw exactly that rule miss them): it
+// must match SYNs with the ports that follow.
+func TestMineSpreadSourcePortsFromFewSamples(t *testing.T) {
+	attacker := netip.MustParseAddr("10.220.0.2")
+	node := netip.MustParseAddr("10.220.0.1")
+	client := netip.MustParseAddr("10.221.0.2")
+	syn := func(sport uint16) rule.Packet {
+		return rule.Packet{Family: 4, Src: attacker, Dst: node, Protocol: rule.ProtoTCP, TTL: 64, HasL4: true,
+			SrcPort: sport, DstPort: 8080, TCPFlags: rule.FlagSYN, Length: 40, TCPWindow: 512}
+	}
+	var window, baseline, later []rule.Packet
+	for i := range 12 {
+		window = append(window, syn(uint16(2000+16*i)))
+		later = append(later, syn(uint16(2400+16*i)))
+	}
+	for i := range 80 {
+		baseline = append(baseline, rule.Packet{Family: 4, Src: client, Dst: node, Protocol: rule.ProtoTCP, TTL: 64, HasL4: true,
+			SrcPort: uint16(50000 + i), DstPort: 80, TCPFlags: rule.FlagACK, Length: 52, TCPWindow: 502})
+	}
+	cands := MineAlert(MinerConfig{}, "syn_queue_exhaustion", window, baseline, nil)
+	if len(cands) == 0 {
+		t.Fatal("no candidates")
+	}
+	var rules []rule.Rule
+	for _, c := range cands {
+		js, _ := json.Marshal(c.Rule.Match)
+		t.Logf("rule %s coverage=%.4f collateral=%.4f", js, c.Coverage, c.Collateral)
+		if len(c.Rule.Match.SrcPorts) > 1 {
+			t.Errorf("rule lists %d source ports the sample happened to hold: %v", len(c.Rule.Match.SrcPorts), c.Rule.Match.SrcPorts)
+		}
+		rules = append(rules, c.Rule)
+	}
+	if rp := ReplayRules(rules, later, baseline); rp.Coverage < 0.99 {
+		t.Errorf("the rules match %.2f of the SYNs that follow, want >= 0.99", rp.Coverage)
+	}
+}
+
+// TestPortSetOfSpreadPorts: ports a small sample holds once each (an
+// incrementing source port) make no set and no range; ports seen again
+// and again do.
+func TestPortSetOfSpreadPorts(t *testing.T) {
+	spread := map[uint32]float64{}
+	for i := range 12 {
+		spread[uint32(2000+16*i)] = 1
+	}
+	if got := portSet(11, spread); got != nil {
+		t.Errorf("12 ports seen once each: %v, want no port predicate", got)
+	}
+	if got := portSet(11, map[uint32]float64{53: 8, 5353: 4}); !slices.Equal(got, []string{"53", "5353"}) {
+		t.Errorf("ports seen 8 and 4 times: %v, want [53 5353]", got)
 	}
 }
