@@ -198,12 +198,26 @@ func (e *Exporter) collectDrops(ch chan<- prometheus.Metric) error {
 	if err != nil {
 		return err
 	}
+	seen := map[[2]string]bool{}
 	for _, c := range counts {
-		ch <- prometheus.MustNewConstMetric(dropsDesc, prometheus.CounterValue, float64(c.Drops),
-			dropReasonName(e.reasons, c.Reason), protocolLabels[c.Protocol])
+		labels := [2]string{dropReasonName(e.reasons, c.Reason), protocolLabels[c.Protocol]}
+		seen[labels] = true
+		ch <- prometheus.MustNewConstMetric(dropsDesc, prometheus.CounterValue, float64(c.Drops), labels[0], labels[1])
+	}
+	// The series the flood alerts weigh as evidence exist from the first
+	// scrape, at 0: a series born with the flood's first drops has one
+	// sample at the next scrape, and irate needs two, which cost the UDP
+	// flood alert's one-interval level a scrape interval.
+	for _, labels := range alwaysExportedDrops {
+		if !seen[labels] {
+			ch <- prometheus.MustNewConstMetric(dropsDesc, prometheus.CounterValue, 0, labels[0], labels[1])
+		}
 	}
 	return nil
 }
+
+// alwaysExportedDrops are the (reason, protocol) drop series the alerts use.
+var alwaysExportedDrops = [][2]string{{"NO_SOCKET", "tcp"}, {"NO_SOCKET", "udp"}}
 
 // constHistogram turns a log2 nanosecond histogram into cumulative buckets
 // in seconds from 2^first to 2^last ns; smaller values fall in the first.
