@@ -163,12 +163,16 @@ func runAttackPhase(t testing.TB, st *defenseStack, analyst string, a attack, le
 
 	// Keep the attack running a little while the rule holds, and measure
 	// the share dropped at XDP meanwhile (the attacked interface carries
-	// only the attack).
+	// only the attack), over a rate limit included (a path-MTU-safe rule on
+	// ICMP errors is one).
 	_, m0 := httpGet(t, agent.URL+"/metrics")
 	time.Sleep(2 * time.Second)
 	_, m1 := httpGet(t, agent.URL+"/metrics")
 	total := metricValue(m1, "packetscope_xdp_packets_total", "interface=eth0") - metricValue(m0, "packetscope_xdp_packets_total", "interface=eth0")
-	drop := metricValue(m1, "packetscope_xdp_packets_total", "interface=eth0", "action=drop") - metricValue(m0, "packetscope_xdp_packets_total", "interface=eth0", "action=drop")
+	var drop float64
+	for _, action := range []string{"action=drop", "action=rate_limited"} {
+		drop += metricValue(m1, "packetscope_xdp_packets_total", "interface=eth0", action) - metricValue(m0, "packetscope_xdp_packets_total", "interface=eth0", action)
+	}
 	t.Logf("%s, %s analyst: %.2f%% of the attack dropped at XDP while the rules hold", a.name, analyst, 100*ratio(drop, total))
 	ok, failed := legit.stop()
 	t.Logf("legitimate client: %d served, %d failed since %s", ok, failed, time.Since(startedAt).Round(time.Second))
