@@ -105,6 +105,7 @@ func noAlertOnOrdinaryTraffic(t testing.TB) {
 	parts = parts[:0]
 	for _, q := range []struct{ name, expr string }{
 		{"resets sent", `sum(irate(packetscope_tcp_resets_total{direction="tx"}[10s]))`},
+		{"rejected", `sum by (flags) (irate(packetscope_tcp_rejected_packets_total[10s]))`},
 		{"drops", `sum by (protocol, reason) (irate(packetscope_drops_total{protocol=~"tcp|udp"}[10s]))`},
 		{"handshakes completed", `sum(irate(packetscope_tcp_passive_opens_total[10s]))`},
 		{"udp for connected sockets", `sum(irate(packetscope_udp_connected_packets_total[10s]))`},
