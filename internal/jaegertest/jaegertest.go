@@ -54,7 +54,8 @@ func (j *Jaeger) HTTPEndpoint() string { return fmt.Sprintf("http://127.0.0.1:%d
 // output is logged when the test failed).
 func Start(tb testing.TB, bin string) *Jaeger {
 	tb.Helper()
-	j := &Jaeger{GRPC: testnet.FreePort(tb), HTTP: testnet.FreePort(tb), Query: testnet.FreePort(tb)}
+	ports := testnet.FreePorts(tb, 4) // distinct: two of them once collided
+	j := &Jaeger{GRPC: ports[0], HTTP: ports[1], Query: ports[2]}
 	cfg := fmt.Sprintf(`service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
@@ -91,7 +92,7 @@ processors:
 exporters:
   jaeger_storage_exporter:
     trace_storage: mem
-`, j.Query, testnet.FreePort(tb), j.GRPC, j.HTTP)
+`, j.Query, ports[3], j.GRPC, j.HTTP)
 	path := filepath.Join(tb.TempDir(), "jaeger.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		tb.Fatal(err)

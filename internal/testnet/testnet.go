@@ -194,10 +194,22 @@ func MustRun(tb testing.TB, args ...string) string {
 // FreePort returns a loopback TCP port nobody listens on right now.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	return FreePorts(tb, 1)[0]
+}
+
+// FreePorts returns n distinct loopback TCP ports nobody listens on right
+// now. Separate FreePort calls may return the same port twice: each
+// listener is closed before the next bind picks a port.
+func FreePorts(tb testing.TB, n int) []int {
+	tb.Helper()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
