@@ -1,13 +1,10 @@
 package exporter
 
 import (
-	"encoding/binary"
-	"net"
 	"net/netip"
-	"syscall"
 	"testing"
 
-	"github.com/packetscope/packetscope/internal/testframe"
+	"github.com/packetscope/packetscope/internal/rstinject"
 	"github.com/packetscope/packetscope/internal/testnet"
 )
 
@@ -55,43 +52,23 @@ func TestTCPRejected(t *testing.T) {
 	}
 }
 
-// sendTCP sends one bare TCP segment (no payload) from ns to dst through a
-// raw socket: the kernel writes the IP header, the checksum is ours.
+// sendTCP sends one bare TCP segment (no payload) with flags from ns's
+// address addrB to dst through a raw socket.
 func sendTCP(t *testing.T, ns *testnet.NS, dst string, sport, dport uint16, flags uint8) {
 	t.Helper()
-	seg := testframe.TCP(sport, dport, flags, 1024)
-	binary.BigEndian.PutUint32(seg[4:], 1000) // sequence
-	binary.BigEndian.PutUint32(seg[8:], 2000) // acknowledgment
-	binary.BigEndian.PutUint16(seg[16:], tcpChecksum(netip.MustParseAddr(addrB), netip.MustParseAddr(dst), seg))
+	target := rstinject.Target{
+		Src: netip.AddrPortFrom(netip.MustParseAddr(addrB), sport),
+		Dst: netip.AddrPortFrom(netip.MustParseAddr(dst), dport),
+	}
 	err := ns.Do(func() error {
-		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_TCP)
+		inj, err := rstinject.Open()
 		if err != nil {
 			return err
 		}
-		defer syscall.Close(fd)
-		to := &syscall.SockaddrInet4{Addr: netip.MustParseAddr(dst).As4()}
-		return syscall.Sendto(fd, seg, 0, to)
+		defer inj.Close()
+		return inj.Send(target, 1000, rstinject.Shape{TTL: 64, Window: 1024, Flags: flags})
 	})
 	if err != nil {
-		t.Fatalf("send a TCP segment from %s to %s: %v", ns.Name, net.JoinHostPort(dst, "0"), err)
+		t.Fatalf("send a TCP segment from %s to %s: %v", ns.Name, target.Dst, err)
 	}
-}
-
-// tcpChecksum is the TCP checksum over the IPv4 pseudo-header and seg
-// (whose checksum field is zero).
-func tcpChecksum(src, dst netip.Addr, seg []byte) uint16 {
-	s, d := src.As4(), dst.As4()
-	var sum uint32
-	for _, b := range [][]byte{s[:], d[:], {0, syscall.IPPROTO_TCP, byte(len(seg) >> 8), byte(len(seg))}, seg} {
-		for i := 0; i+1 < len(b); i += 2 {
-			sum += uint32(b[i])<<8 | uint32(b[i+1])
-		}
-		if len(b)%2 == 1 {
-			sum += uint32(b[len(b)-1]) << 8
-		}
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

@@ -6,6 +6,7 @@
 package rstinject
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -31,9 +32,11 @@ type Target struct {
 type Shape struct {
 	TTL    uint8
 	Window uint16
+	Flags  uint8 // TCP flags; 0 is a bare RST (tests of other flags set them)
 }
 
-// Frame builds an IPv4 packet: a RST (no ACK, no options) with sequence seq.
+// Frame builds an IPv4 packet: a TCP segment with s's flags (a RST unless
+// said otherwise; no options, no payload) and sequence seq.
 func Frame(t Target, seq uint32, s Shape) ([]byte, error) {
 	src, dst := t.Src.Addr().Unmap(), t.Dst.Addr().Unmap()
 	if !src.Is4() || !dst.Is4() {
@@ -54,7 +57,7 @@ func Frame(t Target, seq uint32, s Shape) ([]byte, error) {
 	binary.BigEndian.PutUint16(tcp[2:], t.Dst.Port())
 	binary.BigEndian.PutUint32(tcp[4:], seq)
 	tcp[12] = 5 << 4
-	tcp[13] = 0x04 // RST
+	tcp[13] = cmp.Or(s.Flags, 0x04) // RST unless said otherwise
 	binary.BigEndian.PutUint16(tcp[14:], s.Window)
 	// The pseudo-header: addresses, protocol, TCP length.
 	var pseudo uint32
@@ -95,7 +98,7 @@ func Open() (*Injector, error) {
 // Close closes the socket.
 func (i *Injector) Close() error { return unix.Close(i.fd) }
 
-// Send sends one RST with sequence seq.
+// Send sends one crafted segment (a RST unless s says otherwise) with sequence seq.
 func (i *Injector) Send(t Target, seq uint32, s Shape) error {
 	b, err := Frame(t, seq, s)
 	if err != nil {
