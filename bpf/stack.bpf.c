@@ -67,6 +67,11 @@ volatile const __u32 have_kfuncs = 0;
 // that do not touch the IP layer (rx backlog, tx qdisc and driver) are still
 // observed. Set from Go.
 volatile const __u32 have_netfilter = 1;
+// Whether kfree_skb names the socket a received skb was dropped at (its
+// rx_sk argument, Linux 6.11). Without it tcp_probe_rst notes the RSTs
+// established connections receive. Set from Go (tests turn it off on a new
+// kernel to run the older kernels' variant).
+volatile const __u32 have_rx_sk = 1;
 // Reaction records (see reaction_emit) per CPU and second (~1.07 s windows):
 // a scan of every port must not flood the ring buffer or user space. The
 // excess is counted in lost_events[LOST_REACTION_RATE] (exported apart from
@@ -1343,16 +1348,81 @@ int BPF_PROG(consume_skb, struct sk_buff *skb)
 	return 0;
 }
 
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
+
+// The last RST an established connection of the observed namespace
+// received on this CPU, as tcp:tcp_probe saw it on its way to the
+// connection's checks (see tcp_probe_rst): on kernels without kfree_skb's
+// rx_sk argument, it places a dropped RST in the namespace.
+struct rst_seen {
+	__u64 skb; // the skb's address
+	__u64 at;  // bpf_ktime_get_ns
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rst_seen);
+} last_rst SEC(".maps");
+
+// A RST's checks follow tcp_probe on the same CPU, in the same softirq,
+// microseconds later (a challenge ACK is sent in between; 100 us missed one
+// RST in ten under emulation): a note older than this belongs to another skb
+// that was freed and whose address came back.
+#define RST_SEEN_MAX_NS 10000000
+
 // rx_sk_arg returns kfree_skb's fourth argument, the socket a received skb
 // was dropped at (Linux 6.11, which added it to the tracepoint's arguments
 // and to its record together), or NULL on a kernel without it. The check
 // is a CO-RE relocation, so an older kernel's verifier never sees the read
 // of a fourth argument that it would reject.
-static __always_inline struct sock *rx_sk_arg(unsigned long long *ctx)
+static __always_inline const struct sock *rx_sk_arg(unsigned long long *ctx)
 {
-	if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, rx_sk))
-		return (struct sock *)ctx[3];
+	if (have_rx_sk && bpf_core_field_exists(struct trace_event_raw_kfree_skb, rx_sk))
+		return (const struct sock *)ctx[3];
 	return NULL;
+}
+
+// rst_noted says whether tcp_probe_rst saw this skb reach an established
+// connection of the observed namespace just now (kernels without rx_sk),
+// and forgets it.
+static __always_inline bool rst_noted(const struct sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct rst_seen *seen = bpf_map_lookup_elem(&last_rst, &zero);
+	if (!seen || seen->skb != (__u64)skb)
+		return false;
+	seen->skb = 0;
+	return bpf_ktime_get_ns() - seen->at < RST_SEEN_MAX_NS;
+}
+
+// tcp_probe_rst: loaded only on kernels without kfree_skb's rx_sk (before
+// 6.11; LoadStack leaves it out otherwise). tcp:tcp_probe fires for every
+// segment an ESTABLISHED connection receives, before its sequence checks;
+// a RST among them is noted, so that when the checks drop it (TCP_RESET,
+// the sequence reasons) kfree_skb can place the drop in the namespace and
+// count its verdict although TCP cleared the skb's device. Other segments
+// cost a load and a branch. A RST the connection accepts is never freed as
+// a drop: its note goes stale.
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(tcp_probe_rst, struct sock *sk, const struct sk_buff *skb)
+{
+	// TCP_SKB_CB(skb)->tcp_flags, filled in by tcp_v4_rcv/tcp_v6_rcv: its
+	// low byte holds RST (the field grew from 8 to 16 bits in 6.x).
+	if (!(skb->cb[bpf_core_field_offset(struct tcp_skb_cb, tcp_flags)] & TCP_FLAG_RST))
+		return 0;
+	if (!sk_in_scope(sk))
+		return 0;
+	__u32 zero = 0;
+	struct rst_seen *seen = bpf_map_lookup_elem(&last_rst, &zero);
+	if (seen) {
+		seen->skb = (__u64)skb;
+		seen->at = bpf_ktime_get_ns();
+	}
+	return 0;
 }
 
 // reaction_wakeup: like ringbuf_wakeup, for the reactions (the reader polls).
@@ -1514,10 +1584,6 @@ static __always_inline void count_rst(__u32 verdict)
 		*c += 1;
 }
 
-#define TCP_FLAG_RST 0x04
-#define TCP_FLAG_SYN 0x02
-#define TCP_FLAG_ACK 0x10
-
 // reaction notes a received packet the stack dropped for one of the
 // reactions' reasons: a closed port's probe sets the port's bit and counts,
 // and within the budget the headers go to the reactions ring buffer. Only
@@ -1577,17 +1643,20 @@ static __always_inline void reaction(const struct sk_buff *skb, __u32 reason, co
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	struct sock *rx_sk = rx_sk_arg(ctx);
+	const struct sock *rx_sk = rx_sk_arg(ctx);
 	bool traced = path_on && sample_drop(skb, (__u32)reason);
 
 	// The namespace: the device's when the skb still has one, else the
-	// socket's (the owner, or the receiving socket the drop happened at).
+	// socket's (the owner, or the receiving socket the drop happened at,
+	// which kernels before 6.11 name only for RSTs tcp_probe_rst noted).
 	const struct net_device *dev = skb->dev;
 	bool in_scope;
 	if (dev)
 		in_scope = dev_in_scope(dev);
 	else if (skb->sk)
 		in_scope = sk_in_scope(skb->sk);
+	else if (!have_rx_sk && rst_noted(skb))
+		in_scope = true; // a RST an established connection dropped (before 6.11)
 	else
 		in_scope = sk_in_scope(rx_sk);
 	if (!in_scope)

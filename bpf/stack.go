@@ -131,7 +131,7 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	for _, v := range []struct {
 		name    string
 		feature string
-	}{{"have_kfuncs", FeatureKfuncReads}, {"have_netfilter", FeatureNetfilterStages}} {
+	}{{"have_kfuncs", FeatureKfuncReads}, {"have_netfilter", FeatureNetfilterStages}, {"have_rx_sk", FeatureDropReasonSocket}} {
 		on := uint32(0)
 		if featureOn(s.features, v.feature) {
 			on = 1
@@ -142,6 +142,11 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	}
 	for prog, feature := range optionalPrograms {
 		if !featureOn(s.features, feature) {
+			delete(spec.Programs, prog)
+		}
+	}
+	for prog, feature := range fallbackPrograms {
+		if featureOn(s.features, feature) {
 			delete(spec.Programs, prog)
 		}
 	}
@@ -179,8 +184,11 @@ func LoadStack(cfg StackConfig) (_ *Stack, err error) {
 	assignPrograms(&s.objs.stackPrograms, s.coll.Programs)
 	p := s.objs.stackPrograms
 	s.devLinks = map[int][]io.Closer{}
-	s.links, err = attachTracepoints(nil, p.KfreeSkb, p.TcpRetransmitSkb, p.TcpSendReset, p.TcpReceiveReset,
-		p.InetSockSetState)
+	counters := []*ebpf.Program{p.KfreeSkb, p.TcpRetransmitSkb, p.TcpSendReset, p.TcpReceiveReset, p.InetSockSetState}
+	if p.TcpProbeRst != nil {
+		counters = append(counters, p.TcpProbeRst)
+	}
+	s.links, err = attachTracepoints(nil, counters...)
 	return s, err
 }
 
@@ -399,6 +407,7 @@ func (s *Stack) programs() map[string]*ebpf.Program {
 		"consume_skb":                  p.ConsumeSkb,
 		"kfree_skb":                    p.KfreeSkb,
 		"tcp_probe":                    p.TcpProbe,
+		"tcp_probe_rst":                p.TcpProbeRst,
 		"tcp_retransmit_skb":           p.TcpRetransmitSkb,
 		"tcp_send_reset":               p.TcpSendReset,
 		"tcp_receive_reset":            p.TcpReceiveReset,

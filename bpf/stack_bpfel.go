@@ -99,6 +99,12 @@ type stackReactionTokens struct {
 	Pad    uint32
 }
 
+type stackRstSeen struct {
+	_   structs.HostLayout
+	Skb uint64
+	At  uint64
+}
+
 type stackRxCurrent struct {
 	_    structs.HostLayout
 	Skb  uint64
@@ -226,6 +232,7 @@ const (
 	stackMapClosedProbes              = "closed_probes"
 	stackMapDropCells                 = "drop_cells"
 	stackMapDrops                     = "drops"
+	stackMapLastRst                   = "last_rst"
 	stackMapLatencyBuckets            = "latency_buckets"
 	stackMapLatencySums               = "latency_sums"
 	stackMapLostEvents                = "lost_events"
@@ -265,6 +272,7 @@ const (
 	stackProgSkDataReady              = "sk_data_ready"
 	stackProgSkbCopyDatagramIovec     = "skb_copy_datagram_iovec"
 	stackProgTcpProbe                 = "tcp_probe"
+	stackProgTcpProbeRst              = "tcp_probe_rst"
 	stackProgTcpReceiveReset          = "tcp_receive_reset"
 	stackProgTcpRetransmitSkb         = "tcp_retransmit_skb"
 	stackProgTcpSendReset             = "tcp_send_reset"
@@ -272,6 +280,7 @@ const (
 	stackProgTcxIngress               = "tcx_ingress"
 	stackVarHaveKfuncs                = "have_kfuncs"
 	stackVarHaveNetfilter             = "have_netfilter"
+	stackVarHaveRxSk                  = "have_rx_sk"
 	stackVarPathOn                    = "path_on"
 	stackVarReactionBudget            = "reaction_budget"
 	stackVarSampleEvery               = "sample_every"
@@ -351,6 +360,7 @@ type stackProgramSpecs struct {
 	SkDataReady              *ebpf.ProgramSpec `ebpf:"sk_data_ready"`
 	SkbCopyDatagramIovec     *ebpf.ProgramSpec `ebpf:"skb_copy_datagram_iovec"`
 	TcpProbe                 *ebpf.ProgramSpec `ebpf:"tcp_probe"`
+	TcpProbeRst              *ebpf.ProgramSpec `ebpf:"tcp_probe_rst"`
 	TcpReceiveReset          *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
 	TcpRetransmitSkb         *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb"`
 	TcpSendReset             *ebpf.ProgramSpec `ebpf:"tcp_send_reset"`
@@ -366,6 +376,7 @@ type stackMapSpecs struct {
 	ClosedProbes       *ebpf.MapSpec `ebpf:"closed_probes"`
 	DropCells          *ebpf.MapSpec `ebpf:"drop_cells"`
 	Drops              *ebpf.MapSpec `ebpf:"drops"`
+	LastRst            *ebpf.MapSpec `ebpf:"last_rst"`
 	LatencyBuckets     *ebpf.MapSpec `ebpf:"latency_buckets"`
 	LatencySums        *ebpf.MapSpec `ebpf:"latency_sums"`
 	LostEvents         *ebpf.MapSpec `ebpf:"lost_events"`
@@ -397,6 +408,7 @@ type stackMapSpecs struct {
 type stackVariableSpecs struct {
 	HaveKfuncs          *ebpf.VariableSpec `ebpf:"have_kfuncs"`
 	HaveNetfilter       *ebpf.VariableSpec `ebpf:"have_netfilter"`
+	HaveRxSk            *ebpf.VariableSpec `ebpf:"have_rx_sk"`
 	PathOn              *ebpf.VariableSpec `ebpf:"path_on"`
 	ReactionBudget      *ebpf.VariableSpec `ebpf:"reaction_budget"`
 	SampleEvery         *ebpf.VariableSpec `ebpf:"sample_every"`
@@ -442,6 +454,7 @@ type stackMaps struct {
 	ClosedProbes       *ebpf.Map `ebpf:"closed_probes"`
 	DropCells          *ebpf.Map `ebpf:"drop_cells"`
 	Drops              *ebpf.Map `ebpf:"drops"`
+	LastRst            *ebpf.Map `ebpf:"last_rst"`
 	LatencyBuckets     *ebpf.Map `ebpf:"latency_buckets"`
 	LatencySums        *ebpf.Map `ebpf:"latency_sums"`
 	LostEvents         *ebpf.Map `ebpf:"lost_events"`
@@ -473,6 +486,7 @@ func (m *stackMaps) Close() error {
 		m.ClosedProbes,
 		m.DropCells,
 		m.Drops,
+		m.LastRst,
 		m.LatencyBuckets,
 		m.LatencySums,
 		m.LostEvents,
@@ -505,6 +519,7 @@ func (m *stackMaps) Close() error {
 type stackVariables struct {
 	HaveKfuncs          *ebpf.Variable `ebpf:"have_kfuncs"`
 	HaveNetfilter       *ebpf.Variable `ebpf:"have_netfilter"`
+	HaveRxSk            *ebpf.Variable `ebpf:"have_rx_sk"`
 	PathOn              *ebpf.Variable `ebpf:"path_on"`
 	ReactionBudget      *ebpf.Variable `ebpf:"reaction_budget"`
 	SampleEvery         *ebpf.Variable `ebpf:"sample_every"`
@@ -546,6 +561,7 @@ type stackPrograms struct {
 	SkDataReady              *ebpf.Program `ebpf:"sk_data_ready"`
 	SkbCopyDatagramIovec     *ebpf.Program `ebpf:"skb_copy_datagram_iovec"`
 	TcpProbe                 *ebpf.Program `ebpf:"tcp_probe"`
+	TcpProbeRst              *ebpf.Program `ebpf:"tcp_probe_rst"`
 	TcpReceiveReset          *ebpf.Program `ebpf:"tcp_receive_reset"`
 	TcpRetransmitSkb         *ebpf.Program `ebpf:"tcp_retransmit_skb"`
 	TcpSendReset             *ebpf.Program `ebpf:"tcp_send_reset"`
@@ -571,6 +587,7 @@ func (p *stackPrograms) Close() error {
 		p.SkDataReady,
 		p.SkbCopyDatagramIovec,
 		p.TcpProbe,
+		p.TcpProbeRst,
 		p.TcpReceiveReset,
 		p.TcpRetransmitSkb,
 		p.TcpSendReset,

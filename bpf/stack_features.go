@@ -48,7 +48,7 @@ var featureSpecs = []struct {
 		Without: "no BPF netfilter links: the stages that start or end at the IP layer (rx core, ip, socket; tx ip, neigh) are not observed; rx backlog and tx qdisc and driver are"},
 		hasType[*btf.Struct]("bpf_nf_ctx")},
 	{Feature{Name: FeatureDropReasonSocket, Since: "6.11",
-		Without: "kfree_skb has no rx_sk argument: a drop at a receiving socket of an skb that kept neither its device nor a socket cannot be placed in a namespace and is not counted"},
+		Without: "kfree_skb has no rx_sk argument: a drop at a receiving socket of an skb that kept neither its device nor a socket cannot be placed in a namespace and is not counted, except a RST an established connection drops (tcp:tcp_probe notes those, at the cost of a program run per segment such a connection receives)"},
 		hasMember("trace_event_raw_kfree_skb", "rx_sk")},
 	{Feature{Name: FeatureKfuncReads, Since: "6.2",
 		Without: "packet headers are read with bpf_probe_read_kernel (a helper call per read) instead of bpf_rdonly_cast"},
@@ -128,6 +128,12 @@ var featuresOffForTest map[string]bool
 var optionalPrograms = map[string]string{
 	"nf_boundary":   FeatureNetfilterStages,
 	"sk_data_ready": FeatureSocketQueueTrace,
+}
+
+// fallbackPrograms names the programs that stand in for a missing feature:
+// loaded and attached only where the kernel lacks it.
+var fallbackPrograms = map[string]string{
+	"tcp_probe_rst": FeatureDropReasonSocket,
 }
 
 // loadError turns a failure to load the stack programs into one sentence

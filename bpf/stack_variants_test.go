@@ -12,6 +12,13 @@ import (
 // kernel without the given features would.
 func loadStackWithout(tb testing.TB, off ...string) *Stack {
 	tb.Helper()
+	return loadStackIn(tb, "", off...)
+}
+
+// loadStackIn loads the stack programs observing the namespace at netnsPath
+// ("" for the test's own) as a kernel without the given features would.
+func loadStackIn(tb testing.TB, netnsPath string, off ...string) *Stack {
+	tb.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
 			tb.Fatal("loading the stack programs needs root")
@@ -26,7 +33,7 @@ func loadStackWithout(tb testing.TB, off ...string) *Stack {
 		featuresOffForTest[f] = true
 	}
 	defer func() { featuresOffForTest = nil }()
-	ns, err := OpenNetns("")
+	ns, err := OpenNetns(netnsPath)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -172,10 +172,12 @@
 // reactions too, with their headers (the reset injection's evidence). Only
 // the RSTs among those reasons' drops count (they also drop other
 // segments), and not those a listener drops with TCP_RESET: they match no
-// connection (kfree_skb's rx_sk, Linux 6.11, tells; older kernels count them).
-// Before 6.11 the rejected RSTs themselves, dropped without a device or an
-// owning socket, cannot be placed in the observed namespace: only accepted
-// ones are counted there (the kernel smoke test checks both).
+// connection (kfree_skb's rx_sk, Linux 6.11, tells). Before 6.11 the
+// rejected RSTs, dropped without a device or an owning socket, are placed in
+// the observed namespace by a note tcp:tcp_probe takes of each RST an
+// established connection receives (bpf's tcp_probe_rst); a listener's RSTs
+// pass no tcp_probe and stay uncounted there too (the kernel smoke test
+// checks both kernels, bpf's TestRSTVerdictsWithAndWithoutRxSk both ways).
 //
 // A full SYN queue has no tracepoint (the SYN is consumed, cookie or not),
 // so packetscope_tcp_listen_queue_events_total{event} reads the observed
