@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -110,6 +109,7 @@ func (r *SlowConnReport) TopSource() int {
 // classification needs.
 type tcpConn struct {
 	cookie        uint64
+	ifindex       uint32 // the socket's bound device, 0 for none
 	state         uint8
 	local, remote netip.AddrPort
 	bytesReceived uint64
@@ -322,10 +322,11 @@ func sockDiagLister(ns netns.NsHandle) func() ([]tcpConn, error) {
 				lip, _ := netip.AddrFromSlice(s.ID.Source)
 				rip, _ := netip.AddrFromSlice(s.ID.Destination)
 				c := tcpConn{
-					cookie: uint64(s.ID.Cookie[1])<<32 | uint64(s.ID.Cookie[0]),
-					state:  s.State,
-					local:  netip.AddrPortFrom(lip.Unmap(), s.ID.SourcePort),
-					remote: netip.AddrPortFrom(rip.Unmap(), s.ID.DestinationPort),
+					cookie:  uint64(s.ID.Cookie[1])<<32 | uint64(s.ID.Cookie[0]),
+					ifindex: s.ID.Interface,
+					state:   s.State,
+					local:   netip.AddrPortFrom(lip.Unmap(), s.ID.SourcePort),
+					remote:  netip.AddrPortFrom(rip.Unmap(), s.ID.DestinationPort),
 				}
 				if ti := r.TCPInfo; ti != nil {
 					c.bytesReceived, c.bytesSent = ti.Bytes_received, max(ti.Bytes_sent, ti.Bytes_acked)
@@ -346,8 +347,8 @@ func sockDiagLister(ns netns.NsHandle) func() ([]tcpConn, error) {
 // tcp_flags "syn,!ack") whose source is one address, and only the
 // connections the last listing called slow (open a while, nothing
 // answered, little received) that the rule matches, are closed (sock_diag
-// SOCK_DESTROY: the service sees the connection aborted and frees its slot;
-// IPv4 only, as netlink offers it). It returns how many it closed.
+// SOCK_DESTROY: the service sees the connection aborted and frees its slot).
+// It returns how many it closed.
 func (t *SlowConnTracker) CloseHeldBy(r rule.Rule) int {
 	if t.destroy == nil {
 		return 0
@@ -393,32 +394,6 @@ func (t *SlowConnTracker) CloseHeldBy(r rule.Rule) int {
 	t.closed += uint64(closed)
 	t.mu.Unlock()
 	return closed
-}
-
-// sockDestroyer closes TCP connections of ns by their addresses; it
-// returns how many it closed and the last error.
-func sockDestroyer(ns netns.NsHandle) func([]tcpConn) (int, error) {
-	return func(conns []tcpConn) (int, error) {
-		h, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
-		if err != nil {
-			return 0, fmt.Errorf("open sock_diag handle: %w", err)
-		}
-		defer h.Close()
-		closed := 0
-		var lastErr error
-		for _, c := range conns {
-			if !c.local.Addr().Is4() || !c.remote.Addr().Is4() {
-				lastErr = fmt.Errorf("close %s-%s: only IPv4 connections can be closed", c.local, c.remote)
-				continue
-			}
-			if err := h.SocketDestroy(net.TCPAddrFromAddrPort(c.local), net.TCPAddrFromAddrPort(c.remote)); err != nil {
-				lastErr = fmt.Errorf("close %s-%s: %w", c.local, c.remote, err)
-				continue
-			}
-			closed++
-		}
-		return closed, lastErr
-	}
 }
 
 // slowConnCollector exposes the tracker's counts: no addresses or ports as
