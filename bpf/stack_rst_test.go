@@ -19,7 +19,8 @@ import (
 // observed namespace are counted by verdict alike whether kfree_skb names
 // the receiving socket (rx_sk, 6.11) or not (tcp_probe_rst notes them, as on
 // 6.1): in the window but not exact are challenged, outside it out of
-// window, and a stray RST at the listener counts in neither.
+// window, and a stray RST at the listener counts in neither; over IPv4 and
+// IPv6.
 func TestRSTVerdictsWithAndWithoutRxSk(t *testing.T) {
 	testnet.RequireRoot(t)
 	for _, v := range []struct {
@@ -32,12 +33,17 @@ func TestRSTVerdictsWithAndWithoutRxSk(t *testing.T) {
 			}
 			a := testnet.NewNS(t, "ps-rst")
 			b := testnet.NewNS(t, "ps-rst")
-			testnet.Link(t, a, "eth0", "10.231.0.1/24", b, "eth0", "10.231.0.2/24")
-			s := loadStackIn(t, a.Path(), v.off...)
-			if got := s.objs.TcpProbeRst != nil; got != (v.off != nil) {
-				t.Fatalf("tcp_probe_rst loaded: %v, want %v", got, v.off != nil)
+			testnet.Link(t, a, "eth0", "10.231.0.1/24,fd00:231::1/64", b, "eth0", "10.231.0.2/24,fd00:231::2/64")
+			for _, victim := range []string{"10.231.0.1", "fd00:231::1"} {
+				t.Run(victim, func(t *testing.T) {
+					// A stack per address family: the counters start at 0.
+					s := loadStackIn(t, a.Path(), v.off...)
+					if got := s.objs.TcpProbeRst != nil; got != (v.off != nil) {
+						t.Fatalf("tcp_probe_rst loaded: %v, want %v", got, v.off != nil)
+					}
+					countRejectedRSTs(t, s, a, b, netip.AddrPortFrom(netip.MustParseAddr(victim), 7100).String())
+				})
 			}
-			countRejectedRSTs(t, s, a, b)
 		})
 	}
 }
@@ -51,9 +57,9 @@ func mustFeatures(t *testing.T) []Feature {
 	return f
 }
 
-func countRejectedRSTs(t *testing.T, s *Stack, victim, client *testnet.NS) {
+func countRejectedRSTs(t *testing.T, s *Stack, victim, client *testnet.NS, addr string) {
 	var l net.Listener
-	if err := victim.Do(func() (err error) { l, err = net.Listen("tcp", "10.231.0.1:7100"); return err }); err != nil {
+	if err := victim.Do(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
@@ -64,7 +70,7 @@ func countRejectedRSTs(t *testing.T, s *Stack, victim, client *testnet.NS) {
 		}
 	}()
 	var c net.Conn
-	if err := client.Do(func() (err error) { c, err = net.DialTimeout("tcp", "10.231.0.1:7100", 5*time.Second); return err }); err != nil {
+	if err := client.Do(func() (err error) { c, err = net.DialTimeout("tcp", addr, 5*time.Second); return err }); err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()

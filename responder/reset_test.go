@@ -14,8 +14,12 @@ import (
 // packets and as the kernel's reactions: every tenth challenged, the rest
 // out of the window.
 func injected(src netip.Addr, sport uint16, n int) (pkts []rule.Packet, reactions []rule.Sample) {
+	dst := victim4
+	if src.Is6() {
+		dst = victim6
+	}
 	for i := range n {
-		p := tcpPkt(src, victim4, sport, 80, rule.FlagRST, 1234, 40, 99)
+		p := tcpPkt(src, dst, sport, 80, rule.FlagRST, 1234, 40, 99)
 		reason := "TCP_OLD_SEQUENCE"
 		if i%10 == 0 {
 			reason = "TCP_RESET"
@@ -48,6 +52,10 @@ func TestMineResets(t *testing.T) {
 			p, r := injected(stranger, 40001, 400)
 			return append(ordinary, p...), r
 		}, []want{{src: "203.0.113.9/32", action: rule.ActionDrop}}},
+		{"from an IPv6 source the node does not serve: dropped", func() ([]rule.Packet, []rule.Sample) {
+			p, r := injected(netip.MustParseAddr("2001:db8:66::9"), 40001, 400)
+			return append(ordinary, p...), r
+		}, []want{{src: "2001:db8:66::9/128", action: rule.ActionDrop}}},
 		{"from many sources: one fingerprint", func() ([]rule.Packet, []rule.Sample) {
 			var pkts []rule.Packet
 			var rs []rule.Sample

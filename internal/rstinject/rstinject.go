@@ -1,4 +1,4 @@
-// Package rstinject crafts TCP RSTs aimed at an established IPv4
+// Package rstinject crafts TCP RSTs aimed at an established IPv4 or IPv6
 // connection, from a raw socket: the reset injection the tests attack their
 // own namespaces with. Where the receiver's next expected sequence number
 // comes from is the caller's business (NextSeq reads it off the peer's own
@@ -9,7 +9,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -35,68 +34,96 @@ type Shape struct {
 	Flags  uint8 // TCP flags; 0 is a bare RST (tests of other flags set them)
 }
 
-// Frame builds an IPv4 packet: a TCP segment with s's flags (a RST unless
-// said otherwise; no options, no payload) and sequence seq.
+// Frame builds an IPv4 or IPv6 packet (by the target's addresses): a TCP
+// segment with s's flags (a RST unless said otherwise; no options, no
+// payload) and sequence seq. On IPv6, TTL is the hop limit.
 func Frame(t Target, seq uint32, s Shape) ([]byte, error) {
 	src, dst := t.Src.Addr().Unmap(), t.Dst.Addr().Unmap()
-	if !src.Is4() || !dst.Is4() {
-		return nil, errors.New("rstinject: IPv4 only")
+	var b, tcp []byte
+	var pseudo uint32 // the pseudo-header's sum: addresses, protocol, TCP length
+	switch {
+	case src.Is4() && dst.Is4():
+		b = make([]byte, 20+20)
+		b[0] = 0x45
+		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+		binary.BigEndian.PutUint16(b[4:], uint16(rand.Uint32()))
+		b[8] = s.TTL
+		b[9] = syscall.IPPROTO_TCP
+		copy(b[12:16], src.AsSlice())
+		copy(b[16:20], dst.AsSlice())
+		binary.BigEndian.PutUint16(b[10:], checksum(b[:20], 0))
+		tcp = b[20:]
+		pseudo = sum16(b[12:20], 0)
+	case src.Is6() && dst.Is6():
+		b = make([]byte, 40+20)
+		b[0] = 0x60
+		binary.BigEndian.PutUint16(b[4:], 20) // payload length
+		b[6] = syscall.IPPROTO_TCP
+		b[7] = s.TTL
+		copy(b[8:24], src.AsSlice())
+		copy(b[24:40], dst.AsSlice())
+		tcp = b[40:]
+		pseudo = sum16(b[8:40], 0)
+	default:
+		return nil, fmt.Errorf("rstinject: %s to %s: one address family for both", src, dst)
 	}
-	b := make([]byte, 40)
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], 40)
-	binary.BigEndian.PutUint16(b[4:], uint16(rand.Uint32()))
-	b[8] = s.TTL
-	b[9] = syscall.IPPROTO_TCP
-	s4, d4 := src.As4(), dst.As4()
-	copy(b[12:16], s4[:])
-	copy(b[16:20], d4[:])
-	binary.BigEndian.PutUint16(b[10:], checksum(b[:20], 0))
-	tcp := b[20:]
 	binary.BigEndian.PutUint16(tcp[0:], t.Src.Port())
 	binary.BigEndian.PutUint16(tcp[2:], t.Dst.Port())
 	binary.BigEndian.PutUint32(tcp[4:], seq)
 	tcp[12] = 5 << 4
 	tcp[13] = cmp.Or(s.Flags, 0x04) // RST unless said otherwise
 	binary.BigEndian.PutUint16(tcp[14:], s.Window)
-	// The pseudo-header: addresses, protocol, TCP length.
-	var pseudo uint32
-	for i := 0; i < 4; i += 2 {
-		pseudo += uint32(binary.BigEndian.Uint16(s4[i:])) + uint32(binary.BigEndian.Uint16(d4[i:]))
-	}
 	pseudo += syscall.IPPROTO_TCP + 20
 	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, pseudo))
 	return b, nil
 }
 
-func checksum(b []byte, sum uint32) uint16 {
+// sum16 adds b's 16-bit words to sum (one's complement, not folded).
+func sum16(b []byte, sum uint32) uint32 {
 	for i := 0; i+1 < len(b); i += 2 {
 		sum += uint32(binary.BigEndian.Uint16(b[i:]))
 	}
+	return sum
+}
+
+func checksum(b []byte, sum uint32) uint16 {
+	sum = sum16(b, sum)
 	for sum>>16 != 0 {
 		sum = sum&0xffff + sum>>16
 	}
 	return ^uint16(sum)
 }
 
-// Injector sends crafted packets from a raw socket of the network namespace
+// Injector sends crafted packets from raw sockets of the network namespace
 // of the thread that opened it.
 type Injector struct {
-	fd int
+	fd4, fd6 int // -1 where the family could not be opened
+	err6     error
 }
 
-// Open opens the raw socket (CAP_NET_RAW). The kernel routes what it sends
-// by destination and sends the source address as written: spoofed.
+// Open opens the raw sockets (CAP_NET_RAW), IPv4 and, where the namespace
+// has it, IPv6 (IPPROTO_RAW: the header is ours on both). The kernel routes
+// what they send by destination and sends the source address as written:
+// spoofed.
 func Open() (*Injector, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	fd4, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
 		return nil, fmt.Errorf("open raw socket: %w", err)
 	}
-	return &Injector{fd: fd}, nil
+	i := &Injector{fd4: fd4, fd6: -1}
+	if i.fd6, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
+		i.fd6, i.err6 = -1, fmt.Errorf("open IPv6 raw socket: %w", err)
+	}
+	return i, nil
 }
 
-// Close closes the socket.
-func (i *Injector) Close() error { return unix.Close(i.fd) }
+// Close closes the sockets.
+func (i *Injector) Close() error {
+	if i.fd6 >= 0 {
+		unix.Close(i.fd6)
+	}
+	return unix.Close(i.fd4)
+}
 
 // Send sends one crafted segment (a RST unless s says otherwise) with sequence seq.
 func (i *Injector) Send(t Target, seq uint32, s Shape) error {
@@ -104,8 +131,17 @@ func (i *Injector) Send(t Target, seq uint32, s Shape) error {
 	if err != nil {
 		return err
 	}
-	to := &unix.SockaddrInet4{Addr: t.Dst.Addr().Unmap().As4()}
-	if err := unix.Sendto(i.fd, b, 0, to); err != nil {
+	fd, dst := i.fd4, t.Dst.Addr().Unmap()
+	var to unix.Sockaddr
+	if dst.Is4() {
+		to = &unix.SockaddrInet4{Addr: dst.As4()}
+	} else {
+		if i.fd6 < 0 {
+			return i.err6
+		}
+		fd, to = i.fd6, &unix.SockaddrInet6{Addr: dst.As16()}
+	}
+	if err := unix.Sendto(fd, b, 0, to); err != nil {
 		return fmt.Errorf("send rst: %w", err)
 	}
 	return nil
