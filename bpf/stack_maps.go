@@ -41,7 +41,8 @@ type TCPEvents struct {
 
 // Traffic reads the packets and bytes per interface, direction and
 // protocol: the direct-mapped cells plus the hash of interfaces that found
-// their cell taken.
+// their cell taken. The caller serializes it with AttachDevice and
+// DetachDevice.
 func (s *Stack) Traffic() ([]TrafficCount, error) {
 	type key struct {
 		ifindex             uint32
@@ -82,6 +83,17 @@ func (s *Stack) Traffic() ([]TrafficCount, error) {
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read traffic map: %w", err)
+	}
+	// The transport protocols' counts exist on every counted device from
+	// the start, zero until a packet comes: a rate over a series born with
+	// a flood has no value until its second scrape, which would hold the
+	// alerts built on it back one interval.
+	for ifindex := range s.devLinks {
+		for _, dir := range []uint8{DirectionRX, DirectionTX} {
+			for _, proto := range []uint8{ProtocolTCP, ProtocolUDP, ProtocolICMP, ProtocolICMPv6} {
+				add(key{uint32(ifindex), dir, proto}, 0, 0)
+			}
+		}
 	}
 	out := make([]TrafficCount, 0, len(sums))
 	for _, c := range sums {

@@ -40,6 +40,33 @@ func TestTrafficICMP(t *testing.T) {
 	}
 }
 
+// TestTrafficSeriesFromTheStart: every counted device has its transport
+// protocols' series before their first packet, so the first scrape of a
+// flood already gives a rate (the alerts' irate needs two samples).
+func TestTrafficSeriesFromTheStart(t *testing.T) {
+	tb := newTestbed(t)
+	mfs, err := tb.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"packetscope_packets_total", "packetscope_bytes_total"} {
+		for _, dir := range []string{"rx", "tx"} {
+			for _, proto := range []string{"tcp", "udp", "icmp", "icmpv6"} {
+				want := labels("interface", "eth0", "direction", dir, "protocol", proto)
+				found := false
+				for _, mf := range mfs {
+					for _, m := range mf.GetMetric() {
+						found = found || mf.GetName() == name && hasLabels(m, want)
+					}
+				}
+				if !found {
+					t.Errorf("no %s%v series before the first packet", name, want)
+				}
+			}
+		}
+	}
+}
+
 func TestTrafficUDP(t *testing.T) {
 	tb := newTestbed(t)
 	const n, size = 20, 200
