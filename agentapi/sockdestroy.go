@@ -55,7 +55,7 @@ func (r destroyRequest) Serialize() []byte {
 		b[0] = unix.AF_INET6
 	}
 	b[1] = unix.IPPROTO_TCP
-	binary.NativeEndian.PutUint32(b[4:], 1<<tcpEstablished|1<<tcpSynRecv) // idiag_states: ignored by a lookup, set as ss does
+	binary.NativeEndian.PutUint32(b[4:], 1<<tcpEstablished|1<<tcpSynRecv) // idiag_states: a lookup of one socket ignores it
 	binary.BigEndian.PutUint16(b[8:], r.c.local.Port())
 	binary.BigEndian.PutUint16(b[10:], r.c.remote.Port())
 	// Addresses in network order, an IPv4 one in the first 4 of 16 bytes.

@@ -1376,9 +1376,9 @@ struct {
 
 // rx_sk_arg returns kfree_skb's fourth argument, the socket a received skb
 // was dropped at (Linux 6.11, which added it to the tracepoint's arguments
-// and to its record together), or NULL on a kernel without it. The check
-// is a CO-RE relocation, so an older kernel's verifier never sees the read
-// of a fourth argument that it would reject.
+// and to its record together), or NULL on a kernel without it (or with
+// have_rx_sk off). The check is a CO-RE relocation, so an older kernel's
+// verifier never sees the read of a fourth argument that it would reject.
 static __always_inline const struct sock *rx_sk_arg(unsigned long long *ctx)
 {
 	if (have_rx_sk && bpf_core_field_exists(struct trace_event_raw_kfree_skb, rx_sk))

@@ -76,11 +76,11 @@ func countRejectedRSTs(t *testing.T, s *Stack, victim, client *testnet.NS, addr 
 	defer c.Close()
 	server := <-accepted
 	defer server.Close()
-	seq, err := rstinject.NextSeq(c.(*net.TCPConn))
+	target, err := rstinject.TargetOf(c.(*net.TCPConn))
 	if err != nil {
 		t.Fatal(err)
 	}
-	target := rstinject.Target{Src: netip.MustParseAddrPort(c.LocalAddr().String()), Dst: netip.MustParseAddrPort(c.RemoteAddr().String()), RcvNxt: seq}
+	seq := target.RcvNxt
 	var inj *rstinject.Injector
 	if err := client.Do(func() (err error) { inj, err = rstinject.Open(); return err }); err != nil {
 		t.Fatal(err)

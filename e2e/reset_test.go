@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -68,12 +67,11 @@ func runResetInjection(t *testing.T, analyst string) {
 
 	var targets []rstinject.Target
 	for _, c := range conns {
-		seq, err := rstinject.NextSeq(c)
+		tg, err := rstinject.TargetOf(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		targets = append(targets, rstinject.Target{Src: netip.MustParseAddrPort(c.LocalAddr().String()),
-			Dst: netip.MustParseAddrPort(c.RemoteAddr().String()), RcvNxt: seq})
+		targets = append(targets, tg)
 	}
 	var inj *rstinject.Injector
 	if err := st.attacker.Do(func() (err error) { inj, err = rstinject.Open(); return err }); err != nil {

@@ -52,11 +52,11 @@ func TestRSTVerdicts(t *testing.T) {
 	client := mustDial(t, tb.b, "tcp", addrA+":6200").(*net.TCPConn)
 	server := <-accepted
 	t.Cleanup(func() { server.Close() })
-	seq, err := rstinject.NextSeq(client)
+	target, err := rstinject.TargetOf(client)
 	if err != nil {
 		t.Fatal(err)
 	}
-	target := rstinject.Target{Src: netip.MustParseAddrPort(client.LocalAddr().String()), Dst: netip.MustParseAddrPort(client.RemoteAddr().String()), RcvNxt: seq}
+	seq := target.RcvNxt
 	var inj *rstinject.Injector
 	if err := tb.b.Do(func() (err error) { inj, err = rstinject.Open(); return err }); err != nil {
 		t.Fatal(err)

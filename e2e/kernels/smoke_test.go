@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -441,11 +440,11 @@ func TestAgentOnThisKernel(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		seq, err := rstinject.NextSeq(c.(*net.TCPConn))
+		target, err := rstinject.TargetOf(c.(*net.TCPConn))
 		if err != nil {
 			t.Fatal(err)
 		}
-		target := rstinject.Target{Src: netip.MustParseAddrPort(c.LocalAddr().String()), Dst: netip.MustParseAddrPort(c.RemoteAddr().String()), RcvNxt: seq}
+		seq := target.RcvNxt
 		var inj *rstinject.Injector
 		if err := client.Do(func() (err error) { inj, err = rstinject.Open(); return err }); err != nil {
 			t.Fatal(err)

@@ -177,6 +177,17 @@ func (i *Injector) Blind(ctx context.Context, targets []Target, s Shape, pps int
 	}
 }
 
+// TargetOf is the target of RSTs that claim to come from c's end of its
+// connection: to its peer, whose receive window begins where c sends next
+// (NextSeq).
+func TargetOf(c *net.TCPConn) (Target, error) {
+	seq, err := NextSeq(c)
+	if err != nil {
+		return Target{}, err
+	}
+	return Target{Src: c.LocalAddr().(*net.TCPAddr).AddrPort(), Dst: c.RemoteAddr().(*net.TCPAddr).AddrPort(), RcvNxt: seq}, nil
+}
+
 // tcpSendQueue is the kernel's TCP_SEND_QUEUE (include/uapi/linux/tcp.h),
 // which x/sys/unix does not name.
 const tcpSendQueue = 2
