@@ -11,6 +11,7 @@ const (
 	OutcomeApplied      = "applied"       // rules pushed (drop/rate_limit)
 	OutcomeMonitor      = "monitor"       // rules pushed as monitor (mode monitor)
 	OutcomeNoAction     = "no_action"     // nothing proposed: no traffic class grew
+	OutcomeDeferred     = "deferred"      // nothing proposed yet: the alert is decided again in seconds (recheck)
 	OutcomeRejected     = "rejected"      // every proposed rule failed the guardrails
 	OutcomeAgentError   = "agent_error"   // the agent could not be reached or refused
 	OutcomeRepeat       = "repeat"        // a repeat notification: rules kept (TTL extended)
@@ -22,7 +23,7 @@ const (
 	OutcomeWithdrawn    = "withdrawn"     // a rule cut connections the node serves after it went in: deleted
 )
 
-var allOutcomes = []string{OutcomeApplied, OutcomeMonitor, OutcomeNoAction, OutcomeRejected, OutcomeAgentError,
+var allOutcomes = []string{OutcomeApplied, OutcomeMonitor, OutcomeNoAction, OutcomeDeferred, OutcomeRejected, OutcomeAgentError,
 	OutcomeRepeat, OutcomeResolved, OutcomeExpired, OutcomeNoAgent, OutcomeUnknownAgent, OutcomeAnalystErr, OutcomeWithdrawn}
 
 type metrics struct {

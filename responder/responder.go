@@ -76,6 +76,10 @@ type Config struct {
 	RemoveOnResolve bool          // delete an alert's rules when it resolves
 	RuleTTL         time.Duration // TTL of installed rules (default DefaultRuleTTL)
 	Reanalyze       time.Duration // a firing alert that got no rules is analyzed again after this (default 2m)
+	// Recheck: an alert whose decision proposed nothing is decided
+	// again after this, a few times, while it fires (default 2s; see
+	// scheduleRecheck).
+	Recheck time.Duration
 
 	Guardrails Guardrails  // zero fields take DefaultGuardrails
 	Miner      MinerConfig // fingerprint miner tuning
@@ -132,6 +136,7 @@ func (c *Config) setDefaults() error {
 	}
 	dur(&c.RuleTTL, DefaultRuleTTL)
 	dur(&c.Reanalyze, 2*time.Minute)
+	dur(&c.Recheck, 2*time.Second)
 	dur(&c.AttackWindowMin, DefaultAttackWindowMin)
 	dur(&c.AttackWindowMax, 2*time.Minute)
 	dur(&c.BaselineWindow, 5*time.Minute)
@@ -217,6 +222,7 @@ type job struct {
 	alert    AlertInfo
 	agentURL string
 	received time.Time
+	recheck  int // > 0: the responder's own recheck of an alert (scheduleRecheck)
 }
 
 type alertStatus int
@@ -237,6 +243,7 @@ type alertState struct {
 	refreshing bool
 	resolved   bool // resolved while pending: the decision in flight cleans up
 	unmeasured bool // rules went in as monitor for want of a baseline: a repeat decides again
+	rechecks   int  // decisions the responder started itself after one found nothing
 	alert      AlertInfo
 }
 
@@ -446,6 +453,9 @@ func ruleIDPrefix(fingerprint string) string {
 // decide runs one alert through evidence → analyst → guardrails → agent.
 func (r *Responder) decide(ctx context.Context, j job) {
 	d := Decision{Kind: "alert", Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received, Analyst: string(r.cfg.Analyst)}
+	if j.recheck > 0 {
+		d.Notes = append(d.Notes, fmt.Sprintf("recheck %d of %d: the alert still fires and the last decision found nothing to block", j.recheck, recheckLimit))
+	}
 	agent := r.agentFor(j.agentURL)
 	ev, summary, err := r.gather(ctx, agent, j)
 	if err != nil {
@@ -614,6 +624,10 @@ func (r *Responder) finish(j job, d *Decision, st alertStatus) {
 	s.unmeasured = false
 	for _, v := range d.Validations {
 		s.unmeasured = s.unmeasured || (v.Accepted && v.Unmeasured)
+	}
+	if st == statusDone && d.Outcome == OutcomeNoAction && r.scheduleRecheck(j.alert.Fingerprint, s) {
+		d.Outcome = OutcomeDeferred
+		d.Notes = append(d.Notes, fmt.Sprintf("nothing to block yet: decided again in %s", r.cfg.Recheck))
 	}
 }
 

@@ -1,0 +1,44 @@
+package responder
+
+import "time"
+
+// recheckLimit bounds how often a firing alert whose decision proposed
+// nothing is decided again on the responder's own initiative.
+const recheckLimit = 3
+
+// scheduleRecheck decides an alert again after cfg.Recheck when its
+// decision found nothing to block. An alert can fire before the traffic
+// window shows its cause plainly: a flood's first second is sampled thinly,
+// a slow client's connections are not yet old enough. Alertmanager repeats a
+// firing alert only every repeat_interval (minutes) and a repeat is decided
+// again only after cfg.Reanalyze, so without a recheck the attack runs on
+// unanswered. Rechecks stop when the alert resolves, when a decision installs
+// rules, and after recheckLimit tries: a bounded number of extra analyst
+// calls per alert. It reports whether a recheck is scheduled: the decision is
+// then "deferred", not "no_action", so PacketScopeFloodNotMitigated waits for
+// the last word. Called with r.mu held.
+func (r *Responder) scheduleRecheck(fp string, s *alertState) bool {
+	if s.rechecks >= recheckLimit {
+		return false
+	}
+	s.rechecks++
+	time.AfterFunc(r.cfg.Recheck, func() { r.recheck(fp, s) })
+	return true
+}
+
+// recheck queues the alert's decision again if it is the same alert, still
+// firing, still without rules and not in hand already.
+func (r *Responder) recheck(fp string, s *alertState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.alerts[fp] != s || s.resolved || s.status != statusDone || len(s.rules) > 0 {
+		return
+	}
+	j := job{kind: jobAnalyze, alert: s.alert, agentURL: s.agentURL, received: r.cfg.Now(), recheck: s.rechecks}
+	select {
+	case r.queue <- j:
+		s.status = statusPending
+		r.metrics.queueDepth.Set(float64(len(r.queue)))
+	default: // the queue is full of newer alerts: they go first
+	}
+}
