@@ -129,6 +129,12 @@ func (e *Exporter) collectScan(ch chan<- prometheus.Metric) error {
 	if err != nil {
 		return err
 	}
+	// The bitmaps set since the last tick go into the window now, so the
+	// scrape sees a scan's ports at once, not up to a tick later: the port
+	// scan alert's second.
+	if err := e.closed.take(e.stack, time.Now()); err != nil {
+		return err
+	}
 	distinct := e.closed.distinct()
 	for p, label := range probeLabels {
 		ch <- prometheus.MustNewConstMetric(closedProbesDesc, prometheus.CounterValue, float64(probes[p]), label)
