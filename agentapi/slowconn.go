@@ -344,10 +344,15 @@ func sockDiagLister(ns netns.NsHandle) func() ([]tcpConn, error) {
 // stops its slowloris from sending, but the connections it holds stay open,
 // and keep the service's slots, until the service's own header timeout
 // ends them. Only a drop rule (or a rate limit of new connections,
-// tcp_flags "syn,!ack") whose source is one address, and only the
-// connections the last listing called slow (open a while, nothing
-// answered, little received) that the rule matches, are closed (sock_diag
-// SOCK_DESTROY: the service sees the connection aborted and frees its slot).
+// tcp_flags "syn,!ack") whose source is one address is considered, and only
+// inbound connections with an incomplete request (nothing answered, little
+// received) that the rule matches are closed (sock_diag SOCK_DESTROY: the
+// service sees the connection aborted and frees its slot). For a drop rule
+// the sockets are listed afresh and a connection's age does not matter: the
+// rule cuts all of them off, and a slowloris's youngest connections (not
+// slow yet) hold slots as well; an alert that fires seconds into the attack
+// would otherwise leave them to the service's timeout. A rate limit keeps
+// the source's new connections, so only the last listing's slow ones go.
 // It returns how many it closed.
 func (t *SlowConnTracker) CloseHeldBy(r rule.Rule) int {
 	if t.destroy == nil {
@@ -368,9 +373,7 @@ func (t *SlowConnTracker) CloseHeldBy(r rule.Rule) int {
 	if err != nil || !m.Src.IsValid() || !m.Src.IsSingleIP() {
 		return 0
 	}
-	t.mu.Lock()
-	conns := slices.Clone(t.slowConns)
-	t.mu.Unlock()
+	conns := t.heldConns(r.Action == rule.ActionDrop)
 	var cut []tcpConn
 	for _, c := range conns {
 		p := rule.Packet{Family: 4, Src: c.remote.Addr(), Dst: c.local.Addr(), Protocol: rule.ProtoTCP, HasL4: true,
@@ -394,6 +397,34 @@ func (t *SlowConnTracker) CloseHeldBy(r rule.Rule) int {
 	t.closed += uint64(closed)
 	t.mu.Unlock()
 	return closed
+}
+
+// heldConns returns the connections CloseHeldBy may close: with anyAge, the
+// inbound connections of a fresh listing that hold an incomplete request,
+// however young; else the last listing's slow connections.
+func (t *SlowConnTracker) heldConns(anyAge bool) []tcpConn {
+	if anyAge {
+		conns, err := t.list()
+		if err == nil {
+			listening := map[uint16]bool{}
+			for _, c := range conns {
+				if c.state == tcpListen {
+					listening[c.local.Port()] = true
+				}
+			}
+			var held []tcpConn
+			for _, c := range conns {
+				if c.state == tcpEstablished && listening[c.local.Port()] && c.bytesSent == 0 && c.bytesReceived <= t.cfg.MaxBytes {
+					held = append(held, c)
+				}
+			}
+			return held
+		}
+		t.logger.Warn("list tcp sockets to close a blocked source's connections failed: closing the last listing's slow ones", "err", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.slowConns)
 }
 
 // slowConnCollector exposes the tracker's counts: no addresses or ports as

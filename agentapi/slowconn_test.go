@@ -71,10 +71,12 @@ func TestSlowConnClassify(t *testing.T) {
 	}
 	// A scrape within Every reuses the listing.
 	clock = clock.Add(time.Second)
+	all := conns
 	conns = conns[:1]
 	if r := tr.Report(); r.Slow != 61 {
 		t.Errorf("a report within Every listed again: slow %d", r.Slow)
 	}
+	conns = all
 	if err := testutil.CollectAndCompare(tr.Collector(), strings.NewReader(`
 # HELP packetscope_tcp_slow_connections Inbound TCP connections open for a while on which the node has answered nothing and the client sent little (an incomplete request: slowloris).
 # TYPE packetscope_tcp_slow_connections gauge
@@ -88,8 +90,12 @@ packetscope_tcp_slow_connections_top_source 60
 	if probs, err := testutil.CollectAndLint(tr.Collector()); err != nil || len(probs) != 0 {
 		t.Errorf("lint: %v %v", probs, err)
 	}
-	// A drop rule for the attacker closes its slow connections, not its
-	// answered one; a rate limit, a broader source or another port closes none.
+	// A drop rule for the attacker closes its slow connections and the 5 it
+	// opened since the last listing (incomplete requests too, not slow yet),
+	// not its answered one; a rate limit of its new connections closes the
+	// slow ones only; another rate limit, a broader source or another port
+	// closes none.
+	add(5, "10.0.0.66", 45000, 80, 120, 0, 0)
 	var destroyed []tcpConn
 	tr.destroy = func(cs []tcpConn) (int, error) { destroyed = append(destroyed, cs...); return len(cs), nil }
 	mk := func(action rule.Action, src string, ports ...string) rule.Rule {
@@ -116,7 +122,7 @@ packetscope_tcp_slow_connections_top_source 60
 		}(), 0},
 		{mk(rule.ActionDrop, "10.0.0.0/24"), 0},
 		{mk(rule.ActionDrop, "10.0.0.66/32", "443"), 0},
-		{mk(rule.ActionDrop, "10.0.0.66/32", "80"), 60},
+		{mk(rule.ActionDrop, "10.0.0.66/32", "80"), 65},
 	} {
 		destroyed = nil
 		if n := tr.CloseHeldBy(c.r); n != c.want || len(destroyed) != c.want {
@@ -129,6 +135,7 @@ packetscope_tcp_slow_connections_top_source 60
 		}
 	}
 	// Gone connections are forgotten: the next listing counts none.
+	conns = conns[:1]
 	clock = clock.Add(2 * time.Second)
 	if r := tr.Report(); r.Slow != 0 || len(r.Sources) != 0 || len(tr.firstSeen) != 0 {
 		t.Errorf("after the connections closed: %+v, %d remembered", r, len(tr.firstSeen))

@@ -74,13 +74,9 @@ func runSlowloris(t *testing.T, analyst string) {
 	if ruleAfter > 15*time.Second {
 		t.Errorf("the rule came %.1fs after the attack started: want within 15 s", ruleAfter.Seconds())
 	}
-	// The attack was real: with every slot held, the legitimate client failed.
-	if failedAtRule == 0 {
-		t.Errorf("the legitimate client never failed before the rule: the slowloris did not deny the service (slowhttptest: %s)", out.String())
-	}
 
-	// Served again: the held slots time out once the guard drops the
-	// attacker's header lines, and the legitimate client gets them.
+	// Served again: the agent closes the attacker's connections when the
+	// rule goes in, and the legitimate client gets their slots.
 	var servedAgain time.Duration
 	testnet.WaitFor(t, 40*time.Second, "the server to serve the legitimate client again", func() bool {
 		ok0, f0 := legit.ok.Load(), legit.failed.Load()
@@ -91,6 +87,14 @@ func runSlowloris(t *testing.T, analyst string) {
 		}
 		return false
 	})
+	// The attack was real: it held every slot of the server until the rule
+	// freed them (a defense this fast frees them before the legitimate
+	// client's 2 s timeout, so the client's failures do not prove it).
+	full := time.Duration(srv.fullNS.Load())
+	t.Logf("%s analyst: the server had no free slot for %.1fs before connections waiting for one got it", analyst, full.Seconds())
+	if full < 500*time.Millisecond {
+		t.Errorf("the server ran out of slots for %s only: the slowloris did not deny the service (slowhttptest: %s)", full, out.String())
+	}
 	ok0, f0 := legit.ok.Load(), legit.failed.Load()
 	time.Sleep(8 * time.Second)
 	ok, failed := legit.ok.Load()-ok0, legit.failed.Load()-f0
@@ -255,8 +259,12 @@ func findRule(t testing.TB, agent *agentProc, src string) *agentRule {
 	return nil
 }
 
-// limitedServer counts what the slow-connection service accepted.
-type limitedServer struct{ accepted atomic.Int64 }
+// limitedServer counts what the slow-connection service accepted, and how
+// long it had no free slot while a connection waited for one.
+type limitedServer struct {
+	accepted atomic.Int64
+	fullNS   atomic.Int64 // time Accept waited for a slot, in ns
+}
 
 // serveLimitedHTTP serves a tiny HTTP answer on port in ns (every address)
 // with at most slots connections at a time; a connection waits in the
@@ -290,7 +298,13 @@ type limitListener struct {
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
-	l.slots <- struct{}{}
+	select {
+	case l.slots <- struct{}{}:
+	default: // every slot is held: wait, and count how long
+		start := time.Now()
+		l.slots <- struct{}{}
+		l.s.fullNS.Add(int64(time.Since(start)))
+	}
 	c, err := l.Listener.Accept()
 	if err != nil {
 		<-l.slots
