@@ -451,7 +451,7 @@ func (t *SlowConnTracker) Collector() prometheus.Collector {
 		sources: prometheus.NewDesc(fq("slow_connection_sources"),
 			"Sources holding slow inbound TCP connections.", nil, nil),
 		closed: prometheus.NewDesc(fq("slow_connections_closed_total"),
-			"Slow inbound TCP connections the agent closed because a drop rule cut their source off.", nil, nil),
+			"Inbound TCP connections with an incomplete request (slow ones, and younger ones under a drop rule) the agent closed because a rule cut their source off.", nil, nil),
 		ok: prometheus.NewDesc(fq("slow_connections_scrape_success"), "Whether the last listing of TCP sockets (sock_diag) succeeded.", nil, nil),
 	}
 }
