@@ -99,6 +99,7 @@ func runScanDefense(t *testing.T, analyst string, s scan) {
 		t.Logf("nmap:\n%s", out.String())
 	}
 	checkApplied(t, st, analyst, "PacketScopePortScan")
+	logTimeline(t, st.prom, st.agent, "port scan ("+s.name+")", analyst, startedAt, mitigatedAfter)
 	logFigures(t, st, "port scan ("+s.name+")", analyst, startedAt, mitigatedAfter, ">= 99 % dropped", ok-ok0, failed-failed0)
 }
 
@@ -145,6 +146,7 @@ func TestSYNQueueExhaustionDefense(t *testing.T) {
 				t.Errorf("the SYN flood alert fired at 100 SYN/s: %v", fired)
 			}
 			checkApplied(t, st, analyst, "PacketScopeSYNQueueExhaustion")
+			logTimeline(t, st.prom, st.agent, "SYN-queue exhaustion", analyst, startedAt, mitigatedAfter)
 			logFigures(t, st, "SYN-queue exhaustion (hping3, 100 SYN/s)", analyst, startedAt, mitigatedAfter, ">= 99 % dropped", ok-ok0, failed-failed0)
 		})
 	}

@@ -109,6 +109,7 @@ func runSlowloris(t *testing.T, analyst string) {
 
 	t.Logf("%s analyst: legitimate client from the attack's start: %d served, %d failed (the failures are the denial before the rule)",
 		analyst, legit.ok.Load()-okAtStart, legit.failed.Load()-failedAtStart)
+	logTimeline(t, st.prom, st.agent, "slowloris", analyst, start, ruleAfter)
 	logFigures(t, st, "slowloris (slowhttptest -H)", analyst, start, ruleAfter, "rule in: its connections closed", legit.ok.Load()-okAtStart, legit.failed.Load()-failedAtStart)
 	// Against this small backlog (slowBacklog) the held connections also
 	// overflow the accept queue: the SYN-queue exhaustion alert may fire
