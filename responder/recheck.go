@@ -6,24 +6,28 @@ import "time"
 // nothing is decided again on the responder's own initiative.
 const recheckLimit = 3
 
-// scheduleRecheck decides an alert again after cfg.Recheck when its
-// decision found nothing to block. An alert can fire before the traffic
+// scheduleRecheck decides an alert again when its decision found nothing
+// to block: after cfg.Recheck, then twice and four times that (1, 2, 4 s by
+// default: the first as soon as another second of traffic is in the
+// window, the last a few seconds on, for evidence that needs time, such as
+// a connection's age). An alert can fire before the traffic
 // window shows its cause plainly: a flood's first second is sampled thinly,
 // a slow client's connections are not yet old enough. Alertmanager repeats a
 // firing alert only every repeat_interval (minutes) and a repeat is decided
 // again only after cfg.Reanalyze, so without a recheck the attack runs on
 // unanswered. Rechecks stop when the alert resolves, when a decision installs
 // rules, and after recheckLimit tries: a bounded number of extra analyst
-// calls per alert. It reports whether a recheck is scheduled: the decision is
+// calls per alert. It reports whether a recheck is scheduled, and when: the decision is
 // then "deferred", not "no_action", so PacketScopeFloodNotMitigated waits for
 // the last word. Called with r.mu held.
-func (r *Responder) scheduleRecheck(fp string, s *alertState) bool {
+func (r *Responder) scheduleRecheck(fp string, s *alertState) (time.Duration, bool) {
 	if s.rechecks >= recheckLimit {
-		return false
+		return 0, false
 	}
+	delay := r.cfg.Recheck << s.rechecks
 	s.rechecks++
-	time.AfterFunc(r.cfg.Recheck, func() { r.recheck(fp, s) })
-	return true
+	time.AfterFunc(delay, func() { r.recheck(fp, s) })
+	return delay, true
 }
 
 // recheck queues the alert's decision again if it is the same alert, still

@@ -1,6 +1,7 @@
 package responder
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -55,9 +56,24 @@ func TestRecheckBounded(t *testing.T) {
 	for n, _ := countAlerts(); n < 1+recheckLimit && time.Now().Before(deadline); n, _ = countAlerts() {
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond) // ten more recheck intervals
+	time.Sleep(500 * time.Millisecond) // longer than a fourth recheck would wait (400 ms)
 	if n, deferred := countAlerts(); n != 1+recheckLimit || deferred != recheckLimit {
 		t.Fatalf("%d decisions (%d deferred), want 1 + %d rechecks, all but the last deferred", n, deferred, recheckLimit)
+	}
+	// The waits double: 50, 100, 200 ms.
+	var waits []string
+	for _, d := range tr.Decisions(100) { // newest first
+		if d.Outcome == OutcomeDeferred && len(d.Notes) > 0 {
+			waits = append(waits, d.Notes[len(d.Notes)-1])
+		}
+	}
+	want := []string{"200ms", "100ms", "50ms"}
+	ok := len(waits) == len(want)
+	for i := 0; ok && i < len(want); i++ {
+		ok = strings.HasSuffix(waits[i], "decided again in "+want[i])
+	}
+	if !ok {
+		t.Errorf("deferred decisions' notes %q: want waits of %v, newest first", waits, want)
 	}
 
 	// A second alert resolves right after its first decision: no recheck.

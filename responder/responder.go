@@ -77,8 +77,8 @@ type Config struct {
 	RuleTTL         time.Duration // TTL of installed rules (default DefaultRuleTTL)
 	Reanalyze       time.Duration // a firing alert that got no rules is analyzed again after this (default 2m)
 	// Recheck: an alert whose decision proposed nothing is decided
-	// again after this, a few times, while it fires (default 2s; see
-	// scheduleRecheck).
+	// again after this, then after twice and four times this, while it
+	// fires (default 1s; see scheduleRecheck).
 	Recheck time.Duration
 
 	Guardrails Guardrails  // zero fields take DefaultGuardrails
@@ -136,7 +136,7 @@ func (c *Config) setDefaults() error {
 	}
 	dur(&c.RuleTTL, DefaultRuleTTL)
 	dur(&c.Reanalyze, 2*time.Minute)
-	dur(&c.Recheck, 2*time.Second)
+	dur(&c.Recheck, time.Second)
 	dur(&c.AttackWindowMin, DefaultAttackWindowMin)
 	dur(&c.AttackWindowMax, 2*time.Minute)
 	dur(&c.BaselineWindow, 5*time.Minute)
@@ -625,9 +625,11 @@ func (r *Responder) finish(j job, d *Decision, st alertStatus) {
 	for _, v := range d.Validations {
 		s.unmeasured = s.unmeasured || (v.Accepted && v.Unmeasured)
 	}
-	if st == statusDone && d.Outcome == OutcomeNoAction && r.scheduleRecheck(j.alert.Fingerprint, s) {
-		d.Outcome = OutcomeDeferred
-		d.Notes = append(d.Notes, fmt.Sprintf("nothing to block yet: decided again in %s", r.cfg.Recheck))
+	if st == statusDone && d.Outcome == OutcomeNoAction {
+		if delay, ok := r.scheduleRecheck(j.alert.Fingerprint, s); ok {
+			d.Outcome = OutcomeDeferred
+			d.Notes = append(d.Notes, fmt.Sprintf("nothing to block yet: decided again in %s", delay))
+		}
 	}
 }
 
