@@ -217,12 +217,7 @@ func (t *SlowConnTracker) Report() *SlowConnReport {
 // classify counts inbound connections and their slow ones per source.
 // Called with t.mu held.
 func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnReport {
-	listening := map[uint16]bool{}
-	for _, c := range conns {
-		if c.state == tcpListen {
-			listening[c.local.Port()] = true
-		}
-	}
+	listening := listeningPorts(conns)
 	type srcAgg struct {
 		slow, normal int
 		ports        map[uint16]int
@@ -255,7 +250,7 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 			a = &srcAgg{ports: map[uint16]int{}}
 			bySrc[src] = a
 		}
-		if now.Sub(first) >= t.cfg.MinAge && c.bytesSent == 0 && c.bytesReceived <= t.cfg.MaxBytes {
+		if now.Sub(first) >= t.cfg.MinAge && t.incomplete(c) {
 			rep.Slow++
 			t.slowConns = append(t.slowConns, c)
 			a.slow++
@@ -399,6 +394,25 @@ func (t *SlowConnTracker) CloseHeldBy(r rule.Rule) int {
 	return closed
 }
 
+// listeningPorts returns the local ports the listing's listeners hold: an
+// established connection on one of them is inbound.
+func listeningPorts(conns []tcpConn) map[uint16]bool {
+	listening := map[uint16]bool{}
+	for _, c := range conns {
+		if c.state == tcpListen {
+			listening[c.local.Port()] = true
+		}
+	}
+	return listening
+}
+
+// incomplete reports whether a connection holds an incomplete request: the
+// node has answered nothing and the client sent at most MaxBytes. A slow
+// connection is an incomplete one open for MinAge.
+func (t *SlowConnTracker) incomplete(c tcpConn) bool {
+	return c.bytesSent == 0 && c.bytesReceived <= t.cfg.MaxBytes
+}
+
 // heldConns returns the connections CloseHeldBy may close: with anyAge, the
 // inbound connections of a fresh listing that hold an incomplete request,
 // however young; else the last listing's slow connections.
@@ -406,15 +420,10 @@ func (t *SlowConnTracker) heldConns(anyAge bool) []tcpConn {
 	if anyAge {
 		conns, err := t.list()
 		if err == nil {
-			listening := map[uint16]bool{}
-			for _, c := range conns {
-				if c.state == tcpListen {
-					listening[c.local.Port()] = true
-				}
-			}
+			listening := listeningPorts(conns)
 			var held []tcpConn
 			for _, c := range conns {
-				if c.state == tcpEstablished && listening[c.local.Port()] && c.bytesSent == 0 && c.bytesReceived <= t.cfg.MaxBytes {
+				if c.state == tcpEstablished && listening[c.local.Port()] && t.incomplete(c) {
 					held = append(held, c)
 				}
 			}

@@ -91,7 +91,7 @@ func runSlowloris(t *testing.T, analyst string) {
 	// freed them (a defense this fast frees them before the legitimate
 	// client's 2 s timeout, so the client's failures do not prove it).
 	full := time.Duration(srv.fullNS.Load())
-	t.Logf("%s analyst: the server had no free slot for %.1fs before connections waiting for one got it", analyst, full.Seconds())
+	t.Logf("%s analyst: the server's accept loop waited %.1fs with every slot held", analyst, full.Seconds())
 	if full < 500*time.Millisecond {
 		t.Errorf("the server ran out of slots for %s only: the slowloris did not deny the service (slowhttptest: %s)", full, out.String())
 	}
