@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/packetscope/packetscope/internal/testnet"
 )
 
 // logFigures logs one line of the #15 attacks' figures, which
@@ -25,4 +27,26 @@ func logFigures(t testing.TB, st *defenseStack, attack, analyst string, startedA
 		alert, fired = first.Alert.Name, fmt.Sprintf("%.1fs", first.Alert.StartsAt.Sub(startedAt).Seconds())
 	}
 	t.Logf("figures: %s | %s | %s | %s | %.1fs (%s) | %d of %d", attack, analyst, alert, fired, droppedAfter.Seconds(), dropped, ok, ok+failed)
+}
+
+// watchAttack starts watching the attacker's namespace for its first packet,
+// just before the attack's process starts.
+func watchAttack(t testing.TB, st *defenseStack) *testnet.FirstSent {
+	t.Helper()
+	return testnet.WatchFirstSent(t, st.attacker)
+}
+
+// firstPacket is when the attack's first packet left the attacker, which
+// the figures count from (the process's start-up is not the defense's
+// time); a test measured from startedAt subtracts firstPacket - startedAt.
+func firstPacket(t testing.TB, w *testnet.FirstSent, startedAt time.Time) time.Time {
+	t.Helper()
+	w.Stop()
+	at, ok := w.At()
+	if !ok || at.Before(startedAt) {
+		t.Errorf("no attack packet seen leaving the attacker after %s (seen %v at %s)", startedAt.Format("15:04:05.000"), ok, at.Format("15:04:05.000"))
+		return startedAt
+	}
+	t.Logf("the attack's first packet left the attacker %.2fs after its process started", at.Sub(startedAt).Seconds())
+	return at
 }

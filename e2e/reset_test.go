@@ -82,6 +82,7 @@ func runResetInjection(t *testing.T, analyst string) {
 	defer stop()
 	sent := make(chan int, 1)
 	okAtStart, failedAtStart := legit.ok.Load(), legit.failed.Load()
+	watch := watchAttack(t, st)
 	startedAt := time.Now()
 	go func() {
 		n, err := inj.Blind(ctx, targets, rstinject.Shape{TTL: 64, Window: 8192}, injectPPS, 0.3)
@@ -92,6 +93,8 @@ func runResetInjection(t *testing.T, analyst string) {
 	}()
 
 	mitigatedAfter := waitDropped(t, st.agent, startedAt, 30*time.Second, 100, 0.95)
+	attackAt := firstPacket(t, watch, startedAt)
+	mitigatedAfter -= attackAt.Sub(startedAt)
 	t.Logf("reset injection, %s analyst: first RST → 95%% dropped at XDP in %.1fs", analyst, mitigatedAfter.Seconds())
 	if mitigatedAfter > 15*time.Second {
 		t.Errorf("95%% dropped after %.1fs, want within 15 s", mitigatedAfter.Seconds())
@@ -139,8 +142,8 @@ func runResetInjection(t *testing.T, analyst string) {
 	}
 	checkNoFloodAlert(t, st)
 	checkApplied(t, st, analyst, "PacketScopeResetInjection")
-	logTimeline(t, st.prom, st.agent, "reset injection", analyst, startedAt, mitigatedAfter)
-	logFigures(t, st, "reset injection (spoofed RSTs, 500/s)", analyst, startedAt, mitigatedAfter, ">= 95 % dropped", ok, failed)
+	logTimeline(t, st.prom, st.agent, "reset injection", analyst, attackAt, mitigatedAfter)
+	logFigures(t, st, "reset injection (spoofed RSTs, 500/s)", analyst, attackAt, mitigatedAfter, ">= 95 % dropped", ok, failed)
 }
 
 // checkResetRule: the responder's rule matches RSTs only, never the

@@ -59,9 +59,12 @@ func runScanDefense(t *testing.T, analyst string, s scan) {
 	waitBaseline(t, st)
 
 	ok0, failed0 := legit.ok.Load(), legit.failed.Load()
+	watch := watchAttack(t, st)
 	startedAt := time.Now()
 	cmd, out := st.attacker.Start(s.command...)
-	mitigatedAfter := waitMitigated(t, st.agent, time.Now(), 30*time.Second, 100)
+	mitigatedAfter := waitMitigated(t, st.agent, startedAt, 30*time.Second, 100)
+	attackAt := firstPacket(t, watch, startedAt)
+	mitigatedAfter -= attackAt.Sub(startedAt)
 	t.Logf("%s, %s analyst: first probe → 99%% dropped at XDP in %.1fs", s.name, analyst, mitigatedAfter.Seconds())
 	if fired := promQuery(t, st.prom, `ALERTS{alertname="PacketScopePortScan",alertstate="firing",protocol="`+s.protocol+`"}`); len(fired) == 0 {
 		t.Errorf("PacketScopePortScan{protocol=%q} never fired", s.protocol)
@@ -99,8 +102,8 @@ func runScanDefense(t *testing.T, analyst string, s scan) {
 		t.Logf("nmap:\n%s", out.String())
 	}
 	checkApplied(t, st, analyst, "PacketScopePortScan")
-	logTimeline(t, st.prom, st.agent, "port scan ("+s.name+")", analyst, startedAt, mitigatedAfter)
-	logFigures(t, st, "port scan ("+s.name+")", analyst, startedAt, mitigatedAfter, ">= 99 % dropped", ok-ok0, failed-failed0)
+	logTimeline(t, st.prom, st.agent, "port scan ("+s.name+")", analyst, attackAt, mitigatedAfter)
+	logFigures(t, st, "port scan ("+s.name+")", analyst, attackAt, mitigatedAfter, ">= 99 % dropped", ok-ok0, failed-failed0)
 }
 
 // TestSYNQueueExhaustionDefense: hping3 sends 100 SYNs/s (a tenth of the SYN
@@ -122,12 +125,15 @@ func TestSYNQueueExhaustionDefense(t *testing.T) {
 			waitBaseline(t, st)
 
 			ok0, failed0 := legit.ok.Load(), legit.failed.Load()
+			watch := watchAttack(t, st)
 			startedAt := time.Now()
 			// 10.220.0.77 is on the attacker's link but nobody has it: the
 			// victim's SYN-ACKs find no neighbour, nothing resets the
 			// half-open connections, and no reply leaves the test subnet.
 			st.attacker.Start("timeout", "60", "hping3", "-S", "-p", "8080", "-i", "u10000", "-a", "10.220.0.77", "-q", victimAttackIP)
-			mitigatedAfter := waitMitigated(t, st.agent, time.Now(), 30*time.Second, 40)
+			mitigatedAfter := waitMitigated(t, st.agent, startedAt, 30*time.Second, 40)
+			attackAt := firstPacket(t, watch, startedAt)
+			mitigatedAfter -= attackAt.Sub(startedAt)
 			t.Logf("SYN queue exhaustion, %s analyst: first SYN → 99%% dropped at XDP in %.1fs", analyst, mitigatedAfter.Seconds())
 			if fired := promQuery(t, st.prom, `ALERTS{alertname="PacketScopeSYNQueueExhaustion",alertstate="firing"}`); len(fired) == 0 {
 				t.Errorf("PacketScopeSYNQueueExhaustion never fired")
@@ -146,8 +152,8 @@ func TestSYNQueueExhaustionDefense(t *testing.T) {
 				t.Errorf("the SYN flood alert fired at 100 SYN/s: %v", fired)
 			}
 			checkApplied(t, st, analyst, "PacketScopeSYNQueueExhaustion")
-			logTimeline(t, st.prom, st.agent, "SYN-queue exhaustion", analyst, startedAt, mitigatedAfter)
-			logFigures(t, st, "SYN-queue exhaustion (hping3, 100 SYN/s)", analyst, startedAt, mitigatedAfter, ">= 99 % dropped", ok-ok0, failed-failed0)
+			logTimeline(t, st.prom, st.agent, "SYN-queue exhaustion", analyst, attackAt, mitigatedAfter)
+			logFigures(t, st, "SYN-queue exhaustion (hping3, 100 SYN/s)", analyst, attackAt, mitigatedAfter, ">= 99 % dropped", ok-ok0, failed-failed0)
 		})
 	}
 }

@@ -53,6 +53,7 @@ func runSlowloris(t *testing.T, analyst string) {
 	})
 	time.Sleep(12 * time.Second) // baseline: the legitimate client alone
 
+	watch := watchAttack(t, st)
 	start := time.Now()
 	okAtStart, failedAtStart := legit.ok.Load(), legit.failed.Load()
 	_, out := st.attacker.Start("timeout", "70", "slowhttptest", "-H", "-c", "300", "-r", "100", "-i", slowLineEvery, "-l", "60",
@@ -64,6 +65,8 @@ func runSlowloris(t *testing.T, analyst string) {
 		r = findRule(t, st.agent, attackerIP+"/32")
 		return r != nil
 	})
+	// Seconds count from the attack's first packet.
+	start = firstPacket(t, watch, start)
 	ruleAfter := time.Since(start)
 	okAtRule, failedAtRule := legit.ok.Load(), legit.failed.Load()
 	t.Logf("%s analyst: slowloris start → rule %s (%s, origin %s) in %.1fs; legitimate client so far: %d served, %d failed; server: %d accepted",
