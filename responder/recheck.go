@@ -7,7 +7,7 @@ import "time"
 const recheckLimit = 3
 
 // scheduleRecheck decides an alert again when its decision found nothing
-// to block: after cfg.Recheck, then twice and four times that (1, 2, 4 s by
+// to block, or failed at the agent: after cfg.Recheck, then twice and four times that (1, 2, 4 s by
 // default: the first as soon as another second of traffic is in the
 // window, the last a few seconds on, for evidence that needs time, such as
 // a connection's age). An alert can fire before the traffic
@@ -15,7 +15,8 @@ const recheckLimit = 3
 // a slow client's connections are not yet old enough. Alertmanager repeats a
 // firing alert only every repeat_interval (minutes) and a repeat is decided
 // again only after cfg.Reanalyze, so without a recheck the attack runs on
-// unanswered. Rechecks stop when the alert resolves, when a decision installs
+// unanswered; the same holds for an agent that failed to answer (restarting,
+// say). Rechecks stop when the alert resolves, when a decision installs
 // rules, and after recheckLimit tries: a bounded number of extra analyst
 // calls per alert. It reports whether a recheck is scheduled, and when: the decision is
 // then "deferred", not "no_action", so PacketScopeFloodNotMitigated waits for
@@ -31,11 +32,12 @@ func (r *Responder) scheduleRecheck(fp string, s *alertState) (time.Duration, bo
 }
 
 // recheck queues the alert's decision again if it is the same alert, still
-// firing, still without rules and not in hand already.
+// firing, still without rules and not in hand already (a notification may
+// have retried a failed one meanwhile).
 func (r *Responder) recheck(fp string, s *alertState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed || r.alerts[fp] != s || s.resolved || s.status != statusDone || len(s.rules) > 0 {
+	if r.closed || r.alerts[fp] != s || s.resolved || (s.status != statusDone && s.status != statusFailed) || len(s.rules) > 0 {
 		return
 	}
 	j := job{kind: jobAnalyze, alert: s.alert, agentURL: s.agentURL, received: r.cfg.Now(), recheck: s.rechecks}

@@ -1,7 +1,13 @@
 package responder
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -96,4 +102,47 @@ func TestRecheckBounded(t *testing.T) {
 	if n > 2 {
 		t.Fatalf("%d decisions of an alert that resolved after its first", n)
 	}
+}
+
+// TestRecheckAfterAgentError: the agent fails the first decision's request
+// for the traffic (restarting, say); the responder decides again by itself
+// and applies the rule, with no repeat from Alertmanager.
+func TestRecheckAfterAgentError(t *testing.T) {
+	agent := newFakeAgent(t, ordinaryTraffic(64, 3000), hpingICMPFlood(65, 3000, true))
+	// Down from the alert on: the first traffic request it fails brings
+	// it back 50 ms later.
+	var down atomic.Bool
+	var back sync.Once
+	proxy := httputil.NewSingleHostReverseProxy(mustURL(t, agent.srv.URL))
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/api/v1/traffic" && down.Load() {
+			back.Do(func() { time.AfterFunc(50*time.Millisecond, func() { down.Store(false) }) })
+			http.Error(w, "restarting", http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, req)
+	}))
+	t.Cleanup(flaky.Close)
+	tr := startResponder(t, Config{AgentURL: flaky.URL, Recheck: 100 * time.Millisecond}, true)
+	down.Store(true)
+	if code, text := tr.post(t, webhookToken, payload(t, "alertmanager-firing.json", nil)); code != 200 {
+		t.Fatalf("post: %d %s", code, text)
+	}
+	first := tr.waitDecision(t, isKind("alert"))
+	if first.Outcome != OutcomeAgentError || !strings.Contains(strings.Join(first.Notes, "; "), "decided again in 100ms") {
+		t.Fatalf("first decision %s, notes %q: want agent_error, decided again", first.Outcome, first.Notes)
+	}
+	d := tr.waitDecision(t, func(d Decision) bool { return d.Kind == "alert" && d.Outcome == OutcomeApplied })
+	if len(agent.store.List()) == 0 {
+		t.Fatalf("the recheck applied no rule: %+v", d)
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

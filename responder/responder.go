@@ -454,7 +454,7 @@ func ruleIDPrefix(fingerprint string) string {
 func (r *Responder) decide(ctx context.Context, j job) {
 	d := Decision{Kind: "alert", Alert: j.alert, Agent: j.agentURL, ReceivedAt: j.received, Analyst: string(r.cfg.Analyst)}
 	if j.recheck > 0 {
-		d.Notes = append(d.Notes, fmt.Sprintf("recheck %d of %d: the alert still fires and the last decision found nothing to block", j.recheck, recheckLimit))
+		d.Notes = append(d.Notes, fmt.Sprintf("recheck %d of %d: the alert still fires and the last decision applied nothing", j.recheck, recheckLimit))
 	}
 	agent := r.agentFor(j.agentURL)
 	ev, summary, err := r.gather(ctx, agent, j)
@@ -625,10 +625,17 @@ func (r *Responder) finish(j job, d *Decision, st alertStatus) {
 	for _, v := range d.Validations {
 		s.unmeasured = s.unmeasured || (v.Accepted && v.Unmeasured)
 	}
-	if st == statusDone && d.Outcome == OutcomeNoAction {
+	switch {
+	case st == statusDone && d.Outcome == OutcomeNoAction:
 		if delay, ok := r.scheduleRecheck(j.alert.Fingerprint, s); ok {
 			d.Outcome = OutcomeDeferred
 			d.Notes = append(d.Notes, fmt.Sprintf("nothing to block yet: decided again in %s", delay))
+		}
+	case st == statusFailed:
+		// An agent restarting or briefly overloaded: its next answer is
+		// seconds away, Alertmanager's next notification minutes.
+		if delay, ok := r.scheduleRecheck(j.alert.Fingerprint, s); ok {
+			d.Notes = append(d.Notes, fmt.Sprintf("the agent failed: decided again in %s", delay))
 		}
 	}
 }
