@@ -408,3 +408,96 @@ func BenchmarkSlowConnListing(b *testing.B) {
 	}
 	b.ReportMetric(float64(got), "sockets")
 }
+
+// TestAcceptQueueLongest: connections a listener completed and its
+// application has not accepted are counted on the listener, IPv4 and IPv6;
+// once accepted they leave the queue.
+func TestAcceptQueueLongest(t *testing.T) {
+	testnet.RequireRoot(t)
+	node := testnet.NewNS(t, "ps-acceptq-node")
+	var l4, l6 net.Listener
+	if err := node.Do(func() (err error) {
+		if l4, err = net.Listen("tcp", "127.0.0.1:8080"); err != nil {
+			return err
+		}
+		l6, err = net.Listen("tcp", "[::1]:8081")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l4.Close()
+	defer l6.Close()
+	h, err := netns.GetFromPath(node.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	longest := listenQueueLister(h)
+	if n, err := longest(); err != nil || n != 0 {
+		t.Fatalf("idle listeners: longest accept queue %d, %v: want 0", n, err)
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	dial := func(addr string, n int) {
+		t.Helper()
+		if err := node.Do(func() error {
+			for range n {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					return err
+				}
+				conns = append(conns, c)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dial("127.0.0.1:8080", 5)
+	dial("[::1]:8081", 9) // the IPv6 listener has the most
+	if n, err := longest(); err != nil || n != 9 {
+		t.Fatalf("longest accept queue %d, %v: want 9 (IPv6 listener)", n, err)
+	}
+	for range 9 {
+		c, err := l6.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	if n, err := longest(); err != nil || n != 5 {
+		t.Fatalf("longest accept queue %d, %v after the IPv6 ones were accepted: want 5", n, err)
+	}
+}
+
+// TestAcceptQueueSettles: a queue found holding connections is read again
+// a moment later and the smaller number counts, so a burst the application
+// drains at once reads as what is left of it.
+func TestAcceptQueueSettles(t *testing.T) {
+	for _, c := range []struct {
+		reads []int
+		want  int
+	}{
+		{[]int{0}, 0},
+		{[]int{5}, 5},          // under the recheck threshold: one read
+		{[]int{150, 2}, 2},     // a burst, drained
+		{[]int{100, 130}, 100}, // a queue still growing: what waited all along
+	} {
+		tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{}, nil)
+		i := 0
+		tr.acceptQueue = func() (int, error) {
+			if i >= len(c.reads) {
+				t.Fatalf("reads %v: read %d times", c.reads, i+1)
+			}
+			i++
+			return c.reads[i-1], nil
+		}
+		if n, ok := tr.longestAcceptQueue(); !ok || n != c.want || i != len(c.reads) {
+			t.Errorf("reads %v: got %d (%v) after %d reads, want %d after %d", c.reads, n, ok, i, c.want, len(c.reads))
+		}
+	}
+}

@@ -131,13 +131,15 @@ func tcp() dashboard {
 		varDatasource(), varTraces(), varInstance(), varInterface())
 
 	b.row("How many connections are there, in which state?")
-	b.add(16, stacked(timeseries("Connections by state", "short",
+	b.add(12, stacked(timeseries("Connections by state", "short",
 		"TCP sockets per state (request sockets of half-open connections are not sockets yet: a SYN flood shows in the flags panel below, not here).",
 		q(`sum by (state) (packetscope_tcp_connections{`+inst+`})`, "{{state}}"))))
 	b.add(4, stat("Established", "short", "",
 		q(`sum(packetscope_tcp_connections{`+inst+`,state="established"})`, "established")))
 	b.add(4, stat("Half-open", "short", "Handshakes in progress on the node's listeners (SYN_RECV request sockets: the SYN queue).",
 		q(`sum(packetscope_tcp_half_open_connections{`+inst+`})`, "half-open")))
+	b.add(4, stat("Waiting to be accepted", "short", "Connections whose handshake is done and that the application has not accepted, on the listener with the most: dozens mean its slots are all held (PacketScopeAcceptQueueBacklog).",
+		q(`max(packetscope_tcp_accept_queue_longest{`+inst+`})`, "waiting")))
 
 	b.row("How long is the round trip?")
 	b.add(12, heatmap("RTT", "s",

@@ -25,28 +25,34 @@ const (
 	slowSlots     = 100
 	slowIdle      = 8 * time.Second
 	slowLineEvery = "5"  // slowhttptest -i
-	slowBacklog   = "16" // net.core.somaxconn in the victim: connections waiting for a slot
+	// net.core.somaxconn in the victim: how many connections wait for a
+	// slot. A small one overflows under the slowloris; the default never
+	// does, and the accept queue's length gives the attack away instead.
+	slowBacklogSmall   = "16"
+	slowBacklogDefault = "4096"
 )
 
 // TestSlowlorisDefense: `slowhttptest -H` from the attacker against a real
 // HTTP server in the isolated victim, with the legitimate client using the
 // same service, `packetscope run` guarding it, real Prometheus and
-// Alertmanager with the shipped configuration. The slowloris denies the
-// service; PacketScopeSlowConnections fires, the responder installs a rule
-// for the attacker's address (which holds established connections: the
-// slow-connection evidence is what lets it), the guard drops its packets,
-// the agent closes the connections it held and the legitimate client is
-// served again.
+// Alertmanager with the shipped configuration, against a small accept queue
+// and the default one. The slowloris denies the service; an alert fires (the
+// accept queue overflowing or backed up, or the slow connections), the
+// responder installs a rule for the attacker's address, the guard drops its
+// packets, the agent closes the connections it held and the legitimate
+// client is served again.
 func TestSlowlorisDefense(t *testing.T) {
 	testnet.RequireRoot(t)
 	for _, analyst := range []string{"builtin", "llm"} {
-		t.Run(analyst, func(t *testing.T) { runSlowloris(t, analyst) })
+		for _, backlog := range []string{slowBacklogSmall, slowBacklogDefault} {
+			t.Run(analyst+"/backlog="+backlog, func(t *testing.T) { runSlowloris(t, analyst, backlog) })
+		}
 	}
 }
 
-func runSlowloris(t *testing.T, analyst string) {
+func runSlowloris(t *testing.T, analyst, backlog string) {
 	st := startDefenseStack(t, analyst)
-	srv := serveLimitedHTTP(t, st.victim, slowPort, slowSlots, slowIdle)
+	srv := serveLimitedHTTP(t, st.victim, slowPort, slowSlots, slowIdle, backlog)
 	legit := startLegitClient(t, st.client, slowPort)
 	testnet.WaitFor(t, 20*time.Second, "Prometheus to scrape the agent", func() bool {
 		return len(promQuery(t, st.prom, `up{job="packetscope"} == 1`)) == 1
@@ -114,17 +120,30 @@ func runSlowloris(t *testing.T, analyst string) {
 		analyst, legit.ok.Load()-okAtStart, legit.failed.Load()-failedAtStart)
 	logTimeline(t, st.prom, st.agent, "slowloris", analyst, start, ruleAfter)
 	logFigures(t, st, "slowloris (slowhttptest -H)", analyst, start, ruleAfter, "rule in: its connections closed", legit.ok.Load()-okAtStart, legit.failed.Load()-failedAtStart)
-	// Against this small backlog (slowBacklog) the held connections also
-	// overflow the accept queue: the SYN-queue exhaustion alert may fire
-	// first, and its rule for the same source ends the attack (and closes
-	// the held connections) before the slow-connection alert's `for:` is
-	// over. Either is the right alert for this attack.
-	fired := promQuery(t, st.prom, `max_over_time(ALERTS{alertname=~"PacketScopeSlowConnections|PacketScopeSYNQueueExhaustion",alertstate="firing"}[2m])`)
+	// The connections waiting for a slot overflow a small accept queue
+	// (PacketScopeSYNQueueExhaustion) and back up a default one
+	// (PacketScopeAcceptQueueBacklog), either before the held connections
+	// are old enough to call slow (PacketScopeSlowConnections); whichever
+	// fires first gets the rule for the attacker, which ends the attack.
+	// Each is the right alert for it.
+	fired := promQuery(t, st.prom, `max_over_time(ALERTS{alertname=~"PacketScopeSlowConnections|PacketScopeSYNQueueExhaustion|PacketScopeAcceptQueueBacklog",alertstate="firing"}[2m])`)
 	if len(fired) == 0 {
-		t.Errorf("neither PacketScopeSlowConnections nor PacketScopeSYNQueueExhaustion fired")
+		t.Errorf("none of PacketScopeSlowConnections, PacketScopeSYNQueueExhaustion and PacketScopeAcceptQueueBacklog fired")
 	}
 	for _, f := range fired {
 		t.Logf("%s analyst: %s fired", analyst, f.Labels["alertname"])
+	}
+	// The agent may have closed every connection the attacker had (all of
+	// them waited in a default-sized queue), after which slowhttptest sends
+	// nothing: a new connection from the attacker shows the drop at XDP.
+	if err := st.attacker.Do(func() error {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", victimAttackIP, slowPort), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}); err == nil {
+		t.Errorf("the attacker connected to the server again under its rule")
 	}
 	if r = findRule(t, st.agent, attackerIP+"/32"); r == nil || r.Packets == 0 {
 		t.Errorf("the attacker's rule dropped nothing at XDP: %+v", r)
@@ -148,7 +167,7 @@ func runSlowloris(t *testing.T, analyst string) {
 func TestNoSlowAlertOnOrdinaryConnections(t *testing.T) {
 	testnet.RequireRoot(t)
 	st := startDefenseStack(t, "builtin")
-	serveLimitedHTTP(t, st.victim, slowPort, 1000, time.Minute)
+	serveLimitedHTTP(t, st.victim, slowPort, 1000, time.Minute, slowBacklogDefault)
 	testnet.WaitFor(t, 20*time.Second, "Prometheus to scrape the agent", func() bool {
 		return len(promQuery(t, st.prom, `up{job="packetscope"} == 1`)) == 1
 	})
@@ -272,11 +291,11 @@ type limitedServer struct {
 
 // serveLimitedHTTP serves a tiny HTTP answer on port in ns (every address)
 // with at most slots connections at a time; a connection waits in the
-// kernel's accept queue (slowBacklog long) for a slot, and one whose client
+// kernel's accept queue (backlog long) for a slot, and one whose client
 // sends nothing for idle is closed.
-func serveLimitedHTTP(t testing.TB, ns *testnet.NS, port, slots int, idle time.Duration) *limitedServer {
+func serveLimitedHTTP(t testing.TB, ns *testnet.NS, port, slots int, idle time.Duration, backlog string) *limitedServer {
 	t.Helper()
-	ns.MustRun("sysctl", "-q", "-w", "net.core.somaxconn="+slowBacklog)
+	ns.MustRun("sysctl", "-q", "-w", "net.core.somaxconn="+backlog)
 	var l net.Listener
 	if err := ns.Do(func() (err error) {
 		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))

@@ -1,0 +1,86 @@
+package agentapi
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Accept queues: the connections whose handshake a listener completed and
+// that its application has not accepted yet (sock_diag reports their number
+// as a listening socket's idiag_rqueue). A healthy server accepts within
+// microseconds; connections waiting by the dozen mean it has no worker or
+// slot left to take them: a slowloris holding every slot, or an overload.
+// This shows long before the queue overflows (with the default somaxconn of
+// 4096, a slowloris of a few hundred connections never makes it overflow),
+// and long before its connections are old enough to call slow. Listing the
+// listeners alone costs little at every scrape: a node has a few, however
+// many connections it holds.
+
+// A scrape that finds acceptQueueRecheckAt connections or more waiting
+// reads again acceptQueueSettle later and reports the smaller number.
+const (
+	acceptQueueRecheckAt = 8
+	acceptQueueSettle    = 50 * time.Millisecond
+)
+
+// sizeofInetDiagMsg is struct inet_diag_msg (linux/inet_diag.h): family,
+// state, timer, retrans, the 48-byte socket id, expires, rqueue, wqueue,
+// uid, inode.
+const sizeofInetDiagMsg = 72
+
+// listenQueueLister returns a function giving the number of connections
+// waiting to be accepted on the listener of ns with the most, IPv4 and IPv6.
+func listenQueueLister(ns netns.NsHandle) func() (int, error) {
+	return func() (int, error) {
+		s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_INET_DIAG)
+		if err != nil {
+			return 0, fmt.Errorf("open sock_diag socket: %w", err)
+		}
+		defer s.Close()
+		sockets := map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: {Socket: s}}
+		longest := 0
+		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
+			req.Sockets = sockets
+			req.AddData(listenDumpRequest{family: fam})
+			msgs, err := req.Execute(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY)
+			if err != nil {
+				return 0, fmt.Errorf("sock_diag tcp listeners (family %d): %w", fam, err)
+			}
+			for _, m := range msgs {
+				if n, ok := acceptQueueOf(m); ok {
+					longest = max(longest, n)
+				}
+			}
+		}
+		return longest, nil
+	}
+}
+
+// acceptQueueOf reads a listening socket's accept queue length from one
+// inet_diag_msg; a short or non-listening message is skipped.
+func acceptQueueOf(m []byte) (int, bool) {
+	if len(m) < sizeofInetDiagMsg || m[1] != tcpListen {
+		return 0, false
+	}
+	return int(binary.NativeEndian.Uint32(m[56:60])), true
+}
+
+// listenDumpRequest is a struct inet_diag_req_v2 asking for every TCP
+// socket of a family in state LISTEN, with no extension.
+type listenDumpRequest struct{ family uint8 }
+
+func (r listenDumpRequest) Len() int { return sizeofInetDiagReqV2 }
+
+func (r listenDumpRequest) Serialize() []byte {
+	b := make([]byte, sizeofInetDiagReqV2)
+	b[0] = r.family
+	b[1] = unix.IPPROTO_TCP
+	binary.NativeEndian.PutUint32(b[4:], 1<<tcpListen)
+	return b
+}
