@@ -24,7 +24,7 @@ const (
 	slowPort      = 8080
 	slowSlots     = 100
 	slowIdle      = 8 * time.Second
-	slowLineEvery = "5"  // slowhttptest -i
+	slowLineEvery = "5" // slowhttptest -i
 	// net.core.somaxconn in the victim: how many connections wait for a
 	// slot. A small one overflows under the slowloris; the default never
 	// does, and the accept queue's length gives the attack away instead.
