@@ -21,8 +21,23 @@ import (
 // listeners alone costs little at every scrape: a node has a few, however
 // many connections it holds.
 
-// A scrape that finds acceptQueueRecheckAt connections or more waiting
-// reads again acceptQueueSettle later and reports the smaller number.
+// acceptQueues is what a listing of the listeners shows: the most
+// connections waiting on one of them, and how many have a full queue (as
+// many waiting as their backlog allows: the next completed handshake is
+// dropped, or answered with a cookie).
+type acceptQueues struct {
+	Longest int
+	Full    int
+}
+
+// settled is the smaller of two listings: what waited through both.
+func (a acceptQueues) settled(b acceptQueues) acceptQueues {
+	return acceptQueues{Longest: min(a.Longest, b.Longest), Full: min(a.Full, b.Full)}
+}
+
+// A scrape that finds acceptQueueRecheckAt connections or more waiting, or
+// a full queue, reads again acceptQueueSettle later and reports the
+// smaller numbers.
 const (
 	acceptQueueRecheckAt = 8
 	acceptQueueSettle    = 50 * time.Millisecond
@@ -33,42 +48,48 @@ const (
 // uid, inode.
 const sizeofInetDiagMsg = 72
 
-// listenQueueLister returns a function giving the number of connections
-// waiting to be accepted on the listener of ns with the most, IPv4 and IPv6.
-func listenQueueLister(ns netns.NsHandle) func() (int, error) {
-	return func() (int, error) {
+// listenQueueLister returns a function listing the accept queues of the
+// listeners of ns, IPv4 and IPv6.
+func listenQueueLister(ns netns.NsHandle) func() (acceptQueues, error) {
+	return func() (acceptQueues, error) {
+		var out acceptQueues
 		s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_INET_DIAG)
 		if err != nil {
-			return 0, fmt.Errorf("open sock_diag socket: %w", err)
+			return out, fmt.Errorf("open sock_diag socket: %w", err)
 		}
 		defer s.Close()
 		sockets := map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: {Socket: s}}
-		longest := 0
 		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 			req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
 			req.Sockets = sockets
 			req.AddData(listenDumpRequest{family: fam})
 			msgs, err := req.Execute(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY)
 			if err != nil {
-				return 0, fmt.Errorf("sock_diag tcp listeners (family %d): %w", fam, err)
+				return acceptQueues{}, fmt.Errorf("sock_diag tcp listeners (family %d): %w", fam, err)
 			}
 			for _, m := range msgs {
-				if n, ok := acceptQueueOf(m); ok {
-					longest = max(longest, n)
+				waiting, limit, ok := acceptQueueOf(m)
+				if !ok {
+					continue
+				}
+				out.Longest = max(out.Longest, waiting)
+				if limit > 0 && waiting >= limit {
+					out.Full++
 				}
 			}
 		}
-		return longest, nil
+		return out, nil
 	}
 }
 
-// acceptQueueOf reads a listening socket's accept queue length from one
+// acceptQueueOf reads a listening socket's accept queue length and limit
+// (idiag_rqueue, idiag_wqueue: its backlog, capped by somaxconn) from one
 // inet_diag_msg; a short or non-listening message is skipped.
-func acceptQueueOf(m []byte) (int, bool) {
+func acceptQueueOf(m []byte) (waiting, limit int, ok bool) {
 	if len(m) < sizeofInetDiagMsg || m[1] != tcpListen {
-		return 0, false
+		return 0, 0, false
 	}
-	return int(binary.NativeEndian.Uint32(m[56:60])), true
+	return int(binary.NativeEndian.Uint32(m[56:60])), int(binary.NativeEndian.Uint32(m[60:64])), true
 }
 
 // listenDumpRequest is a struct inet_diag_req_v2 asking for every TCP

@@ -133,9 +133,9 @@ type SlowConnTracker struct {
 	list   func() ([]tcpConn, error)
 
 	destroy func([]tcpConn) (closed int, err error)
-	// acceptQueue gives the longest accept queue of the namespace's
-	// listeners, read afresh at each scrape (acceptqueue.go).
-	acceptQueue func() (int, error)
+	// acceptQueue lists the accept queues of the namespace's listeners,
+	// afresh at each scrape (acceptqueue.go).
+	acceptQueue func() (acceptQueues, error)
 
 	mu        sync.Mutex
 	firstSeen map[uint64]time.Time
@@ -447,7 +447,7 @@ type slowConnCollector struct {
 	t                                  *SlowConnTracker
 	inbound, slow, idle, halfOpen, top *prometheus.Desc
 	sources, ok                        *prometheus.Desc
-	closed, acceptQueue                *prometheus.Desc
+	closed, acceptQueue, acceptFull    *prometheus.Desc
 }
 
 // Collector returns a Prometheus collector for the tracker's report.
@@ -469,6 +469,8 @@ func (t *SlowConnTracker) Collector() prometheus.Collector {
 		ok: prometheus.NewDesc(fq("slow_connections_scrape_success"), "Whether the last listing of TCP sockets (sock_diag) succeeded.", nil, nil),
 		acceptQueue: prometheus.NewDesc(fq("accept_queue_longest"),
 			"Connections waiting to be accepted (handshake completed, not yet taken by the application) on the listener with the most, read at the scrape: the smaller of two reads 50 ms apart when any wait, so a burst the application drains at once does not count.", nil, nil),
+		acceptFull: prometheus.NewDesc(fq("accept_queues_full"),
+			"Listeners whose accept queue is full (as many connections waiting as their backlog allows) at the scrape, at both of its reads.", nil, nil),
 	}
 }
 
@@ -482,6 +484,7 @@ func (c *slowConnCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.ok
 	ch <- c.closed
 	ch <- c.acceptQueue
+	ch <- c.acceptFull
 }
 
 func (c *slowConnCollector) Collect(ch chan<- prometheus.Metric) {
@@ -501,26 +504,27 @@ func (c *slowConnCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.sources, prometheus.GaugeValue, float64(r.SlowSources))
 	ch <- prometheus.MustNewConstMetric(c.ok, prometheus.GaugeValue, ok)
 	ch <- prometheus.MustNewConstMetric(c.closed, prometheus.CounterValue, float64(closed))
-	if n, ok := c.t.longestAcceptQueue(); ok {
-		ch <- prometheus.MustNewConstMetric(c.acceptQueue, prometheus.GaugeValue, float64(n))
+	if q, ok := c.t.acceptQueues(); ok {
+		ch <- prometheus.MustNewConstMetric(c.acceptQueue, prometheus.GaugeValue, float64(q.Longest))
+		ch <- prometheus.MustNewConstMetric(c.acceptFull, prometheus.GaugeValue, float64(q.Full))
 	}
 }
 
-// longestAcceptQueue lists the listeners' accept queues; on an error the
-// gauge is left out of the scrape (an alert on it sees no data, not zero).
-func (t *SlowConnTracker) longestAcceptQueue() (int, bool) {
+// acceptQueues lists the listeners' accept queues; on an error the gauges
+// are left out of the scrape (an alert on them sees no data, not zero).
+func (t *SlowConnTracker) acceptQueues() (acceptQueues, bool) {
 	if t.acceptQueue == nil {
-		return 0, false
+		return acceptQueues{}, false
 	}
-	n, err := t.acceptQueue()
-	if err == nil && n >= acceptQueueRecheckAt {
+	q, err := t.acceptQueue()
+	if err == nil && (q.Longest >= acceptQueueRecheckAt || q.Full > 0) {
 		// A burst of clients connecting at once is drained within
 		// microseconds per connection; what is still there a moment later
 		// waits for the application.
 		time.Sleep(acceptQueueSettle)
-		var again int
+		var again acceptQueues
 		again, err = t.acceptQueue()
-		n = min(n, again)
+		q = q.settled(again)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -529,8 +533,8 @@ func (t *SlowConnTracker) longestAcceptQueue() (int, bool) {
 			t.logger.Warn("list tcp listeners' accept queues failed", "err", err)
 		}
 		t.aqErr = err
-		return 0, false
+		return acceptQueues{}, false
 	}
 	t.aqErr = nil
-	return n, true
+	return q, true
 }

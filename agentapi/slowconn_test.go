@@ -411,10 +411,12 @@ func BenchmarkSlowConnListing(b *testing.B) {
 
 // TestAcceptQueueLongest: connections a listener completed and its
 // application has not accepted are counted on the listener, IPv4 and IPv6;
-// once accepted they leave the queue.
+// once accepted they leave the queue; a queue as long as its backlog is
+// full.
 func TestAcceptQueueLongest(t *testing.T) {
 	testnet.RequireRoot(t)
 	node := testnet.NewNS(t, "ps-acceptq-node")
+	node.MustRun("sysctl", "-q", "-w", "net.core.somaxconn=5")
 	var l4, l6 net.Listener
 	if err := node.Do(func() (err error) {
 		if l4, err = net.Listen("tcp", "127.0.0.1:8080"); err != nil {
@@ -432,10 +434,14 @@ func TestAcceptQueueLongest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	longest := listenQueueLister(h)
-	if n, err := longest(); err != nil || n != 0 {
-		t.Fatalf("idle listeners: longest accept queue %d, %v: want 0", n, err)
+	list := listenQueueLister(h)
+	check := func(what string, want acceptQueues) {
+		t.Helper()
+		if q, err := list(); err != nil || q != want {
+			t.Fatalf("%s: %+v, %v: want %+v", what, q, err, want)
+		}
 	}
+	check("idle listeners", acceptQueues{})
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -457,47 +463,46 @@ func TestAcceptQueueLongest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dial("127.0.0.1:8080", 5)
-	dial("[::1]:8081", 9) // the IPv6 listener has the most
-	if n, err := longest(); err != nil || n != 9 {
-		t.Fatalf("longest accept queue %d, %v: want 9 (IPv6 listener)", n, err)
-	}
-	for range 9 {
+	dial("127.0.0.1:8080", 3)
+	dial("[::1]:8081", 5) // the IPv6 listener has the most, as many as its backlog
+	check("5 and 3 waiting", acceptQueues{Longest: 5, Full: 1})
+	for range 5 {
 		c, err := l6.Accept()
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 	}
-	if n, err := longest(); err != nil || n != 5 {
-		t.Fatalf("longest accept queue %d, %v after the IPv6 ones were accepted: want 5", n, err)
-	}
+	check("the IPv6 ones accepted", acceptQueues{Longest: 3})
 }
 
-// TestAcceptQueueSettles: a queue found holding connections is read again
-// a moment later and the smaller number counts, so a burst the application
-// drains at once reads as what is left of it.
+// TestAcceptQueueSettles: a queue found holding connections, or full, is
+// read again a moment later and the smaller numbers count, so a burst the
+// application drains at once reads as what is left of it.
 func TestAcceptQueueSettles(t *testing.T) {
+	q := func(longest, full int) acceptQueues { return acceptQueues{Longest: longest, Full: full} }
 	for _, c := range []struct {
-		reads []int
-		want  int
+		reads []acceptQueues
+		want  acceptQueues
 	}{
-		{[]int{0}, 0},
-		{[]int{5}, 5},          // under the recheck threshold: one read
-		{[]int{150, 2}, 2},     // a burst, drained
-		{[]int{100, 130}, 100}, // a queue still growing: what waited all along
+		{[]acceptQueues{q(0, 0)}, q(0, 0)},
+		{[]acceptQueues{q(5, 0)}, q(5, 0)},                // under the recheck threshold: one read
+		{[]acceptQueues{q(150, 0), q(2, 0)}, q(2, 0)},     // a burst, drained
+		{[]acceptQueues{q(100, 0), q(130, 0)}, q(100, 0)}, // a queue still growing: what waited all along
+		{[]acceptQueues{q(4, 1), q(4, 1)}, q(4, 1)},       // a small queue full at both reads
+		{[]acceptQueues{q(4, 1), q(1, 0)}, q(1, 0)},       // full for a moment
 	} {
 		tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{}, nil)
 		i := 0
-		tr.acceptQueue = func() (int, error) {
+		tr.acceptQueue = func() (acceptQueues, error) {
 			if i >= len(c.reads) {
 				t.Fatalf("reads %v: read %d times", c.reads, i+1)
 			}
 			i++
 			return c.reads[i-1], nil
 		}
-		if n, ok := tr.longestAcceptQueue(); !ok || n != c.want || i != len(c.reads) {
-			t.Errorf("reads %v: got %d (%v) after %d reads, want %d after %d", c.reads, n, ok, i, c.want, len(c.reads))
+		if got, ok := tr.acceptQueues(); !ok || got != c.want || i != len(c.reads) {
+			t.Errorf("reads %v: got %+v (%v) after %d reads, want %+v after %d", c.reads, got, ok, i, c.want, len(c.reads))
 		}
 	}
 }
