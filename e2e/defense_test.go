@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -553,6 +554,8 @@ type decision struct {
 	Coverage    float64           `json:"coverage"`
 	Collateral  float64           `json:"collateral"`
 	LatencySecs float64           `json:"latency_seconds"`
+	Error       string            `json:"error"`
+	Notes       []string          `json:"notes"`
 }
 
 type decisionAlert struct {
@@ -624,6 +627,15 @@ func logTimeline(t testing.TB, prom *service, agent *agentProc, name, analyst st
 	}
 	t.Logf("%s, %s analyst: timeline %s: scrape saw it %s, pending %s, fired %s, webhook %s, rule pushed %s, 99%% dropped %.1fs",
 		name, analyst, alert, since(scrape), since(pending), since(fired), since(webhook), since(pushed), mitigatedAfter.Seconds())
+	// Every alert's decisions, oldest first: why the first to fire did not
+	// always get the rule.
+	ds := getDecisions(t, agent)
+	slices.SortFunc(ds, func(a, b decision) int { return a.ReceivedAt.Compare(b.ReceivedAt) })
+	for _, d := range ds {
+		if d.Kind == "alert" {
+			t.Logf("  decision at %s: %s %s, %d applied %s %s", since(d.ReceivedAt), d.Alert.Name, d.Outcome, len(d.Applied), d.Error, strings.Join(d.Notes, "; "))
+		}
+	}
 }
 
 // alertActiveAt returns when the earliest active instance of an alert
