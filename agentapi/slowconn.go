@@ -73,7 +73,7 @@ type SlowConnReport struct {
 type SlowSource struct {
 	Src    string `json:"src"`
 	Slow   int    `json:"slow"`   // slow connections it holds
-	Normal int    `json:"normal"` // its other inbound established connections
+	Normal int    `json:"normal"` // its inbound established connections being served (answered, or a large upload)
 	// DstPorts are the local ports of its slow connections, most held first.
 	DstPorts []string `json:"dst_ports"`
 	// Since is the earliest its slow connections can have opened: when the
@@ -263,7 +263,10 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 			if a.since.IsZero() || first.Before(a.since) {
 				a.since = first
 			}
-		} else {
+		} else if !t.incomplete(c) {
+			// Answered (or a large upload): a client being served. A young
+			// incomplete connection is neither: it may be a request in
+			// flight or the attack's next one, not proof of a client.
 			a.normal++
 		}
 	}

@@ -506,3 +506,37 @@ func TestAcceptQueueSettles(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowConnYoungIncompleteIsNotServed: a slowloris source's connections
+// too young to call slow (its latest ones, queued behind the server's full
+// slots) do not make it look like a client being served; an answered
+// connection does.
+func TestSlowConnYoungIncompleteIsNotServed(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	clock := now
+	conns := []tcpConn{{cookie: 1, state: tcpListen, local: netip.MustParseAddrPort("0.0.0.0:80")}}
+	cookie := uint64(100)
+	add := func(n int, sent uint64) {
+		for range n {
+			cookie++
+			conns = append(conns, tcpConn{cookie: cookie, state: tcpEstablished,
+				local:         netip.MustParseAddrPort("10.0.0.1:80"),
+				remote:        netip.AddrPortFrom(netip.MustParseAddr("10.0.0.66"), uint16(cookie)),
+				bytesReceived: 200, bytesSent: sent})
+		}
+	}
+	add(100, 0)
+	tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{Now: func() time.Time { return clock }},
+		func() ([]tcpConn, error) { return conns, nil })
+	tr.Report()
+	add(50, 0) // young, incomplete
+	clock = now.Add(4 * time.Second)
+	if r := tr.Report(); len(r.Sources) != 1 || r.Sources[0].Slow != 100 || r.Sources[0].Normal != 0 {
+		t.Fatalf("sources %+v: want 10.0.0.66 with 100 slow and none served", r.Sources)
+	}
+	add(1, 5000) // answered
+	clock = clock.Add(2 * time.Second)
+	if r := tr.Report(); len(r.Sources) != 1 || r.Sources[0].Normal != 1 {
+		t.Fatalf("sources %+v: want 1 served connection", r.Sources)
+	}
+}

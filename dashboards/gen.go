@@ -138,7 +138,7 @@ func tcp() dashboard {
 		q(`sum(packetscope_tcp_connections{`+inst+`,state="established"})`, "established")))
 	b.add(4, stat("Half-open", "short", "Handshakes in progress on the node's listeners (SYN_RECV request sockets: the SYN queue).",
 		q(`sum(packetscope_tcp_half_open_connections{`+inst+`})`, "half-open")))
-	b.add(4, stat("Waiting to be accepted", "short", "Connections whose handshake is done and that the application has not accepted, on the listener with the most: dozens mean its slots are all held (PacketScopeAcceptQueueBacklog).",
+	b.add(4, stat("Waiting to be accepted", "short", "Connections whose handshake is done and that the application has not accepted, on the listener with the most: dozens mean it has no slot or worker free (a slowloris holding them, or an overload).",
 		q(`max(packetscope_tcp_accept_queue_longest{`+inst+`})`, "waiting")))
 
 	b.row("How long is the round trip?")
