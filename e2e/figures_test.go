@@ -29,13 +29,6 @@ func logFigures(t testing.TB, st *defenseStack, attack, analyst string, startedA
 	t.Logf("figures: %s | %s | %s | %s | %.1fs (%s) | %d of %d", attack, analyst, alert, fired, droppedAfter.Seconds(), dropped, ok, ok+failed)
 }
 
-// watchAttack starts watching the attacker's namespace for its first packet,
-// just before the attack's process starts.
-func watchAttack(t testing.TB, st *defenseStack) *testnet.FirstSent {
-	t.Helper()
-	return testnet.WatchFirstSent(t, st.attacker)
-}
-
 // firstPacket is when the attack's first packet left the attacker, which
 // the figures count from (the process's start-up is not the defense's
 // time); a test measured from startedAt subtracts firstPacket - startedAt.

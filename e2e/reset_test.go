@@ -82,7 +82,7 @@ func runResetInjection(t *testing.T, analyst string) {
 	defer stop()
 	sent := make(chan int, 1)
 	okAtStart, failedAtStart := legit.ok.Load(), legit.failed.Load()
-	watch := watchAttack(t, st)
+	watch := testnet.WatchFirstSent(t, st.attacker)
 	startedAt := time.Now()
 	go func() {
 		n, err := inj.Blind(ctx, targets, rstinject.Shape{TTL: 64, Window: 8192}, injectPPS, 0.3)

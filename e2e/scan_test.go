@@ -59,7 +59,7 @@ func runScanDefense(t *testing.T, analyst string, s scan) {
 	waitBaseline(t, st)
 
 	ok0, failed0 := legit.ok.Load(), legit.failed.Load()
-	watch := watchAttack(t, st)
+	watch := testnet.WatchFirstSent(t, st.attacker)
 	startedAt := time.Now()
 	cmd, out := st.attacker.Start(s.command...)
 	mitigatedAfter := waitMitigated(t, st.agent, startedAt, 30*time.Second, 100)
@@ -125,7 +125,7 @@ func TestSYNQueueExhaustionDefense(t *testing.T) {
 			waitBaseline(t, st)
 
 			ok0, failed0 := legit.ok.Load(), legit.failed.Load()
-			watch := watchAttack(t, st)
+			watch := testnet.WatchFirstSent(t, st.attacker)
 			startedAt := time.Now()
 			// 10.220.0.77 is on the attacker's link but nobody has it: the
 			// victim's SYN-ACKs find no neighbour, nothing resets the

@@ -59,7 +59,7 @@ func runSlowloris(t *testing.T, analyst, backlog string) {
 	})
 	time.Sleep(12 * time.Second) // baseline: the legitimate client alone
 
-	watch := watchAttack(t, st)
+	watch := testnet.WatchFirstSent(t, st.attacker)
 	start := time.Now()
 	okAtStart, failedAtStart := legit.ok.Load(), legit.failed.Load()
 	_, out := st.attacker.Start("timeout", "70", "slowhttptest", "-H", "-c", "300", "-r", "100", "-i", slowLineEvery, "-l", "60",

@@ -84,9 +84,9 @@ The alert's attack label names the class:
   unreachable. Scanners need the answers, so their addresses are real: block each scanner by source (/32 or /128, with its
   protocol when it uses one), never a source that is also served established connections (narrow its rule to SYNs without ACK
   to the ports it is not served on, or leave it). Many sources probing few ports each is not a per-source case.
-- syn_queue_exhaustion: listening sockets' SYN or accept queues are full, or backed up with connections the application does
-  not accept, although the packet rate is low: half-open handshakes (SYNs, often spoofed) to a listener's port, or a few sources
-  opening connections and holding the server's slots. Fingerprint those SYNs, or block the few sources that carry them.
+- syn_queue_exhaustion: listening sockets' SYN or accept queues are full although the packet rate is low: half-open handshakes
+  (SYNs, often spoofed) to a listener's port, or a few sources opening connections and holding the server's slots. Fingerprint
+  those SYNs, or block the few sources that carry them.
 - reset_injection: crafted TCP RSTs aimed at the node's established connections, guessing their sequence numbers. The stack
   rejected the misses: reactions TCP_RESET (in the receive window but not exact: challenged) and TCP_OLD_SEQUENCE /
   TCP_INVALID_SEQUENCE (out of the window). rejected_rsts_by_source lists who they claim to come from: to hit a connection a RST
