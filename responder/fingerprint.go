@@ -109,7 +109,7 @@ func MineAlert(cfg MinerConfig, attackLabel string, attack, baseline []rule.Pack
 			case served.hitsAreFlood(m, attack):
 				// The guardrails rate-limit it at the served flows' rate:
 				// collateral counts on the rest of the baseline.
-				if ratio(countMatched([]*rule.Matcher{m}, evBaseline), len(evBaseline)) <= cfg.MaxCollateral {
+				if ratio(countMatched([]*rule.Matcher{m}, evBaseline), len(evBaseline)) <= cfg.MaxCollateral && openerShare(m, evBaseline) <= cfg.MaxCollateral {
 					out = append(out, c)
 				}
 			}
@@ -861,5 +861,11 @@ func grown(na, totalA, nb, totalB int, minExcess float64) (float64, bool) {
 func candidateFor(m rule.Match, reason string, attack, baseline []rule.Packet) Candidate {
 	r := rule.Rule{Action: rule.ActionDrop, Match: m, Reason: reason, Origin: rule.OriginBuiltin}
 	rp := ReplayRules([]rule.Rule{r}, attack, baseline)
-	return Candidate{Rule: r, Coverage: rp.Coverage, Collateral: rp.Collateral}
+	c := Candidate{Rule: r, Coverage: rp.Coverage, Collateral: rp.Collateral}
+	if m, err := m.Compile(); err == nil {
+		// The guardrails judge SYN rules on the baseline's new
+		// connections too: a candidate says the larger share.
+		c.Collateral = max(c.Collateral, openerShare(m, baseline))
+	}
+	return c
 }

@@ -118,10 +118,12 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 			servedReason, servedRate := servedVerdict(m, in)
 			// A rule rate-limited for the served flows is judged on the
 			// rest of the baseline: the served flows keep their rate.
-			collateral := v.Collateral
+			collateral, judged := v.Collateral, in.Baseline
 			if servedRate > 0 {
-				collateral = replayMatchers([]*rule.Matcher{m}, nil, newServedFlows(in.UDPPeers, in.Attack, in.Baseline).without(in.Baseline)).Collateral
+				judged = newServedFlows(in.UDPPeers, in.Attack, in.Baseline).without(in.Baseline)
+				collateral = replayMatchers([]*rule.Matcher{m}, nil, judged).Collateral
 			}
+			openers, openersMatched, openersTotal := openerCollateral(m, judged)
 			// A source holding slow connections: its connections are the
 			// attack, measured in connections, not packets (slow.go).
 			slowSrc, slow := in.slowSource(m)
@@ -140,6 +142,9 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 				v.Reason = fmt.Sprintf("coverage %.4f of the attack window is below %.4f", v.Coverage, g.MinCoverage)
 			case !slow && v.Replay.BaselineTotal > 0 && collateral > g.MaxCollateral:
 				v.Reason = fmt.Sprintf("collateral %.4f of the baseline is above %.4f", collateral, g.MaxCollateral)
+			case !slow && openers > g.MaxCollateral:
+				v.Reason = fmt.Sprintf("collateral %.4f of the baseline's new connections is above %.4f: it matches %d of its %d TCP SYNs",
+					openers, g.MaxCollateral, openersMatched, openersTotal)
 			case !slow && measurable && sourceShare(m, in.Baseline) > g.MaxSourceShare:
 				v.Reason = fmt.Sprintf("source %s sends %.4f of the baseline (above %.4f): a flood spoofing it must not cut it off",
 					m.Src, sourceShare(m, in.Baseline), g.MaxSourceShare)

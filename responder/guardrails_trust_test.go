@@ -160,3 +160,48 @@ func TestGuardrailsKeepPathMTU(t *testing.T) {
 		}
 	}
 }
+
+// TestGuardrailsCountConnectionsNotPackets: a rule that drops every new
+// connection to a busy service is a sliver of its packets (bulk transfers
+// and ACKs outnumber the SYNs by thousands), so on packets alone it passed
+// the collateral limit. It is judged on the baseline's SYNs; a flood's own
+// fingerprint, which no client's SYN carries, still passes.
+func TestGuardrailsCountConnectionsNotPackets(t *testing.T) {
+	client := netip.MustParseAddr("203.0.113.20")
+	bulk := netip.MustParseAddr("203.0.113.30")
+	var baseline []rule.Packet
+	for i := range 20000 {
+		baseline = append(baseline, tcpPkt(bulk, victim4, 45000, 5201, rule.FlagACK|rule.FlagPSH, 64000, 1500, 64))
+		if i%100 == 0 { // a client's new connection to the web service, then its request
+			baseline = append(baseline, tcpPkt(client, victim4, uint16(30000+i/100), 80, rule.FlagSYN, 64240, 60, 64),
+				tcpPkt(client, victim4, uint16(30000+i/100), 80, rule.FlagACK|rule.FlagPSH, 502, 120, 64))
+		}
+	}
+	attack := mix(44, hpingSYNFlood(45, 3000, true), baseline[:3000])
+	every, syn := rule.Match{Protocol: "tcp", DstPorts: []string{"80"}, TCPFlags: "syn,!ack"}, rule.Match{Protocol: "tcp", DstPorts: []string{"80"}, TCPFlags: "syn,!ack", TCPWindow: "512", Length: "40"}
+	for _, tc := range []struct {
+		name       string
+		match      rule.Match
+		wantReason string // "" = accepted
+	}{
+		{"every SYN to the service", every, "of the baseline's new connections is above 0.0100: it matches 200 of its 200 TCP SYNs"},
+		{"the flood's fingerprint", syn, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := CheckInput{Attack: attack, Baseline: baseline, Protected: []netip.Prefix{nodeAddr}, Mode: "enforce", RuleTTL: 10 * time.Minute, Origin: "llm"}
+			v := DefaultGuardrails.Check(in, []rule.Rule{{Action: rule.ActionDrop, Match: tc.match, TTLSeconds: 600}})[0]
+			if v.Collateral > DefaultGuardrails.MaxCollateral {
+				t.Fatalf("packet collateral %.4f: the case needs a rule under the packet limit", v.Collateral)
+			}
+			if tc.wantReason == "" {
+				if !v.Accepted || v.Rule.Action != rule.ActionDrop {
+					t.Errorf("accepted %v as %s, reason %q: want the fingerprint dropped", v.Accepted, v.Rule.Action, v.Reason)
+				}
+				return
+			}
+			if v.Accepted || !strings.Contains(v.Reason, tc.wantReason) {
+				t.Errorf("accepted %v, reason %q; want rejected for %q", v.Accepted, v.Reason, tc.wantReason)
+			}
+		})
+	}
+}

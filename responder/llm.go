@@ -74,7 +74,7 @@ func (*LLM) Name() AnalystName { return AnalystLLM }
 var systemPrompt = `You are the analyst of PacketScope, an XDP packet guard on a Linux node. An alert says the node is under attack.
 You get the alert, sampled packet headers from the attack window, the fields' top values, the stack's reactions (received packets
 the kernel dropped because nobody asked for them), candidate rules a fingerprint miner found (with coverage = share of the attack
-window matched and collateral = share of the baseline window matched), the node's protected addresses and the active rules.
+window matched and collateral = share of the baseline window matched, or of its TCP SYNs when larger), the node's protected addresses and the active rules.
 Answer ONLY by calling the tool propose_rules.
 
 The alert's attack label names the class:
@@ -99,7 +99,8 @@ Rules: every match field is optional and all given fields must match (AND). The 
 ` + matchFieldsPrompt() + `
 Use null for fields you do not constrain. Prefer fingerprints (ports, flags, TTL, length, window)
 when sources are spoofed; per-source rules only when a few sources carry the attack. Never match a protected address, never use
-0.0.0.0/0 or ::/0, keep collateral under 1 %. Propose at most ` + strconv.Itoa(maxProposedRules) + ` rules, or none if the traffic is ordinary.
+0.0.0.0/0 or ::/0, keep collateral under 1 % (of the baseline's packets and of its new connections, TCP SYNs: a rule matching
+every SYN to a service refuses every new client however few packets that is). Propose at most ` + strconv.Itoa(maxProposedRules) + ` rules, or none if the traffic is ordinary.
 Never match the connections the node serves: established TCP flows, and datagrams from the peers of its connected UDP sockets
 (served_udp_peers: answers it asked for, however heavy); the guardrails refuse such rules.
 

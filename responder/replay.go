@@ -55,3 +55,34 @@ func ReplayRules(rules []rule.Rule, attack, baseline []rule.Packet) Replay {
 	}
 	return replayMatchers(ms, attack, baseline)
 }
+
+// minOpenerBaseline is the fewest connection openers an opener share is
+// taken over: with fewer in the baseline, one sampled SYN the rule matches
+// would already weigh a whole percent or more.
+const minOpenerBaseline = 100
+
+// openerCollateral is the share of the baseline's connection openers (TCP
+// SYN without ACK) m matches, and how many it matched of how many. A rule
+// that drops SYNs drops whole connections: measured on packets, a busy
+// service's SYNs are a sliver of its baseline (bulk transfers and ACKs
+// outnumber them by thousands), so "every SYN to port 443" would pass as
+// a fraction of a percent while refusing every new client.
+func openerCollateral(m *rule.Matcher, baseline []rule.Packet) (share float64, matched, total int) {
+	for i := range baseline {
+		p := &baseline[i]
+		if p.Protocol != rule.ProtoTCP || !p.HasL4 || p.TCPFlags&(rule.FlagSYN|rule.FlagACK) != rule.FlagSYN {
+			continue
+		}
+		total++
+		if m.Matches(p) {
+			matched++
+		}
+	}
+	return ratio(matched, max(total, minOpenerBaseline)), matched, total
+}
+
+// openerShare is openerCollateral's share alone.
+func openerShare(m *rule.Matcher, baseline []rule.Packet) float64 {
+	share, _, _ := openerCollateral(m, baseline)
+	return share
+}
