@@ -24,30 +24,40 @@ import (
 // what gives it away is the connections themselves. The agent lists the
 // observed namespace's TCP sockets with their tcp_info (sock_diag) and
 // calls an inbound established connection (its local port is one the node
-// listens on) slow when it has been open for SlowConnConfig.MinAge, the
+// listens on) slow when it has been open for SlowConnConfig.MinAge (since
+// its first listing, or since its last data when that is older), the
 // node has sent nothing back on it (the request is still incomplete: a
 // served request gets an answer) and its client has sent at most MaxBytes.
+// A connection whose request the service has read (nothing left in its
+// receive queue) and not answered is slow from MinAgeRead: the service is
+// waiting for the client, which is what a slowloris's held slots look like
+// a second in. One still in the accept queue, its request unread, waits
+// for the service (an overloaded one, say): it keeps the longer MinAge.
 // An idle keep-alive connection has been answered, so it is not slow; a
 // browser's preconnected socket is, but one browser holds a handful, not
 // dozens: the alert (alerts/) looks at the number one source holds.
 
 // Slow-connection defaults.
 const (
-	DefaultSlowConnEvery    = 2 * time.Second
-	DefaultSlowConnMinAge   = 3 * time.Second
-	DefaultSlowConnMaxBytes = 8 << 10
-	DefaultSlowConnIdle     = 30 * time.Second
-	DefaultSlowConnTopK     = 10
+	DefaultSlowConnEvery      = time.Second
+	DefaultSlowConnMinAge     = 3 * time.Second
+	DefaultSlowConnMinAgeRead = time.Second
+	DefaultSlowConnMaxBytes   = 8 << 10
+	DefaultSlowConnIdle       = 30 * time.Second
+	DefaultSlowConnTopK       = 10
 )
 
 // SlowConnConfig tunes a SlowConnTracker; zero fields take the defaults.
 type SlowConnConfig struct {
-	Every    time.Duration // how often the sockets are listed (and at most how often a scrape lists them)
-	MinAge   time.Duration // a connection younger than this is never slow
-	MaxBytes uint64        // a connection whose client sent more than this is not slow
-	Idle     time.Duration // an inbound connection with no data received for this long is idle
-	TopK     int           // sources listed in a report
-	Now      func() time.Time
+	Every  time.Duration // how often the sockets are listed (and at most how often a scrape lists them)
+	MinAge time.Duration // a connection younger than this is never slow...
+	// MinAgeRead: ...unless the service has read its request (none of it
+	// waits in the receive queue): then from this age.
+	MinAgeRead time.Duration
+	MaxBytes   uint64        // a connection whose client sent more than this is not slow
+	Idle       time.Duration // an inbound connection with no data received for this long is idle
+	TopK       int           // sources listed in a report
+	Now        func() time.Time
 }
 
 // SlowConnReport is the agent's view of its inbound TCP connections: the
@@ -64,6 +74,7 @@ type SlowConnReport struct {
 	// SlowSources is how many sources hold slow connections (Sources lists the top ones).
 	SlowSources int     `json:"slow_sources"`
 	MinAgeS     float64 `json:"min_age_seconds"`
+	MinAgeReadS float64 `json:"min_age_read_seconds"` // the age from which a read, unanswered request is slow
 	MaxBytes    uint64  `json:"max_bytes"`
 	// Sources are the sources holding the most slow connections, most first.
 	Sources []SlowSource `json:"sources"`
@@ -114,6 +125,7 @@ type tcpConn struct {
 	local, remote netip.AddrPort
 	bytesReceived uint64
 	bytesSent     uint64
+	unread        uint32 // bytes received the service has not read (idiag_rqueue)
 	lastDataRecv  time.Duration
 }
 
@@ -163,6 +175,9 @@ func newSlowConnTracker(logger *slog.Logger, cfg SlowConnConfig, list func() ([]
 	}
 	if cfg.MinAge <= 0 {
 		cfg.MinAge = DefaultSlowConnMinAge
+	}
+	if cfg.MinAgeRead <= 0 {
+		cfg.MinAgeRead = min(DefaultSlowConnMinAgeRead, cfg.MinAge)
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = DefaultSlowConnMaxBytes
@@ -231,7 +246,7 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 	bySrc := map[netip.Addr]*srcAgg{}
 	t.slowConns = t.slowConns[:0]
 	seen := make(map[uint64]time.Time, len(conns))
-	rep := SlowConnReport{At: now, MinAgeS: t.cfg.MinAge.Seconds(), MaxBytes: t.cfg.MaxBytes}
+	rep := SlowConnReport{At: now, MinAgeS: t.cfg.MinAge.Seconds(), MinAgeReadS: t.cfg.MinAgeRead.Seconds(), MaxBytes: t.cfg.MaxBytes}
 	for _, c := range conns {
 		if c.state == tcpSynRecv && listening[c.local.Port()] {
 			rep.HalfOpen++
@@ -242,7 +257,11 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 		}
 		first, ok := t.firstSeen[c.cookie]
 		if !ok {
-			first = now
+			// tcp_info has no connection age, but its last data came
+			// after the connection opened (the kernel starts that clock
+			// at the handshake): a connection first listed with its
+			// request begun 2 s ago is at least 2 s old, not new.
+			first = now.Add(-c.lastDataRecv)
 		}
 		seen[c.cookie] = first
 		rep.Inbound++
@@ -255,7 +274,7 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 			a = &srcAgg{ports: map[uint16]int{}}
 			bySrc[src] = a
 		}
-		if now.Sub(first) >= t.cfg.MinAge && t.incomplete(c) {
+		if now.Sub(first) >= t.slowAge(c) && t.incomplete(c) {
 			rep.Slow++
 			t.slowConns = append(t.slowConns, c)
 			a.slow++
@@ -330,6 +349,7 @@ func sockDiagLister(ns netns.NsHandle) func() ([]tcpConn, error) {
 					state:   s.State,
 					local:   netip.AddrPortFrom(lip.Unmap(), s.ID.SourcePort),
 					remote:  netip.AddrPortFrom(rip.Unmap(), s.ID.DestinationPort),
+					unread:  s.RQueue,
 				}
 				if ti := r.TCPInfo; ti != nil {
 					c.bytesReceived, c.bytesSent = ti.Bytes_received, max(ti.Bytes_sent, ti.Bytes_acked)
@@ -419,6 +439,15 @@ func listeningPorts(conns []tcpConn) map[uint16]bool {
 // connection is an incomplete one open for MinAge.
 func (t *SlowConnTracker) incomplete(c tcpConn) bool {
 	return c.bytesSent == 0 && c.bytesReceived <= t.cfg.MaxBytes
+}
+
+// slowAge is the age from which an incomplete connection is slow: MinAge,
+// or MinAgeRead once the service has read what the client sent.
+func (t *SlowConnTracker) slowAge(c tcpConn) time.Duration {
+	if c.unread == 0 && c.bytesReceived > 0 {
+		return t.cfg.MinAgeRead
+	}
+	return t.cfg.MinAge
 }
 
 // heldConns returns the connections CloseHeldBy may close: with anyAge, the

@@ -36,8 +36,12 @@ func TestSlowConnClassify(t *testing.T) {
 				bytesReceived: recv, bytesSent: sent, lastDataRecv: lastRecv})
 		}
 	}
-	// The attacker: 60 incomplete requests on port 80, and one served request.
-	add(60, "10.0.0.66", 40000, 80, 300, 0, 3*time.Second)
+	// The attacker: 60 incomplete requests on port 80, begun 2 s ago and
+	// still in the accept queue (unread), and one served request.
+	add(60, "10.0.0.66", 40000, 80, 300, 0, 2*time.Second)
+	for i := len(conns) - 60; i < len(conns); i++ {
+		conns[i].unread = 300
+	}
 	add(1, "10.0.0.66", 50000, 80, 300, 5000, time.Second)
 	// Keep-alive clients: answered, idle for long (not slow, idle).
 	for i := range 20 {
@@ -54,10 +58,20 @@ func TestSlowConnClassify(t *testing.T) {
 	tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{Now: func() time.Time { return clock }},
 		func() ([]tcpConn, error) { return conns, nil })
 	r := tr.Report()
-	if r.Slow != 0 || r.Inbound != 103 {
-		t.Fatalf("first listing: slow %d inbound %d, want 0 (no connection is old yet) and 103", r.Slow, r.Inbound)
+	if r.Slow != 1 || r.Inbound != 103 {
+		t.Fatalf("first listing: slow %d inbound %d, want 1 (the browser socket silent for 10 s: open at least that long; the attacker's began 2 s ago) and 103", r.Slow, r.Inbound)
+	}
+	clock = now.Add(time.Second)
+	if r = tr.Report(); r.Slow != 61 {
+		t.Fatalf("a second later: slow %d, want 61 (the attacker's are 3 s old)", r.Slow)
 	}
 	clock = now.Add(6 * time.Second)
+	lastDataNow := func(cs []tcpConn) { // what a real listing says now: no data since
+		for i := range cs {
+			cs[i].lastDataRecv += 5 * time.Second
+		}
+	}
+	lastDataNow(conns)
 	r = tr.Report()
 	if r.Slow != 61 || r.Idle != 40 || r.SlowSources != 2 {
 		t.Fatalf("slow %d idle %d sources %d, want 61, 40, 2: %+v", r.Slow, r.Idle, r.SlowSources, r)
@@ -70,7 +84,7 @@ func TestSlowConnClassify(t *testing.T) {
 		t.Errorf("TopSource %d, want 60", r.TopSource())
 	}
 	// A scrape within Every reuses the listing.
-	clock = clock.Add(time.Second)
+	clock = clock.Add(DefaultSlowConnEvery / 2)
 	all := conns
 	conns = conns[:1]
 	if r := tr.Report(); r.Slow != 61 {
@@ -538,5 +552,80 @@ func TestSlowConnYoungIncompleteIsNotServed(t *testing.T) {
 	clock = clock.Add(2 * time.Second)
 	if r := tr.Report(); len(r.Sources) != 1 || r.Sources[0].Normal != 1 {
 		t.Fatalf("sources %+v: want 1 served connection", r.Sources)
+	}
+}
+
+// TestSlowConnLastDataCountsFromHandshake: the age bound the classifier
+// takes from tcp_info's last_data_recv holds on the running kernel: on a
+// connection that has received nothing, the clock runs from the handshake,
+// and data restarts it. The listing says how much of it the service has
+// not read (here: all, it never accepted the connection).
+func TestSlowConnLastDataCountsFromHandshake(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	listed := func() tcpConn {
+		conns, err := sockDiagLister(netns.None())()
+		if err != nil {
+			t.Fatalf("sock_diag: %v", err)
+		}
+		for _, c := range conns {
+			if c.local.Port() == port && c.state == tcpEstablished {
+				return c
+			}
+		}
+		t.Fatal("the connection is not listed")
+		return tcpConn{}
+	}
+	time.Sleep(1200 * time.Millisecond)
+	if d := listed().lastDataRecv; d < 1100*time.Millisecond || d > 5*time.Second {
+		t.Errorf("1.2 s after the handshake, no data: last_data_recv %s, want about 1.2 s", d)
+	}
+	req := "GET / HTTP/1.1\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := listed(); got.lastDataRecv > time.Second || got.unread != uint32(len(req)) || got.bytesReceived != uint64(len(req)) {
+		t.Errorf("just after the request: last_data_recv %s, unread %d, received %d: want under a second, %d, %d",
+			got.lastDataRecv, got.unread, got.bytesReceived, len(req), len(req))
+	}
+}
+
+// TestSlowConnReadRequestIsSlowSooner: a request the service has read and
+// not answered (it waits for the client: a slowloris's held slot) is slow
+// from MinAgeRead; one still unread in the accept queue (it waits for the
+// service) and one that sent nothing keep MinAge.
+func TestSlowConnReadRequestIsSlowSooner(t *testing.T) {
+	clock := time.Unix(1_700_000_000, 0)
+	conns := []tcpConn{{cookie: 1, state: tcpListen, local: netip.MustParseAddrPort("0.0.0.0:80")}}
+	add := func(src string, n int, recv uint64, unread uint32) {
+		for i := range n {
+			conns = append(conns, tcpConn{cookie: uint64(len(conns) + 1), state: tcpEstablished,
+				local:  netip.MustParseAddrPort("10.0.0.1:80"),
+				remote: netip.AddrPortFrom(netip.MustParseAddr(src), uint16(40000+i)), bytesReceived: recv, unread: unread,
+				lastDataRecv: 1200 * time.Millisecond})
+		}
+	}
+	add("10.0.0.66", 60, 300, 0)  // read, unanswered: waits for its client
+	add("10.0.0.77", 60, 300, 80) // part of it unread: in the queue, or read in pieces
+	add("10.0.0.88", 60, 0, 0)    // sent nothing yet
+	tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{Now: func() time.Time { return clock }},
+		func() ([]tcpConn, error) { return conns, nil })
+	r := tr.Report()
+	if r.Slow != 60 || r.TopSource() != 60 || r.Sources[0].Src != "10.0.0.66" || r.MinAgeReadS != 1 {
+		t.Fatalf("1.2 s in: %d slow, top %+v: want the 60 read ones of 10.0.0.66 only (read from 1 s)", r.Slow, r.Sources)
+	}
+	clock = clock.Add(2 * time.Second)
+	if r = tr.Report(); r.Slow != 180 {
+		t.Fatalf("3.2 s in: %d slow, want all 180", r.Slow)
 	}
 }
