@@ -556,6 +556,13 @@ type decision struct {
 	LatencySecs float64           `json:"latency_seconds"`
 	Error       string            `json:"error"`
 	Notes       []string          `json:"notes"`
+	Validations []struct {
+		Accepted bool   `json:"accepted"`
+		Reason   string `json:"reason"`
+		Rule     struct {
+			Match json.RawMessage `json:"match"`
+		} `json:"rule"`
+	} `json:"validations"`
 }
 
 type decisionAlert struct {
@@ -634,6 +641,11 @@ func logTimeline(t testing.TB, prom *service, agent *agentProc, name, analyst st
 	for _, d := range ds {
 		if d.Kind == "alert" {
 			t.Logf("  decision at %s: %s %s, %d applied %s %s", since(d.ReceivedAt), d.Alert.Name, d.Outcome, len(d.Applied), d.Error, strings.Join(d.Notes, "; "))
+			for _, v := range d.Validations {
+				if !v.Accepted {
+					t.Logf("    refused %s: %s", v.Rule.Match, v.Reason)
+				}
+			}
 		}
 	}
 }
