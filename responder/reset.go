@@ -121,7 +121,7 @@ func (sh rstShape) match() rule.Match {
 
 // MineResets proposes rules against the rejected RSTs of the reactions.
 // When at most MaxSources sources claim SourceShare of them and none of
-// those is a client the node serves, the sources are real (an attacker on
+// those is a client the node serves (or a talker in the baseline), the sources are real (an attacker on
 // the path, or one resetting connections it holds itself): a drop rule per
 // source. Otherwise the sources are spoofed, and one fingerprint without a
 // source covers them: a drop, or a rate_limit at resetRatePPS when they
@@ -146,6 +146,21 @@ func MineResets(cfg MinerConfig, attack, baseline []rule.Packet, reactions []rul
 	clients := map[netip.Addr]bool{}
 	for _, p := range served.pkts {
 		clients[p.Src.Unmap()] = true
+	}
+	// A rejected RST hit one of the node's connections, so the address it
+	// claims is a peer's. The sampled windows do not always show that peer
+	// served (a long-lived connection's handshake is long gone, its ACKs
+	// look alike); one that talks in the baseline is a real talker all the
+	// same, which a per-source rule must not name (the guardrails' source
+	// share refuses it, and the decision would get no rule at all).
+	talk := map[netip.Addr]int{}
+	for i := range baseline {
+		talk[baseline[i].Src.Unmap()]++
+	}
+	for a, n := range talk {
+		if float64(n) > DefaultGuardrails.MaxSourceShare*float64(len(baseline)) {
+			clients[a] = true
+		}
 	}
 	srcs := RSTSources(reactions)
 	claimsClient := false

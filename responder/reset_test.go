@@ -32,6 +32,13 @@ func injected(src netip.Addr, sport uint16, n int) (pkts []rule.Packet, reaction
 
 func TestMineResets(t *testing.T) {
 	baseline := append(ordinaryTraffic(1, 5000), servedClient(client4, 500)...)
+	// A peer whose long-lived connection the sampled windows show only as
+	// the same ACK again and again: no handshake, no moving header, so
+	// nothing proves it served; but it talks in the baseline.
+	quiet := netip.MustParseAddr("192.0.2.44")
+	for range 30 {
+		baseline = append(baseline, tcpPkt(quiet, victim4, 45555, 80, rule.FlagACK, 502, 52, 64))
+	}
 	ordinary := ordinaryTraffic(2, 3000)
 	stranger := netip.MustParseAddr("203.0.113.9")
 	type want struct {
@@ -47,6 +54,10 @@ func TestMineResets(t *testing.T) {
 		{"spoofed as a served client: a fingerprint, rate-limited", func() ([]rule.Packet, []rule.Sample) {
 			p, r := injected(client4, 40001, 400)
 			return append(append(ordinary, servedClient(client4, 300)...), p...), r
+		}, []want{{src: "", action: rule.ActionRateLimit, rate: resetRatePPS}}},
+		{"spoofed as a peer that talks in the baseline: a fingerprint, rate-limited", func() ([]rule.Packet, []rule.Sample) {
+			p, r := injected(quiet, 45555, 400)
+			return append(ordinary, p...), r
 		}, []want{{src: "", action: rule.ActionRateLimit, rate: resetRatePPS}}},
 		{"from a source the node does not serve: dropped", func() ([]rule.Packet, []rule.Sample) {
 			p, r := injected(stranger, 40001, 400)
