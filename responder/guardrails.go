@@ -92,6 +92,10 @@ type CheckInput struct {
 	// its established connections (slow.go).
 	SlowSources map[netip.Addr]agentapi.SlowSource
 	SlowTotal   int
+	// Unserved are sources the agent lists holding slow connections and
+	// no answered one, under any alert (slow.go's unservedSources): the
+	// flows the windows show of them are no served client's.
+	Unserved map[netip.Addr]bool
 }
 
 // Check judges each proposed rule and returns one Validation per rule, in
@@ -120,7 +124,7 @@ func (g Guardrails) Check(in CheckInput, proposed []rule.Rule) []Validation {
 			// rest of the baseline: the served flows keep their rate.
 			collateral, judged := v.Collateral, in.Baseline
 			if servedRate > 0 {
-				judged = newServedFlows(in.UDPPeers, in.Attack, in.Baseline).without(in.Baseline)
+				judged = in.servedFlows().without(in.Baseline)
 				collateral = replayMatchers([]*rule.Matcher{m}, nil, judged).Collateral
 			}
 			openers, openersMatched, openersTotal := openerCollateral(m, judged)

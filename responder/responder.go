@@ -789,6 +789,7 @@ func (r *Responder) analyze(ctx context.Context, ev *Evidence, d *Decision) ([]V
 			ActiveRules: countResponderRules(ev.ActiveRules), Mode: r.cfg.Mode, RuleTTL: r.cfg.RuleTTL, Origin: string(analyst),
 			SampleEvery: ev.SampleEvery, BaselineSeconds: ev.BaselineSeconds, UDPPeers: ev.UDPPeers,
 			SlowSources: slowEvidence(ev.Alert.Labels["attack"], ev.SlowConnections), SlowTotal: slowTotal(ev.SlowConnections),
+			Unserved: unservedSources(ev.SlowConnections),
 		}, rules)
 	}
 	p := proposeWithFallback(ctx, r.analysts, ev, check)

@@ -188,7 +188,7 @@ func (s *servedFlows) hitsAreFlood(m *rule.Matcher, attack []rule.Packet) bool {
 // when it leaves them alone; "" and a rate (packets/s) when it may go in
 // only as a rate_limit at that rate; a reason when it must not go in.
 func servedVerdict(m *rule.Matcher, in CheckInput) (reason string, ratePPS uint32) {
-	s := newServedFlows(in.UDPPeers, in.Attack, in.Baseline)
+	s := in.servedFlows()
 	r := s.refusal(s.matched(m))
 	if r == "" {
 		return "", 0
@@ -207,6 +207,38 @@ func servedVerdict(m *rule.Matcher, in CheckInput) (reason string, ratePPS uint3
 	}
 	rate := float64(baseHits) * float64(in.SampleEvery) / in.BaselineSeconds * servedRateHeadroom
 	return "", uint32(min(max(rate, minServedRatePPS), math.MaxUint32))
+}
+
+// servedFlows are the served flows of the input's windows, less those of
+// the sources the agent lists as served on none of their connections.
+func (in CheckInput) servedFlows() *servedFlows {
+	s := newServedFlows(in.UDPPeers, in.Attack, in.Baseline)
+	s.forget(in.Unserved)
+	return s
+}
+
+// forget drops the flows of srcs. A sample catching one connection's
+// handshake and then an ACK is how a served flow looks; a slowloris's
+// connections look so too (they complete handshakes and send a partial
+// request), and of its hundreds one now and then is caught twice. Where
+// the agent's own listing says the node has answered none of a source's
+// connections, that source is no served client, whatever a sample shows.
+func (s *servedFlows) forget(srcs map[netip.Addr]bool) {
+	if len(srcs) == 0 {
+		return
+	}
+	for k := range s.flows {
+		if srcs[k.src.Unmap()] {
+			delete(s.flows, k)
+		}
+	}
+	pkts := s.pkts[:0]
+	for i := range s.pkts {
+		if s.isServed(&s.pkts[i]) {
+			pkts = append(pkts, s.pkts[i])
+		}
+	}
+	s.pkts = pkts
 }
 
 // ServedCollateral is what rules would do to the served flows of the

@@ -159,3 +159,43 @@ func TestServedUDPPeers(t *testing.T) {
 		t.Errorf("a rule on the download: accepted %v as %s, reason %q", v.Accepted, v.Rule.Action, v.Reason)
 	}
 }
+
+// TestGuardrailsSlowlorisIsNoServedClient: of a slowloris's hundreds of
+// connections the sample now and then catches one's handshake and then its
+// partial request, which is how a served flow looks, and a drop for the
+// attacker went in as a rate limit at the served rate (which closes none of
+// the connections it holds). Where the agent lists the source holding slow
+// connections and no answered one, its flows are not served.
+func TestGuardrailsSlowlorisIsNoServedClient(t *testing.T) {
+	slow := netip.MustParseAddr("198.51.100.80")
+	var attack []rule.Packet
+	for c := range 300 {
+		sport := uint16(30000 + c)
+		attack = append(attack, tcpPkt(slow, victim4, sport, 8080, rule.FlagSYN, 64240, 60, 64))
+		if c == 7 { // this one's handshake ACK and partial request were sampled too
+			attack = append(attack, tcpPkt(slow, victim4, sport, 8080, rule.FlagACK, 502, 52, 64),
+				tcpPkt(slow, victim4, sport, 8080, rule.FlagACK|rule.FlagPSH, 502, 120, 64))
+		}
+	}
+	attack = append(attack, servedClient(client4, 400)...)
+	baseline := append(ordinaryTraffic(5, 3000), servedClient(client4, 400)...)
+	in := CheckInput{Attack: attack, Baseline: baseline, Protected: []netip.Prefix{nodeAddr}, Mode: "enforce", RuleTTL: 600e9,
+		Origin: "builtin", SampleEvery: 16, BaselineSeconds: 10}
+	drop := rule.Rule{Action: rule.ActionDrop, Match: rule.Match{Src: slow.String() + "/32", Protocol: "tcp", DstPorts: []string{"8080"}}}
+
+	v := DefaultGuardrails.Check(in, []rule.Rule{drop})[0]
+	if !v.Accepted || v.Rule.Action != rule.ActionRateLimit {
+		t.Fatalf("without the agent's listing: accepted %v as %s (%s): the case needs the sampled flow taken for a served one", v.Accepted, v.Rule.Action, v.Reason)
+	}
+	in.Unserved = unservedSources(&agentapi.SlowConnReport{Slow: 100, Sources: []agentapi.SlowSource{{Src: slow.String(), Slow: 100}}})
+	if v = DefaultGuardrails.Check(in, []rule.Rule{drop})[0]; !v.Accepted || v.Rule.Action != rule.ActionDrop {
+		t.Errorf("listed with 100 slow connections and none answered: accepted %v as %s (%s, notes %v), want a drop", v.Accepted, v.Rule.Action, v.Reason, v.Notes)
+	}
+	// A source with an answered connection, or a handful of slow ones, is
+	// no such proof.
+	for _, s := range []agentapi.SlowSource{{Src: slow.String(), Slow: 100, Normal: 1}, {Src: slow.String(), Slow: slowMinConns - 1}} {
+		if got := unservedSources(&agentapi.SlowConnReport{Slow: 100, Sources: []agentapi.SlowSource{s}}); len(got) != 0 {
+			t.Errorf("%+v counted unserved", s)
+		}
+	}
+}

@@ -70,6 +70,29 @@ func slowSources(rep *agentapi.SlowConnReport, protected []netip.Prefix, maxSour
 	return out
 }
 
+// unservedSources are the sources of a report holding at least
+// slowMinConns slow connections and none the node answered (Normal 0): a
+// slowloris, not a client, for every alert's guardrails (served.go's
+// forget). A client whose short requests the node answers has answered
+// connections, or none open at all, not ten held incomplete.
+func unservedSources(rep *agentapi.SlowConnReport) map[netip.Addr]bool {
+	if rep == nil {
+		return nil
+	}
+	var out map[netip.Addr]bool
+	for _, s := range rep.Sources {
+		a, err := netip.ParseAddr(s.Src)
+		if err != nil || s.Slow < slowMinConns || s.Normal > 0 {
+			continue
+		}
+		if out == nil {
+			out = map[netip.Addr]bool{}
+		}
+		out[a.Unmap()] = true
+	}
+	return out
+}
+
 // slowEvidence indexes the sources of a report by address, for the
 // guardrails; nil unless the alert is a slow_connections alert.
 func slowEvidence(label string, rep *agentapi.SlowConnReport) map[netip.Addr]agentapi.SlowSource {
