@@ -209,13 +209,24 @@ func (t *SlowConnTracker) Run(done <-chan struct{}) {
 	}
 }
 
+// scrapeMaxAge is the oldest listing a scrape reports: the alert sees the
+// sockets as they are, not as they were up to Every ago (a slowloris's
+// count climbs by the hundred a second).
+const scrapeMaxAge = 250 * time.Millisecond
+
 // Report returns the latest report, listing the sockets first when the
 // last listing is older than Every.
 func (t *SlowConnTracker) Report() *SlowConnReport {
+	return t.reportWithin(t.cfg.Every - t.cfg.Every/10)
+}
+
+// reportWithin returns the latest report, listing the sockets first when
+// the last listing is maxAge old or older.
+func (t *SlowConnTracker) reportWithin(maxAge time.Duration) *SlowConnReport {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.cfg.Now()
-	if t.listed.IsZero() || now.Sub(t.listed) >= t.cfg.Every-t.cfg.Every/10 {
+	if t.listed.IsZero() || now.Sub(t.listed) >= maxAge {
 		conns, err := t.list()
 		t.listed = now
 		if err != nil {
@@ -520,7 +531,7 @@ func (c *slowConnCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *slowConnCollector) Collect(ch chan<- prometheus.Metric) {
-	r := c.t.Report()
+	r := c.t.reportWithin(scrapeMaxAge)
 	c.t.mu.Lock()
 	ok := 1.0
 	if c.t.lastErr != nil {

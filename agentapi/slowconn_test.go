@@ -91,6 +91,16 @@ func TestSlowConnClassify(t *testing.T) {
 		t.Errorf("a report within Every listed again: slow %d", r.Slow)
 	}
 	conns = all
+	// A scrape lists afresh unless the last listing is very recent.
+	listings := 0
+	tr.list = func() ([]tcpConn, error) { listings++; return conns, nil }
+	if _, err := testutil.CollectAndLint(tr.Collector()); err != nil || listings != 1 {
+		t.Errorf("a scrape %s after the last listing listed %d times (%v), want once", DefaultSlowConnEvery/2, listings, err)
+	}
+	clock = clock.Add(scrapeMaxAge / 2)
+	if _, err := testutil.CollectAndLint(tr.Collector()); err != nil || listings != 1 {
+		t.Errorf("a scrape %s after a listing listed again (%d listings, %v)", scrapeMaxAge/2, listings, err)
+	}
 	if err := testutil.CollectAndCompare(tr.Collector(), strings.NewReader(`
 # HELP packetscope_tcp_slow_connections Inbound TCP connections open for a while on which the node has answered nothing and the client sent little (an incomplete request: slowloris).
 # TYPE packetscope_tcp_slow_connections gauge
