@@ -72,7 +72,10 @@ type SlowConnReport struct {
 	// the SYN queue's content; none kept while SYN cookies are sent).
 	HalfOpen int `json:"half_open"`
 	// SlowSources is how many sources hold slow connections (Sources lists the top ones).
-	SlowSources int     `json:"slow_sources"`
+	SlowSources int `json:"slow_sources"`
+	// TopUnserved is the most slow connections a source holds that has no
+	// connection being served: none answered, no large upload.
+	TopUnserved int     `json:"top_unserved"`
 	MinAgeS     float64 `json:"min_age_seconds"`
 	MinAgeReadS float64 `json:"min_age_read_seconds"` // the age from which a read, unanswered request is slow
 	MaxBytes    uint64  `json:"max_bytes"`
@@ -315,6 +318,11 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 		return cmp.Or(cmp.Compare(y.agg.slow, x.agg.slow), x.addr.Compare(y.addr))
 	})
 	rep.SlowSources = len(rows)
+	for _, r := range rows {
+		if r.agg.normal == 0 {
+			rep.TopUnserved = max(rep.TopUnserved, r.agg.slow)
+		}
+	}
 	rep.Sources = []SlowSource{}
 	for _, r := range rows[:min(len(rows), t.cfg.TopK)] {
 		s := SlowSource{Src: r.addr.String(), Slow: r.agg.slow, Normal: r.agg.normal, Since: r.agg.since.Add(-t.cfg.Every)}
@@ -489,6 +497,7 @@ func (t *SlowConnTracker) heldConns(anyAge bool) []tcpConn {
 type slowConnCollector struct {
 	t                                  *SlowConnTracker
 	inbound, slow, idle, halfOpen, top *prometheus.Desc
+	topUnserved                        *prometheus.Desc
 	sources, ok                        *prometheus.Desc
 	closed, acceptQueue, acceptFull    *prometheus.Desc
 }
@@ -505,6 +514,8 @@ func (t *SlowConnTracker) Collector() prometheus.Collector {
 		halfOpen: prometheus.NewDesc(fq("half_open_connections"),
 			"Inbound TCP handshakes in progress: SYNs the node answered whose client has not completed the handshake (SYN_RECV request sockets; none are kept while SYN cookies are sent).", nil, nil),
 		top: prometheus.NewDesc(fq("slow_connections_top_source"), "Slow inbound TCP connections held by the single source holding the most.", nil, nil),
+		topUnserved: prometheus.NewDesc(fq("slow_connections_top_unserved_source"),
+			"Slow inbound TCP connections held by the single source holding the most among those the node serves on none of their connections (none answered, no large upload).", nil, nil),
 		sources: prometheus.NewDesc(fq("slow_connection_sources"),
 			"Sources holding slow inbound TCP connections.", nil, nil),
 		closed: prometheus.NewDesc(fq("slow_connections_closed_total"),
@@ -523,6 +534,7 @@ func (c *slowConnCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.idle
 	ch <- c.halfOpen
 	ch <- c.top
+	ch <- c.topUnserved
 	ch <- c.sources
 	ch <- c.ok
 	ch <- c.closed
@@ -544,6 +556,7 @@ func (c *slowConnCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.idle, prometheus.GaugeValue, float64(r.Idle))
 	ch <- prometheus.MustNewConstMetric(c.halfOpen, prometheus.GaugeValue, float64(r.HalfOpen))
 	ch <- prometheus.MustNewConstMetric(c.top, prometheus.GaugeValue, float64(r.TopSource()))
+	ch <- prometheus.MustNewConstMetric(c.topUnserved, prometheus.GaugeValue, float64(r.TopUnserved))
 	ch <- prometheus.MustNewConstMetric(c.sources, prometheus.GaugeValue, float64(r.SlowSources))
 	ch <- prometheus.MustNewConstMetric(c.ok, prometheus.GaugeValue, ok)
 	ch <- prometheus.MustNewConstMetric(c.closed, prometheus.CounterValue, float64(closed))

@@ -80,8 +80,8 @@ func TestSlowConnClassify(t *testing.T) {
 	if top.Src != "10.0.0.66" || top.Slow != 60 || top.Normal != 1 || strings.Join(top.DstPorts, ",") != "80" {
 		t.Errorf("top source %+v, want 10.0.0.66 with 60 slow, 1 normal on port 80", top)
 	}
-	if r.TopSource() != 60 {
-		t.Errorf("TopSource %d, want 60", r.TopSource())
+	if r.TopSource() != 60 || r.TopUnserved != 1 {
+		t.Errorf("TopSource %d, TopUnserved %d: want 60, and 1 (the browser: the attacker has a served connection)", r.TopSource(), r.TopUnserved)
 	}
 	// A scrape within Every reuses the listing.
 	clock = clock.Add(DefaultSlowConnEvery / 2)
@@ -108,7 +108,10 @@ packetscope_tcp_slow_connections 61
 # HELP packetscope_tcp_slow_connections_top_source Slow inbound TCP connections held by the single source holding the most.
 # TYPE packetscope_tcp_slow_connections_top_source gauge
 packetscope_tcp_slow_connections_top_source 60
-`), "packetscope_tcp_slow_connections", "packetscope_tcp_slow_connections_top_source"); err != nil {
+# HELP packetscope_tcp_slow_connections_top_unserved_source Slow inbound TCP connections held by the single source holding the most among those the node serves on none of their connections (none answered, no large upload).
+# TYPE packetscope_tcp_slow_connections_top_unserved_source gauge
+packetscope_tcp_slow_connections_top_unserved_source 1
+`), "packetscope_tcp_slow_connections", "packetscope_tcp_slow_connections_top_source", "packetscope_tcp_slow_connections_top_unserved_source"); err != nil {
 		t.Error(err)
 	}
 	if probs, err := testutil.CollectAndLint(tr.Collector()); err != nil || len(probs) != 0 {
@@ -631,7 +634,7 @@ func TestSlowConnReadRequestIsSlowSooner(t *testing.T) {
 	tr := newSlowConnTracker(slog.New(slog.DiscardHandler), SlowConnConfig{Now: func() time.Time { return clock }},
 		func() ([]tcpConn, error) { return conns, nil })
 	r := tr.Report()
-	if r.Slow != 60 || r.TopSource() != 60 || r.Sources[0].Src != "10.0.0.66" || r.MinAgeReadS != 1 {
+	if r.Slow != 60 || r.TopSource() != 60 || r.TopUnserved != 60 || r.Sources[0].Src != "10.0.0.66" || r.MinAgeReadS != 1 {
 		t.Fatalf("1.2 s in: %d slow, top %+v: want the 60 read ones of 10.0.0.66 only (read from 1 s)", r.Slow, r.Sources)
 	}
 	clock = clock.Add(2 * time.Second)

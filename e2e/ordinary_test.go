@@ -120,6 +120,12 @@ func noAlertOnOrdinaryTraffic(t testing.TB) {
 	for _, p := range promQuery(t, st.prom, `max_over_time(sum by (verdict) (rate(packetscope_tcp_rst_verdicts_total[5s]))[`+window+`:1s])`) {
 		t.Logf("peak RSTs received, %s: %.1f/s (5 s rate)", p.Labels["verdict"], p.Value)
 	}
+	// What the slow-connection alert watches (it fires from 50 of one source).
+	for _, q := range []string{"packetscope_tcp_slow_connections", "packetscope_tcp_slow_connections_top_source", "packetscope_tcp_inbound_connections"} {
+		for _, p := range promQuery(t, st.prom, `max_over_time(`+q+`[`+window+`])`) {
+			t.Logf("peak %s: %.0f", q, p.Value)
+		}
+	}
 	// What the 1 s scrape costs the agent under this traffic.
 	for _, q := range []string{"avg_over_time", "max_over_time"} {
 		for _, p := range promQuery(t, st.prom, q+`(scrape_duration_seconds{job="packetscope"}[`+window+`])`) {

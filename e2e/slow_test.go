@@ -119,6 +119,7 @@ func runSlowloris(t *testing.T, analyst, backlog string) {
 	t.Logf("%s analyst: legitimate client from the attack's start: %d served, %d failed (the failures are the denial before the rule)",
 		analyst, legit.ok.Load()-okAtStart, legit.failed.Load()-failedAtStart)
 	logTimeline(t, st.prom, st.agent, "slowloris, backlog "+backlog, analyst, start, ruleAfter)
+	logSlowCounts(t, st.prom, start, ruleAfter)
 	logFigures(t, st, "slowloris (slowhttptest -H, backlog "+backlog+")", analyst, start, ruleAfter, "rule in: its connections closed", legit.ok.Load()-okAtStart, legit.failed.Load()-failedAtStart)
 	// The connections waiting for a slot overflow a small accept queue
 	// (PacketScopeSYNQueueExhaustion) before the held ones are old enough
@@ -366,4 +367,24 @@ func (c *idleConn) SetDeadline(t time.Time) error {
 func (c *idleConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
+}
+
+// logSlowCounts logs what the slow-connection alert saw, scrape by scrape,
+// from the attack's first packet to its rule: the busiest source's slow
+// connections, at the scrape's time.
+func logSlowCounts(t *testing.T, prom *service, start time.Time, until time.Duration) {
+	t.Helper()
+	var parts []string
+	seen := map[float64]bool{}
+	for at := start; at.Before(start.Add(until + time.Second)); at = at.Add(250 * time.Millisecond) {
+		ts := promQueryAt(t, prom, `timestamp(packetscope_tcp_slow_connections_top_source)`, at)
+		v := promQueryAt(t, prom, `packetscope_tcp_slow_connections_top_source`, at)
+		if len(ts) != 1 || len(v) != 1 || seen[ts[0].Value] {
+			continue
+		}
+		seen[ts[0].Value] = true
+		scraped := time.UnixMilli(int64(ts[0].Value * 1000))
+		parts = append(parts, fmt.Sprintf("%.1fs:%.0f", scraped.Sub(start).Seconds(), v[0].Value))
+	}
+	t.Logf("slow connections of the busiest source, by scrape: %s", strings.Join(parts, " "))
 }
