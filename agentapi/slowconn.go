@@ -2,7 +2,6 @@ package agentapi
 
 import (
 	"cmp"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -12,9 +11,7 @@ import (
 
 	"github.com/packetscope/packetscope/rule"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // Slow connections (slowloris and its kin): a client opens many
@@ -339,46 +336,6 @@ func (t *SlowConnTracker) classify(now time.Time, conns []tcpConn) SlowConnRepor
 		rep.Sources = append(rep.Sources, s)
 	}
 	return rep
-}
-
-// sockDiagLister lists the TCP sockets of ns, IPv4 and IPv6, with tcp_info.
-func sockDiagLister(ns netns.NsHandle) func() ([]tcpConn, error) {
-	return func() ([]tcpConn, error) {
-		h, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
-		if err != nil {
-			return nil, fmt.Errorf("open sock_diag handle: %w", err)
-		}
-		defer h.Close()
-		var out []tcpConn
-		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			resp, err := h.SocketDiagTCPInfo(fam)
-			if err != nil {
-				return nil, fmt.Errorf("sock_diag tcp (family %d): %w", fam, err)
-			}
-			for _, r := range resp {
-				s := r.InetDiagMsg
-				if s == nil {
-					continue
-				}
-				lip, _ := netip.AddrFromSlice(s.ID.Source)
-				rip, _ := netip.AddrFromSlice(s.ID.Destination)
-				c := tcpConn{
-					cookie:  uint64(s.ID.Cookie[1])<<32 | uint64(s.ID.Cookie[0]),
-					ifindex: s.ID.Interface,
-					state:   s.State,
-					local:   netip.AddrPortFrom(lip.Unmap(), s.ID.SourcePort),
-					remote:  netip.AddrPortFrom(rip.Unmap(), s.ID.DestinationPort),
-					unread:  s.RQueue,
-				}
-				if ti := r.TCPInfo; ti != nil {
-					c.bytesReceived, c.bytesSent = ti.Bytes_received, max(ti.Bytes_sent, ti.Bytes_acked)
-					c.lastDataRecv = time.Duration(ti.Last_data_recv) * time.Millisecond
-				}
-				out = append(out, c)
-			}
-		}
-		return out, nil
-	}
 }
 
 // CloseHeldBy closes the slow connections a new drop rule cuts off (for
