@@ -122,10 +122,10 @@ func runSlowloris(t *testing.T, analyst, backlog string) {
 	logSlowCounts(t, st.prom, start, ruleAfter)
 	logFigures(t, st, "slowloris (slowhttptest -H, backlog "+backlog+")", analyst, start, ruleAfter, "rule in: its connections closed", legit.ok.Load()-okAtStart, legit.failed.Load()-failedAtStart)
 	// The connections waiting for a slot overflow a small accept queue
-	// (PacketScopeSYNQueueExhaustion) before the held ones are old enough
-	// to call slow (PacketScopeSlowConnections); a default one they do not
-	// overflow. Whichever fires first gets the rule for the attacker, which
-	// ends the attack. Either is the right alert for it.
+	// (PacketScopeSYNQueueExhaustion), a default one they do not; the held
+	// ones are slow a second in (PacketScopeSlowConnections). Whichever
+	// fires first gets the rule for the attacker, which ends the attack.
+	// Either is the right alert for it.
 	fired := promQuery(t, st.prom, `max_over_time(ALERTS{alertname=~"PacketScopeSlowConnections|PacketScopeSYNQueueExhaustion",alertstate="firing"}[2m])`)
 	if len(fired) == 0 {
 		t.Errorf("neither PacketScopeSlowConnections nor PacketScopeSYNQueueExhaustion fired")
