@@ -46,7 +46,7 @@ const (
 
 // SlowConnConfig tunes a SlowConnTracker; zero fields take the defaults.
 type SlowConnConfig struct {
-	Every  time.Duration // how often the sockets are listed (and at most how often a scrape lists them)
+	Every  time.Duration // how often the sockets are listed between scrapes (a scrape reads a listing at most scrapeMaxAge old)
 	MinAge time.Duration // a connection younger than this is never slow...
 	// MinAgeRead: ...unless the service has read its request (none of it
 	// waits in the receive queue): then from this age.
