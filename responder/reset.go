@@ -121,9 +121,9 @@ func (sh rstShape) match() rule.Match {
 
 // MineResets proposes rules against the rejected RSTs of the reactions.
 // When at most MaxSources sources claim SourceShare of them and none of
-// those is a client the node serves (or a talker in the baseline), the sources are real (an attacker on
-// the path, or one resetting connections it holds itself): a drop rule per
-// source. Otherwise the sources are spoofed, and one fingerprint without a
+// those is a client the node serves (or a talker in the baseline), the
+// sources are real (an attacker on the path, or one resetting connections
+// it holds itself): a drop rule per source. Otherwise the sources are spoofed, and one fingerprint without a
 // source covers them: a drop, or a rate_limit at resetRatePPS when they
 // claim served clients, whose own resets may share the shape and must
 // pass (a per-source rule for a client's address is what the guardrails'
