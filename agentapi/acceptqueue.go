@@ -2,12 +2,9 @@ package agentapi
 
 import (
 	"encoding/binary"
-	"fmt"
 	"time"
 
-	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // Accept queues: the connections whose handshake a listener completed and
@@ -53,30 +50,18 @@ const sizeofInetDiagMsg = 72
 func listenQueueLister(ns netns.NsHandle) func() (acceptQueues, error) {
 	return func() (acceptQueues, error) {
 		var out acceptQueues
-		s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_INET_DIAG)
+		err := dumpTCP(ns, 1<<tcpListen, 0, func(m []byte) {
+			waiting, limit, ok := acceptQueueOf(m)
+			if !ok {
+				return
+			}
+			out.Longest = max(out.Longest, waiting)
+			if limit > 0 && waiting >= limit {
+				out.Full++
+			}
+		})
 		if err != nil {
-			return out, fmt.Errorf("open sock_diag socket: %w", err)
-		}
-		defer s.Close()
-		sockets := map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: {Socket: s}}
-		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
-			req.Sockets = sockets
-			req.AddData(listenDumpRequest{family: fam})
-			msgs, err := req.Execute(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY)
-			if err != nil {
-				return acceptQueues{}, fmt.Errorf("sock_diag tcp listeners (family %d): %w", fam, err)
-			}
-			for _, m := range msgs {
-				waiting, limit, ok := acceptQueueOf(m)
-				if !ok {
-					continue
-				}
-				out.Longest = max(out.Longest, waiting)
-				if limit > 0 && waiting >= limit {
-					out.Full++
-				}
-			}
+			return acceptQueues{}, err
 		}
 		return out, nil
 	}
@@ -90,18 +75,4 @@ func acceptQueueOf(m []byte) (waiting, limit int, ok bool) {
 		return 0, 0, false
 	}
 	return int(binary.NativeEndian.Uint32(m[56:60])), int(binary.NativeEndian.Uint32(m[60:64])), true
-}
-
-// listenDumpRequest is a struct inet_diag_req_v2 asking for every TCP
-// socket of a family in state LISTEN, with no extension.
-type listenDumpRequest struct{ family uint8 }
-
-func (r listenDumpRequest) Len() int { return sizeofInetDiagReqV2 }
-
-func (r listenDumpRequest) Serialize() []byte {
-	b := make([]byte, sizeofInetDiagReqV2)
-	b[0] = r.family
-	b[1] = unix.IPPROTO_TCP
-	binary.NativeEndian.PutUint32(b[4:], 1<<tcpListen)
-	return b
 }

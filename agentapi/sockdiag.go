@@ -38,29 +38,42 @@ const (
 // listedStates, with tcp_info.
 func sockDiagLister(ns netns.NsHandle) func() ([]tcpConn, error) {
 	return func() ([]tcpConn, error) {
-		s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_INET_DIAG)
-		if err != nil {
-			return nil, fmt.Errorf("open sock_diag socket: %w", err)
-		}
-		defer s.Close()
-		sockets := map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: {Socket: s}}
 		var out []tcpConn
-		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
-			req.Sockets = sockets
-			req.AddData(tcpDumpRequest{family: fam, states: listedStates, ext: 1 << (inetDiagInfo - 1)})
-			msgs, err := req.Execute(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY)
-			if err != nil {
-				return nil, fmt.Errorf("sock_diag tcp (family %d): %w", fam, err)
+		err := dumpTCP(ns, listedStates, 1<<(inetDiagInfo-1), func(m []byte) {
+			if c, ok := tcpConnOf(m); ok {
+				out = append(out, c)
 			}
-			for _, m := range msgs {
-				if c, ok := tcpConnOf(m); ok {
-					out = append(out, c)
-				}
-			}
+		})
+		if err != nil {
+			return nil, err
 		}
 		return out, nil
 	}
+}
+
+// dumpTCP asks sock_diag in ns for the TCP sockets, IPv4 then IPv6, in
+// states (a bitmask of 1<<state) with the ext attributes, and hands each
+// inet_diag_msg to each.
+func dumpTCP(ns netns.NsHandle, states uint32, ext uint8, each func(m []byte)) error {
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_INET_DIAG)
+	if err != nil {
+		return fmt.Errorf("open sock_diag socket: %w", err)
+	}
+	defer s.Close()
+	sockets := map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: {Socket: s}}
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
+		req.Sockets = sockets
+		req.AddData(tcpDumpRequest{family: fam, states: states, ext: ext})
+		msgs, err := req.Execute(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY)
+		if err != nil {
+			return fmt.Errorf("sock_diag tcp (family %d, states %#x): %w", fam, states, err)
+		}
+		for _, m := range msgs {
+			each(m)
+		}
+	}
+	return nil
 }
 
 // tcpConnOf reads one inet_diag_msg and its tcp_info attribute; a short
