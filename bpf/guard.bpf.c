@@ -169,7 +169,30 @@ struct {
 } fp_dst6 SEC(".maps");
 
 /* Source-CIDR-only rules: (prefix length, prefix) -> winning slot, the lowest
- * slot among the CIDR rules whose prefix contains this one. */
+ * slot among the CIDR rules whose prefix contains this one. Two stores: the
+ * hash maps hold every entry and are the truth; the open-addressing arrays
+ * (cidr_oa4/6, laid out like fp_src4) hold the entries that found a slot
+ * within GUARD_OA_PROBES of their home, and a packet whose prefilter bit is
+ * set reads them first: an inlined array load instead of a helper call and
+ * a jhash of the key (6 ns of a 27 ns IPv4 drop, 10 of a 41 ns IPv6 one).
+ * An entry that found no slot (a crowded neighbourhood, or prefixes chosen
+ * to collide) is only slower: the hash map still answers for it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, GUARD_CIDR_OA_SLOTS);
+	__type(key, __u32);
+	__type(value, struct guard_cidr4_entry);
+} cidr_oa4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, GUARD_CIDR_OA_SLOTS);
+	__type(key, __u32);
+	__type(value, struct guard_cidr6_entry);
+} cidr_oa6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -536,9 +559,45 @@ static __always_inline struct guard_bitmap *lookup_addr6(void *map, __u32 sel, c
 	return wild_at(sel >> 8);
 }
 
+/* cidr_oa4/6_find probe the open-addressing CIDR table from h's home slot;
+ * they return the entry's slot, or NO_SLOT when it is not there (the hash
+ * map may still hold it). A slot's rule changes only while the slot is not
+ * valid, so a valid entry's slot is whole. */
+static __always_inline __u32 cidr_oa4_find(__u64 h, __u32 plen, __u32 addr)
+{
+	__u32 home = h >> (64 - GUARD_CIDR_OA_SHIFT);
+	for (int j = 0; j < GUARD_OA_PROBES; j++) {
+		__u32 idx = (home + j) & (GUARD_CIDR_OA_SLOTS - 1);
+		struct guard_cidr4_entry *e = bpf_map_lookup_elem(&cidr_oa4, &idx);
+		if (!e || !(e->flags & OA_USED))
+			break;
+		if ((e->flags & OA_VALID) && e->plen == plen && e->addr == addr)
+			return e->slot;
+	}
+	return NO_SLOT;
+}
+
+static __always_inline __u32 cidr_oa6_find(__u64 h, __u32 plen, const __u32 *addr)
+{
+	__u32 home = h >> (64 - GUARD_CIDR_OA_SHIFT);
+	for (int j = 0; j < GUARD_OA_PROBES; j++) {
+		__u32 idx = (home + j) & (GUARD_CIDR_OA_SLOTS - 1);
+		struct guard_cidr6_entry *e = bpf_map_lookup_elem(&cidr_oa6, &idx);
+		if (!e || !(e->flags & OA_USED))
+			break;
+		if ((e->flags & OA_VALID) && e->plen == plen && e->addr[0] == addr[0] && e->addr[1] == addr[1] &&
+		    e->addr[2] == addr[2] && e->addr[3] == addr[3])
+			return e->slot;
+	}
+	return NO_SLOT;
+}
+
+/* lookup_cidr returns the slot of the longest source-CIDR entry containing
+ * the packet's source, or NO_SLOT: per prefix length in use, longest first,
+ * the prefilter, then the array, then the hash map. */
 static __always_inline __u32 lookup_cidr(struct pkt *p, struct guard_config *cfg)
 {
-	__u32 *slot;
+	__u32 *slot, s;
 	if (p->family == 4) {
 		struct guard_key4 k;
 		for (int i = 0; i < GUARD_CIDR_PLENS; i++) {
@@ -546,8 +605,12 @@ static __always_inline __u32 lookup_cidr(struct pkt *p, struct guard_config *cfg
 				break;
 			k.plen = cfg->cidr4_plens[i];
 			k.addr = p->src[0] & mask32(k.plen);
-			if (!pf_maybe(pf_hash4(PF_CIDR4, k.plen, k.addr)))
+			__u64 h = pf_hash4(PF_CIDR4, k.plen, k.addr);
+			if (!pf_maybe(h))
 				continue;
+			s = cidr_oa4_find(h, k.plen, k.addr);
+			if (s != NO_SLOT)
+				return s;
 			slot = bpf_map_lookup_elem(&cidr_src4, &k);
 			if (slot)
 				return *slot;
@@ -564,8 +627,12 @@ static __always_inline __u32 lookup_cidr(struct pkt *p, struct guard_config *cfg
 		k.addr[1] = p->src[1] & mask32(pl - 32);
 		k.addr[2] = p->src[2] & mask32(pl - 64);
 		k.addr[3] = p->src[3] & mask32(pl - 96);
-		if (!pf_maybe(pf_hash6(PF_CIDR6, pl, k.addr)))
+		__u64 h = pf_hash6(PF_CIDR6, pl, k.addr);
+		if (!pf_maybe(h))
 			continue;
+		s = cidr_oa6_find(h, pl, k.addr);
+		if (s != NO_SLOT)
+			return s;
 		slot = bpf_map_lookup_elem(&cidr_src6, &k);
 		if (slot)
 			return *slot;

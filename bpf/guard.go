@@ -69,11 +69,19 @@ type (
 	GuardAddr6Entry = guardGuardAddr6Entry
 )
 
+// Open-addressing tables of the source-CIDR rules (cidr_oa4/6), in front of
+// the hash maps that hold every entry.
+type (
+	GuardCIDR4Entry = guardGuardCidr4Entry
+	GuardCIDR6Entry = guardGuardCidr6Entry
+)
+
 const (
-	GuardOAShift  = 13
-	GuardOAProbes = 8
-	GuardOAUsed   = 1
-	GuardOAValid  = 2
+	GuardOAShift     = 13
+	GuardCIDROAShift = 18
+	GuardOAProbes    = 8
+	GuardOAUsed      = 1
+	GuardOAValid     = 2
 )
 
 // guardLimitsAgree does not compile unless every constant above equals the
@@ -89,6 +97,7 @@ var guardLimitsAgree = [...]struct{}{
 	[1]struct{}{}[GuardPrefilterShift-int(guardGuardLimitsGUARD_PREFILTER_SHIFT)],
 	[1]struct{}{}[GuardOAShift-int(guardGuardLimitsGUARD_OA_SHIFT)],
 	[1]struct{}{}[GuardOAProbes-int(guardGuardLimitsGUARD_OA_PROBES)],
+	[1]struct{}{}[GuardCIDROAShift-int(guardGuardLimitsGUARD_CIDR_OA_SHIFT)],
 	[1]struct{}{}[GuardOAUsed-int(guardGuardOaFlagsOA_USED)],
 	[1]struct{}{}[GuardOAValid-int(guardGuardOaFlagsOA_VALID)],
 }

@@ -14,6 +14,7 @@ enum guard_limits {
 	GUARD_DEF_CHUNK = 248,     /* bytes of a rule definition per rule_defs entry */
 	GUARD_OA_SHIFT = 13,       /* fingerprint address tables: 2^13 slots for at most 1024 entries */
 	GUARD_OA_PROBES = 8,       /* an entry sits within this many slots of its home */
+	GUARD_CIDR_OA_SHIFT = 18,  /* CIDR tables: 2^18 slots per family, at most half full */
 };
 
 /* Flags of an open-addressing table slot (guard_addr4_entry.flags). */
@@ -183,6 +184,7 @@ struct guard_def_chunk {
 };
 
 #define GUARD_OA_SLOTS (1 << GUARD_OA_SHIFT)
+#define GUARD_CIDR_OA_SLOTS (1 << GUARD_CIDR_OA_SHIFT)
 
 /* A slot of an IPv4 fingerprint address table. */
 struct guard_addr4_entry {
@@ -191,6 +193,23 @@ struct guard_addr4_entry {
 	__u32 addr; /* network byte order, masked to plen */
 	__u32 _pad;
 	struct guard_bitmap bitmap;
+};
+
+/* A slot of an IPv4 source-CIDR table (cidr_oa4). flags and plen share a
+ * word, so a tombstone write changes the flags and nothing a reader uses. */
+struct guard_cidr4_entry {
+	__u16 flags; /* OA_USED | OA_VALID */
+	__u16 plen;
+	__u32 addr; /* network byte order, masked to plen */
+	__u32 slot; /* the winning rule's slot */
+};
+
+/* A slot of an IPv6 source-CIDR table (cidr_oa6). */
+struct guard_cidr6_entry {
+	__u16 flags;
+	__u16 plen;
+	__u32 slot;
+	__u32 addr[4];
 };
 
 /* A slot of an IPv6 fingerprint address table. */

@@ -47,6 +47,22 @@ type guardGuardBucket struct {
 	LastNs uint64
 }
 
+type guardGuardCidr4Entry struct {
+	_     structs.HostLayout
+	Flags uint16
+	Plen  uint16
+	Addr  uint32
+	Slot  uint32
+}
+
+type guardGuardCidr6Entry struct {
+	_     structs.HostLayout
+	Flags uint16
+	Plen  uint16
+	Slot  uint32
+	Addr  [4]uint32
+}
+
 type guardGuardConfig struct {
 	_           structs.HostLayout
 	SampleEvery uint32
@@ -115,6 +131,7 @@ const (
 	guardGuardLimitsGUARD_DEF_CHUNK       guardGuardLimits = 248
 	guardGuardLimitsGUARD_OA_SHIFT        guardGuardLimits = 13
 	guardGuardLimitsGUARD_OA_PROBES       guardGuardLimits = 8
+	guardGuardLimitsGUARD_CIDR_OA_SHIFT   guardGuardLimits = 18
 )
 
 type guardGuardOaFlags uint32
@@ -196,6 +213,8 @@ type guardGuardXdpPass struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	guardMapAddrPrefilter = "addr_prefilter"
+	guardMapCidrOa4       = "cidr_oa4"
+	guardMapCidrOa6       = "cidr_oa6"
 	guardMapCidrSrc4      = "cidr_src4"
 	guardMapCidrSrc6      = "cidr_src6"
 	guardMapCpuScratch    = "cpu_scratch"
@@ -280,6 +299,8 @@ type guardProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardMapSpecs struct {
 	AddrPrefilter *ebpf.MapSpec `ebpf:"addr_prefilter"`
+	CidrOa4       *ebpf.MapSpec `ebpf:"cidr_oa4"`
+	CidrOa6       *ebpf.MapSpec `ebpf:"cidr_oa6"`
 	CidrSrc4      *ebpf.MapSpec `ebpf:"cidr_src4"`
 	CidrSrc6      *ebpf.MapSpec `ebpf:"cidr_src6"`
 	CpuScratch    *ebpf.MapSpec `ebpf:"cpu_scratch"`
@@ -340,6 +361,8 @@ func (o *guardObjects) Close() error {
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardMaps struct {
 	AddrPrefilter *ebpf.Map `ebpf:"addr_prefilter"`
+	CidrOa4       *ebpf.Map `ebpf:"cidr_oa4"`
+	CidrOa6       *ebpf.Map `ebpf:"cidr_oa6"`
 	CidrSrc4      *ebpf.Map `ebpf:"cidr_src4"`
 	CidrSrc6      *ebpf.Map `ebpf:"cidr_src6"`
 	CpuScratch    *ebpf.Map `ebpf:"cpu_scratch"`
@@ -370,6 +393,8 @@ type guardMaps struct {
 func (m *guardMaps) Close() error {
 	return _GuardClose(
 		m.AddrPrefilter,
+		m.CidrOa4,
+		m.CidrOa6,
 		m.CidrSrc4,
 		m.CidrSrc6,
 		m.CpuScratch,

@@ -85,8 +85,8 @@ func newRuleTable(logger *slog.Logger, maps *bpf.GuardMaps, maxRules int, sample
 		fpSlots:   make([]*tableRule, FPSlots),
 		cidrSlots: make([]*tableRule, CIDRSlots),
 		fp:        newFPFields(maps, pf),
-		cidr4:     newCIDRField(maps.CidrSrc4, pf),
-		cidr6:     newCIDRField(maps.CidrSrc6, pf),
+		cidr4:     newCIDRField(maps.CidrSrc4, maps.CidrOa4, pf),
+		cidr6:     newCIDRField(maps.CidrSrc6, maps.CidrOa6, pf),
 		cfg:       bpf.GuardConfig{SampleEvery: sampleEvery},
 		now:       time.Now,
 
@@ -550,6 +550,9 @@ func (t *RuleTable) adopt() (int, error) {
 	}
 	for _, c := range []*cidrField{t.cidr4, t.cidr6} {
 		if err := syncHash(c.m, c.vals, func(v uint32) any { return v }); err != nil {
+			return 0, err
+		}
+		if err := c.oa.adopt(c.vals); err != nil {
 			return 0, err
 		}
 		clear(c.dirty)

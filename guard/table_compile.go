@@ -194,7 +194,8 @@ func (f *fpFields) flushFields() error {
 // (prefix length, prefix) holding the lowest slot among the rules whose
 // prefix contains the entry's, so the longest hit is the first match.
 type cidrField struct {
-	m      *ebpf.Map
+	m      *ebpf.Map                 // hash map: every entry
+	oa     *cidrOA                   // the same entries, those that found a slot
 	refs   map[netip.Prefix][]uint32 // prefix -> slots naming it, ascending
 	vals   map[netip.Prefix]uint32
 	lens   map[int]int // prefix length -> distinct prefixes with it
@@ -204,8 +205,8 @@ type cidrField struct {
 	marked map[netip.Prefix]bool // entries whose prefilter bit is counted
 }
 
-func newCIDRField(m *ebpf.Map, pf *prefilter) *cidrField {
-	return &cidrField{m: m, refs: map[netip.Prefix][]uint32{}, vals: map[netip.Prefix]uint32{},
+func newCIDRField(m, oa *ebpf.Map, pf *prefilter) *cidrField {
+	return &cidrField{m: m, oa: newCIDROA(oa), refs: map[netip.Prefix][]uint32{}, vals: map[netip.Prefix]uint32{},
 		lens: map[int]int{}, dirty: map[netip.Prefix]bool{}, gone: map[netip.Prefix]bool{},
 		pf: pf, marked: map[netip.Prefix]bool{}}
 }
@@ -315,6 +316,9 @@ func (c *cidrField) flush() error {
 		if err := c.m.Update(addrKey(p), c.vals[p], ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("update %s: %w", c.m, err)
 		}
+		if err := c.oa.put(p, c.vals[p]); err != nil {
+			return err
+		}
 	}
 	clear(c.dirty)
 	return nil
@@ -322,6 +326,9 @@ func (c *cidrField) flush() error {
 
 func (c *cidrField) flushGone() error {
 	for p := range c.gone {
+		if err := c.oa.del(p); err != nil {
+			return err
+		}
 		if err := c.m.Delete(addrKey(p)); err != nil && !isNotExist(err) {
 			return fmt.Errorf("delete from %s: %w", c.m, err)
 		}
