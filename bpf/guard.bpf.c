@@ -698,14 +698,32 @@ static __always_inline struct guard_rule_meta *live(__u32 slot, __u64 now)
  * expired is matched by no fingerprint rule. It never matches an expired one. */
 #define MAX_EXPIRED_SKIPS 4
 
-/* guard_classify_fp returns the first live fingerprint rule matching p, as
- * slot | action << 28, or NO_SLOT. A global function, verified once.
+/* What a packet's L4 header lets rules name, which decides the fields a
+ * classification reads. The rule compiler (rule.Matcher.AllowsMeta) puts a
+ * rule naming TCP flags or a window only in the meta classes of TCP packets
+ * with their header, one naming ports only in those of TCP and UDP, one
+ * naming an ICMP type only in those of ICMP: so for any other packet every
+ * candidate leaves those fields open, and reading them would AND in a set
+ * that holds every candidate. Each kind gets its own copy of the classifier,
+ * with the fields it cannot constrain compiled out (a UDP drop reads four
+ * bitmaps fewer: 43 ns instead of 48 in TestXDPVariants). */
+enum fp_kind {
+	FP_TCP,   /* every field but the ICMP type */
+	FP_UDP,   /* no TCP flags, window or ICMP type */
+	FP_OTHER, /* ICMP and every other protocol, and headers cut short: no ports, TCP flags or window */
+};
+
+/* classify_fp returns the first live fingerprint rule matching p, as
+ * slot | action << 28, or NO_SLOT. kind is a constant: see enum fp_kind.
  *
  * The set of candidates shrinks field by field, a word of 64 rules per bit
  * of the sums first, and the classification ends as soon as it is empty:
- * most packets that no rule matches leave after a lookup or two. */
-__noinline __u32 guard_classify_fp(struct pkt *p)
+ * most packets that no rule matches leave after a lookup or two. A field the
+ * kind leaves out stands as meta: ANDing a candidate set with it changes
+ * nothing, and the compiler drops those terms. */
+static __always_inline __u32 classify_fp(struct pkt *p, const enum fp_kind kind)
 {
+	const int ports = kind != FP_OTHER, tcp = kind == FP_TCP, icmp_field = kind == FP_OTHER;
 	__u32 zero = 0;
 	struct guard_config *cfg = bpf_map_lookup_elem(&guard_config, &zero);
 	if (!p || !cfg)
@@ -723,60 +741,81 @@ __noinline __u32 guard_classify_fp(struct pkt *p)
 	sum &= active->sum;
 	if (!sum)
 		return NO_SLOT;
-	__u32 k = p->dport;
-	struct guard_bitmap *dport = bpf_map_lookup_elem(&fp_dport, &k);
-	k = WILD_DPORT * GUARD_META_ENTRIES + meta_k;
-	struct guard_bitmap *wdport = bpf_map_lookup_elem(&fp_wild_class, &k);
-	if (!dport || !wdport)
-		return NO_SLOT;
-	sum &= dport->sum | wdport->sum;
-	if (!sum)
-		return NO_SLOT;
-	k = p->sport;
-	struct guard_bitmap *sport = bpf_map_lookup_elem(&fp_sport, &k);
-	k = WILD_SPORT * GUARD_META_ENTRIES + meta_k;
-	struct guard_bitmap *wsport = bpf_map_lookup_elem(&fp_wild_class, &k);
-	if (!sport || !wsport)
-		return NO_SLOT;
-	sum &= sport->sum | wsport->sum;
-	if (!sum)
-		return NO_SLOT;
-	/* The ports are what rules name most: leave out the words whose
-	 * candidates they already empty before looking up the other fields. */
-	__u64 left = sum;
-	for (int i = 0; i < GUARD_FP_WORDS; i++) {
-		if (!left)
-			break;
-		__u32 w = first_bit(left) & (GUARD_FP_WORDS - 1);
-		left &= left - 1;
-		if (!(meta->words[w] & active->words[w] & (dport->words[w] | wdport->words[w]) &
-		      (sport->words[w] | wsport->words[w])))
-			sum &= ~(1ULL << w);
+	__u32 k;
+	struct guard_bitmap *dport = meta, *wdport = meta, *sport = meta, *wsport = meta;
+	if (ports) {
+		k = p->dport;
+		dport = bpf_map_lookup_elem(&fp_dport, &k);
+		k = WILD_DPORT * GUARD_META_ENTRIES + meta_k;
+		wdport = bpf_map_lookup_elem(&fp_wild_class, &k);
+		if (!dport || !wdport)
+			return NO_SLOT;
+		sum &= dport->sum | wdport->sum;
+		if (!sum)
+			return NO_SLOT;
+		k = p->sport;
+		sport = bpf_map_lookup_elem(&fp_sport, &k);
+		k = WILD_SPORT * GUARD_META_ENTRIES + meta_k;
+		wsport = bpf_map_lookup_elem(&fp_wild_class, &k);
+		if (!sport || !wsport)
+			return NO_SLOT;
+		sum &= sport->sum | wsport->sum;
+		if (!sum)
+			return NO_SLOT;
+		/* The ports are what rules name most: leave out the words whose
+		 * candidates they already empty before looking up the other fields. */
+		__u64 left = sum;
+		for (int i = 0; i < GUARD_FP_WORDS; i++) {
+			if (!left)
+				break;
+			__u32 w = first_bit(left) & (GUARD_FP_WORDS - 1);
+			left &= left - 1;
+			if (!(meta->words[w] & active->words[w] & (dport->words[w] | wdport->words[w]) &
+			      (sport->words[w] | wsport->words[w])))
+				sum &= ~(1ULL << w);
+		}
+		if (!sum)
+			return NO_SLOT;
 	}
-	if (!sum)
-		return NO_SLOT;
 	k = p->ttl;
 	struct guard_bitmap *ttl = bpf_map_lookup_elem(&fp_ttl, &k);
-	k = p->tcp_flags;
-	struct guard_bitmap *flags = bpf_map_lookup_elem(&fp_tcp_flags, &k);
-	k = p->icmp_type;
-	struct guard_bitmap *icmp = bpf_map_lookup_elem(&fp_icmp_type, &k);
-	if (!ttl || !flags || !icmp)
+	if (!ttl)
 		return NO_SLOT;
-	sum &= ttl->sum & flags->sum & icmp->sum;
+	sum &= ttl->sum;
+	struct guard_bitmap *flags = meta, *icmp = meta;
+	if (tcp) {
+		k = p->tcp_flags;
+		flags = bpf_map_lookup_elem(&fp_tcp_flags, &k);
+		if (!flags)
+			return NO_SLOT;
+		sum &= flags->sum;
+	}
+	if (icmp_field) {
+		k = p->icmp_type;
+		icmp = bpf_map_lookup_elem(&fp_icmp_type, &k);
+		if (!icmp)
+			return NO_SLOT;
+		sum &= icmp->sum;
+	}
 	if (!sum)
 		return NO_SLOT;
 	k = p->length;
 	struct guard_bitmap *length = bpf_map_lookup_elem(&fp_length, &k);
 	k = WILD_LENGTH * GUARD_META_ENTRIES + meta_k;
 	struct guard_bitmap *wlength = bpf_map_lookup_elem(&fp_wild_class, &k);
-	k = p->window;
-	struct guard_bitmap *window = bpf_map_lookup_elem(&fp_window, &k);
-	k = WILD_WINDOW * GUARD_META_ENTRIES + meta_k;
-	struct guard_bitmap *wwindow = bpf_map_lookup_elem(&fp_wild_class, &k);
-	if (!length || !wlength || !window || !wwindow)
+	if (!length || !wlength)
 		return NO_SLOT;
-	sum &= (length->sum | wlength->sum) & (window->sum | wwindow->sum);
+	sum &= length->sum | wlength->sum;
+	struct guard_bitmap *window = meta, *wwindow = meta;
+	if (tcp) {
+		k = p->window;
+		window = bpf_map_lookup_elem(&fp_window, &k);
+		k = WILD_WINDOW * GUARD_META_ENTRIES + meta_k;
+		wwindow = bpf_map_lookup_elem(&fp_wild_class, &k);
+		if (!window || !wwindow)
+			return NO_SLOT;
+		sum &= window->sum | wwindow->sum;
+	}
 	if (!sum)
 		return NO_SLOT;
 
@@ -794,13 +833,23 @@ __noinline __u32 guard_classify_fp(struct pkt *p)
 			break;
 		w = first_bit(sum) & (GUARD_FP_WORDS - 1);
 		sum &= sum - 1;
-		v = meta->words[w] & active->words[w] & (dport->words[w] | wdport->words[w]);
+		v = meta->words[w] & active->words[w];
+		if (ports)
+			v &= (dport->words[w] | wdport->words[w]);
 		if (!v)
 			continue;
-		v &= (sport->words[w] | wsport->words[w]) & ttl->words[w] & flags->words[w];
+		if (ports)
+			v &= (sport->words[w] | wsport->words[w]);
+		v &= ttl->words[w];
+		if (tcp)
+			v &= flags->words[w];
 		if (!v)
 			continue;
-		v &= icmp->words[w] & (length->words[w] | wlength->words[w]) & (window->words[w] | wwindow->words[w]);
+		if (icmp_field)
+			v &= icmp->words[w];
+		v &= length->words[w] | wlength->words[w];
+		if (tcp)
+			v &= window->words[w] | wwindow->words[w];
 		if (!v)
 			continue;
 		if (!cand) {
@@ -846,10 +895,14 @@ __noinline __u32 guard_classify_fp(struct pkt *p)
 			break;
 		w = first_bit(cand) & (GUARD_FP_WORDS - 1);
 		cand &= cand - 1;
-		v = meta->words[w] & active->words[w] & flags->words[w] & icmp->words[w] & ttl->words[w] &
-		    (sport->words[w] | wsport->words[w]) & (dport->words[w] | wdport->words[w]) &
-		    (length->words[w] | wlength->words[w]) & (window->words[w] | wwindow->words[w]) &
+		v = meta->words[w] & active->words[w] & ttl->words[w] & (length->words[w] | wlength->words[w]) &
 		    src->words[w] & dst->words[w];
+		if (ports)
+			v &= (sport->words[w] | wsport->words[w]) & (dport->words[w] | wdport->words[w]);
+		if (tcp)
+			v &= flags->words[w] & (window->words[w] | wwindow->words[w]);
+		if (icmp_field)
+			v &= icmp->words[w];
 	}
 	if (!v)
 		return NO_SLOT;
@@ -867,6 +920,22 @@ __noinline __u32 guard_classify_fp(struct pkt *p)
 		v &= v - 1;
 	}
 	return NO_SLOT;
+}
+
+/* One global function per kind: each is verified once, on its own. */
+__noinline __u32 guard_classify_tcp(struct pkt *p)
+{
+	return classify_fp(p, FP_TCP);
+}
+
+__noinline __u32 guard_classify_udp(struct pkt *p)
+{
+	return classify_fp(p, FP_UDP);
+}
+
+__noinline __u32 guard_classify_other(struct pkt *p)
+{
+	return classify_fp(p, FP_OTHER);
 }
 
 /* rate_ok takes one token from the slot's bucket; capacity is one second of rate. */
@@ -1051,7 +1120,13 @@ int guard_xdp(struct xdp_md *ctx)
 	guard_parse(ctx, &p);
 	if (p.family == 0)
 		goto out;
-	__u32 res = guard_classify_fp(&p);
+	__u32 res;
+	if (p.has_l4 && p.protocol == IPPROTO_TCP)
+		res = guard_classify_tcp(&p);
+	else if (p.has_l4 && p.protocol == IPPROTO_UDP)
+		res = guard_classify_udp(&p);
+	else
+		res = guard_classify_other(&p);
 	if (res != NO_SLOT) {
 		slot = RES_SLOT(res);
 		action = RES_ACTION(res);
