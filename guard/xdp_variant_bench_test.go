@@ -104,6 +104,13 @@ func TestXDPVariants(t *testing.T) {
 		fmt.Println()
 	}
 	for _, pr := range progs {
+		if info, err := pr.p.Info(); err == nil {
+			if n, ok := info.VerifiedInstructions(); ok {
+				fmt.Printf("%-28s %d (the kernel's limit: 1,000,000)\n", "verified insns "+pr.name, n)
+			}
+		}
+	}
+	for _, pr := range progs {
 		fmt.Printf("%-28s", "ratio "+pr.name)
 		for _, p := range paths {
 			a, x := res[pr.name+"|"+p.name], res["xdp-filter|"+p.name]

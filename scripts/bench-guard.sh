@@ -65,7 +65,7 @@ END {
 echo
 echo "== the same, programs interleaved round after round (TestXDPVariants: 9 rounds x 300,000 runs; median/min ns, then"
 echo "   the median of each round's ratio to xdp-filter): robust to a load that changes during the run =="
-PS_VARIANTS= CI=true go test -tags variants ./guard/ -run '^TestXDPVariants$' -v -count=1 -timeout 30m 2>/dev/null | grep -E '^(program|guard|xdp-filter|bare-drop|ratio)' || echo "interleaved benchmark failed: go test -tags variants ./guard -run TestXDPVariants -v"
+PS_VARIANTS= CI=true go test -tags variants ./guard/ -run '^TestXDPVariants$' -v -count=1 -timeout 30m 2>/dev/null | grep -E '^(program|guard|xdp-filter|bare-drop|ratio|verified)' || echo "interleaved benchmark failed: go test -tags variants ./guard -run TestXDPVariants -v"
 
 echo
 echo "== line rate: trafgen flood over a veth, 64-byte frames, random sources (guard: 1,000 + 100,000 rules) =="
