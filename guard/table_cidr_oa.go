@@ -170,8 +170,9 @@ func (t *cidrOA) adopt(want map[netip.Prefix]uint32) error {
 	return nil
 }
 
-// load reads every slot. A valid entry that is no masked prefix, or repeats
-// one, was never written by a sound agent: it becomes a tombstone at once.
+// load reads every slot. A valid entry that is not also marked used, is no
+// masked prefix, or repeats one, was never written by a sound agent: it
+// becomes a tombstone at once.
 func (t *cidrOA) load() (map[netip.Prefix]bool, error) {
 	found := map[netip.Prefix]bool{}
 	each := func(s uint32, p netip.Prefix, rule uint32, flags uint16) error {
@@ -179,7 +180,7 @@ func (t *cidrOA) load() (map[netip.Prefix]bool, error) {
 		if flags&bpf.GuardOAValid == 0 {
 			return nil
 		}
-		if _, dup := t.slotOf[p]; dup || !p.IsValid() || p != p.Masked() {
+		if _, dup := t.slotOf[p]; dup || flags&bpf.GuardOAUsed == 0 || !p.IsValid() || p != p.Masked() {
 			return t.write(s, p, rule, bpf.GuardOAUsed)
 		}
 		t.slotOf[p], t.rule[p] = s, rule

@@ -3,6 +3,8 @@ package guard
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -150,5 +152,38 @@ func writeCIDR4(tb testing.TB, m *ebpf.Map, slot uint32, a netip.Addr, rule uint
 	e := bpf.GuardCIDR4Entry{Flags: bpf.GuardOAUsed | bpf.GuardOAValid, Plen: 32, Addr: nativeU32(b[:]), Slot: rule}
 	if err := m.Update(slot, &e, ebpf.UpdateAny); err != nil {
 		tb.Fatal(fmt.Errorf("write cidr_oa4[%d]: %w", slot, err))
+	}
+}
+
+// TestCIDRTableAdoptsPinsWithoutArrays opens a guard on the pins of a
+// version before the CIDR arrays (rule definitions and hash maps, no
+// cidr_oa4/6): the new arrays are made and filled from the adopted rules.
+func TestCIDRTableAdoptsPinsWithoutArrays(t *testing.T) {
+	pin := testPinPath(t)
+	g := openTestGuard(t, Config{PinPath: pin, NoSampling: true})
+	srcs := []netip.Addr{netip.MustParseAddr("100.64.1.1"), netip.MustParseAddr("2001:db8:5::1")}
+	for _, a := range srcs {
+		mustAdd(t, g.Rules(), rule.Rule{Match: rule.Match{Src: netip.PrefixFrom(a, a.BitLen()).String()}})
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"cidr_oa4", "cidr_oa6"} {
+		if err := os.Remove(filepath.Join(pin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g2 := openTestGuard(t, Config{PinPath: pin, NoSampling: true})
+	for _, a := range srcs {
+		dst := netip.MustParseAddr("10.202.0.1")
+		if a.Is6() {
+			dst = netip.MustParseAddr("fd00:202::1")
+		}
+		if v := run(t, g2.Program(), benchFrame(a, dst, 4444, 9)); v != xdpDrop {
+			t.Errorf("frame from %s after adoption: verdict %d, want drop", a, v)
+		}
+	}
+	if n4, n6 := len(g2.table.cidr4.oa.slotOf), len(g2.table.cidr6.oa.slotOf); n4 != 1 || n6 != 1 {
+		t.Errorf("placed %d IPv4 and %d IPv6 entries after adoption, want 1 and 1", n4, n6)
 	}
 }
