@@ -120,6 +120,15 @@ struct {
 	__type(value, struct guard_bitmap);
 } fp_wild_class SEC(".maps");
 
+/* The rules naming each field read per candidate word (one entry). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_names);
+} fp_names SEC(".maps");
+
 /* Rules that leave an address field open, indexed by enum guard_wild
  * (WILD_SRC4..WILD_DST6); WILD_ACTIVE is the set of rules in force. */
 struct {
@@ -718,17 +727,43 @@ enum fp_kind {
 	FP_OTHER, /* ICMP and every other protocol, and headers cut short: no ports, TCP flags or window */
 };
 
+#define ADDR_DST 0x100 /* guard_addr_word: the destination, not the source */
+
+/* guard_addr_word returns word sel & 15 of the bitmap of the packet's source
+ * address (or destination, with ADDR_DST): its longest prefix's entry, or
+ * the field's open set; 0 when a map is missing. A global function: its
+ * probe loops are verified once, not once per state of the word loop that
+ * calls it. */
+__noinline __u64 guard_addr_word(struct pkt *p, struct guard_config *cfg, __u32 sel)
+{
+	if (!p || !cfg)
+		return 0;
+	__u32 w = sel & (GUARD_FP_WORDS - 1);
+	struct guard_bitmap *b;
+	if (sel & ADDR_DST)
+		b = p->family == 4
+			? lookup_addr4(&fp_dst4, PF_FP_DST4 | WILD_DST4 << 8, p->dst[0], cfg->dst4_plens, cfg->dst4_plens_n)
+			: lookup_addr6(&fp_dst6, PF_FP_DST6 | WILD_DST6 << 8, p->dst, cfg->dst6_plens, cfg->dst6_plens_n);
+	else
+		b = p->family == 4
+			? lookup_addr4(&fp_src4, PF_FP_SRC4 | WILD_SRC4 << 8, p->src[0], cfg->src4_plens, cfg->src4_plens_n)
+			: lookup_addr6(&fp_src6, PF_FP_SRC6 | WILD_SRC6 << 8, p->src, cfg->src6_plens, cfg->src6_plens_n);
+	return b ? b->words[w] : 0;
+}
+
 /* classify_fp returns the first live fingerprint rule matching p, as
  * slot | action << 28, or NO_SLOT. kind is a constant: see enum fp_kind.
  *
- * The set of candidates shrinks field by field, a word of 64 rules per bit
- * of the sums first, and the classification ends as soon as it is empty:
- * most packets that no rule matches leave after a lookup or two. A field the
- * kind leaves out stands as meta: ANDing a candidate set with it changes
- * nothing, and the compiler drops those terms. */
+ * First the fields every rule of the kind is matched on (meta class, ports)
+ * narrow the candidates a word of 64 rules per bit of the sums at a time:
+ * most packets no rule matches leave here, after a lookup or four. Then,
+ * word by word from the lowest, the other fields: each read only when a
+ * candidate left in the word names it (fp_names), and the first word with
+ * a candidate left holds the winner. */
 static __always_inline __u32 classify_fp(struct pkt *p, struct guard_config *cfg, const enum fp_kind kind)
 {
 	const int ports = kind != FP_OTHER, tcp = kind == FP_TCP, icmp_field = kind == FP_OTHER;
+	__u32 zero = 0;
 	if (!p || !cfg)
 		return NO_SLOT;
 	__u32 meta_k = ((((__u32)(p->family == 6) * 3 + p->frag) * 2 + p->has_l4) << 8) | p->protocol;
@@ -765,72 +800,15 @@ static __always_inline __u32 classify_fp(struct pkt *p, struct guard_config *cfg
 		sum &= sport->sum | wsport->sum;
 		if (!sum)
 			return NO_SLOT;
-		/* The ports are what rules name most: leave out the words whose
-		 * candidates they already empty before looking up the other fields. */
-		__u64 left = sum;
-		for (int i = 0; i < GUARD_FP_WORDS; i++) {
-			if (!left)
-				break;
-			__u32 w = first_bit(left) & (GUARD_FP_WORDS - 1);
-			left &= left - 1;
-			if (!(meta->words[w] & active->words[w] & (dport->words[w] | wdport->words[w]) &
-			      (sport->words[w] | wsport->words[w])))
-				sum &= ~(1ULL << w);
-		}
-		if (!sum)
-			return NO_SLOT;
 	}
-	k = p->ttl;
-	struct guard_bitmap *ttl = bpf_map_lookup_elem(&fp_ttl, &k);
-	if (!ttl)
-		return NO_SLOT;
-	sum &= ttl->sum;
-	struct guard_bitmap *flags = meta, *icmp = meta;
-	if (tcp) {
-		k = p->tcp_flags;
-		flags = bpf_map_lookup_elem(&fp_tcp_flags, &k);
-		if (!flags)
-			return NO_SLOT;
-		sum &= flags->sum;
-	}
-	if (icmp_field) {
-		k = p->icmp_type;
-		icmp = bpf_map_lookup_elem(&fp_icmp_type, &k);
-		if (!icmp)
-			return NO_SLOT;
-		sum &= icmp->sum;
-	}
-	if (!sum)
-		return NO_SLOT;
-	k = p->length;
-	struct guard_bitmap *length = bpf_map_lookup_elem(&fp_length, &k);
-	k = WILD_LENGTH * GUARD_META_ENTRIES + meta_k;
-	struct guard_bitmap *wlength = bpf_map_lookup_elem(&fp_wild_class, &k);
-	if (!length || !wlength)
-		return NO_SLOT;
-	sum &= length->sum | wlength->sum;
-	struct guard_bitmap *window = meta, *wwindow = meta;
-	if (tcp) {
-		k = p->window;
-		window = bpf_map_lookup_elem(&fp_window, &k);
-		k = WILD_WINDOW * GUARD_META_ENTRIES + meta_k;
-		wwindow = bpf_map_lookup_elem(&fp_wild_class, &k);
-		if (!window || !wwindow)
-			return NO_SLOT;
-		sum &= window->sum | wwindow->sum;
-	}
-	if (!sum)
+	struct guard_names *names = bpf_map_lookup_elem(&fp_names, &zero);
+	if (!names)
 		return NO_SLOT;
 
-	struct guard_bitmap *has_src = wild_at(WILD_HAS_SRC), *has_dst = wild_at(WILD_HAS_DST);
-	if (!has_src || !has_dst)
-		return NO_SLOT;
-
-	/* Pass 1, array fields only, most selective first, leaving a word as
-	 * soon as it is empty: which words hold candidates, whether any of them
-	 * names a source or destination, and the lowest word's candidates. */
-	__u64 cand = 0, v = 0, first_v = 0, need_src = 0, need_dst = 0;
-	__u32 w = 0, first_w = 0;
+	/* Each field's bitmap pointer lives only inside its block, so the
+	 * verifier's states agree after it whichever way the branch went. */
+	__u64 v = 0;
+	__u32 w = 0;
 	for (int i = 0; i < GUARD_FP_WORDS; i++) {
 		if (!sum)
 			break;
@@ -838,74 +816,55 @@ static __always_inline __u32 classify_fp(struct pkt *p, struct guard_config *cfg
 		sum &= sum - 1;
 		v = meta->words[w] & active->words[w];
 		if (ports)
-			v &= (dport->words[w] | wdport->words[w]);
+			v &= (dport->words[w] | wdport->words[w]) & (sport->words[w] | wsport->words[w]);
 		if (!v)
 			continue;
-		if (ports)
-			v &= (sport->words[w] | wsport->words[w]);
-		v &= ttl->words[w];
-		if (tcp)
-			v &= flags->words[w];
-		if (!v)
-			continue;
-		if (icmp_field)
-			v &= icmp->words[w];
-		v &= length->words[w] | wlength->words[w];
-		if (tcp)
-			v &= window->words[w] | wwindow->words[w];
-		if (!v)
-			continue;
-		if (!cand) {
-			first_v = v;
-			first_w = w;
+		if (v & names->ttl[w]) {
+			k = p->ttl;
+			struct guard_bitmap *b = bpf_map_lookup_elem(&fp_ttl, &k);
+			if (!b)
+				return NO_SLOT;
+			v &= b->words[w];
 		}
-		cand |= 1ULL << w;
-		need_src |= v & has_src->words[w];
-		need_dst |= v & has_dst->words[w];
-	}
-	if (!cand)
-		return NO_SLOT;
-
-	/* Address fields last, and only when a candidate names them: they cost
-	 * lookups. A candidate that names none is in the field's open set. */
-	struct guard_bitmap *src, *dst;
-	if (p->family == 4) {
-		src = need_src ? lookup_addr4(&fp_src4, PF_FP_SRC4 | WILD_SRC4 << 8, p->src[0], cfg->src4_plens,
-					      cfg->src4_plens_n)
-			       : wild_at(WILD_SRC4);
-		dst = need_dst ? lookup_addr4(&fp_dst4, PF_FP_DST4 | WILD_DST4 << 8, p->dst[0], cfg->dst4_plens,
-					      cfg->dst4_plens_n)
-			       : wild_at(WILD_DST4);
-	} else {
-		src = need_src ? lookup_addr6(&fp_src6, PF_FP_SRC6 | WILD_SRC6 << 8, p->src, cfg->src6_plens,
-					      cfg->src6_plens_n)
-			       : wild_at(WILD_SRC6);
-		dst = need_dst ? lookup_addr6(&fp_dst6, PF_FP_DST6 | WILD_DST6 << 8, p->dst, cfg->dst6_plens,
-					      cfg->dst6_plens_n)
-			       : wild_at(WILD_DST6);
-	}
-	if (!src || !dst)
-		return NO_SLOT;
-
-	/* Pass 2: the lowest candidate word that survives every field; pass 1
-	 * already ANDed the array fields of the lowest one. */
-	w = first_w;
-	v = first_v & src->words[w & (GUARD_FP_WORDS - 1)] & dst->words[w & (GUARD_FP_WORDS - 1)];
-	cand &= ~(1ULL << first_w);
-	cand &= src->sum & dst->sum;
-	for (int i = 0; i < GUARD_FP_WORDS; i++) {
-		if (v || !cand)
+		if (v & names->length[w]) {
+			k = p->length;
+			struct guard_bitmap *b = bpf_map_lookup_elem(&fp_length, &k);
+			k = WILD_LENGTH * GUARD_META_ENTRIES + meta_k;
+			struct guard_bitmap *wb = bpf_map_lookup_elem(&fp_wild_class, &k);
+			if (!b || !wb)
+				return NO_SLOT;
+			v &= b->words[w] | wb->words[w];
+		}
+		if (tcp && (v & names->tcp_flags[w])) {
+			k = p->tcp_flags;
+			struct guard_bitmap *b = bpf_map_lookup_elem(&fp_tcp_flags, &k);
+			if (!b)
+				return NO_SLOT;
+			v &= b->words[w];
+		}
+		if (tcp && (v & names->window[w])) {
+			k = p->window;
+			struct guard_bitmap *b = bpf_map_lookup_elem(&fp_window, &k);
+			k = WILD_WINDOW * GUARD_META_ENTRIES + meta_k;
+			struct guard_bitmap *wb = bpf_map_lookup_elem(&fp_wild_class, &k);
+			if (!b || !wb)
+				return NO_SLOT;
+			v &= b->words[w] | wb->words[w];
+		}
+		if (icmp_field && (v & names->icmp_type[w])) {
+			k = p->icmp_type;
+			struct guard_bitmap *b = bpf_map_lookup_elem(&fp_icmp_type, &k);
+			if (!b)
+				return NO_SLOT;
+			v &= b->words[w];
+		}
+		/* Address fields last: they cost a probe per prefix length. */
+		if (v & names->src[w])
+			v &= guard_addr_word(p, cfg, w);
+		if (v & names->dst[w])
+			v &= guard_addr_word(p, cfg, w | ADDR_DST);
+		if (v)
 			break;
-		w = first_bit(cand) & (GUARD_FP_WORDS - 1);
-		cand &= cand - 1;
-		v = meta->words[w] & active->words[w] & ttl->words[w] & (length->words[w] | wlength->words[w]) &
-		    src->words[w] & dst->words[w];
-		if (ports)
-			v &= (sport->words[w] | wsport->words[w]) & (dport->words[w] | wdport->words[w]);
-		if (tcp)
-			v &= flags->words[w] & (window->words[w] | wwindow->words[w]);
-		if (icmp_field)
-			v &= icmp->words[w];
 	}
 	if (!v)
 		return NO_SLOT;

@@ -5,6 +5,7 @@ import "github.com/cilium/ebpf"
 // Types of the XDP guard's maps, shared with guard.bpf.c (see guard.h).
 type (
 	GuardBitmap     = guardGuardBitmap
+	GuardNames      = guardGuardNames
 	GuardConfig     = guardGuardConfig
 	GuardKey4       = guardGuardKey4
 	GuardKey6       = guardGuardKey6
@@ -44,8 +45,6 @@ const (
 	GuardWildDst4   = uint32(guardGuardWildWILD_DST4)
 	GuardWildDst6   = uint32(guardGuardWildWILD_DST6)
 	GuardWildActive = uint32(guardGuardWildWILD_ACTIVE)
-	GuardWildHasSrc = uint32(guardGuardWildWILD_HAS_SRC)
-	GuardWildHasDst = uint32(guardGuardWildWILD_HAS_DST)
 	GuardWildCount  = uint32(guardGuardWildWILD_COUNT)
 )
 

@@ -51,8 +51,8 @@ enum guard_wild {
 	WILD_DST4,
 	WILD_DST6,
 	WILD_ACTIVE,  /* rules in force: an update sets field bits first, this bit last */
-	WILD_HAS_SRC, /* rules naming a source prefix */
-	WILD_HAS_DST, /* rules naming a destination prefix */
+	WILD_HAS_SRC, /* unused: rules naming a source prefix, now in fp_names */
+	WILD_HAS_DST, /* unused: rules naming a destination prefix, now in fp_names */
 	WILD_COUNT,
 };
 
@@ -99,6 +99,21 @@ enum guard_flag_class {
 struct guard_bitmap {
 	__u64 sum;
 	__u64 words[GUARD_FP_WORDS];
+};
+
+/* The rules that name each field read per candidate word (bit i of a word
+ * array is fingerprint slot i): a classification reads a field's bitmap
+ * only when a candidate names it, since every rule leaving a field open is
+ * in all of that field's sets. A bit may be set for a rule that leaves the
+ * field open (a wasted read), never clear for one that names it. */
+struct guard_names {
+	__u64 ttl[GUARD_FP_WORDS];
+	__u64 length[GUARD_FP_WORDS];
+	__u64 tcp_flags[GUARD_FP_WORDS];
+	__u64 window[GUARD_FP_WORDS];
+	__u64 icmp_type[GUARD_FP_WORDS];
+	__u64 src[GUARD_FP_WORDS];
+	__u64 dst[GUARD_FP_WORDS];
 };
 
 /* Key of the per-prefix-length address hash maps (IPv4). */

@@ -134,6 +134,17 @@ const (
 	guardGuardLimitsGUARD_CIDR_OA_SHIFT   guardGuardLimits = 18
 )
 
+type guardGuardNames struct {
+	_        structs.HostLayout
+	Ttl      [16]uint64
+	Length   [16]uint64
+	TcpFlags [16]uint64
+	Window   [16]uint64
+	IcmpType [16]uint64
+	Src      [16]uint64
+	Dst      [16]uint64
+}
+
 type guardGuardOaFlags uint32
 
 const (
@@ -224,6 +235,7 @@ const (
 	guardMapFpIcmpType    = "fp_icmp_type"
 	guardMapFpLength      = "fp_length"
 	guardMapFpMeta        = "fp_meta"
+	guardMapFpNames       = "fp_names"
 	guardMapFpSport       = "fp_sport"
 	guardMapFpSrc4        = "fp_src4"
 	guardMapFpSrc6        = "fp_src6"
@@ -310,6 +322,7 @@ type guardMapSpecs struct {
 	FpIcmpType    *ebpf.MapSpec `ebpf:"fp_icmp_type"`
 	FpLength      *ebpf.MapSpec `ebpf:"fp_length"`
 	FpMeta        *ebpf.MapSpec `ebpf:"fp_meta"`
+	FpNames       *ebpf.MapSpec `ebpf:"fp_names"`
 	FpSport       *ebpf.MapSpec `ebpf:"fp_sport"`
 	FpSrc4        *ebpf.MapSpec `ebpf:"fp_src4"`
 	FpSrc6        *ebpf.MapSpec `ebpf:"fp_src6"`
@@ -372,6 +385,7 @@ type guardMaps struct {
 	FpIcmpType    *ebpf.Map `ebpf:"fp_icmp_type"`
 	FpLength      *ebpf.Map `ebpf:"fp_length"`
 	FpMeta        *ebpf.Map `ebpf:"fp_meta"`
+	FpNames       *ebpf.Map `ebpf:"fp_names"`
 	FpSport       *ebpf.Map `ebpf:"fp_sport"`
 	FpSrc4        *ebpf.Map `ebpf:"fp_src4"`
 	FpSrc6        *ebpf.Map `ebpf:"fp_src6"`
@@ -404,6 +418,7 @@ func (m *guardMaps) Close() error {
 		m.FpIcmpType,
 		m.FpLength,
 		m.FpMeta,
+		m.FpNames,
 		m.FpSport,
 		m.FpSrc4,
 		m.FpSrc6,

@@ -527,6 +527,10 @@ func (t *RuleTable) adopt() (int, error) {
 			return 0, err
 		}
 	}
+	t.fp.names.dirty = true // a crash may have left bits of rules gone
+	if err := t.fp.names.flush(); err != nil {
+		return 0, err
+	}
 	// Prefilter bits first: an entry must never be in a map with its bit clear.
 	for _, p := range t.fp.prefixes() {
 		for e := range p.entries {

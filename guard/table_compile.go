@@ -34,6 +34,7 @@ type fpFields struct {
 	wild                         *arrayField // fp_wild: address wilds and the active set
 	wildClass                    *arrayField // fp_wild_class: 16-bit field wilds per meta class
 	src4, src6, dst4, dst6       *prefixField
+	names                        *namesField
 }
 
 func newFPFields(m *bpf.GuardMaps, pf *prefilter) *fpFields {
@@ -41,7 +42,7 @@ func newFPFields(m *bpf.GuardMaps, pf *prefilter) *fpFields {
 		meta: newArrayField(m.FpMeta), flags: newArrayField(m.FpTcpFlags), icmp: newArrayField(m.FpIcmpType),
 		ttl: newArrayField(m.FpTtl), sport: newArrayField(m.FpSport), dport: newArrayField(m.FpDport),
 		length: newArrayField(m.FpLength), window: newArrayField(m.FpWindow), wild: newArrayField(m.FpWild),
-		wildClass: newArrayField(m.FpWildClass),
+		wildClass: newArrayField(m.FpWildClass), names: &namesField{m: m.FpNames},
 	}
 	f.wild.dense = true
 	for i := range bpf.GuardWildCount {
@@ -111,6 +112,7 @@ func (f *fpFields) apply(slot uint32, m *rule.Matcher, on bool) {
 	f.applyRange(f.window, bpf.GuardWildWindow, classes, m.TCPWindow, slot, on)
 	f.applyAddr(true, m.Src, slot, on)
 	f.applyAddr(false, m.Dst, slot, on)
+	f.names.apply(slot, m, on)
 }
 
 // setWild marks the rule open on a 16-bit field in every meta class it allows.
@@ -154,11 +156,6 @@ func (f *fpFields) applyAddr(src bool, p netip.Prefix, slot uint32, on bool) {
 		f6.addOpen(slot, on)
 		return
 	}
-	if src {
-		f.wild.set(bpf.GuardWildHasSrc, slot, on)
-	} else {
-		f.wild.set(bpf.GuardWildHasDst, slot, on)
-	}
 	pf := f.addrField(src, p)
 	if on {
 		pf.addRule(slot, p)
@@ -187,7 +184,56 @@ func (f *fpFields) flushFields() error {
 			return err
 		}
 	}
+	if err := f.names.flush(); err != nil {
+		return err
+	}
 	return f.wild.flush()
+}
+
+// namesField mirrors fp_names: per field the kernel reads only for the
+// candidates that name it, the rules naming it. A bit is set before its
+// rule's active bit and cleared after, like every field's bits.
+type namesField struct {
+	m     *ebpf.Map
+	v     bpf.GuardNames
+	dirty bool
+}
+
+func (n *namesField) apply(slot uint32, m *rule.Matcher, on bool) {
+	for _, f := range []struct {
+		words *[bpf.GuardFPRules / 64]uint64
+		named bool
+	}{
+		{&n.v.Ttl, m.TTL.Set},
+		{&n.v.Length, m.Length.Set},
+		{&n.v.TcpFlags, m.FlagsSet|m.FlagsUnset != 0},
+		{&n.v.Window, m.TCPWindow.Set},
+		{&n.v.IcmpType, m.NeedsICMPType},
+		{&n.v.Src, m.Src.IsValid()},
+		{&n.v.Dst, m.Dst.IsValid()},
+	} {
+		if !f.named {
+			continue
+		}
+		bit := uint64(1) << (slot % 64)
+		if on {
+			f.words[slot/64] |= bit
+		} else {
+			f.words[slot/64] &^= bit
+		}
+		n.dirty = true
+	}
+}
+
+func (n *namesField) flush() error {
+	if !n.dirty {
+		return nil
+	}
+	if err := n.m.Update(uint32(0), &n.v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("update %s: %w", n.m, err)
+	}
+	n.dirty = false
+	return nil
 }
 
 // cidrField mirrors the source-CIDR-only rules of one family: entries per
