@@ -218,12 +218,12 @@ struct {
 	__type(value, __u32);
 } cidr_src6 SEC(".maps");
 
-/* Prefilter in front of the CIDR hash maps (the agent marks the
- * fingerprint address entries too, which the kernel no longer reads): one bit per (table,
+/* Prefilter in front of the CIDR tables (the agent marks the fingerprint
+ * address entries too, which the kernel does not read): one bit per (table,
  * prefix length, prefix) in use, at pf_hash's position. A clear bit means
- * the hash lookup would miss, for ~2 ns instead of ~12. The agent sets a bit
- * before inserting the entry and clears it after deleting the last entry
- * hashing to it. */
+ * both CIDR tables would miss, for one load. The agent sets a bit before
+ * inserting the entry and clears it after deleting the last entry hashing
+ * to it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
