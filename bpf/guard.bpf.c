@@ -2,8 +2,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* The XDP guard: parses every packet exactly as guard.ParseFrame does,
  * counts it, classifies it against the rules with bit-vector classification
- * (one lookup per header field yields the set of rules that field allows;
- * the sets are ANDed and the first set bit wins) and applies the winner. */
+ * (a lookup per header field some candidate names yields the rules the field
+ * allows; the sets are ANDed and the first set bit wins), applies the winner. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
