@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
@@ -188,7 +189,7 @@ func (t *cidrOA) load() (map[netip.Prefix]bool, error) {
 		return nil
 	}
 	var err error
-	if t.m.ValueSize() == uint32(sizeofCIDR4Entry) {
+	if t.m.ValueSize() == uint32(unsafe.Sizeof(bpf.GuardCIDR4Entry{})) {
 		err = readArray(t.m, func(s uint32, e *bpf.GuardCIDR4Entry) error {
 			var a [4]byte
 			putNativeU32(a[:], e.Addr)
@@ -205,8 +206,6 @@ func (t *cidrOA) load() (map[netip.Prefix]bool, error) {
 	}
 	return found, err
 }
-
-const sizeofCIDR4Entry = 12 // GuardCIDR4Entry: flags, plen, addr, slot
 
 // readArray hands every entry of an array map to each, by index, reading
 // it in batches (2^18 single lookups would take a restart a second).
