@@ -277,11 +277,9 @@ struct {
 	__type(value, struct guard_iface_stats);
 } iface_stats SEC(".maps");
 
-/* Per-CPU scratch: the 1-in-N sampling counter and the clock cache. */
+/* Per-CPU scratch: the 1-in-N sampling counter. */
 struct guard_cpu {
 	__u64 sample_tick;
-	__u64 jiffies; /* bpf_jiffies64() when now was read */
-	__u64 now;     /* bpf_ktime_get_coarse_ns() at that jiffy */
 };
 
 struct {
@@ -476,13 +474,44 @@ truncated:
 	return 0;
 }
 
-static __always_inline __u32 mask32(__s32 bits)
+/* Masks by prefix length, constant tables instead of shifts and branches:
+ * mask4[l] keeps the first l bits of an IPv4 address in network byte order;
+ * mask6[l] the first l bits of an IPv6 one, as the two little-endian 64-bit
+ * words it is loaded as (struct pkt's src/dst, the tables' addr). */
+#define M32(b) ((b) <= 0 ? 0u : (b) >= 32 ? 0xffffffffu : __builtin_bswap32(0xffffffffu << ((32 - (b)) & 31)))
+#define M64(b) ((__u64)M32((b) - 32) << 32 | M32(b))
+#define M6(b) { M64(b), M64((b) - 64) }
+#define M4x8(b) M32(b), M32(b + 1), M32(b + 2), M32(b + 3), M32(b + 4), M32(b + 5), M32(b + 6), M32(b + 7)
+#define M6x8(b) M6(b), M6(b + 1), M6(b + 2), M6(b + 3), M6(b + 4), M6(b + 5), M6(b + 6), M6(b + 7)
+static const __u32 mask4[33] = { M4x8(0), M4x8(8), M4x8(16), M4x8(24), M32(32) };
+static const __u64 mask6[129][2] = {
+	M6x8(0), M6x8(8), M6x8(16), M6x8(24), M6x8(32), M6x8(40), M6x8(48), M6x8(56),
+	M6x8(64), M6x8(72), M6x8(80), M6x8(88), M6x8(96), M6x8(104), M6x8(112), M6x8(120), M6(128),
+};
+
+/* The index's bound, explicit: clang knows none (the length comes from the
+ * configuration), the verifier needs one. */
+static __always_inline __u32 plen4(__u32 plen)
 {
-	if (bits <= 0)
-		return 0;
-	if (bits >= 32)
-		return 0xffffffff;
-	return bpf_htonl(~((1U << (32 - bits)) - 1));
+	asm volatile("" : "+r"(plen));
+	return plen > 32 ? 32 : plen;
+}
+
+static __always_inline __u32 plen6(__u32 plen)
+{
+	asm volatile("" : "+r"(plen));
+	return plen > 128 ? 128 : plen;
+}
+
+/* An IPv6 address masked to a prefix length, as two little-endian words. */
+struct addr6 {
+	__u64 lo, hi;
+};
+
+static __always_inline struct addr6 masked6(const __u32 *addr, __u32 plen)
+{
+	const __u64 *a = (const __u64 *)addr, *m = mask6[plen6(plen)];
+	return (struct addr6){ a[0] & m[0], a[1] & m[1] };
 }
 
 static __always_inline struct guard_bitmap *wild_at(__u32 i)
@@ -501,10 +530,10 @@ static __always_inline __u64 pf_hash4(__u32 tid, __u32 plen, __u32 addr)
 	return x * PF_K1;
 }
 
-static __always_inline __u64 pf_hash6(__u32 tid, __u32 plen, const __u32 *a)
+static __always_inline __u64 pf_hash6(__u32 tid, __u32 plen, struct addr6 a)
 {
-	__u64 x = (((__u64)a[1] << 32) | a[0]) * PF_K1;
-	x ^= ((__u64)a[3] << 32) | a[2];
+	__u64 x = a.lo * PF_K1;
+	x ^= a.hi;
 	x *= PF_K2;
 	x ^= (__u64)(tid << 8 | plen) << 32;
 	return x * PF_K1;
@@ -517,6 +546,17 @@ static __always_inline int pf_maybe(__u64 h)
 	return w && ((*w >> ((h >> 32) & 63)) & 1);
 }
 
+/* The address words of a table entry, which sit 8-aligned (guard.h). */
+_Static_assert(__builtin_offsetof(struct guard_addr6_entry, addr) % 8 == 0, "addr6 entry's address unaligned");
+_Static_assert(__builtin_offsetof(struct guard_cidr6_entry, addr) % 8 == 0, "cidr6 entry's address unaligned");
+_Static_assert(__builtin_offsetof(struct pkt, src) % 8 == 0 && __builtin_offsetof(struct pkt, dst) % 8 == 0,
+	       "packet's addresses unaligned");
+static __always_inline int addr6_is(const __u32 *addr, struct addr6 a)
+{
+	const __u64 *e = (const __u64 *)addr;
+	return e[0] == a.lo && e[1] == a.hi;
+}
+
 /* lookup_addr4/6 walk the prefix lengths in use, longest first. They do not
  * consult the prefilter: a hit would pay a load more for it, and a miss ends
  * at an empty home slot as cheaply (the tables are at most 1/8 full). */
@@ -524,20 +564,17 @@ static __always_inline int pf_maybe(__u64 h)
 static __always_inline struct guard_bitmap *lookup_addr4(void *map, __u32 sel, __u32 addr, const __u8 *plens, __u8 n)
 {
 	__u32 tid = sel & 0xff;
-	struct guard_key4 k;
 	for (int i = 0; i < GUARD_FP_PLENS; i++) {
 		if (i >= n)
 			break;
-		k.plen = plens[i];
-		k.addr = addr & mask32(k.plen);
-		__u64 h = pf_hash4(tid, k.plen, k.addr);
-		__u32 home = h >> (64 - GUARD_OA_SHIFT);
+		__u32 plen = plen4(plens[i]), a = addr & mask4[plen];
+		__u32 home = pf_hash4(tid, plen, a) >> (64 - GUARD_OA_SHIFT);
 		for (int j = 0; j < GUARD_OA_PROBES; j++) {
 			__u32 idx = (home + j) & (GUARD_OA_SLOTS - 1);
 			struct guard_addr4_entry *e = bpf_map_lookup_elem(map, &idx);
 			if (!e || !(e->flags & OA_USED))
 				break;
-			if ((e->flags & OA_VALID) && e->plen == k.plen && e->addr == k.addr)
+			if ((e->flags & OA_VALID) && e->plen == plen && e->addr == a)
 				return &e->bitmap;
 		}
 	}
@@ -548,25 +585,18 @@ static __always_inline struct guard_bitmap *lookup_addr6(void *map, __u32 sel, c
 						       __u8 n)
 {
 	__u32 tid = sel & 0xff;
-	struct guard_key6 k;
 	for (int i = 0; i < GUARD_FP_PLENS; i++) {
 		if (i >= n)
 			break;
-		__s32 pl = plens[i];
-		k.plen = pl;
-		k.addr[0] = addr[0] & mask32(pl);
-		k.addr[1] = addr[1] & mask32(pl - 32);
-		k.addr[2] = addr[2] & mask32(pl - 64);
-		k.addr[3] = addr[3] & mask32(pl - 96);
-		__u64 h = pf_hash6(tid, pl, k.addr);
-		__u32 home = h >> (64 - GUARD_OA_SHIFT);
+		__u32 plen = plen6(plens[i]);
+		struct addr6 a = masked6(addr, plen);
+		__u32 home = pf_hash6(tid, plen, a) >> (64 - GUARD_OA_SHIFT);
 		for (int j = 0; j < GUARD_OA_PROBES; j++) {
 			__u32 idx = (home + j) & (GUARD_OA_SLOTS - 1);
 			struct guard_addr6_entry *e = bpf_map_lookup_elem(map, &idx);
 			if (!e || !(e->flags & OA_USED))
 				break;
-			if ((e->flags & OA_VALID) && e->plen == k.plen && e->addr[0] == k.addr[0] &&
-			    e->addr[1] == k.addr[1] && e->addr[2] == k.addr[2] && e->addr[3] == k.addr[3])
+			if ((e->flags & OA_VALID) && e->plen == plen && addr6_is(e->addr, a))
 				return &e->bitmap;
 		}
 	}
@@ -591,7 +621,7 @@ static __always_inline __u32 cidr_oa4_find(__u64 h, __u32 plen, __u32 addr)
 	return NO_SLOT;
 }
 
-static __always_inline __u32 cidr_oa6_find(__u64 h, __u32 plen, const __u32 *addr)
+static __always_inline __u32 cidr_oa6_find(__u64 h, __u32 plen, struct addr6 a)
 {
 	__u32 home = h >> (64 - GUARD_CIDR_OA_SHIFT);
 	for (int j = 0; j < GUARD_OA_PROBES; j++) {
@@ -599,8 +629,7 @@ static __always_inline __u32 cidr_oa6_find(__u64 h, __u32 plen, const __u32 *add
 		struct guard_cidr6_entry *e = bpf_map_lookup_elem(&cidr_oa6, &idx);
 		if (!e || !(e->flags & OA_USED))
 			break;
-		if ((e->flags & OA_VALID) && e->plen == plen && e->addr[0] == addr[0] && e->addr[1] == addr[1] &&
-		    e->addr[2] == addr[2] && e->addr[3] == addr[3])
+		if ((e->flags & OA_VALID) && e->plen == plen && addr6_is(e->addr, a))
 			return e->slot;
 	}
 	return NO_SLOT;
@@ -617,8 +646,8 @@ static __always_inline __u32 lookup_cidr(struct pkt *p, struct guard_config *cfg
 		for (int i = 0; i < GUARD_CIDR_PLENS; i++) {
 			if (i >= cfg->cidr4_plens_n)
 				break;
-			k.plen = cfg->cidr4_plens[i];
-			k.addr = p->src[0] & mask32(k.plen);
+			k.plen = plen4(cfg->cidr4_plens[i]);
+			k.addr = p->src[0] & mask4[k.plen];
 			__u64 h = pf_hash4(PF_CIDR4, k.plen, k.addr);
 			if (!pf_maybe(h))
 				continue;
@@ -635,18 +664,19 @@ static __always_inline __u32 lookup_cidr(struct pkt *p, struct guard_config *cfg
 	for (int i = 0; i < GUARD_CIDR_PLENS; i++) {
 		if (i >= cfg->cidr6_plens_n)
 			break;
-		__s32 pl = cfg->cidr6_plens[i];
-		k.plen = pl;
-		k.addr[0] = p->src[0] & mask32(pl);
-		k.addr[1] = p->src[1] & mask32(pl - 32);
-		k.addr[2] = p->src[2] & mask32(pl - 64);
-		k.addr[3] = p->src[3] & mask32(pl - 96);
-		__u64 h = pf_hash6(PF_CIDR6, pl, k.addr);
+		__u32 plen = plen6(cfg->cidr6_plens[i]);
+		struct addr6 a = masked6(p->src, plen);
+		__u64 h = pf_hash6(PF_CIDR6, plen, a);
 		if (!pf_maybe(h))
 			continue;
-		s = cidr_oa6_find(h, pl, k.addr);
+		s = cidr_oa6_find(h, plen, a);
 		if (s != NO_SLOT)
 			return s;
+		k.plen = plen;
+		k.addr[0] = a.lo;
+		k.addr[1] = a.lo >> 32;
+		k.addr[2] = a.hi;
+		k.addr[3] = a.hi >> 32;
 		slot = bpf_map_lookup_elem(&cidr_src6, &k);
 		if (slot)
 			return *slot;
@@ -671,25 +701,28 @@ static __always_inline __u32 first_bit(__u64 v)
 	return debruijn64[i & 63];
 }
 
+/* The clock cache of coarse_now: bpf_ktime_get_coarse_ns() as read at the
+ * jiffy clock_jiffies. Globals, read with a load each and no lookup, shared
+ * by the CPUs: written once a tick. */
+__u64 clock_jiffies = 0, clock_now = 0;
+
 /* coarse_now is bpf_ktime_get_coarse_ns() without the helper call on most
  * packets: the coarse clock moves only at a tick, when jiffies do, and
  * bpf_jiffies64() is inlined to one load. So the value read at a jiffy is
- * kept per CPU and reused until the next one (the helper call was a fifth of
- * a drop). In the sub-microsecond window of a tick between the jiffies
- * increment and the timekeeper update, the kept value may be one tick old for
- * the rest of that tick: the same order of error the coarse clock already has. */
+ * kept and reused until the next one (the helper call was a fifth of a
+ * drop). A CPU that reads the new jiffy with the old value (another CPU is
+ * between its two stores), or that reads in the sub-microsecond window of a
+ * tick between the jiffies increment and the timekeeper update, uses a value
+ * one tick old: the same order of error the coarse clock already has. */
 static __always_inline __u64 coarse_now(void)
 {
-	__u32 zero = 0;
-	__u64 j = bpf_jiffies64();
-	struct guard_cpu *c = bpf_map_lookup_elem(&cpu_scratch, &zero);
-	if (!c)
-		return bpf_ktime_get_coarse_ns();
-	if (c->jiffies != j || !c->now) {
-		c->now = bpf_ktime_get_coarse_ns();
-		c->jiffies = j;
+	__u64 j = bpf_jiffies64(), now = clock_now;
+	if (clock_jiffies != j || !now) {
+		now = bpf_ktime_get_coarse_ns();
+		clock_now = now;
+		clock_jiffies = j;
 	}
-	return c->now;
+	return now;
 }
 
 /* live returns the rule's metadata when the slot holds a rule in force at now. */
@@ -749,6 +782,59 @@ __noinline __u64 guard_addr_word(struct pkt *p, struct guard_config *cfg, __u32 
 			? lookup_addr4(&fp_src4, PF_FP_SRC4 | WILD_SRC4 << 8, p->src[0], cfg->src4_plens, cfg->src4_plens_n)
 			: lookup_addr6(&fp_src6, PF_FP_SRC6 | WILD_SRC6 << 8, p->src, cfg->src6_plens, cfg->src6_plens_n);
 	return b ? b->words[w] : 0;
+}
+
+/* addr4_word/addr6_word answer guard_addr_word without the call (a fifth
+ * of an IPv4 fingerprint drop) when the home slot of the longest prefix
+ * length in use decides: it holds the entry, or it is empty and that length
+ * is the only one. Otherwise they make the call. No loop: a probe loop here
+ * would be verified once per state of the word loop. */
+static __always_inline __u64 addr4_word(struct pkt *p, struct guard_config *cfg, __u32 sel)
+{
+	const int dst = sel & ADDR_DST;
+	void *map = dst ? (void *)&fp_dst4 : (void *)&fp_src4;
+	__u8 n = dst ? cfg->dst4_plens_n : cfg->src4_plens_n;
+	__u32 w = sel & (GUARD_FP_WORDS - 1);
+	if (n == 0)
+		goto call;
+	__u32 plen = plen4(dst ? cfg->dst4_plens[0] : cfg->src4_plens[0]);
+	__u32 a = (dst ? p->dst[0] : p->src[0]) & mask4[plen];
+	__u32 idx = pf_hash4(dst ? PF_FP_DST4 : PF_FP_SRC4, plen, a) >> (64 - GUARD_OA_SHIFT);
+	struct guard_addr4_entry *e = bpf_map_lookup_elem(map, &idx);
+	if (!e)
+		return 0;
+	if ((e->flags & OA_VALID) && e->plen == plen && e->addr == a)
+		return e->bitmap.words[w];
+	if (n == 1 && !(e->flags & OA_USED)) {
+		struct guard_bitmap *b = wild_at(dst ? WILD_DST4 : WILD_SRC4);
+		return b ? b->words[w] : 0;
+	}
+call:
+	return guard_addr_word(p, cfg, sel);
+}
+
+static __always_inline __u64 addr6_word(struct pkt *p, struct guard_config *cfg, __u32 sel)
+{
+	const int dst = sel & ADDR_DST;
+	void *map = dst ? (void *)&fp_dst6 : (void *)&fp_src6;
+	__u8 n = dst ? cfg->dst6_plens_n : cfg->src6_plens_n;
+	__u32 w = sel & (GUARD_FP_WORDS - 1);
+	if (n == 0)
+		goto call;
+	__u32 plen = plen6(dst ? cfg->dst6_plens[0] : cfg->src6_plens[0]);
+	struct addr6 a = masked6(dst ? p->dst : p->src, plen);
+	__u32 idx = pf_hash6(dst ? PF_FP_DST6 : PF_FP_SRC6, plen, a) >> (64 - GUARD_OA_SHIFT);
+	struct guard_addr6_entry *e = bpf_map_lookup_elem(map, &idx);
+	if (!e)
+		return 0;
+	if ((e->flags & OA_VALID) && e->plen == plen && addr6_is(e->addr, a))
+		return e->bitmap.words[w];
+	if (n == 1 && !(e->flags & OA_USED)) {
+		struct guard_bitmap *b = wild_at(dst ? WILD_DST6 : WILD_SRC6);
+		return b ? b->words[w] : 0;
+	}
+call:
+	return guard_addr_word(p, cfg, sel);
 }
 
 /* classify_fp returns the first live fingerprint rule matching p, as
@@ -860,9 +946,9 @@ static __always_inline __u32 classify_fp(struct pkt *p, struct guard_config *cfg
 		}
 		/* Address fields last: they cost a probe per prefix length. */
 		if (v & names->src[w])
-			v &= guard_addr_word(p, cfg, w);
+			v &= p->family == 4 ? addr4_word(p, cfg, w) : addr6_word(p, cfg, w);
 		if (v & names->dst[w])
-			v &= guard_addr_word(p, cfg, w | ADDR_DST);
+			v &= p->family == 4 ? addr4_word(p, cfg, w | ADDR_DST) : addr6_word(p, cfg, w | ADDR_DST);
 		if (v)
 			break;
 	}

@@ -219,7 +219,8 @@ struct guard_cidr4_entry {
 	__u32 slot; /* the winning rule's slot */
 };
 
-/* A slot of an IPv6 source-CIDR table (cidr_oa6). */
+/* A slot of an IPv6 source-CIDR table (cidr_oa6). addr sits at offset 8,
+ * 8-aligned in the array's value: the kernel reads it as two 64-bit words. */
 struct guard_cidr6_entry {
 	__u16 flags;
 	__u16 plen;
@@ -227,7 +228,7 @@ struct guard_cidr6_entry {
 	__u32 addr[4];
 };
 
-/* A slot of an IPv6 fingerprint address table. */
+/* A slot of an IPv6 fingerprint address table; addr 8-aligned, as above. */
 struct guard_addr6_entry {
 	__u32 flags;
 	__u32 plen;

@@ -84,8 +84,6 @@ type guardGuardConfig struct {
 type guardGuardCpu struct {
 	_          structs.HostLayout
 	SampleTick uint64
-	Jiffies    uint64
-	Now        uint64
 }
 
 type guardGuardDefChunk struct {
@@ -253,6 +251,8 @@ const (
 	guardMapSamples       = "samples"
 	guardMapXdpPass       = "xdp_pass"
 	guardProgGuardXdp     = "guard_xdp"
+	guardVarClockJiffies  = "clock_jiffies"
+	guardVarClockNow      = "clock_now"
 	guardVarTraceXdp      = "trace_xdp"
 	guardVarUnusedLimits  = "unused_limits"
 	guardVarUnusedOaFlags = "unused_oa_flags"
@@ -345,6 +345,8 @@ type guardMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardVariableSpecs struct {
+	ClockJiffies  *ebpf.VariableSpec `ebpf:"clock_jiffies"`
+	ClockNow      *ebpf.VariableSpec `ebpf:"clock_now"`
 	TraceXdp      *ebpf.VariableSpec `ebpf:"trace_xdp"`
 	UnusedLimits  *ebpf.VariableSpec `ebpf:"unused_limits"`
 	UnusedOaFlags *ebpf.VariableSpec `ebpf:"unused_oa_flags"`
@@ -442,6 +444,8 @@ func (m *guardMaps) Close() error {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardVariables struct {
+	ClockJiffies  *ebpf.Variable `ebpf:"clock_jiffies"`
+	ClockNow      *ebpf.Variable `ebpf:"clock_now"`
 	TraceXdp      *ebpf.Variable `ebpf:"trace_xdp"`
 	UnusedLimits  *ebpf.Variable `ebpf:"unused_limits"`
 	UnusedOaFlags *ebpf.Variable `ebpf:"unused_oa_flags"`
