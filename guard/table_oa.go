@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
@@ -118,7 +119,7 @@ func (t *oaTable) load() (map[netip.Prefix]*bitmap, error) {
 		var p netip.Prefix
 		var b bitmap
 		var flags uint32
-		if t.m.ValueSize() == uint32(sizeofAddr4) {
+		if t.m.ValueSize() == uint32(unsafe.Sizeof(bpf.GuardAddr4Entry{})) {
 			var e bpf.GuardAddr4Entry
 			if err := t.m.Lookup(s, &e); err != nil {
 				return nil, fmt.Errorf("read %s: %w", t.m, err)
@@ -152,8 +153,6 @@ func (t *oaTable) load() (map[netip.Prefix]*bitmap, error) {
 	}
 	return found, nil
 }
-
-var sizeofAddr4 = 16 + 8 + 8*16 // GuardAddr4Entry: flags, plen, addr, pad, bitmap
 
 func putNativeU32(b []byte, v uint32) {
 	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)

@@ -49,6 +49,16 @@ func BenchmarkVethFlood(b *testing.B) {
 			cfg := trafgenConfig(b, nsMAC(b, ln.victim, "vatk"), nsMAC(b, ln.attacker, "atk0"), f.Build(), 4)
 			stop := startTrafgen(b, ln.attacker, "atk0", cfg)
 			defer stop()
+			// trafgen sometimes takes seconds to send its first frame:
+			// measure from when the drops flow, not from a fixed sleep
+			// (which once measured an idle link as 0 pps).
+			flowing := ln.g.InterfaceStats("vatk").Actions[1]
+			for deadline := time.Now().Add(15 * time.Second); ln.g.InterfaceStats("vatk").Actions[1] == flowing; {
+				if time.Now().After(deadline) {
+					b.Fatal("trafgen's flood never reached the guard within 15s")
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
 			time.Sleep(time.Second)
 			const d = 4 * time.Second
 			s0, t0, l0 := ln.g.InterfaceStats("vatk"), ln.g.sampler.taken.Load(), ln.g.sampler.dropped.Load()
