@@ -35,7 +35,12 @@ func TestXDPVariants(t *testing.T) {
 	g := openTestGuard(t, Config{NoSampling: true, MaxRules: FPSlots + CIDRSlots})
 	if os.Getenv("PS_LOADONLY") != "" {
 		for _, path := range strings.Split(env, ",") {
-			loadVariant(t, g, path)
+			p := loadVariant(t, g, path)
+			if info, err := p.Info(); err == nil {
+				if n, ok := info.VerifiedInstructions(); ok {
+					fmt.Printf("verified insns %s %d\n", path, n)
+				}
+			}
 		}
 		return
 	}
