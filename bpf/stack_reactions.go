@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -67,7 +66,7 @@ func (r *ReactionReader) Read() (Reaction, error) {
 		return Reaction{}, err
 	}
 	var raw stackReactionRecord
-	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
+	if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &raw); err != nil {
 		return Reaction{}, fmt.Errorf("decode reaction record: %w", err)
 	}
 	out := Reaction{Ifindex: raw.Ifindex, Reason: raw.Reason, Family: raw.Family, Protocol: raw.Protocol,

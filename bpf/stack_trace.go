@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -144,7 +143,7 @@ func (r *TraceReader) Read() (TraceRecord, error) {
 		return TraceRecord{}, err
 	}
 	var raw stackTraceRecord
-	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
+	if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &raw); err != nil {
 		return TraceRecord{}, fmt.Errorf("decode trace record: %w", err)
 	}
 	return TraceRecord{
