@@ -784,8 +784,8 @@ __noinline __u64 guard_addr_word(struct pkt *p, struct guard_config *cfg, __u32 
 	return b ? b->words[w] : 0;
 }
 
-/* addr4_word/addr6_word answer guard_addr_word without the call (a fifth
- * of an IPv4 fingerprint drop) when the home slot of the longest prefix
+/* addr4_word/addr6_word answer guard_addr_word without the call (~2 ns of
+ * a 33 ns IPv4 fingerprint drop) when the home slot of the longest prefix
  * length in use decides: it holds the entry, or it is empty and that length
  * is the only one. Otherwise they make the call. No loop: a probe loop here
  * would be verified once per state of the word loop. */
@@ -1140,8 +1140,8 @@ int guard_xdp(struct xdp_md *ctx)
 {
 	/* No packet pointer lives past the parse: one would carry the range
 	 * each parse path checked, and the verifier would walk the inlined
-	 * classifiers once per range (2.4x the instructions). Without the
-	 * calls into global classifiers a fingerprint drop is ~2 ns faster. */
+	 * classifiers once per range (2.4x the instructions). Inlined, not
+	 * called as global functions, the classifiers save ~1 ns a drop. */
 	struct pkt p = {};
 	__u32 verdict = VERDICT_PASS, slot = NO_SLOT, action = 0, zero = 0;
 	__u64 now = 0, start = 0;
