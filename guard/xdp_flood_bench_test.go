@@ -53,7 +53,8 @@ func BenchmarkVethFlood(b *testing.B) {
 			// and then nothing, which measured an idle link as 0 pps.
 			var s0, s1 IfaceStats
 			var t0, t1, l0, l1 uint64
-			var secs float64
+			var secs, rss float64
+			var ms runtime.MemStats
 			for attempt := 1; ; attempt++ {
 				stop := startTrafgen(b, ln.attacker, "atk0", cfg)
 				flowing := ln.g.InterfaceStats("vatk").Actions[1]
@@ -69,6 +70,8 @@ func BenchmarkVethFlood(b *testing.B) {
 				time.Sleep(4 * time.Second)
 				s1, t1, l1 = ln.g.InterfaceStats("vatk"), ln.g.sampler.taken.Load(), ln.g.sampler.dropped.Load()
 				secs = time.Since(start).Seconds()
+				runtime.ReadMemStats(&ms) // memory under the flood, before it stops
+				rss = rssMiB()
 				stop()
 				if s1.Actions[1] > s0.Actions[1] {
 					break
@@ -78,14 +81,12 @@ func BenchmarkVethFlood(b *testing.B) {
 				}
 				b.Log("trafgen stalled: no drops in the measuring window; starting it again")
 			}
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
 			b.ReportMetric(float64(s1.Actions[1]-s0.Actions[1])/secs, "dropped_pps")
 			b.ReportMetric(float64(t1-t0)/secs, "samples/s")
 			b.ReportMetric(float64(s1.SamplesLost-s0.SamplesLost)/secs, "kernel_lost/s")
 			b.ReportMetric(float64(l1-l0)/secs, "agent_dropped/s")
 			b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap_MiB")
-			b.ReportMetric(rssMiB(), "rss_MiB")
+			b.ReportMetric(rss, "rss_MiB")
 		})
 	}
 }
