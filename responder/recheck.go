@@ -48,3 +48,44 @@ func (r *Responder) recheck(fp string, s *alertState) {
 	default: // the queue is full of newer alerts: they go first
 	}
 }
+
+// topUpBelow: a decision whose rules cover less of the attack window than
+// this is followed by one top-up.
+const topUpBelow = 0.95
+
+// scheduleTopUp decides an alert once more, 2 × cfg.Recheck after a
+// decision whose rules cover only part of the attack window. A flood of
+// several kinds (SYN, ACK, odd flags at once) can fire its first alert
+// while the window holds too few of one kind's packets for a rule, and
+// every alert of the flood can decide on that same thin window; the part
+// left over may be under every alert's floor, so no alert comes for it and
+// Alertmanager's repeat is minutes away. The top-up sees a window with
+// seconds more of the flood and adds what it finds; it never removes or
+// replaces the alert's rules (push). One per alert: a bounded extra
+// analyst call. Called with r.mu held.
+func (r *Responder) scheduleTopUp(fp string, s *alertState) (time.Duration, bool) {
+	if s.toppedUp {
+		return 0, false
+	}
+	s.toppedUp = true
+	delay := 2 * r.cfg.Recheck
+	time.AfterFunc(delay, func() { r.topUp(fp, s) })
+	return delay, true
+}
+
+// topUp queues the alert's top-up if it is the same alert, still firing,
+// decided, with its rules, and no refresh in hand.
+func (r *Responder) topUp(fp string, s *alertState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.alerts[fp] != s || s.resolved || s.status != statusDone || len(s.rules) == 0 || s.refreshing {
+		return
+	}
+	j := job{kind: jobAnalyze, alert: s.alert, agentURL: s.agentURL, received: r.cfg.Now(), topUp: true}
+	select {
+	case r.queue <- j:
+		s.status = statusPending
+		r.metrics.queueDepth.Set(float64(len(r.queue)))
+	default: // the queue is full of newer alerts: they go first
+	}
+}

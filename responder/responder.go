@@ -222,7 +222,8 @@ type job struct {
 	alert    AlertInfo
 	agentURL string
 	received time.Time
-	recheck  int // > 0: the responder's own recheck of an alert (scheduleRecheck)
+	recheck  int  // > 0: the responder's own recheck of an alert (scheduleRecheck)
+	topUp    bool // the responder's own second look at a flood its rules held only in part (scheduleTopUp)
 }
 
 type alertStatus int
@@ -244,6 +245,7 @@ type alertState struct {
 	resolved   bool // resolved while pending: the decision in flight cleans up
 	unmeasured bool // rules went in as monitor for want of a baseline: a repeat decides again
 	rechecks   int  // decisions the responder started itself after one found nothing
+	toppedUp   bool // a top-up was scheduled: one per alert
 	alert      AlertInfo
 }
 
@@ -456,6 +458,9 @@ func (r *Responder) decide(ctx context.Context, j job) {
 	if j.recheck > 0 {
 		d.Notes = append(d.Notes, fmt.Sprintf("recheck %d of %d: the alert still fires and the last decision applied nothing", j.recheck, recheckLimit))
 	}
+	if j.topUp {
+		d.Notes = append(d.Notes, "top-up: the alert still fires and the last decision's rules covered only part of its attack window; rules in force stay")
+	}
 	agent := r.agentFor(j.agentURL)
 	ev, summary, err := r.gather(ctx, agent, j)
 	if err != nil {
@@ -486,10 +491,13 @@ func (r *Responder) decide(ctx context.Context, j job) {
 	default:
 		rp := ReplayRules(accepted, ev.Attack, ev.Baseline)
 		d.Coverage, d.Collateral = rp.Coverage, rp.Collateral
-		failed := r.push(ctx, agent, j, accepted, validations, &d)
+		failed, added := r.push(ctx, agent, j, accepted, validations, &d)
 		d.LatencySecs = r.cfg.Now().Sub(j.received).Seconds()
 		switch {
-		case failed == len(accepted):
+		case j.topUp && added == 0 && failed == 0:
+			d.Outcome = OutcomeRepeat
+			d.Notes = append(d.Notes, "top-up: every rule proposed is in force already")
+		case failed > 0 && added == 0 && (failed == len(accepted) || j.topUp):
 			d.Outcome, d.Error = OutcomeAgentError, "no rule could be pushed"
 			r.finish(j, &d, statusFailed)
 			r.record(d)
@@ -509,9 +517,9 @@ func (r *Responder) decide(ctx context.Context, j job) {
 // alert. Pushes are serialized and the agent's rules listed first, so a rule
 // whose match is already enforced (another alert of the same flood) is not
 // added twice, and rules an earlier decision for this alert left behind (a
-// restart lost the state, say) are replaced, never duplicated. It returns how
-// many pushes failed.
-func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rule.Rule, vs []Validation, d *Decision) int {
+// restart lost the state, say) are replaced, never duplicated; a top-up
+// keeps them. It returns how many pushes failed and how many rules it added.
+func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rule.Rule, vs []Validation, d *Decision) (failed, added int) {
 	r.pushMu.Lock()
 	defer r.pushMu.Unlock()
 	active, err := agent.ListRules(ctx)
@@ -519,24 +527,38 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rul
 		for _, ar := range accepted {
 			d.Applied = append(d.Applied, AppliedRule{Action: string(ar.Action), Error: agentFailure("list rules", err)})
 		}
-		return len(accepted)
+		return len(accepted), 0
 	}
 	prefix := ruleIDPrefix(j.alert.Fingerprint)
-	var others []rule.Rule
+	var others, own []rule.Rule
+	used := map[string]bool{}
 	for _, old := range active {
-		if strings.HasPrefix(old.ID, prefix) {
-			_ = agent.DeleteRule(ctx, old.ID)
-		} else {
+		switch {
+		case !strings.HasPrefix(old.ID, prefix):
 			others = append(others, old)
+		case j.topUp:
+			// A top-up adds to the alert's rules, never takes one away:
+			// they hold the part of the flood they were made for.
+			own = append(own, old)
+			used[old.ID] = true
+			d.Applied = append(d.Applied, AppliedRule{ID: old.ID, Action: string(old.Action), ExpiresAt: old.ExpiresAt})
+		default:
+			_ = agent.DeleteRule(ctx, old.ID)
 		}
 	}
-	failed := 0
 	for i, nr := range accepted {
+		if sameRule(own, nr) != nil {
+			continue // in force for this alert already, and listed
+		}
 		if dup := sameRule(others, nr); dup != nil {
 			d.Applied = append(d.Applied, AppliedRule{ID: dup.ID, Action: string(dup.Action), ExpiresAt: dup.ExpiresAt, Existing: true})
 			continue
 		}
 		nr.ID = fmt.Sprintf("%s%d", prefix, i)
+		for n := len(accepted); used[nr.ID]; n++ {
+			nr.ID = fmt.Sprintf("%s%d", prefix, n)
+		}
+		used[nr.ID] = true
 		if nr.Origin == rule.OriginLLM {
 			// The model's own words stay in the audit trail; the agent
 			// gets a reason the responder wrote.
@@ -549,6 +571,7 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rul
 			ar.Error = agentFailure("add rule", err)
 			failed++
 		} else {
+			added++
 			ar.ExpiresAt = got.ExpiresAt
 			if ar.ExpiresAt.IsZero() {
 				ar.ExpiresAt = r.cfg.Now().Add(time.Duration(nr.TTLSeconds) * time.Second)
@@ -556,7 +579,7 @@ func (r *Responder) push(ctx context.Context, agent Agent, j job, accepted []rul
 		}
 		d.Applied = append(d.Applied, ar)
 	}
-	return failed
+	return failed, added
 }
 
 // sameRule returns the active rule that already does what r would do.
@@ -619,6 +642,11 @@ func (r *Responder) finish(j job, d *Decision, st alertStatus) {
 		return
 	}
 	defer r.mu.Unlock()
+	if j.topUp && d.Outcome != OutcomeApplied {
+		// Nothing added: the alert keeps the rules it had, as decided.
+		s.status = statusDone
+		return
+	}
 	s.status, s.agentURL, s.analyst, s.decidedAt, s.alert = st, j.agentURL, d.Analyst, r.cfg.Now(), j.alert
 	s.rules = ownRules(d.Applied)
 	s.unmeasured = false
@@ -626,6 +654,10 @@ func (r *Responder) finish(j job, d *Decision, st alertStatus) {
 		s.unmeasured = s.unmeasured || (v.Accepted && v.Unmeasured)
 	}
 	switch {
+	case st == statusDone && d.Outcome == OutcomeApplied && !j.topUp && d.Coverage < topUpBelow:
+		if delay, ok := r.scheduleTopUp(j.alert.Fingerprint, s); ok {
+			d.Notes = append(d.Notes, fmt.Sprintf("the rules cover %.1f %% of the attack window: looked at again in %s", 100*d.Coverage, delay))
+		}
 	case st == statusDone && d.Outcome == OutcomeNoAction:
 		if delay, ok := r.scheduleRecheck(j.alert.Fingerprint, s); ok {
 			d.Outcome = OutcomeDeferred

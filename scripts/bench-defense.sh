@@ -58,7 +58,11 @@ if [ "${BENCH_DEFENSE_LIVE:-1}" != "0" ]; then
 	echo "== live class matrix (go test ./e2e -bench BenchmarkDefenseClasses -benchtime=1x) =="
 	if ! CI=true go test -count=1 -run '^$' -bench 'BenchmarkDefenseClasses' -benchtime=1x -timeout 80m -v ./e2e/ >"$log" 2>&1; then
 		grep -E -- '--- FAIL|defense_test.go' "$log" >&2 || true
-		echo "bench-defense: a class was not mitigated live (above)" >&2
+		# A failure's message runs over several lines (probes, decisions):
+		# keep the whole log, the lines above are only its first.
+		keep=${TMPDIR:-/tmp}/bench-defense-live.$(date +%s).log
+		cp "$log" "$keep"
+		echo "bench-defense: a class was not mitigated live (above; whole log: $keep)" >&2
 	fi
 	echo "| class | analyst | first packet → 99 % dropped | dropped while rules hold | legitimate requests served |"
 	echo "|---|---|---|---|---|"
