@@ -54,7 +54,7 @@ func BenchmarkVethFlood(b *testing.B) {
 			// as 0 pps, and once stalled inside the window (20k pps).
 			var s0, s1 IfaceStats
 			var t0, t1, l0, l1 uint64
-			var secs, rss float64
+			var secs, rss, pps float64
 			var ms runtime.MemStats
 			for attempt := 1; ; attempt++ {
 				stop := startTrafgen(b, ln.attacker, "atk0", cfg)
@@ -74,7 +74,7 @@ func BenchmarkVethFlood(b *testing.B) {
 				runtime.ReadMemStats(&ms) // memory under the flood, before it stops
 				rss = rssMiB()
 				stop()
-				pps := float64(s1.Actions[1]-s0.Actions[1]) / secs
+				pps = float64(s1.Actions[1]-s0.Actions[1]) / secs
 				if pps >= minFloodPPS {
 					break
 				}
@@ -83,7 +83,7 @@ func BenchmarkVethFlood(b *testing.B) {
 				}
 				b.Logf("trafgen stalled: %.0f pps dropped in the measuring window (a flood is >= %d); starting it again", pps, minFloodPPS)
 			}
-			b.ReportMetric(float64(s1.Actions[1]-s0.Actions[1])/secs, "dropped_pps")
+			b.ReportMetric(pps, "dropped_pps")
 			b.ReportMetric(float64(t1-t0)/secs, "samples/s")
 			b.ReportMetric(float64(s1.SamplesLost-s0.SamplesLost)/secs, "kernel_lost/s")
 			b.ReportMetric(float64(l1-l0)/secs, "agent_dropped/s")

@@ -35,12 +35,7 @@ func TestXDPVariants(t *testing.T) {
 	g := openTestGuard(t, Config{NoSampling: true, MaxRules: FPSlots + CIDRSlots})
 	if os.Getenv("PS_LOADONLY") != "" {
 		for _, path := range strings.Split(env, ",") {
-			p := loadVariant(t, g, path)
-			if info, err := p.Info(); err == nil {
-				if n, ok := info.VerifiedInstructions(); ok {
-					fmt.Printf("verified insns %s %d\n", path, n)
-				}
-			}
+			printVerified(path, loadVariant(t, g, path))
 		}
 		return
 	}
@@ -109,11 +104,7 @@ func TestXDPVariants(t *testing.T) {
 		fmt.Println()
 	}
 	for _, pr := range progs {
-		if info, err := pr.p.Info(); err == nil {
-			if n, ok := info.VerifiedInstructions(); ok {
-				fmt.Printf("%-28s %d (the kernel's limit: 1,000,000)\n", "verified insns "+pr.name, n)
-			}
-		}
+		printVerified(pr.name, pr.p)
 	}
 	for _, pr := range progs {
 		fmt.Printf("%-28s", "ratio "+pr.name)
@@ -209,5 +200,15 @@ func profileXDP(t *testing.T, prog *ebpf.Program, p benchPath) {
 	fmt.Printf("%s on %s: %d samples in the program, %d elsewhere\n", p.name, info.Name, total, other)
 	for _, e := range kvs {
 		fmt.Printf("%6.1f%%  %s\n", 100*float64(e.v)/float64(total), e.k)
+	}
+}
+
+// printVerified prints how many instructions the verifier walked for p, when
+// the kernel says.
+func printVerified(name string, p *ebpf.Program) {
+	if info, err := p.Info(); err == nil {
+		if n, ok := info.VerifiedInstructions(); ok {
+			fmt.Printf("%-28s %d (the kernel's limit: 1,000,000)\n", "verified insns "+name, n)
+		}
 	}
 }

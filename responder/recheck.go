@@ -40,12 +40,17 @@ func (r *Responder) recheck(fp string, s *alertState) {
 	if r.closed || r.alerts[fp] != s || s.resolved || (s.status != statusDone && s.status != statusFailed) || len(s.rules) > 0 {
 		return
 	}
-	j := job{kind: jobAnalyze, alert: s.alert, agentURL: s.agentURL, received: r.cfg.Now(), recheck: s.rechecks}
+	r.requeue(s, job{kind: jobAnalyze, alert: s.alert, agentURL: s.agentURL, received: r.cfg.Now(), recheck: s.rechecks})
+}
+
+// requeue queues a decision the responder starts itself, unless the queue is
+// full of newer alerts: they go first. Called with r.mu held.
+func (r *Responder) requeue(s *alertState, j job) {
 	select {
 	case r.queue <- j:
 		s.status = statusPending
 		r.metrics.queueDepth.Set(float64(len(r.queue)))
-	default: // the queue is full of newer alerts: they go first
+	default:
 	}
 }
 
@@ -81,11 +86,5 @@ func (r *Responder) topUp(fp string, s *alertState) {
 	if r.closed || r.alerts[fp] != s || s.resolved || s.status != statusDone || len(s.rules) == 0 || s.refreshing {
 		return
 	}
-	j := job{kind: jobAnalyze, alert: s.alert, agentURL: s.agentURL, received: r.cfg.Now(), topUp: true}
-	select {
-	case r.queue <- j:
-		s.status = statusPending
-		r.metrics.queueDepth.Set(float64(len(r.queue)))
-	default: // the queue is full of newer alerts: they go first
-	}
+	r.requeue(s, job{kind: jobAnalyze, alert: s.alert, agentURL: s.agentURL, received: r.cfg.Now(), topUp: true})
 }

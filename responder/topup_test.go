@@ -29,22 +29,30 @@ func ruleIDs(rules []rule.Rule) map[string]bool {
 	return ids
 }
 
+// startPartlyCovered posts a SYN flood alert whose window holds 3000 SYNs
+// among 900 ordinary packets, and waits for its first decision: applied, the
+// SYN rule covering ~77 % of the window, under topUpBelow.
+func startPartlyCovered(t *testing.T, seed uint64, recheck time.Duration) (*fakeAgent, *testResponder) {
+	t.Helper()
+	agent := newFakeAgent(t, ordinaryTraffic(seed, 4000), mix(seed+1, hpingSYNFlood(seed+2, 3000, true), ordinaryTraffic(seed+3, 900)))
+	tr := startResponder(t, Config{AgentURL: agent.srv.URL, Recheck: recheck}, true)
+	if code, text := tr.post(t, webhookToken, payload(t, "alertmanager-firing.json", nil)); code != 200 {
+		t.Fatalf("post: %d %s", code, text)
+	}
+	first := tr.waitDecision(t, isKind("alert"))
+	if first.Outcome != OutcomeApplied || first.Coverage >= topUpBelow || len(agent.store.List()) == 0 {
+		t.Fatalf("first decision %s, coverage %.3f, %d rules: want applied, under %.2f", first.Outcome, first.Coverage, len(agent.store.List()), topUpBelow)
+	}
+	return agent, tr
+}
+
 // TestTopUpAddsWhatTheFirstRulesMissed: a flood of two kinds whose second
 // kind reaches the window only after the first decision. That decision's
 // rules cover part of the window, so the responder looks again by itself,
 // adds a rule for the second kind and keeps the first rules as they are
 // (same ids, not pushed again).
 func TestTopUpAddsWhatTheFirstRulesMissed(t *testing.T) {
-	// 3000 SYNs among 900 ordinary packets: the SYN rule covers ~77 %.
-	agent := newFakeAgent(t, ordinaryTraffic(71, 4000), mix(72, hpingSYNFlood(73, 3000, true), ordinaryTraffic(74, 900)))
-	tr := startResponder(t, Config{AgentURL: agent.srv.URL, Recheck: 300 * time.Millisecond}, true)
-	if code, text := tr.post(t, webhookToken, payload(t, "alertmanager-firing.json", nil)); code != 200 {
-		t.Fatalf("post: %d %s", code, text)
-	}
-	first := tr.waitDecision(t, isKind("alert"))
-	if first.Outcome != OutcomeApplied || first.Coverage >= topUpBelow {
-		t.Fatalf("first decision %s, coverage %.3f: want applied, under %.2f", first.Outcome, first.Coverage, topUpBelow)
-	}
+	agent, tr := startPartlyCovered(t, 71, 300*time.Millisecond)
 	before := agent.store.List()
 	// The second kind arrives before the top-up (600 ms) looks.
 	now := time.Now()
@@ -81,16 +89,8 @@ func TestTopUpAddsWhatTheFirstRulesMissed(t *testing.T) {
 // TestTopUpOnce: when the top-up finds nothing new, the rules stay as they
 // are, the outcome says so, and no other top-up follows.
 func TestTopUpOnce(t *testing.T) {
-	agent := newFakeAgent(t, ordinaryTraffic(81, 4000), mix(82, hpingSYNFlood(83, 3000, true), ordinaryTraffic(84, 900)))
-	tr := startResponder(t, Config{AgentURL: agent.srv.URL, Recheck: 50 * time.Millisecond}, true)
-	if code, text := tr.post(t, webhookToken, payload(t, "alertmanager-firing.json", nil)); code != 200 {
-		t.Fatalf("post: %d %s", code, text)
-	}
-	first := tr.waitDecision(t, isKind("alert"))
+	agent, tr := startPartlyCovered(t, 81, 50*time.Millisecond)
 	before := agent.store.List()
-	if first.Outcome != OutcomeApplied || len(before) == 0 {
-		t.Fatalf("first decision %s with %d rules", first.Outcome, len(before))
-	}
 	d := tr.waitDecision(t, isTopUp)
 	if d.Outcome != OutcomeRepeat {
 		t.Errorf("top-up on a window with nothing new: %s, notes %q; want %s", d.Outcome, d.Notes, OutcomeRepeat)
