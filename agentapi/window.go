@@ -113,14 +113,15 @@ type WindowStats struct {
 type TrafficWindow struct {
 	mu    sync.Mutex
 	cfg   WindowConfig
-	ring  []rule.Sample // grows up to cfg.MaxSamples, then wraps
-	head  int           // index of the oldest sample
-	n     int           // samples held
+	ring  []packedSample // grows up to cfg.MaxSamples, then wraps
+	head  int            // index of the oldest sample
+	n     int            // samples held
 	every uint32
 	stats WindowStats
+	names names // the samples' interface names and reactions
 
-	reactions     []rule.Sample // a ring of at most DefaultWindowMaxReactions
-	reactionsHead int           // index of the oldest once full
+	reactions     []packedSample // a ring of at most DefaultWindowMaxReactions
+	reactionsHead int            // index of the oldest once full
 }
 
 // NewTrafficWindow returns an empty window; zero config fields take defaults.
@@ -143,7 +144,7 @@ func NewTrafficWindow(cfg WindowConfig) *TrafficWindow {
 	}
 	// The ring grows on demand (to at most MaxSamples) rather than being
 	// allocated up front, so a large bound costs nothing on a quiet node.
-	return &TrafficWindow{cfg: cfg, ring: make([]rule.Sample, 0, min(cfg.MaxSamples, 1024)), every: cfg.SampleEvery}
+	return &TrafficWindow{cfg: cfg, ring: make([]packedSample, 0, min(cfg.MaxSamples, 1024)), every: cfg.SampleEvery}
 }
 
 // SetSampleEvery records the sampler's current 1-in-N rate.
@@ -175,7 +176,8 @@ func (w *TrafficWindow) AddBatch(ss []rule.Sample) {
 	w.mu.Unlock()
 }
 
-func (w *TrafficWindow) add(s rule.Sample) {
+func (w *TrafficWindow) add(smp rule.Sample) {
+	s := w.names.pack(&smp)
 	w.stats.Added++
 	if w.n < w.cfg.MaxSamples {
 		// Not full: the ring is contiguous from head (head is 0 until it wraps,
@@ -192,7 +194,7 @@ func (w *TrafficWindow) add(s rule.Sample) {
 		if idx == len(w.ring) {
 			if len(w.ring) == cap(w.ring) {
 				// Grow by doubling, but never past MaxSamples: the bound is the point.
-				grown := make([]rule.Sample, len(w.ring), min(max(2*cap(w.ring), 1024), w.cfg.MaxSamples))
+				grown := make([]packedSample, len(w.ring), min(max(2*cap(w.ring), 1024), w.cfg.MaxSamples))
 				copy(grown, w.ring)
 				w.ring = grown
 			}
@@ -213,8 +215,8 @@ func (w *TrafficWindow) add(s rule.Sample) {
 // interleave by microseconds), so stopping at the first young one is enough;
 // Report filters by time anyway.
 func (w *TrafficWindow) evictOld(cutoff time.Time) {
-	for w.n > 0 && w.ring[w.head].Time.Before(cutoff) {
-		w.ring[w.head] = rule.Sample{} // release the interface string
+	c := unixNano(cutoff)
+	for w.n > 0 && w.ring[w.head].unixNano < c {
 		w.head = (w.head + 1) % w.cfg.MaxSamples
 		w.n--
 		w.stats.EvictedAge++
@@ -223,7 +225,7 @@ func (w *TrafficWindow) evictOld(cutoff time.Time) {
 		w.head = 0
 		w.ring = w.ring[:0]
 		if cap(w.ring) > 4096 { // idle after a flood: give the memory back
-			w.ring = make([]rule.Sample, 0, 1024)
+			w.ring = make([]packedSample, 0, 1024)
 		}
 	}
 }
@@ -234,11 +236,12 @@ func (w *TrafficWindow) evictOld(cutoff time.Time) {
 func (w *TrafficWindow) AddReaction(s rule.Sample) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	ps := w.names.pack(&s)
 	if len(w.reactions) < DefaultWindowMaxReactions {
-		w.reactions = append(w.reactions, s)
+		w.reactions = append(w.reactions, ps)
 		return
 	}
-	w.reactions[w.reactionsHead] = s
+	w.reactions[w.reactionsHead] = ps
 	w.reactionsHead = (w.reactionsHead + 1) % len(w.reactions)
 }
 
@@ -246,12 +249,13 @@ func (w *TrafficWindow) AddReaction(s rule.Sample) {
 func (w *TrafficWindow) reactionsIn(from, to time.Time, max int) []rule.Sample {
 	var out []rule.Sample
 	n := len(w.reactions)
+	lo, hi := unixNano(from), unixNano(to)
 	for i := n - 1; i >= 0 && len(out) < max; i-- {
 		s := &w.reactions[(w.reactionsHead+i)%n]
-		if s.Time.Before(from) || s.Time.After(to) {
+		if s.unixNano < lo || s.unixNano > hi {
 			continue
 		}
-		out = append(out, *s)
+		out = append(out, w.names.unpack(s))
 	}
 	slices.Reverse(out)
 	return out
@@ -259,13 +263,13 @@ func (w *TrafficWindow) reactionsIn(from, to time.Time, max int) []rule.Sample {
 
 // evictOldReactions drops reactions older than cutoff when the oldest is.
 func (w *TrafficWindow) evictOldReactions(cutoff time.Time) {
-	n := len(w.reactions)
-	if n == 0 || !w.reactions[w.reactionsHead].Time.Before(cutoff) {
+	n, c := len(w.reactions), unixNano(cutoff)
+	if n == 0 || w.reactions[w.reactionsHead].unixNano >= c {
 		return
 	}
-	kept := make([]rule.Sample, 0, n)
+	kept := make([]packedSample, 0, n)
 	for i := range n {
-		if s := w.reactions[(w.reactionsHead+i)%n]; !s.Time.Before(cutoff) {
+		if s := w.reactions[(w.reactionsHead+i)%n]; s.unixNano >= c {
 			kept = append(kept, s)
 		}
 	}
@@ -301,16 +305,18 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 	if maxSamples > 0 {
 		samples = make([]rule.Sample, 0, min(maxSamples, w.n))
 	}
+	lo, hi := unixNano(from), unixNano(to)
 	for i := w.n - 1; i >= 0; i-- {
 		s := &w.ring[(w.head+i)%w.cfg.MaxSamples]
-		if s.Time.Before(from) || s.Time.After(to) {
+		if s.unixNano < lo || s.unixNano > hi {
 			continue
 		}
 		tot.SampledPackets++
-		tot.SampledBytes += uint64(s.Packet.Length)
-		c.add(&s.Packet)
+		tot.SampledBytes += uint64(s.length)
+		p := s.packet()
+		c.add(&p)
 		if len(samples) < maxSamples {
-			samples = append(samples, *s)
+			samples = append(samples, w.names.unpack(s))
 		}
 	}
 	w.evictOldReactions(w.cfg.Now().Add(-w.cfg.MaxAge))

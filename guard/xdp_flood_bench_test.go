@@ -27,7 +27,9 @@ func BenchmarkVethFlood(b *testing.B) {
 	for _, every := range []uint32{100, 1} {
 		b.Run(fmt.Sprintf("sample_every=%d", every), func(b *testing.B) {
 			ln := newLiveNetSampling(b, every)
-			window := agentapi.NewTrafficWindow(agentapi.WindowConfig{SampleEvery: every, MaxSamples: 100_000})
+			// The agent's window: its default bound, filled before the memory
+			// is read, so the figure is the agent's steady state under a flood.
+			window := agentapi.NewTrafficWindow(agentapi.WindowConfig{SampleEvery: every})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			go func() {
@@ -66,6 +68,14 @@ func BenchmarkVethFlood(b *testing.B) {
 					time.Sleep(100 * time.Millisecond)
 				}
 				time.Sleep(time.Second)
+				if !fillWindow(window) {
+					stop()
+					if attempt == 3 {
+						b.Fatalf("trafgen stalled three times before the window held %d samples", agentapi.DefaultWindowMaxSamples)
+					}
+					b.Logf("trafgen stalled with %d samples in the window; starting it again", window.Stats().Samples)
+					continue
+				}
 				s0, t0, l0 = ln.g.InterfaceStats("vatk"), ln.g.sampler.taken.Load(), ln.g.sampler.dropped.Load()
 				start := time.Now()
 				time.Sleep(4 * time.Second)
@@ -91,6 +101,25 @@ func BenchmarkVethFlood(b *testing.B) {
 			b.ReportMetric(rss, "rss_MiB")
 		})
 	}
+}
+
+// fillWindow waits until the window holds its default bound of samples, as
+// an agent's does after seconds of a flood; false if no sample came for 3 s
+// (trafgen stalled) or the window is not full after a minute.
+func fillWindow(w *agentapi.TrafficWindow) bool {
+	last, lastAt := w.Stats().Added, time.Now()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		st := w.Stats()
+		if st.Samples >= agentapi.DefaultWindowMaxSamples {
+			return true
+		}
+		if st.Added != last {
+			last, lastAt = st.Added, time.Now()
+		} else if time.Since(lastAt) > 3*time.Second {
+			return false
+		}
+	}
+	return false
 }
 
 // minFloodPPS: a measuring window with fewer drops a second saw trafgen

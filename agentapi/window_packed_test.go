@@ -1,0 +1,75 @@
+package agentapi
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/packetscope/packetscope/rule"
+)
+
+// TestPackedSampleRoundTrip: what the window keeps gives back the sample it
+// was given, field for field, for every kind of address a sample can carry.
+func TestPackedSampleRoundTrip(t *testing.T) {
+	if got := unsafe.Sizeof(packedSample{}); got != 64 {
+		t.Errorf("packedSample is %d bytes, want 64", got)
+	}
+	at := time.Date(2026, 12, 2, 20, 1, 2, 345678901, time.UTC)
+	cases := []rule.Sample{
+		{Time: at, Interface: "eth0", Packet: rule.Packet{Family: 4, Src: netip.MustParseAddr("198.51.100.7"),
+			Dst: netip.MustParseAddr("192.0.2.1"), Protocol: rule.ProtoTCP, TTL: 63, Length: 40, HasL4: true,
+			SrcPort: 40000, DstPort: 443, TCPFlags: rule.FlagSYN, TCPWindow: 64240}},
+		{Time: at, Interface: "vlan.100", Reaction: "NO_SOCKET", Packet: rule.Packet{Family: 6,
+			Src: netip.MustParseAddr("2001:db8::7"), Dst: netip.MustParseAddr("fd00::1"), Protocol: rule.ProtoICMPv6,
+			TTL: 255, Length: 1280, HasL4: true, ICMPType: 128}},
+		// A v4-mapped IPv6 address stays IPv6; a later fragment has no L4.
+		{Time: at, Interface: "eth0", Packet: rule.Packet{Family: 6, Src: netip.MustParseAddr("::ffff:198.51.100.7"),
+			Dst: netip.MustParseAddr("fd00::1"), Protocol: rule.ProtoUDP, Length: 1500, Fragment: rule.FragLater}},
+		// A frame that is not IP: no addresses at all.
+		{Time: at, Interface: "eth1", Packet: rule.Packet{Length: 60}},
+	}
+	var n names
+	for i, want := range cases {
+		ps := n.pack(&want)
+		if got := n.unpack(&ps); !reflect.DeepEqual(got, want) {
+			t.Errorf("case %d: unpacked\n%+v\nwant\n%+v", i, got, want)
+		}
+	}
+	if len(n.list) != 5 { // "", eth0, vlan.100, NO_SOCKET, eth1
+		t.Errorf("names interned %q, want each once", n.list)
+	}
+}
+
+// TestPackedTimesKeepTheirOrder: times outside int64 nanoseconds (a zero
+// time, say) clamp to the ends, so eviction and report bounds still order.
+func TestPackedTimesKeepTheirOrder(t *testing.T) {
+	times := []time.Time{{}, time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), time.Unix(0, 0), time.Now(),
+		time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}
+	for i := 1; i < len(times); i++ {
+		if a, b := unixNano(times[i-1]), unixNano(times[i]); a > b {
+			t.Errorf("%v packs after %v (%d > %d)", times[i-1], times[i], a, b)
+		}
+	}
+}
+
+// TestNamesAreBounded: past maxNames distinct strings a new one is kept as
+// "", and the ones already kept keep their names.
+func TestNamesAreBounded(t *testing.T) {
+	var n names
+	first := n.intern("eth0")
+	for i := range maxNames + 10 {
+		n.intern(fmt.Sprintf("veth%d", i))
+	}
+	if len(n.list) != maxNames {
+		t.Fatalf("%d names kept, want %d", len(n.list), maxNames)
+	}
+	if got := n.intern("one-too-many"); got != 0 || n.name(got) != "" {
+		t.Errorf("a name past the bound got index %d (%q), want 0 (\"\")", got, n.name(got))
+	}
+	if n.name(first) != "eth0" || n.intern("eth0") != first {
+		t.Errorf("eth0 lost its index")
+	}
+}
