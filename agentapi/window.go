@@ -113,9 +113,9 @@ type WindowStats struct {
 type TrafficWindow struct {
 	mu    sync.Mutex
 	cfg   WindowConfig
-	ring  []packedSample // grows up to cfg.MaxSamples, then wraps
-	head  int            // index of the oldest sample
-	n     int            // samples held
+	ring  chunkedRing // grows up to cfg.MaxSamples, then wraps
+	head  int         // index of the oldest sample
+	n     int         // samples held
 	every uint32
 	stats WindowStats
 	names names // the samples' interface names and reactions
@@ -144,7 +144,7 @@ func NewTrafficWindow(cfg WindowConfig) *TrafficWindow {
 	}
 	// The ring grows on demand (to at most MaxSamples) rather than being
 	// allocated up front, so a large bound costs nothing on a quiet node.
-	return &TrafficWindow{cfg: cfg, ring: make([]packedSample, 0, min(cfg.MaxSamples, 1024)), every: cfg.SampleEvery}
+	return &TrafficWindow{cfg: cfg, every: cfg.SampleEvery}
 }
 
 // SetSampleEvery records the sampler's current 1-in-N rate.
@@ -183,29 +183,25 @@ func (w *TrafficWindow) add(smp rule.Sample) {
 		// Not full: the ring is contiguous from head (head is 0 until it wraps,
 		// or it has wrapped and then shrunk by age eviction).
 		idx := (w.head + w.n) % w.cfg.MaxSamples
-		if idx == len(w.ring) && len(w.ring) == cap(w.ring) && w.head >= len(w.ring)/2 {
+		if idx == w.ring.len && w.ring.len == w.ring.capacity() && w.head >= w.ring.len/2 {
 			// Age eviction has freed the front half of a ring that has not
 			// wrapped yet: slide the live samples down instead of growing, so
 			// the ring stays within a small factor of what it holds.
-			copy(w.ring, w.ring[w.head:])
-			clear(w.ring[w.n:])
-			w.ring, w.head, idx = w.ring[:w.n], 0, w.n
-		}
-		if idx == len(w.ring) {
-			if len(w.ring) == cap(w.ring) {
-				// Grow by doubling, but never past MaxSamples: the bound is the point.
-				grown := make([]packedSample, len(w.ring), min(max(2*cap(w.ring), 1024), w.cfg.MaxSamples))
-				copy(grown, w.ring)
-				w.ring = grown
+			for i := range w.n {
+				*w.ring.at(i) = *w.ring.at(w.head + i)
 			}
-			w.ring = append(w.ring, s)
+			w.ring.truncate(w.n)
+			w.head, idx = 0, w.n
+		}
+		if idx == w.ring.len {
+			w.ring.push(s, w.cfg.MaxSamples) // never past MaxSamples: idx wraps there
 		} else {
-			w.ring[idx] = s
+			*w.ring.at(idx) = s
 		}
 		w.n++
 		return
 	}
-	w.ring[w.head] = s
+	*w.ring.at(w.head) = s
 	w.head = (w.head + 1) % w.cfg.MaxSamples
 	w.stats.EvictedCount++
 }
@@ -216,17 +212,14 @@ func (w *TrafficWindow) add(smp rule.Sample) {
 // Report filters by time anyway.
 func (w *TrafficWindow) evictOld(cutoff time.Time) {
 	c := unixNano(cutoff)
-	for w.n > 0 && w.ring[w.head].unixNano < c {
+	for w.n > 0 && w.ring.at(w.head).unixNano < c {
 		w.head = (w.head + 1) % w.cfg.MaxSamples
 		w.n--
 		w.stats.EvictedAge++
 	}
 	if w.n == 0 {
 		w.head = 0
-		w.ring = w.ring[:0]
-		if cap(w.ring) > 4096 { // idle after a flood: give the memory back
-			w.ring = make([]packedSample, 0, 1024)
-		}
+		w.ring.truncate(0) // idle after a flood: give the memory back
 	}
 }
 
@@ -294,20 +287,25 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 			protected = append(protected, p.String())
 		}
 	}
-	c := newFieldCounts()
-
 	w.mu.Lock()
 	w.evictOld(w.cfg.Now().Add(-w.cfg.MaxAge))
 	every := w.every
 	var tot Totals
+	lo, hi := unixNano(from), unixNano(to)
+	in := 0
+	for i := range w.n {
+		if s := w.ring.at((w.head + i) % w.cfg.MaxSamples); s.unixNano >= lo && s.unixNano <= hi {
+			in++
+		}
+	}
+	c := newFieldCounts(in)
 	// Walk newest to oldest so the newest matching samples are the ones kept.
 	var samples []rule.Sample
 	if maxSamples > 0 {
-		samples = make([]rule.Sample, 0, min(maxSamples, w.n))
+		samples = make([]rule.Sample, 0, min(maxSamples, in))
 	}
-	lo, hi := unixNano(from), unixNano(to)
 	for i := w.n - 1; i >= 0; i-- {
-		s := &w.ring[(w.head+i)%w.cfg.MaxSamples]
+		s := w.ring.at((w.head + i) % w.cfg.MaxSamples)
 		if s.unixNano < lo || s.unixNano > hi {
 			continue
 		}
@@ -345,14 +343,13 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 	return rep
 }
 
-// fieldCounts tallies each match field's values: addresses in maps with
-// typed keys, header fields of at most 16 bits in dense arrays, so counting a
-// sample allocates nothing and costs few map operations; values become
-// strings only for the top K.
+// fieldCounts tallies each match field's values: addresses as keys to sort
+// and count (addrKeys), header fields of at most 16 bits in dense arrays, so
+// counting a sample allocates nothing; values become strings only for the
+// top K.
 type fieldCounts struct {
-	src, dst  map[netip.Addr]uint64
-	srcPrefix map[netip.Prefix]uint64
-	num       [numFields][]uint64 // indexed by the field's value
+	src, dst addrKeys
+	num      [numFields][]uint64 // indexed by the field's value
 }
 
 // Numeric fields, indexes into fieldCounts.num.
@@ -374,10 +371,9 @@ var numFieldNames = [numFields]string{
 	fTTL: "ttl", fLength: "length", fTCPWindow: "tcp_window", fICMPType: "icmp_type", fFragment: "fragment",
 }
 
-func newFieldCounts() *fieldCounts {
-	c := &fieldCounts{
-		src: map[netip.Addr]uint64{}, dst: map[netip.Addr]uint64{}, srcPrefix: map[netip.Prefix]uint64{},
-	}
+// newFieldCounts returns counts for up to n packets.
+func newFieldCounts(n int) *fieldCounts {
+	c := &fieldCounts{src: newAddrKeys(n), dst: newAddrKeys(n)}
 	for i := range c.num {
 		switch i {
 		case fSrcPort, fDstPort, fLength, fTCPWindow:
@@ -396,15 +392,8 @@ func (c *fieldCounts) add(p *rule.Packet) {
 	if p.Family == 0 {
 		return
 	}
-	c.src[p.Src]++
-	c.dst[p.Dst]++
-	bits := 24
-	if p.Family == 6 {
-		bits = 48
-	}
-	if pfx, err := p.Src.Prefix(bits); err == nil {
-		c.srcPrefix[pfx]++
-	}
+	c.src.add(p.Src)
+	c.dst.add(p.Dst)
 	c.num[fProtocol][p.Protocol]++
 	c.num[fTTL][p.TTL]++
 	c.num[fLength][p.Length]++
@@ -424,20 +413,8 @@ func (c *fieldCounts) add(p *rule.Packet) {
 
 func (c *fieldCounts) top(k int) map[string][]ValueCount {
 	out := make(map[string][]ValueCount, len(TopFields))
-	addrs := func(m map[netip.Addr]uint64) []ValueCount {
-		t := newTopK(k, netip.Addr.Compare)
-		for a, n := range m {
-			t.offer(a, n)
-		}
-		return t.values(netip.Addr.String)
-	}
-	out["src"] = addrs(c.src)
-	out["dst"] = addrs(c.dst)
-	tp := newTopK(k, comparePrefix)
-	for p, n := range c.srcPrefix {
-		tp.offer(p, n)
-	}
-	out["src_prefix"] = tp.values(netip.Prefix.String)
+	out["src"], out["src_prefix"] = c.src.top(k, true)
+	out["dst"], _ = c.dst.top(k, false)
 	for i, name := range numFieldNames {
 		t := newTopK(k, cmp.Compare[uint32])
 		for v, n := range c.num[i] {

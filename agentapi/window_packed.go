@@ -11,14 +11,15 @@ import (
 // packedSample is a rule.Sample as the traffic window keeps it: 64 bytes
 // instead of 128, and no pointers, so the garbage collector never scans the
 // ring. Under a flood the window holds its full 200,000 samples: 12.8 MB
-// here, where rule.Samples took 25.6 MB, scanned at every collection, and
-// the agent's memory under a flood was 89 MiB (BenchmarkVethFlood).
+// here, where rule.Samples took 25.6 MB, scanned at every collection (a
+// flood benchmark's process, the guard and a window of rule.Samples, took
+// 89 MiB).
 type packedSample struct {
-	unixNano int64 // Time; a window's samples lie within 1678-2262
-	src, dst [16]byte
-	length, srcPort, dstPort, tcpWindow                uint16
+	unixNano                                            int64 // Time; a window's samples lie within 1678-2262
+	src, dst                                            [16]byte
+	length, srcPort, dstPort, tcpWindow                 uint16
 	family, protocol, ttl, tcpFlags, icmpType, fragment uint8
-	flags                                               uint8 // packed* bits
+	flags                                               uint8  // packed* bits
 	name, reaction                                      uint16 // Interface and Reaction, as indexes into the window's names
 }
 
@@ -134,10 +135,54 @@ func (ps *packedSample) packet() rule.Packet {
 		Src:      unpackAddr(&ps.src, ps.flags, packedSrcValid, packedSrcIs4),
 		Dst:      unpackAddr(&ps.dst, ps.flags, packedDstValid, packedDstIs4),
 		Fragment: rule.FragKind(ps.fragment), HasL4: ps.flags&packedHasL4 != 0,
-		SrcPort:  ps.srcPort, DstPort: ps.dstPort, TCPFlags: ps.tcpFlags, TCPWindow: ps.tcpWindow, ICMPType: ps.icmpType,
+		SrcPort: ps.srcPort, DstPort: ps.dstPort, TCPFlags: ps.tcpFlags, TCPWindow: ps.tcpWindow, ICMPType: ps.icmpType,
 	}
 }
 
 func (n *names) unpack(ps *packedSample) rule.Sample {
 	return rule.Sample{Time: ps.time(), Interface: n.name(ps.name), Reaction: n.name(ps.reaction), Packet: ps.packet()}
+}
+
+// chunkLen is how many samples a chunk of the ring holds: 256 KiB.
+const chunkLen = 1 << 12
+
+// chunkedRing is the window's storage: a sequence of samples in fixed-size
+// chunks, so that growing adds a chunk and never copies. Doubling a slice
+// kept the old array (together as large as the new one) alive while it
+// copied, and resident for a minute after: the agent's memory peaked 10 MiB
+// above its steady state each time a flood filled the window.
+type chunkedRing struct {
+	chunks [][]packedSample
+	len    int
+}
+
+func (r *chunkedRing) at(i int) *packedSample { return &r.chunks[i/chunkLen][i%chunkLen] }
+
+// capacity is the samples the allocated chunks hold.
+func (r *chunkedRing) capacity() int {
+	if len(r.chunks) == 0 {
+		return 0
+	}
+	return (len(r.chunks)-1)*chunkLen + len(r.chunks[len(r.chunks)-1])
+}
+
+// push appends s, adding a chunk when the last is full: chunkLen samples,
+// or what is left to bound, so the ring never holds more than bound.
+func (r *chunkedRing) push(s packedSample, bound int) {
+	if c := r.capacity(); r.len == c {
+		r.chunks = append(r.chunks, make([]packedSample, max(min(chunkLen, bound-c), 1)))
+	}
+	*r.at(r.len) = s
+	r.len++
+}
+
+// truncate keeps the first n samples and frees the chunks past them, but
+// always the first.
+func (r *chunkedRing) truncate(n int) {
+	r.len = n
+	keep := max((n+chunkLen-1)/chunkLen, 1)
+	if keep < len(r.chunks) {
+		clear(r.chunks[keep:])
+		r.chunks = r.chunks[:keep]
+	}
 }

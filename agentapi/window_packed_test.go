@@ -2,6 +2,7 @@ package agentapi
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -71,5 +72,65 @@ func TestNamesAreBounded(t *testing.T) {
 	}
 	if n.name(first) != "eth0" || n.intern("eth0") != first {
 		t.Errorf("eth0 lost its index")
+	}
+}
+
+// TestTopAddrsAgreesWithMaps: counting sorted keys gives what counting in
+// maps gives (the way reports counted before), ties and order included, on
+// sources of both families, v4-mapped IPv6, invalid addresses, and many
+// addresses per /24 and /48.
+func TestTopAddrsAgreesWithMaps(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var addrs []netip.Addr
+	for range 20_000 {
+		var a netip.Addr
+		switch rnd.IntN(5) {
+		case 0:
+			a = netip.AddrFrom4([4]byte{198, 51, byte(rnd.IntN(4)), byte(rnd.IntN(8))})
+		case 1:
+			a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, byte(rnd.IntN(3)), 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(rnd.IntN(6))})
+		case 2:
+			a = netip.AddrFrom16(netip.AddrFrom4([4]byte{198, 51, 0, byte(rnd.IntN(3))}).As16()) // ::ffff:198.51.0.x
+		case 3:
+			a = netip.AddrFrom4([4]byte{byte(rnd.IntN(256)), byte(rnd.IntN(256)), byte(rnd.IntN(256)), byte(rnd.IntN(256))})
+		default:
+			if rnd.IntN(10) == 0 {
+				a = netip.Addr{}
+			} else {
+				a = netip.AddrFrom4([4]byte{203, 0, 113, byte(rnd.IntN(2))})
+			}
+		}
+		addrs = append(addrs, a)
+	}
+	for _, k := range []int{1, 10, 100} {
+		keys := newAddrKeys(len(addrs))
+		byAddr, byPrefix := map[netip.Addr]uint64{}, map[netip.Prefix]uint64{}
+		for _, a := range addrs {
+			keys.add(a)
+			byAddr[a]++
+			bits := 24
+			if a.Is6() {
+				bits = 48
+			}
+			// An invalid address has no prefix (Prefix gives the zero
+			// Prefix for it, which reports used to list as "invalid Prefix").
+			if p, err := a.Prefix(bits); err == nil && a.IsValid() {
+				byPrefix[p]++
+			}
+		}
+		ta, tp := newTopK(k, netip.Addr.Compare), newTopK(k, comparePrefix)
+		for a, n := range byAddr {
+			ta.offer(a, n)
+		}
+		for p, n := range byPrefix {
+			tp.offer(p, n)
+		}
+		gotA, gotP := keys.top(k, true)
+		if want := ta.values(netip.Addr.String); !reflect.DeepEqual(gotA, want) {
+			t.Errorf("k=%d: addresses\n%v\nwant\n%v", k, gotA, want)
+		}
+		if want := tp.values(netip.Prefix.String); !reflect.DeepEqual(gotP, want) {
+			t.Errorf("k=%d: prefixes\n%v\nwant\n%v", k, gotP, want)
+		}
 	}
 }

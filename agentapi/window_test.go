@@ -41,7 +41,7 @@ func TestWindowEvictsByCount(t *testing.T) {
 	if st.Samples != 100_000 || st.Added != adds || st.EvictedCount != adds-100_000 || st.EvictedAge != 0 {
 		t.Fatalf("stats = %+v, want 100,000 held, %d added, %d evicted by count", st, adds, adds-100_000)
 	}
-	if got := cap(w.ring); got > 100_000 {
+	if got := w.ring.capacity(); got > 100_000 {
 		t.Fatalf("ring capacity %d exceeds MaxSamples 100,000", got)
 	}
 	clk.t = t0.Add(2 * time.Second)
@@ -73,8 +73,8 @@ func TestWindowEvictsByAge(t *testing.T) {
 	if st.EvictedAge != adds-uint64(st.Samples) || st.EvictedCount != 0 {
 		t.Fatalf("stats = %+v: want every eviction by age", st)
 	}
-	if cap(w.ring) > 4*101_000 {
-		t.Fatalf("ring capacity %d: the ring grew far beyond what it holds", cap(w.ring))
+	if w.ring.capacity() > 4*101_000 {
+		t.Fatalf("ring capacity %d: the ring grew far beyond what it holds", w.ring.capacity())
 	}
 	// Nothing arrives for a minute: a report sees an empty window and memory is released.
 	clk.t = clk.t.Add(time.Minute)
@@ -103,30 +103,46 @@ func TestWindowMemoryBounded(t *testing.T) {
 }
 
 func TestWindowRingWrapAfterAgeEviction(t *testing.T) {
-	// Exercise the ring's index arithmetic: wrap, shrink by age, grow again.
+	// Exercise the ring's index arithmetic: wrap, shrink by age, grow again;
+	// in one chunk, across chunks (10,000 samples: 4,096 + 4,096 + 1,808),
+	// and a ring bounded by age, not count, which slides down to its start.
+	checkRingAgainstModel(t, 7, 50, 1)
+	checkRingAgainstModel(t, 10_000, 40, 1_500)
+	checkRingAgainstModel(t, 100_000, 40, 1_500)
+}
+
+// checkRingAgainstModel adds perStep samples a second for steps seconds,
+// some from the future, to a window of maxSamples and 10 s, and compares
+// its samples after each second with a plain model of the same eviction.
+func checkRingAgainstModel(t *testing.T, maxSamples, steps, perStep int) {
+	t.Helper()
 	clk := &fakeClock{t0}
-	w := NewTrafficWindow(WindowConfig{MaxSamples: 7, MaxAge: 10 * time.Second, Now: clk.now})
+	w := NewTrafficWindow(WindowConfig{MaxSamples: maxSamples, MaxAge: 10 * time.Second, Now: clk.now})
 	type item struct {
 		at   time.Time
 		port uint16
 	}
 	var model []item // what the window must hold: same eviction rules, written plainly
-	for i := range 50 {
+	id := 0
+	for i := range steps {
 		clk.t = t0.Add(time.Duration(i) * time.Second)
-		if i%13 == 0 { // a sample from the future, so times are not monotonic
+		if i%13 == 0 { // samples from the future, so times are not monotonic
 			clk.t = clk.t.Add(time.Duration(i%3) * 8 * time.Second)
 		}
-		s := tcpSample(clk.t, "198.51.100.1", 80, rule.FlagSYN)
-		s.Packet.SrcPort = uint16(i)
-		w.Add(s)
-		for len(model) > 0 && model[0].at.Before(clk.t.Add(-10*time.Second)) {
-			model = model[1:]
+		for range perStep {
+			s := tcpSample(clk.t, "198.51.100.1", 80, rule.FlagSYN)
+			s.Packet.SrcPort = uint16(id)
+			w.Add(s)
+			for len(model) > 0 && model[0].at.Before(clk.t.Add(-10*time.Second)) {
+				model = model[1:]
+			}
+			model = append(model, item{clk.t, uint16(id)})
+			if len(model) > maxSamples {
+				model = model[1:]
+			}
+			id++
 		}
-		model = append(model, item{clk.t, uint16(i)})
-		if len(model) > 7 {
-			model = model[1:]
-		}
-		r := w.Report(time.Time{}, clk.t.Add(time.Hour), 100)
+		r := w.Report(time.Time{}, clk.t.Add(time.Hour), 2*maxSamples)
 		var got, want []uint16
 		for _, s := range r.Samples {
 			got = append(got, s.Packet.SrcPort)
@@ -135,7 +151,11 @@ func TestWindowRingWrapAfterAgeEviction(t *testing.T) {
 			want = append(want, m.port)
 		}
 		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("step %d: samples %v, want %v", i, got, want)
+			t.Fatalf("max %d, step %d: %d samples, want %d (first %v, want %v)", maxSamples, i, len(got), len(want),
+				got[:min(len(got), 5)], want[:min(len(want), 5)])
+		}
+		if c := w.ring.capacity(); c > maxSamples || c > 2*len(model)+chunkLen {
+			t.Fatalf("max %d, step %d: ring capacity %d for %d samples", maxSamples, i, c, len(model))
 		}
 	}
 }

@@ -6,10 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,8 +48,8 @@ func BenchmarkXDPLineRate(b *testing.B) {
 
 	victim, attacker := testnet.NewNS(b, "ps-lr-v"), testnet.NewNS(b, "ps-lr-a")
 	linkMultiQueue(b, victim, "vlr", "10.203.0.1/24", attacker, "alr", "10.203.0.2/24", 2)
-	vmac := nsMAC(b, victim, "vlr")
-	amac := nsMAC(b, attacker, "alr")
+	vmac := testnet.MAC(b, victim, "vlr")
+	amac := testnet.MAC(b, attacker, "alr")
 	var ifindex int
 	if err := victim.Do(func() error {
 		ifi, err := net.InterfaceByName("vlr")
@@ -110,8 +108,8 @@ func BenchmarkXDPLineRate(b *testing.B) {
 				b.Fatalf("attach %s to vlr (native): %v", p.name, err)
 			}
 			defer l.Close()
-			cfg := trafgenConfig(b, vmac, amac, p.frame, p.rnd)
-			stop := startTrafgen(b, attacker, "alr", cfg)
+			cfg := testnet.TrafgenConfig(b, vmac, amac, p.frame, p.rnd)
+			stop := testnet.StartTrafgen(b, attacker, "alr", cfg)
 			defer stop()
 			time.Sleep(time.Second)
 			s0, err := prog.Stats()
@@ -149,67 +147,6 @@ func linkMultiQueue(tb testing.TB, a *testnet.NS, aIf, aAddr string, b *testnet.
 	b.MustRun("ip", "addr", "add", bAddr, "dev", bIf)
 	a.MustRun("ip", "link", "set", aIf, "up")
 	b.MustRun("ip", "link", "set", bIf, "up")
-}
-
-func nsMAC(tb testing.TB, ns *testnet.NS, ifname string) net.HardwareAddr {
-	tb.Helper()
-	out := ns.MustRun("cat", "/sys/class/net/"+ifname+"/address")
-	m, err := net.ParseMAC(strings.TrimSpace(out))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return m
-}
-
-// trafgenConfig writes a trafgen packet: frame with its Ethernet addresses
-// replaced and the last rnd bytes of its IPv4 source random per packet.
-func trafgenConfig(tb testing.TB, dst, src net.HardwareAddr, frame []byte, rnd int) string {
-	tb.Helper()
-	f := append([]byte(nil), frame...)
-	copy(f[0:6], dst)
-	copy(f[6:12], src)
-	var parts []string
-	for i, c := range f {
-		if i >= 30-rnd && i < 30 { // IPv4 source: bytes 26..29
-			if i == 30-rnd {
-				parts = append(parts, fmt.Sprintf("drnd(%d)", rnd))
-			}
-			continue
-		}
-		parts = append(parts, fmt.Sprintf("0x%02x", c))
-	}
-	path := filepath.Join(tb.TempDir(), "flood.cfg")
-	if err := os.WriteFile(path, []byte("{ "+strings.Join(parts, ", ")+" }\n"), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	return path
-}
-
-// startTrafgen floods ifname from ns, one sender per CPU, until stop.
-func startTrafgen(tb testing.TB, ns *testnet.NS, ifname, cfg string) (stop func()) {
-	tb.Helper()
-	cmd := ns.Cmd("trafgen", "--dev", ifname, "--conf", cfg, "--cpus", "2", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out := &testnet.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start trafgen: %v", err)
-	}
-	done := false
-	stop = func() {
-		if done {
-			return
-		}
-		done = true
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-	}
-	tb.Cleanup(stop)
-	time.Sleep(300 * time.Millisecond)
-	if cmd.ProcessState != nil {
-		tb.Fatalf("trafgen exited: %s", out)
-	}
-	return stop
 }
 
 func netipFrom(prefix string) netip.Addr { return netip.MustParsePrefix(prefix).Addr() }

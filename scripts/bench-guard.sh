@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # XDP guard benchmarks (guard/xdp_bench_test.go, guard/xdp_linerate_bench_test.go,
-# guard/xdp_flood_bench_test.go):
+# e2e/agent_flood_bench_test.go):
 #  1. ns per packet through BPF_PROG_TEST_RUN on 64-byte frames, pass and drop
 #     paths, IPv4 and IPv6, for the guard with 0, 64 and 1,000 fingerprint
 #     rules plus 100,000 source-CIDR rules, side by side with xdp-filter
@@ -11,7 +11,8 @@
 #     xdp-filter, the guard with 1,000 + 100,000 rules) the packets dropped per
 #     second and the program's own ns per packet in the NAPI poll (bpf_stats),
 #     hence the Mpps one core running only the program would drop;
-#  3. the agent under that flood with sampling on: samples/s, lost, memory.
+#  3. the agent binary under that flood with sampling on, its traffic window
+#     full: samples/s, lost, CPU, memory, and memory after a responder's reports.
 # Needs root, Go, trafgen (netsniff-ng), hping3 and xdp-tools.
 #
 #   PACKETS=2000000 bash scripts/bench-guard.sh
@@ -87,13 +88,14 @@ END { print "(dropped pps: what the senders, sharing the cores with the receiver
       print " NAPI poll by bpf_stats, whose own two clock reads are most of the bare-drop figure; Mpps/core = 1e3 / ns/pkt)" }' "$out"
 
 echo
-echo "== the agent under a trafgen flood (ICMP echo, random sources, drop rule in force), sampled-header pipeline =="
-CI=true go test ./guard/ -run '^$' -bench 'BenchmarkVethFlood' -benchtime 1x -timeout 10m 2>/dev/null | grep '^BenchmarkVethFlood' >"$out"
+echo "== the agent (packetscope agent) under a trafgen flood (ICMP echo, random sources, drop rule in force), its traffic"
+echo "   window full (200,000 samples), from its own /metrics =="
+CI=true go test ./e2e/ -run '^$' -bench 'BenchmarkAgentUnderFlood' -benchtime 1x -timeout 10m 2>/dev/null | grep '^BenchmarkAgentUnderFlood' >"$out"
 awk '
 function metric(name,   i) { for (i = 2; i <= NF; i++) if ($(i) == name) return $(i-1); return "-" }
-BEGIN { printf "%-18s %12s %12s %14s %16s %10s %9s\n", "sampling", "dropped pps", "samples/s", "kernel lost/s", "agent dropped/s", "heap MiB", "RSS MiB" }
+BEGIN { printf "%-18s %12s %10s %14s %16s %6s %9s %8s %14s\n", "sampling", "dropped pps", "samples/s", "kernel lost/s", "agent dropped/s", "CPU %", "heap MiB", "RSS MiB", "after reports" }
 {
-	name = $1; sub(/^BenchmarkVethFlood\//, "", name); sub(/-[0-9]+$/, "", name)
-	printf "%-18s %12.0f %12.0f %14s %16s %10.1f %9.1f\n", name, metric("dropped_pps"), metric("samples/s"), metric("kernel_lost/s"), metric("agent_dropped/s"), metric("heap_MiB"), metric("rss_MiB")
+	name = $1; sub(/^BenchmarkAgentUnderFlood\//, "", name); sub(/-[0-9]+$/, "", name)
+	printf "%-18s %12.0f %10.0f %14.0f %16.0f %6.0f %9.1f %8.1f %14.1f\n", name, metric("dropped_pps"), metric("samples/s"), metric("kernel_lost/s"), metric("agent_dropped/s"), metric("cpu_%"), metric("heap_MiB"), metric("rss_MiB"), metric("rss_after_reports_MiB")
 }
-END { print "(goal: RSS <= 64 MiB)" }' "$out"
+END { print "(goal: RSS <= 64 MiB; after reports: right after the two traffic reports a responder pulls, 30 s and 60 s)" }' "$out"
