@@ -2,14 +2,11 @@ package responder
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/packetscope/packetscope/rule"
 )
 
@@ -32,55 +29,37 @@ func ReadCaptureFile(path string) ([]rule.Packet, error) {
 // Ethernet and raw-IP link types are supported; raw IP gets a synthetic
 // Ethernet header so ParseFrame reads it.
 func ReadCapture(r io.Reader) ([]rule.Packet, error) {
-	br := bufio.NewReader(r)
-	magic, err := br.Peek(4)
+	next, err := newFrameReader(bufio.NewReader(r))
 	if err != nil {
-		return nil, fmt.Errorf("read magic: %w", err)
-	}
-	var (
-		next     func() ([]byte, error)
-		linkType layers.LinkType
-	)
-	if bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
-		ng, err := pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
-		if err != nil {
-			return nil, fmt.Errorf("open pcapng: %w", err)
-		}
-		linkType = ng.LinkType()
-		next = func() ([]byte, error) { d, _, err := ng.ReadPacketData(); return d, err }
-	} else {
-		pr, err := pcapgo.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("open pcap: %w", err)
-		}
-		linkType = pr.LinkType()
-		next = func() ([]byte, error) { d, _, err := pr.ReadPacketData(); return d, err }
-	}
-	var prefix func(data []byte) []byte
-	switch linkType {
-	case layers.LinkTypeEthernet:
-		prefix = func(d []byte) []byte { return d }
-	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6, 12: // 12: raw IP on some BSDs
-		prefix = func(d []byte) []byte {
-			eth := make([]byte, 14, 14+len(d))
-			eth[12], eth[13] = 0x08, 0x00
-			if len(d) > 0 && d[0]>>4 == 6 {
-				eth[12], eth[13] = 0x86, 0xdd
-			}
-			return append(eth, d...)
-		}
-	default:
-		return nil, fmt.Errorf("link type %v is not supported (Ethernet or raw IP)", linkType)
+		return nil, err
 	}
 	var out []rule.Packet
 	for {
-		d, err := next()
+		d, link, err := next()
 		if errors.Is(err, io.EOF) {
 			return out, nil
 		}
 		if err != nil {
 			return out, fmt.Errorf("read packet %d: %w", len(out)+1, err)
 		}
-		out = append(out, rule.ParseFrame(prefix(d)))
+		switch link {
+		case linkEthernet:
+		case linkRaw, linkIPv4, linkIPv6, linkRawBSD:
+			d = withEthernet(d)
+		default:
+			return nil, fmt.Errorf("link type %d is not supported (Ethernet or raw IP)", link)
+		}
+		out = append(out, rule.ParseFrame(d))
 	}
+}
+
+// withEthernet puts a synthetic Ethernet header before a raw IP packet, so
+// that ParseFrame reads it.
+func withEthernet(d []byte) []byte {
+	eth := make([]byte, 14, 14+len(d))
+	eth[12], eth[13] = 0x08, 0x00
+	if len(d) > 0 && d[0]>>4 == 6 {
+		eth[12], eth[13] = 0x86, 0xdd
+	}
+	return append(eth, d...)
 }
