@@ -119,6 +119,11 @@ type TrafficWindow struct {
 	every uint32
 	stats WindowStats
 	names names // the samples' interface names and reactions
+	// epoch is the window's time zero: a sample keeps its time as the
+	// nanoseconds since (t.Sub, so by the monotonic clock when both times
+	// carry its reading, as the sampler's and the clock's do: a step of the
+	// wall clock neither ages the window at once nor keeps it forever).
+	epoch time.Time
 
 	reactions     []packedSample // a ring of at most DefaultWindowMaxReactions
 	reactionsHead int            // index of the oldest once full
@@ -144,8 +149,11 @@ func NewTrafficWindow(cfg WindowConfig) *TrafficWindow {
 	}
 	// The ring grows on demand (to at most MaxSamples) rather than being
 	// allocated up front, so a large bound costs nothing on a quiet node.
-	return &TrafficWindow{cfg: cfg, every: cfg.SampleEvery}
+	return &TrafficWindow{cfg: cfg, every: cfg.SampleEvery, epoch: cfg.Now()}
 }
+
+// since is t as nanoseconds from the window's epoch (saturating: Sub does).
+func (w *TrafficWindow) since(t time.Time) int64 { return int64(t.Sub(w.epoch)) }
 
 // SetSampleEvery records the sampler's current 1-in-N rate.
 func (w *TrafficWindow) SetSampleEvery(n uint32) {
@@ -177,7 +185,7 @@ func (w *TrafficWindow) AddBatch(ss []rule.Sample) {
 }
 
 func (w *TrafficWindow) add(smp rule.Sample) {
-	s := w.names.pack(&smp)
+	s := w.names.pack(&smp, w.since(smp.Time))
 	w.stats.Added++
 	if w.n < w.cfg.MaxSamples {
 		// Not full: the ring is contiguous from head (head is 0 until it wraps,
@@ -211,8 +219,8 @@ func (w *TrafficWindow) add(smp rule.Sample) {
 // interleave by microseconds), so stopping at the first young one is enough;
 // Report filters by time anyway.
 func (w *TrafficWindow) evictOld(cutoff time.Time) {
-	c := unixNano(cutoff)
-	for w.n > 0 && w.ring.at(w.head).unixNano < c {
+	c := w.since(cutoff)
+	for w.n > 0 && w.ring.at(w.head).at < c {
 		w.head = (w.head + 1) % w.cfg.MaxSamples
 		w.n--
 		w.stats.EvictedAge++
@@ -229,7 +237,7 @@ func (w *TrafficWindow) evictOld(cutoff time.Time) {
 func (w *TrafficWindow) AddReaction(s rule.Sample) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	ps := w.names.pack(&s)
+	ps := w.names.pack(&s, w.since(s.Time))
 	if len(w.reactions) < DefaultWindowMaxReactions {
 		w.reactions = append(w.reactions, ps)
 		return
@@ -242,13 +250,13 @@ func (w *TrafficWindow) AddReaction(s rule.Sample) {
 func (w *TrafficWindow) reactionsIn(from, to time.Time, max int) []rule.Sample {
 	var out []rule.Sample
 	n := len(w.reactions)
-	lo, hi := unixNano(from), unixNano(to)
+	lo, hi := w.since(from), w.since(to)
 	for i := n - 1; i >= 0 && len(out) < max; i-- {
 		s := &w.reactions[(w.reactionsHead+i)%n]
-		if s.unixNano < lo || s.unixNano > hi {
+		if s.at < lo || s.at > hi {
 			continue
 		}
-		out = append(out, w.names.unpack(s))
+		out = append(out, w.names.unpack(s, w.epoch))
 	}
 	slices.Reverse(out)
 	return out
@@ -256,13 +264,13 @@ func (w *TrafficWindow) reactionsIn(from, to time.Time, max int) []rule.Sample {
 
 // evictOldReactions drops reactions older than cutoff when the oldest is.
 func (w *TrafficWindow) evictOldReactions(cutoff time.Time) {
-	n, c := len(w.reactions), unixNano(cutoff)
-	if n == 0 || w.reactions[w.reactionsHead].unixNano >= c {
+	n, c := len(w.reactions), w.since(cutoff)
+	if n == 0 || w.reactions[w.reactionsHead].at >= c {
 		return
 	}
 	kept := make([]packedSample, 0, n)
 	for i := range n {
-		if s := w.reactions[(w.reactionsHead+i)%n]; s.unixNano >= c {
+		if s := w.reactions[(w.reactionsHead+i)%n]; s.at >= c {
 			kept = append(kept, s)
 		}
 	}
@@ -291,10 +299,10 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 	w.evictOld(w.cfg.Now().Add(-w.cfg.MaxAge))
 	every := w.every
 	var tot Totals
-	lo, hi := unixNano(from), unixNano(to)
+	lo, hi := w.since(from), w.since(to)
 	in := 0
 	for i := range w.n {
-		if s := w.ring.at((w.head + i) % w.cfg.MaxSamples); s.unixNano >= lo && s.unixNano <= hi {
+		if s := w.ring.at((w.head + i) % w.cfg.MaxSamples); s.at >= lo && s.at <= hi {
 			in++
 		}
 	}
@@ -306,7 +314,7 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 	}
 	for i := w.n - 1; i >= 0; i-- {
 		s := w.ring.at((w.head + i) % w.cfg.MaxSamples)
-		if s.unixNano < lo || s.unixNano > hi {
+		if s.at < lo || s.at > hi {
 			continue
 		}
 		tot.SampledPackets++
@@ -314,7 +322,7 @@ func (w *TrafficWindow) Report(from, to time.Time, maxSamples int) TrafficReport
 		p := s.packet()
 		c.add(&p)
 		if len(samples) < maxSamples {
-			samples = append(samples, w.names.unpack(s))
+			samples = append(samples, w.names.unpack(s, w.epoch))
 		}
 	}
 	w.evictOldReactions(w.cfg.Now().Add(-w.cfg.MaxAge))

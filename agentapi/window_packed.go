@@ -1,7 +1,6 @@
 package agentapi
 
 import (
-	"math"
 	"net/netip"
 	"time"
 
@@ -15,7 +14,7 @@ import (
 // flood benchmark's process, the guard and a window of rule.Samples, took
 // 89 MiB).
 type packedSample struct {
-	unixNano                                            int64 // Time; a window's samples lie within 1678-2262
+	at                                                  int64 // Time, as nanoseconds since the window's epoch
 	src, dst                                            [16]byte
 	length, srcPort, dstPort, tcpWindow                 uint16
 	family, protocol, ttl, tcpFlags, icmpType, fragment uint8
@@ -69,11 +68,12 @@ func (n *names) name(i uint16) string {
 	return ""
 }
 
-func (n *names) pack(s *rule.Sample) packedSample {
+// pack packs s, whose time is at nanoseconds from the window's epoch.
+func (n *names) pack(s *rule.Sample, at int64) packedSample {
 	p := &s.Packet
 	ps := packedSample{
-		unixNano: unixNano(s.Time),
-		length:   p.Length, srcPort: p.SrcPort, dstPort: p.DstPort, tcpWindow: p.TCPWindow,
+		at:     at,
+		length: p.Length, srcPort: p.SrcPort, dstPort: p.DstPort, tcpWindow: p.TCPWindow,
 		family: p.Family, protocol: p.Protocol, ttl: p.TTL, tcpFlags: p.TCPFlags, icmpType: p.ICMPType,
 		fragment: uint8(p.Fragment),
 		name:     n.intern(s.Interface), reaction: n.intern(s.Reaction),
@@ -107,27 +107,6 @@ func unpackAddr(b *[16]byte, flags, valid, is4 uint8) netip.Addr {
 	return netip.AddrFrom16(*b)
 }
 
-// Times a packed sample can hold: int64 nanoseconds since 1970.
-var (
-	minPacked = time.Unix(0, math.MinInt64)
-	maxPacked = time.Unix(0, math.MaxInt64)
-)
-
-// unixNano is t in Unix nanoseconds, clamped to what an int64 holds (t's
-// own UnixNano is undefined beyond), so comparisons stay in order.
-func unixNano(t time.Time) int64 {
-	switch {
-	case t.Before(minPacked):
-		return math.MinInt64
-	case t.After(maxPacked):
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
-
-// time is the sample's time, in UTC.
-func (ps *packedSample) time() time.Time { return time.Unix(0, ps.unixNano).UTC() }
-
 // packet is the sample's header fields, as rule.Packet.
 func (ps *packedSample) packet() rule.Packet {
 	return rule.Packet{
@@ -139,8 +118,8 @@ func (ps *packedSample) packet() rule.Packet {
 	}
 }
 
-func (n *names) unpack(ps *packedSample) rule.Sample {
-	return rule.Sample{Time: ps.time(), Interface: n.name(ps.name), Reaction: n.name(ps.reaction), Packet: ps.packet()}
+func (n *names) unpack(ps *packedSample, epoch time.Time) rule.Sample {
+	return rule.Sample{Time: epoch.Add(time.Duration(ps.at)), Interface: n.name(ps.name), Reaction: n.name(ps.reaction), Packet: ps.packet()}
 }
 
 // chunkLen is how many samples a chunk of the ring holds: 256 KiB.

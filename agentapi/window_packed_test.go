@@ -33,9 +33,10 @@ func TestPackedSampleRoundTrip(t *testing.T) {
 		{Time: at, Interface: "eth1", Packet: rule.Packet{Length: 60}},
 	}
 	var n names
+	epoch := at.Add(-time.Hour)
 	for i, want := range cases {
-		ps := n.pack(&want)
-		if got := n.unpack(&ps); !reflect.DeepEqual(got, want) {
+		ps := n.pack(&want, int64(want.Time.Sub(epoch)))
+		if got := n.unpack(&ps, epoch); !reflect.DeepEqual(got, want) {
 			t.Errorf("case %d: unpacked\n%+v\nwant\n%+v", i, got, want)
 		}
 	}
@@ -44,13 +45,14 @@ func TestPackedSampleRoundTrip(t *testing.T) {
 	}
 }
 
-// TestPackedTimesKeepTheirOrder: times outside int64 nanoseconds (a zero
-// time, say) clamp to the ends, so eviction and report bounds still order.
-func TestPackedTimesKeepTheirOrder(t *testing.T) {
+// TestWindowTimesKeepTheirOrder: times far from the window's epoch (a zero
+// time, say) saturate, so eviction and report bounds still order.
+func TestWindowTimesKeepTheirOrder(t *testing.T) {
+	w := NewTrafficWindow(WindowConfig{})
 	times := []time.Time{{}, time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), time.Unix(0, 0), time.Now(),
-		time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}
+		time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}
 	for i := 1; i < len(times); i++ {
-		if a, b := unixNano(times[i-1]), unixNano(times[i]); a > b {
+		if a, b := w.since(times[i-1]), w.since(times[i]); a > b {
 			t.Errorf("%v packs after %v (%d > %d)", times[i-1], times[i], a, b)
 		}
 	}
