@@ -692,8 +692,8 @@ static __always_inline __u32 lookup_cidr(struct pkt *p, struct guard_config *cfg
 }
 
 /* first_word's table: low16[x] is the index of x's lowest set bit (0 for
- * 0). FIRST_BITS(k) lists it for x in [1, 2^k): the list for [1, 2^k),
- * then k for 2^k, then the list again for 2^k + [1, 2^k). */
+ * 0). FIRST_BITS(k+1) lists it for x in [1, 2^(k+1)): FIRST_BITS(k) for
+ * [1, 2^k), k for 2^k, FIRST_BITS(k) again for 2^k + [1, 2^k). */
 #define FIRST_BITS1 0
 #define FIRST_BITS2 FIRST_BITS1, 1, FIRST_BITS1
 #define FIRST_BITS3 FIRST_BITS2, 2, FIRST_BITS2
