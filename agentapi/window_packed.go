@@ -38,6 +38,10 @@ const (
 type names struct {
 	list  []string
 	index map[string]uint16
+	// The last name interned: a flood's samples come from one interface,
+	// and intern runs per sample, so most calls end here without a hash.
+	last      string
+	lastIndex uint16
 }
 
 const maxNames = 1 << 16
@@ -46,9 +50,21 @@ func (n *names) intern(s string) uint16 {
 	if s == "" {
 		return 0
 	}
-	if i, ok := n.index[s]; ok {
-		return i
+	if s == n.last {
+		return n.lastIndex
 	}
+	i, ok := n.index[s]
+	if !ok {
+		i = n.add(s)
+	}
+	if i != 0 {
+		n.last, n.lastIndex = s, i
+	}
+	return i
+}
+
+// add keeps a new name; 0 ("") once maxNames are kept.
+func (n *names) add(s string) uint16 {
 	if len(n.list) == 0 {
 		n.list, n.index = []string{""}, map[string]uint16{}
 	}
