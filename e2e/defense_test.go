@@ -556,6 +556,17 @@ type decision struct {
 	LatencySecs float64           `json:"latency_seconds"`
 	Error       string            `json:"error"`
 	Notes       []string          `json:"notes"`
+	Evidence    *struct {
+		AttackSamples   int `json:"attack_samples"`
+		BaselineSamples int `json:"baseline_samples"`
+		Candidates      []struct {
+			Rule struct {
+				Match json.RawMessage `json:"match"`
+			} `json:"rule"`
+			Coverage   float64 `json:"coverage"`
+			Collateral float64 `json:"collateral"`
+		} `json:"candidates"`
+	} `json:"evidence"`
 	Validations []struct {
 		Accepted bool   `json:"accepted"`
 		Reason   string `json:"reason"`
@@ -641,6 +652,12 @@ func logTimeline(t testing.TB, prom *service, agent *agentProc, name, analyst st
 	for _, d := range ds {
 		if d.Kind == "alert" {
 			t.Logf("  decision at %s: %s %s, %d applied %s %s", since(d.ReceivedAt), d.Alert.Name, d.Outcome, len(d.Applied), d.Error, strings.Join(d.Notes, "; "))
+			if ev := d.Evidence; ev != nil {
+				t.Logf("    evidence: %d attack samples, %d baseline", ev.AttackSamples, ev.BaselineSamples)
+				for _, c := range ev.Candidates {
+					t.Logf("    candidate %s: coverage %.3f, collateral %.4f", c.Rule.Match, c.Coverage, c.Collateral)
+				}
+			}
 			for _, v := range d.Validations {
 				if !v.Accepted {
 					t.Logf("    refused %s: %s", v.Rule.Match, v.Reason)

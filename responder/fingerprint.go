@@ -320,15 +320,9 @@ func grownClasses(cfg MinerConfig, attack, baseline []rule.Packet, totalA, total
 	// A flood dilutes the ordinary traffic beside it, so a class the attack
 	// shares with much ordinary traffic (ACKs, SYNs) may hold a smaller share
 	// of the window than of the baseline and still have grown many times
-	// over in packets. The ordinary traffic's volume in the window against
-	// the baseline is at most the smallest ratio among the classes the
-	// baseline holds enough of: a class grown far beyond that counts too.
-	ordScale := math.Inf(1)
-	for k, nb := range bc {
-		if nb >= 10 {
-			ordScale = math.Min(ordScale, float64(ac[k])/float64(nb))
-		}
-	}
+	// over in packets: a class grown far beyond the ordinary traffic's scale
+	// counts too.
+	ordScale, scaled := ordinaryScale(attack, baseline)
 	var out []grownClass
 	total := 0.0
 	for k, n := range ac {
@@ -336,7 +330,7 @@ func grownClasses(cfg MinerConfig, attack, baseline []rule.Packet, totalA, total
 			continue
 		}
 		ex, ok := grown(n, totalA, bc[k], totalB, minExcess)
-		if !ok && len(baseline) > 0 && !math.IsInf(ordScale, 1) {
+		if !ok && scaled {
 			expect := ordScale * float64(bc[k])
 			if ex2 := (float64(n) - expect) / float64(totalA); float64(n) >= 4*expect+10 && ex2 >= minExcess {
 				ex, ok = ex2, true
@@ -416,27 +410,9 @@ func mineFingerprints(cfg MinerConfig, scope classScope, attack, baseline, fullA
 			totalExcess += c.excess
 		}
 	}
-	// How much ordinary traffic the window holds against the baseline:
-	// the classes that did not grow. A flood dilutes it, so the windows'
-	// size ratio would overstate it.
-	grownSet := map[classKey]bool{}
-	for _, c := range all {
-		grownSet[c.key] = true
-	}
-	ordA, ordB := 0, 0
-	for k, idx := range ac {
-		if !grownSet[k] {
-			ordA += len(idx)
-		}
-	}
-	for k, idx := range bc {
-		if !grownSet[k] {
-			ordB += len(idx)
-		}
-	}
-	scale := ratio(len(attack), len(baseline))
-	if ordB > 0 {
-		scale = ratio(ordA, ordB)
+	scale, ok := ordinaryScale(attack, baseline)
+	if !ok {
+		scale = ratio(len(attack), len(baseline))
 	}
 	var out []Candidate
 	done := 0.0
@@ -452,6 +428,70 @@ func mineFingerprints(cfg MinerConfig, scope classScope, attack, baseline, fullA
 	}
 	return out
 }
+
+// ordinaryScale is how much ordinary traffic the attack window holds
+// against the baseline: the factor a baseline count is scaled by to predict
+// the window's. A flood dilutes the ordinary traffic, so the windows' size
+// ratio would overstate it, and the classes a flood leaves alone can be a
+// handful of samples (a web server's ordinary traffic is mostly the ACKs and
+// SYNs a TCP flood grows too): an estimate from those alone, too low, left
+// the clients' ACKs in the flood's excess, so the rule for the flood's ACKs
+// took in the served port and failed on collateral. So the scale is measured
+// in cells (class and destination port) the baseline holds enough of, the
+// grown classes' ordinary cells too: the count-weighted median of their
+// ratios first, which neither the attack's cells (far above) nor a flow that
+// ended (zero) moves, then the ratio pooled over the cells that median
+// predicts within a margin, for a steadier figure. It reports false when
+// the baseline has no such cell.
+func ordinaryScale(attack, baseline []rule.Packet) (float64, bool) {
+	type cell struct {
+		k    classKey
+		port uint16
+	}
+	ac, bc := map[cell]int{}, map[cell]int{}
+	for i := range attack {
+		ac[cell{keyOf(&attack[i]), attack[i].DstPort}]++
+	}
+	for i := range baseline {
+		bc[cell{keyOf(&baseline[i]), baseline[i].DstPort}]++
+	}
+	type cellRatio struct {
+		r      float64
+		na, nb int
+	}
+	var cells []cellRatio
+	weight := 0
+	for c, nb := range bc {
+		if nb >= minOrdinaryCell {
+			cells = append(cells, cellRatio{float64(ac[c]) / float64(nb), ac[c], nb})
+			weight += nb
+		}
+	}
+	if len(cells) == 0 {
+		return 0, false
+	}
+	slices.SortFunc(cells, func(a, b cellRatio) int { return cmp.Compare(a.r, b.r) })
+	median, seen := cells[len(cells)-1].r, 0
+	for _, c := range cells {
+		if seen += c.nb; 2*seen >= weight {
+			median = c.r
+			break
+		}
+	}
+	sumA, sumB := 0, 0
+	for _, c := range cells {
+		if float64(c.na) <= 4*median*float64(c.nb)+10 {
+			sumA += c.na
+			sumB += c.nb
+		}
+	}
+	return ratio(sumA, sumB), true
+}
+
+// minOrdinaryCell is the baseline packets a cell needs to measure the
+// ordinary traffic's scale by: a flood to random ports lands in cells the
+// baseline holds a packet or two of by chance.
+const minOrdinaryCell = 5
 
 func pick(pkts []rule.Packet, idx []int) []rule.Packet {
 	out := make([]rule.Packet, len(idx))
@@ -502,10 +542,16 @@ func fingerprint(cfg MinerConfig, k classKey, pk, bk []rule.Packet, baselineTota
 		preds = append(preds, predicate{"icmp_type", func(m *rule.Match) { m.ICMPType = &t }, false})
 	}
 	if k.hasL4 && (k.protocol == rule.ProtoTCP || k.protocol == rule.ProtoUDP) {
-		if ports := portSet(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.DstPort) })); ports != nil {
+		// The attack's size is an estimate: the ordinary traffic subtracted
+		// from the class is a sample's. A port set need not reach into that
+		// noise (two standard deviations of the ordinary count), or the gap
+		// is wanted from a port the ordinary traffic left a packet over its
+		// prediction in, which is too light to list and voids the set.
+		portKeep := keep - 2*math.Sqrt(scale*float64(len(bk)))
+		if ports := portSet(portKeep, hist(func(p *rule.Packet) uint32 { return uint32(p.DstPort) })); ports != nil {
 			preds = append(preds, predicate{"dst_ports", func(m *rule.Match) { m.DstPorts = ports }, true})
 		}
-		if ports := portSet(keep, hist(func(p *rule.Packet) uint32 { return uint32(p.SrcPort) })); ports != nil {
+		if ports := portSet(portKeep, hist(func(p *rule.Packet) uint32 { return uint32(p.SrcPort) })); ports != nil {
 			preds = append(preds, predicate{"src_ports", func(m *rule.Match) { m.SrcPorts = ports }, true})
 		}
 		// The ports name the vector (a reflector's service port, the

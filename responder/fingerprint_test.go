@@ -188,6 +188,68 @@ func TestMineFloodWithRetryingClient(t *testing.T) {
 	}
 }
 
+// TestMineFlagMixBesideThinClient: a multi-vector TCP flood (SYN, ACK,
+// xmas and no-flag segments to port 443) beside a web client on port 80
+// whose traffic is mostly the ACKs and SYNs the flood grows too. The classes
+// that did not grow (the client's PSH-ACKs and FIN-ACKs) are a few samples,
+// and here, as sampled in a live run, they fall short of the client's
+// traffic in the window: a scale from them alone left the client's ACKs and
+// SYNs in the flood's excess, so those two fingerprints took in port 80 and
+// the client's lengths and failed on collateral, and the first decision
+// covered half of the flood. Every vector must get its rule, on port 443
+// only.
+func TestMineFlagMixBesideThinClient(t *testing.T) {
+	client := netip.MustParseAddr("10.221.0.2")
+	node := netip.MustParseAddr("10.221.0.1")
+	// Sampled 1 in 16, a connection shows one packet or so: each packet
+	// here is from a connection of its own, none of them a served flow.
+	port := uint16(40000)
+	clientPkts := func(flags uint8, n int) []rule.Packet {
+		var out []rule.Packet
+		for range n {
+			port++
+			p := tcpPkt(client, node, port, 80, flags, 63, 52, 64)
+			switch flags {
+			case rule.FlagSYN:
+				p.Length, p.TCPWindow = 60, 64240
+			case rule.FlagPSH | rule.FlagACK:
+				p.Length = 84
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	// The counts of the live run: the client's classes in the baseline
+	// (12 s) and in the 3 s window, where the scale is about 0.23.
+	var baseline, window []rule.Packet
+	for _, c := range []struct {
+		flags       uint8
+		base, under int
+	}{{rule.FlagSYN, 19, 6}, {rule.FlagACK, 35, 9}, {rule.FlagFIN | rule.FlagACK, 7, 2}, {rule.FlagPSH | rule.FlagACK, 17, 1}} {
+		baseline = append(baseline, clientPkts(c.flags, c.base)...)
+		window = append(window, clientPkts(c.flags, c.under)...)
+	}
+	flood := classPackets(t, "tcp_flag_mix", 5, 1400+4000)
+	window = append(window, flood[:1400]...)
+
+	cands := MineAlert(MinerConfig{}, "tcp_flood", window, baseline, nil)
+	var rules []rule.Rule
+	for _, c := range cands {
+		js, _ := json.Marshal(c.Rule.Match)
+		t.Logf("rule %s coverage=%.4f collateral=%.4f", js, c.Coverage, c.Collateral)
+		if !slices.Equal(c.Rule.Match.DstPorts, []string{"443"}) {
+			t.Errorf("rule %s: want dst_ports [443], the flood's port alone", js)
+		}
+		rules = append(rules, c.Rule)
+	}
+	if len(rules) != 4 {
+		t.Errorf("%d rules, want one per vector (4)", len(rules))
+	}
+	if rp := ReplayRules(rules, flood[1400:], append(clientPkts(rule.FlagACK, 50), clientPkts(rule.FlagSYN, 50)...)); rp.Coverage < 0.99 || rp.BaselineMatched != 0 {
+		t.Errorf("flood coverage %.4f (want >= 0.99), client packets matched %d (want 0)", rp.Coverage, rp.BaselineMatched)
+	}
+}
+
 // TestMineSpreadSourcePortsFromFewSamples: hping3 against a small listen
 // queue sends 100 SYNs/s from one address with a source port that grows by
 // one each packet; sampled 1 in 16, a short window holds 12 SYNs, each from
