@@ -186,10 +186,10 @@ func runAttackPhase(t testing.TB, st *defenseStack, analyst string, a attack, le
 
 	decisions := getDecisions(t, agent)
 	applied := false
-	var decidedAt time.Time
+	var firedAt time.Time
 	for _, d := range decisions {
 		if d.Kind == "alert" && len(d.Applied) > 0 {
-			applied, decidedAt = true, d.ReceivedAt
+			applied, firedAt = true, cmp.Or(d.Alert.StartsAt, d.ReceivedAt)
 			if d.Analyst != analyst {
 				t.Errorf("decision %s made by %q, want %q (no fallback)", d.ID, d.Analyst, analyst)
 			}
@@ -200,7 +200,7 @@ func runAttackPhase(t testing.TB, st *defenseStack, analyst string, a attack, le
 		t.Errorf("no decision applied a rule: %+v", decisions)
 	}
 	if analyst == "llm" {
-		checkDefenseDashboards(t, prom, decidedAt)
+		checkDefenseDashboards(t, prom, firedAt)
 	}
 }
 
@@ -281,9 +281,12 @@ func TestNoDefenseAgainstBulkUpload(t *testing.T) {
 // with the LLM analyst feeds (LLM latency and tokens, firing alerts,
 // decision latency) return data from this live Prometheus. deploy's
 // TestRunStack checks all the others against its own live stack. A query
-// may answer now or when the alert was firing (firedAt: the webhook's
-// arrival): an alert that resolves once its rule holds (the ACK flood's
-// stack condition) has no firing series left by the time of the check.
+// may answer now or when the alert was firing (firedAt: the alert's
+// startsAt, which Prometheus sets to the evaluation that fired it): an alert
+// that resolves once its rule holds (the ACK flood's stack condition) has no
+// firing series left by the time of the check, and one whose rule dropped
+// the flood within a second may have none a second after it fired (the
+// next evaluation marks the series stale; seen with tcp_reflection).
 func checkDefenseDashboards(t testing.TB, prom *service, firedAt time.Time) {
 	t.Helper()
 	queries, err := dashquery.Load("../dashboards")
@@ -297,7 +300,7 @@ func checkDefenseDashboards(t testing.TB, prom *service, firedAt time.Time) {
 			continue
 		}
 		checked++
-		if len(promQuery(t, prom, q.Expr)) == 0 && (firedAt.IsZero() || len(promQueryAt(t, prom, q.Expr, firedAt.Add(time.Second))) == 0) {
+		if len(promQuery(t, prom, q.Expr)) == 0 && (firedAt.IsZero() || len(promQueryAt(t, prom, q.Expr, firedAt.Add(100*time.Millisecond))) == 0) {
 			t.Errorf("dashboard %s: no data for %s", q.Panel, q.Expr)
 		}
 	}
