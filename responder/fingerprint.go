@@ -438,11 +438,11 @@ func mineFingerprints(cfg MinerConfig, scope classScope, attack, baseline, fullA
 // the clients' ACKs in the flood's excess, so the rule for the flood's ACKs
 // took in the served port and failed on collateral. So the scale is measured
 // in cells (class and destination port) the baseline holds enough of, the
-// grown classes' ordinary cells too: the count-weighted median of their
-// ratios first, which neither the attack's cells (far above) nor a flow that
-// ended (zero) moves, then the ratio pooled over the cells that median
-// predicts within a margin, for a steadier figure. It reports false when
-// the baseline has no such cell.
+// grown classes' ordinary cells too: the median of their ratios first,
+// which neither the attack's cells (far above) nor a flow that ended (zero)
+// moves, however many packets those hold, then the ratio pooled over the
+// cells that median predicts within sampling noise, for a steadier figure.
+// It reports false when the baseline has no such cell.
 func ordinaryScale(attack, baseline []rule.Packet) (float64, bool) {
 	type cell struct {
 		k    classKey
@@ -455,35 +455,28 @@ func ordinaryScale(attack, baseline []rule.Packet) (float64, bool) {
 	for i := range baseline {
 		bc[cell{keyOf(&baseline[i]), baseline[i].DstPort}]++
 	}
-	type cellRatio struct {
-		r      float64
-		na, nb int
-	}
-	var cells []cellRatio
-	weight := 0
+	type cellCount struct{ na, nb int }
+	var cells []cellCount
 	for c, nb := range bc {
 		if nb >= minOrdinaryCell {
-			cells = append(cells, cellRatio{float64(ac[c]) / float64(nb), ac[c], nb})
-			weight += nb
+			cells = append(cells, cellCount{ac[c], nb})
 		}
 	}
 	if len(cells) == 0 {
 		return 0, false
 	}
-	slices.SortFunc(cells, func(a, b cellRatio) int { return cmp.Compare(a.r, b.r) })
-	median, seen := cells[len(cells)-1].r, 0
-	for _, c := range cells {
-		if seen += c.nb; 2*seen >= weight {
-			median = c.r
-			break
-		}
-	}
+	r := func(c cellCount) float64 { return float64(c.na) / float64(c.nb) }
+	slices.SortFunc(cells, func(a, b cellCount) int { return cmp.Compare(r(a), r(b)) })
+	median := r(cells[len(cells)/2])
 	sumA, sumB := 0, 0
 	for _, c := range cells {
-		if float64(c.na) <= 4*median*float64(c.nb)+10 {
+		if e := median * float64(c.nb); math.Abs(float64(c.na)-e) <= 3*math.Sqrt(e)+3 {
 			sumA += c.na
 			sumB += c.nb
 		}
+	}
+	if sumB == 0 {
+		return median, true
 	}
 	return ratio(sumA, sumB), true
 }

@@ -250,6 +250,44 @@ func TestMineFlagMixBesideThinClient(t *testing.T) {
 	}
 }
 
+// TestOrdinaryScale: the ordinary traffic's scale comes from the cells
+// ordinary traffic fills, and neither a cell the attack floods (SYNs to the
+// served port) nor a flow that ended before the window (a download's
+// packets to its ephemeral port, the baseline's largest cell) moves it,
+// nor do cells the baseline holds a packet or two of by chance.
+func TestOrdinaryScale(t *testing.T) {
+	client := netip.MustParseAddr("10.221.0.2")
+	node := netip.MustParseAddr("10.221.0.1")
+	pkts := func(flags uint8, dport uint16, n int) []rule.Packet {
+		out := make([]rule.Packet, n)
+		for i := range out {
+			out[i] = tcpPkt(client, node, uint16(40000+i), dport, flags, 502, 52, 64)
+		}
+		return out
+	}
+	ack, pshAck := rule.FlagACK, rule.FlagPSH|rule.FlagACK
+	var baseline, window []rule.Packet
+	for _, c := range []struct {
+		flags       uint8
+		dport       uint16
+		base, under int
+	}{
+		{ack, 80, 40, 10}, {pshAck, 80, 20, 5}, {rule.FlagSYN, 80, 20, 5 + 2000}, // the flood's SYNs join the clients'
+		{pshAck, 51234, 200, 0},                                  // a download that ended
+		{rule.FlagSYN, 1234, 2, 30}, {rule.FlagSYN, 4321, 1, 25}, // flood SYNs in cells the baseline holds by chance
+	} {
+		baseline = append(baseline, pkts(c.flags, c.dport, c.base)...)
+		window = append(window, pkts(c.flags, c.dport, c.under)...)
+	}
+	got, ok := ordinaryScale(window, baseline)
+	if !ok || got < 0.2 || got > 0.3 {
+		t.Errorf("ordinaryScale = %.3f, %v; want about 0.25 (the clients' cells), true", got, ok)
+	}
+	if _, ok := ordinaryScale(window, pkts(ack, 80, 4)); ok {
+		t.Errorf("a baseline without a cell of %d packets gave a scale", minOrdinaryCell)
+	}
+}
+
 // TestMineSpreadSourcePortsFromFewSamples: hping3 against a small listen
 // queue sends 100 SYNs/s from one address with a source port that grows by
 // one each packet; sampled 1 in 16, a short window holds 12 SYNs, each from
