@@ -539,8 +539,10 @@ func fingerprint(cfg MinerConfig, k classKey, pk, bk []rule.Packet, baselineTota
 		// from the class is a sample's. A port set need not reach into that
 		// noise (two standard deviations of the ordinary count), or the gap
 		// is wanted from a port the ordinary traffic left a packet over its
-		// prediction in, which is too light to list and voids the set.
-		portKeep := keep - 2*math.Sqrt(scale*float64(len(bk)))
+		// prediction in, which is too light to list and voids the set. Nine
+		// tenths of it at least: a class whose attack is within that noise
+		// is not narrowed to its heaviest port.
+		portKeep := max(keep-2*math.Sqrt(scale*float64(len(bk))), 0.9*keep)
 		if ports := portSet(portKeep, hist(func(p *rule.Packet) uint32 { return uint32(p.DstPort) })); ports != nil {
 			preds = append(preds, predicate{"dst_ports", func(m *rule.Match) { m.DstPorts = ports }, true})
 		}
