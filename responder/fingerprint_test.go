@@ -136,6 +136,20 @@ func TestMineWithoutBaseline(t *testing.T) {
 	}
 }
 
+// linuxClientPkt is a segment of a Linux client's HTTP connection as the
+// guard samples it: SYNs carry options (60 bytes, window 64240), requests a
+// small payload (84), every other segment the timestamp option (52).
+func linuxClientPkt(client, server netip.Addr, sport, dport uint16, flags uint8) rule.Packet {
+	p := tcpPkt(client, server, sport, dport, flags, 63, 52, 64)
+	switch flags {
+	case rule.FlagSYN:
+		p.Length, p.TCPWindow = 60, 64240
+	case rule.FlagPSH | rule.FlagACK:
+		p.Length = 84
+	}
+	return p
+}
+
 // TestMineFloodWithRetryingClient: under a SYN flood the served client's own
 // SYNs grow (its handshakes are retried), so the window holds more of them
 // than the baseline predicts. They are ordinary traffic reacting to the
@@ -149,15 +163,7 @@ func TestMineFloodWithRetryingClient(t *testing.T) {
 	clientPkts := func(seq int, flags uint8, n int) []rule.Packet {
 		var out []rule.Packet
 		for i := range n {
-			p := rule.Packet{Family: 4, Src: client, Dst: served, Protocol: rule.ProtoTCP, TTL: 64, HasL4: true,
-				SrcPort: uint16(40000 + seq*100 + i), DstPort: 25565, TCPFlags: flags, Length: 52, TCPWindow: 63}
-			switch flags {
-			case rule.FlagSYN:
-				p.Length, p.TCPWindow = 60, 64240
-			case rule.FlagPSH | rule.FlagACK:
-				p.Length = 84
-			}
-			out = append(out, p)
+			out = append(out, linuxClientPkt(client, served, uint16(40000+seq*100+i), 25565, flags))
 		}
 		return out
 	}
@@ -208,14 +214,7 @@ func TestMineFlagMixBesideThinClient(t *testing.T) {
 		var out []rule.Packet
 		for range n {
 			port++
-			p := tcpPkt(client, node, port, 80, flags, 63, 52, 64)
-			switch flags {
-			case rule.FlagSYN:
-				p.Length, p.TCPWindow = 60, 64240
-			case rule.FlagPSH | rule.FlagACK:
-				p.Length = 84
-			}
-			out = append(out, p)
+			out = append(out, linuxClientPkt(client, node, port, 80, flags))
 		}
 		return out
 	}
